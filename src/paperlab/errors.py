@@ -1,0 +1,74 @@
+"""The paperlab exception hierarchy.
+
+Every error a user can cause (a bad path, a bad config, a server that does not answer) is a
+``PaperlabError``. The CLI prints its message as one line on stderr and exits with code 2;
+``--debug`` shows the traceback. A message says what went wrong *and* what to do about it.
+
+    PaperlabError
+    ├── ConfigError          a config file or flag value is invalid
+    ├── LLMError             paperlab.llm: model access
+    │   ├── BackendSpecError     unknown or malformed backend spec
+    │   ├── LLMConnectionError   server down, hanging, or refusing (after bounded retries)
+    │   └── LLMResponseError     the server answered something we cannot use
+    ├── SoupError            paperlab.soup: merges and SoCE
+    ├── RerankError          paperlab.rerank: GroupRank
+    ├── GalaxyError          paperlab.galaxy: constellations, orchestrator, devices
+    ├── ICLError             paperlab.icl: genomic in-context learning probes
+    ├── AlignError           paperlab.align: representation alignment
+    ├── InstellaError        paperlab.instella
+    └── ParadiffError        paperlab.paradiff: MMaDA-Parallel
+"""
+
+from __future__ import annotations
+
+
+class PaperlabError(Exception):
+    """Root of every error a user can cause; the CLI shows it as one line, exit code 2."""
+
+
+class ConfigError(PaperlabError):
+    """A config file or a command-line value is invalid."""
+
+
+class LLMError(PaperlabError):
+    """Failure in shared model access (paperlab.llm)."""
+
+
+class BackendSpecError(LLMError):
+    """An LLM spec string names no known backend or is malformed."""
+
+
+class LLMConnectionError(LLMError):
+    """The model server could not be reached in time, after bounded retries."""
+
+
+class LLMResponseError(LLMError):
+    """The model server answered, but with something that cannot be used."""
+
+
+class SoupError(PaperlabError):
+    """Failure in model souping (paperlab.soup)."""
+
+
+class RerankError(PaperlabError):
+    """Failure in reranking (paperlab.rerank)."""
+
+
+class GalaxyError(PaperlabError):
+    """Failure in the Galaxy orchestrator, protocol or devices (paperlab.galaxy)."""
+
+
+class ICLError(PaperlabError):
+    """Failure in the genomic ICL probes (paperlab.icl)."""
+
+
+class AlignError(PaperlabError):
+    """Failure in the alignment probes (paperlab.align)."""
+
+
+class InstellaError(PaperlabError):
+    """Failure in the Instella model code (paperlab.instella)."""
+
+
+class ParadiffError(PaperlabError):
+    """Failure in MMaDA-Parallel (paperlab.paradiff)."""

@@ -1,0 +1,24 @@
+"""Fixtures shared by every system's tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def timeout_scale() -> float:
+    """One knob for every timeout in the tests: PAPERLAB_TEST_TIMEOUT_SCALE (default 1)."""
+    return float(os.environ.get("PAPERLAB_TEST_TIMEOUT_SCALE", "1"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data beside the repository; tests that need it skip when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"needs real data in {SHARED_DATA} (the ../shared checkout beside the repo)")
+    return SHARED_DATA
