@@ -22,3 +22,9 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"needs real data in {SHARED_DATA} (the ../shared checkout beside the repo)")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tscale() -> float:
+    """The timeout scale as a fixture (see :func:`timeout_scale`)."""
+    return timeout_scale()
