@@ -1,0 +1,106 @@
+"""Value types of the reranker: input passages, ranked results and the cost/repair ledger."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Passage:
+    """One candidate passage.
+
+    Attributes:
+        doc_id: the id the caller knows the passage by (unique within one ranking call).
+        text: the passage text (title already joined in, if any).
+        first_stage_score: the retriever's score (BM25, dense, ...) or None when unknown.
+    """
+
+    doc_id: str
+    text: str
+    first_stage_score: float | None = None
+
+
+@dataclass(frozen=True)
+class RankedResult:
+    """One passage in the output ranking: ``rank`` is 1-based, higher ``score`` ranks first."""
+
+    doc_id: str
+    score: float
+    rank: int
+
+
+@dataclass
+class RerankStats:
+    """What one ranking call cost and how often the reply had to be repaired.
+
+    ``repairs`` counts replies fixed in place (truncated JSON closed, an out-of-range score
+    clipped, a missing id filled by a retry ...), keyed by kind. ``fallbacks`` counts passages
+    or groups whose scores came from the documented fallback instead of the model, keyed by
+    kind. Nothing is ever dropped: the ledger is how a user sees that something went wrong.
+    """
+
+    calls: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    retries: int = 0
+    wall_s: float = 0.0
+    repairs: Counter[str] = field(default_factory=Counter)
+    fallbacks: Counter[str] = field(default_factory=Counter)
+
+    def add_generation(self, prompt_tokens: int, completion_tokens: int) -> None:
+        """Account for one LLM call."""
+        self.calls += 1
+        self.prompt_tokens += int(prompt_tokens)
+        self.completion_tokens += int(completion_tokens)
+
+    def merge(self, other: RerankStats) -> None:
+        """Add another ledger into this one (wall times add up too)."""
+        self.calls += other.calls
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.retries += other.retries
+        self.wall_s += other.wall_s
+        self.repairs.update(other.repairs)
+        self.fallbacks.update(other.fallbacks)
+
+    @property
+    def n_repairs(self) -> int:
+        """Total repairs of all kinds."""
+        return sum(self.repairs.values())
+
+    @property
+    def n_fallbacks(self) -> int:
+        """Total fallbacks of all kinds."""
+        return sum(self.fallbacks.values())
+
+    def to_dict(self) -> dict[str, object]:
+        """A JSON-ready view."""
+        return {
+            "calls": self.calls,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "retries": self.retries,
+            "wall_s": round(self.wall_s, 4),
+            "repairs": dict(self.repairs),
+            "fallbacks": dict(self.fallbacks),
+        }
+
+
+@dataclass
+class Ranking:
+    """The output of one ranking call: every input passage exactly once, best first."""
+
+    results: list[RankedResult]
+    stats: RerankStats
+    method: str
+
+    def doc_ids(self) -> list[str]:
+        """The doc ids in rank order."""
+        return [r.doc_id for r in self.results]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self.results)
+
+    def __len__(self) -> int:
+        return len(self.results)
