@@ -43,11 +43,11 @@ def to_passages(docs: Iterable[DocLike]) -> list[Passage]:
     return out
 
 
-def _load_llm(llm: Any) -> Any:
+def _load_llm(llm: Any, concurrency: int) -> Any:
     if isinstance(llm, str):
         from paperlab.llm import load_llm
 
-        return load_llm(llm)
+        return load_llm(llm, max_concurrency=concurrency)
     return llm
 
 
@@ -68,7 +68,7 @@ class Reranker:
             cfg = load_config(None, **{**cfg.model_dump(), **overrides})
         self.config = cfg
         self.method_cls = get_method(method)
-        self.llm = _load_llm(llm)
+        self.llm = _load_llm(llm, cfg.concurrency)
         self.method: Method = self.method_cls(self.llm, cfg)
 
     def rank(self, query: str, docs: Iterable[DocLike]) -> Ranking:

@@ -26,7 +26,7 @@ _LOCK = threading.Lock()  # one forward at a time: the model object is shared ac
 def require_hf(llm: Any) -> tuple[Any, Any]:
     """(model, tokenizer) of an hf-backed LLM, or a clear error naming the fix."""
     model, tok = getattr(llm, "model", None), getattr(llm, "tokenizer", None)
-    if model is None or tok is None:
+    if model is None or tok is None or isinstance(model, str):
         raise RerankConfigError(
             "logit mode needs an hf backend with .model and .tokenizer (OpenAI-compatible servers "
             "such as `transformers serve` return no logprobs); use --llm smollm2 or hf:DIR, or --mode generate")
@@ -81,7 +81,7 @@ class LogitScorer:
                 # P("0" | "1"): one extra token, then roll the cache back
                 probs1, past = self._forward(self._encode("1"), past)
                 q = float(probs1[self.digits[0]])
-                past.crop(past.get_seq_length() - 1)
+                past.crop(-1)  # transformers 5: a negative value drops that many tokens
                 dist = list(p) + [0.0]
                 dist[10] = p[1] * q
                 dist[1] = p[1] * (1 - q)

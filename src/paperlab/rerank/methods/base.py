@@ -27,20 +27,69 @@ T = TypeVar("T")
 
 
 class CallRunner:
-    """Sends prompts to the LLM with at most ``concurrency`` in flight, retrying each failed
-    call on its own (``llm_retries`` times, exponential backoff) and recording its cost."""
+    """Sends prompts to the LLM and records their cost.
+
+    Prompts submitted in the same event-loop turn are sent together through
+    ``agenerate_batch`` (at most ``concurrency`` per batch), so a local hf model batches the
+    groups of all repeats and an HTTP backend keeps them all in flight. A batch that fails is
+    split: each of its prompts is retried on its own, ``llm_retries`` times with exponential
+    backoff, so one bad request never costs the others.
+    """
 
     def __init__(self, llm: Any, cfg: RerankConfig, stats: RerankStats) -> None:
         self.llm = llm
         self.cfg = cfg
         self.stats = stats
         self._sem = asyncio.Semaphore(cfg.concurrency)
+        self._pending: list[tuple[Any, int, asyncio.Future[Any]]] = []
+        self._flush_scheduled = False
 
-    async def _send(self, prompt: Any, max_tokens: int) -> Any:
-        kwargs = {"max_tokens": max_tokens, "temperature": self.cfg.temperature, "seed": self.cfg.seed}
-        if hasattr(self.llm, "agenerate"):
-            return await self.llm.agenerate(prompt, **kwargs)
-        return await asyncio.to_thread(self.llm.generate, prompt, **kwargs)
+    def _kwargs(self, max_tokens: int) -> dict[str, Any]:
+        return {"max_tokens": max_tokens, "temperature": self.cfg.temperature, "seed": self.cfg.seed}
+
+    async def _send_one(self, prompt: Any, max_tokens: int) -> Any:
+        async with self._sem:
+            if hasattr(self.llm, "agenerate"):
+                return await self.llm.agenerate(prompt, **self._kwargs(max_tokens))
+            return await asyncio.to_thread(self.llm.generate, prompt, **self._kwargs(max_tokens))
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, []
+        by_budget: dict[int, list[tuple[Any, asyncio.Future[Any]]]] = {}
+        for prompt, budget, fut in pending:
+            by_budget.setdefault(budget, []).append((prompt, fut))
+        for budget, items in by_budget.items():
+            for start in range(0, len(items), self.cfg.concurrency):
+                asyncio.ensure_future(self._send_batch(items[start : start + self.cfg.concurrency], budget))
+
+    async def _send_batch(self, items: list[tuple[Any, asyncio.Future[Any]]], max_tokens: int) -> None:
+        try:
+            if len(items) == 1:
+                outs = [await self._send_one(items[0][0], max_tokens)]
+            elif hasattr(self.llm, "agenerate_batch"):
+                async with self._sem:
+                    outs = await self.llm.agenerate_batch([p for p, _ in items], **self._kwargs(max_tokens))
+            else:
+                outs = await asyncio.gather(*(self._send_one(p, max_tokens) for p, _ in items))
+        except (LLMError, asyncio.TimeoutError) as e:
+            for _, fut in items:
+                if not fut.done():
+                    fut.set_exception(e)
+            return
+        except BaseException as e:  # a bug or cancellation: never leave a caller waiting
+            for _, fut in items:
+                if not fut.done():
+                    fut.set_exception(e)
+            raise
+        for (_, fut), g in zip(items, outs):
+            if not fut.done():
+                fut.set_result(g)
 
     async def generate(self, prompt: Any, max_tokens: int | None = None) -> str | None:
         """The reply text, or None when the call failed for good and fallbacks are allowed.
@@ -49,12 +98,18 @@ class CallRunner:
             RerankLLMError: the call failed ``llm_retries + 1`` times and ``on_llm_error`` is
                 "raise".
         """
+        budget = max_tokens or self.cfg.max_tokens
         tries = self.cfg.llm_retries + 1
         last: Exception | None = None
         for attempt in range(tries):
             try:
-                async with self._sem:
-                    g = await self._send(prompt, max_tokens or self.cfg.max_tokens)
+                if attempt == 0:
+                    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+                    self._pending.append((prompt, budget, fut))
+                    self._schedule_flush()
+                    g = await fut
+                else:
+                    g = await self._send_one(prompt, budget)
             except (LLMError, asyncio.TimeoutError) as e:
                 last = e
                 if attempt + 1 < tries:
