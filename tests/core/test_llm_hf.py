@@ -70,7 +70,7 @@ def test_score_is_independent_of_batching(llm):
     conts = [" Paris", " Rome", " a big city", " Berlin", " Lyon"]
     together = llm.score("The capital of France is", conts)
     alone = [llm.score("The capital of France is", [c])[0] for c in conts]
-    for a, b in zip(together, alone):
+    for a, b in zip(together, alone, strict=True):
         assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
 
 

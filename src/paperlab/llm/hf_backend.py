@@ -109,7 +109,7 @@ class HFLocalLLM(LLM):
         with self._lock, torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                for i, g in zip(idx, self._generate_chunk([texts[i] for i in idx], params)):
+                for i, g in zip(idx, self._generate_chunk([texts[i] for i in idx], params), strict=True):
                     out[i] = g
         return [g for g in out if g is not None]
 
@@ -135,7 +135,7 @@ class HFLocalLLM(LLM):
         new = seqs[:, enc["input_ids"].shape[1] :]
         eos = set(_as_list(self.model.generation_config.eos_token_id) or [tok.eos_token_id])
         results = []
-        for row, mask in zip(new.tolist(), enc["attention_mask"].tolist()):
+        for row, mask in zip(new.tolist(), enc["attention_mask"].tolist(), strict=True):
             n = len(row)
             for j, t in enumerate(row):
                 if t in eos:
