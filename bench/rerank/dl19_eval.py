@@ -30,10 +30,10 @@ DATA = HERE.parents[1].parent / "shared" / "data" / "ir" / "msmarco-dl19"
 COMMON = dict(max_chars=120, repeats=1, group_size=20, max_retries=0, fallback="first_stage")
 # (label, method, queries, config overrides)
 CONFIGS = [
-    ("grouprank logit", "grouprank", 3, dict(mode="logit", template="grouprank-json/v1")),
-    ("grouprank generate", "grouprank", 2, dict(template="grouprank-json/v1", max_tokens=140)),
-    ("pointwise logit", "pointwise", 1, dict(mode="logit", template="grouprank-json/v1")),
+    ("grouprank logit", "grouprank", 1, dict(mode="logit", template="grouprank-json/v1")),
+    ("grouprank generate", "grouprank", 1, dict(template="grouprank-json/v1", max_tokens=140)),
     ("listwise", "listwise", 1, dict(max_tokens=100)),
+    ("pointwise logit", "pointwise", 1, dict(mode="logit", template="grouprank-json/v1")),
 ]
 
 

@@ -29,6 +29,10 @@ def test_hand_computed_terms() -> None:
 def test_missing_scores_and_format() -> None:
     r = reward([None, 5], [0, 3], format_ok=True)
     assert r.format == pytest.approx(0.5)
+    # the missing id ranks last (ideal here) and counts distance 1; the other is 5/10 vs 3/3
+    assert r.ranking == pytest.approx(1.0)
+    assert r.alignment == pytest.approx(1 - (1.0 + 0.5) / 2)
+    assert reward([None, None], [0, 3]).total == 0.0
     assert reward([0, 5], [0, 3], format_ok=False).format == 0.0
 
 

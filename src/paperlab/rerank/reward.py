@@ -14,8 +14,10 @@ None where the reply gave none):
   graded labels. NDCG alone is invariant to shifting all scores of a group, so it cannot make
   a "7" in one group mean what a "7" means in another; this term does, which is what the
   global ranking (mean of score/10 over groups) needs.
-- Format validity: missing ids count as score 0 in the other two terms and lower this one;
-  :func:`reward_from_reply` also zeroes it when the reply needed repairs.
+- Format validity: the fraction of ids with a usable score; :func:`reward_from_reply` zeroes
+  it when the reply needed repairs. A missing id ranks below every scored one and counts as
+  the largest distance (1) in the alignment term; a reply with no usable score at all gets a
+  total of 0, so it never beats a valid but wrong answer.
 
 Default weights (0.6, 0.3, 0.1) keep the reward in [0, 1].
 """
@@ -71,10 +73,13 @@ def reward(scores_for_group: Sequence[float | None], labels: Sequence[float], *,
     if max_label <= 0:
         raise RerankConfigError(f"max_label must be > 0, got {max_label}")
     given = [s is not None and math.isfinite(s) for s in scores_for_group]
-    s = [min(max(float(x), 0.0), 10.0) if ok else 0.0 for x, ok in zip(scores_for_group, given)]
+    if not any(given):
+        return Reward(0.0, 0.0, 0.0, 0.0)
+    s = [min(max(float(x), 0.0), 10.0) if ok else -1.0 for x, ok in zip(scores_for_group, given)]  # type: ignore[arg-type]
     lab = [min(max(float(x), 0.0), max_label) for x in labels]
     ranking = group_ndcg(s, lab)
-    alignment = 1.0 - sum(abs(a / 10.0 - b / max_label) for a, b in zip(s, lab)) / len(s)
+    dist = [abs(a / 10.0 - b / max_label) if ok else 1.0 for a, b, ok in zip(s, lab, given)]
+    alignment = 1.0 - sum(dist) / len(dist)
     fmt = (sum(given) / len(given)) if format_ok else 0.0
     w_r, w_a, w_f = weights
     return Reward(w_r * ranking + w_a * alignment + w_f * fmt, ranking, alignment, fmt)
