@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from paperlab.errors import LLMConnectionError
-from paperlab.rerank import Passage, Reranker, RerankConfigError, RerankLLMError, rank
+from paperlab.rerank import Passage, RerankConfigError, Reranker, RerankLLMError, rank
 from paperlab.rerank.methods.listwise import window_starts
 
 

@@ -60,7 +60,7 @@ def aggregate_scores(n: int, observations: Sequence[tuple[int, float]],
     scored = [c > 0 for c in counts]
     rerank = [sums[i] / counts[i] if counts[i] else prior[i] for i in range(n)]
     if fusion_weight:
-        rerank = [(1 - fusion_weight) * r + fusion_weight * p for r, p in zip(rerank, prior)]
+        rerank = [(1 - fusion_weight) * r + fusion_weight * p for r, p in zip(rerank, prior, strict=True)]
     return rerank, scored
 
 

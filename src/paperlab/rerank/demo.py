@@ -38,7 +38,7 @@ def run(ctx: DemoContext) -> Section:
         after_run[qid] = {r.doc_id: r.score for r in ranking}
         calls += ranking.stats.calls
         rows = []
-        for pos, ((bd, bs), r) in enumerate(zip(hits, ranking.results), start=1):
+        for pos, ((bd, bs), r) in enumerate(zip(hits, ranking.results, strict=True), start=1):
             rows.append([pos, f"{bd} ({QRELS[qid].get(bd, 0)})", f"{bs:.2f}",
                          f"{r.doc_id} ({QRELS[qid].get(r.doc_id, 0)})", f"{r.score:.3f}",
                          PASSAGES[r.doc_id][:60] + "..."])

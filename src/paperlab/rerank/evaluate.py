@@ -99,7 +99,7 @@ def first_stage_run(data: BeirData, index: Any, query_ids: Sequence[str], k: int
                     ) -> dict[str, list[tuple[str, float]]]:
     """Top-``k`` (doc id, score) per query from a BM25/dense index."""
     hits = index.search([data.queries[q] for q in query_ids], k=k)
-    return dict(zip(query_ids, hits))
+    return dict(zip(query_ids, hits, strict=True))
 
 
 def evaluate_method(data: BeirData, method: str, candidates: dict[str, list[tuple[str, float]]],

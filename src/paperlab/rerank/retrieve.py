@@ -82,8 +82,8 @@ class BM25Index:
         """Top-``k`` (doc id, score) per query, best first."""
         k = min(k, len(self.doc_ids))
         res = self.retriever.retrieve(self._tokens(queries), k=k, show_progress=False, n_threads=1)
-        return [[(self.doc_ids[int(d)], float(s)) for d, s in zip(docs, scores)]
-                for docs, scores in zip(res.documents, res.scores)]
+        return [[(self.doc_ids[int(d)], float(s)) for d, s in zip(docs, scores, strict=True)]
+                for docs, scores in zip(res.documents, res.scores, strict=True)]
 
 
 class DenseIndex:

@@ -75,10 +75,10 @@ def reward(scores_for_group: Sequence[float | None], labels: Sequence[float], *,
     given = [s is not None and math.isfinite(s) for s in scores_for_group]
     if not any(given):
         return Reward(0.0, 0.0, 0.0, 0.0)
-    s = [min(max(float(x), 0.0), 10.0) if ok else -1.0 for x, ok in zip(scores_for_group, given)]  # type: ignore[arg-type]
+    s = [min(max(float(x), 0.0), 10.0) if ok else -1.0 for x, ok in zip(scores_for_group, given, strict=True)]  # type: ignore[arg-type]
     lab = [min(max(float(x), 0.0), max_label) for x in labels]
     ranking = group_ndcg(s, lab)
-    dist = [abs(a / 10.0 - b / max_label) if ok else 1.0 for a, b, ok in zip(s, lab, given)]
+    dist = [abs(a / 10.0 - b / max_label) if ok else 1.0 for a, b, ok in zip(s, lab, given, strict=True)]
     alignment = 1.0 - sum(dist) / len(dist)
     fmt = (sum(given) / len(given)) if format_ok else 0.0
     w_r, w_a, w_f = weights

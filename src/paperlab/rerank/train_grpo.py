@@ -49,7 +49,7 @@ def build_examples(queries: dict[str, str], candidates: dict[str, list[str]], te
 def grpo_reward(completions: Sequence[Any], labels: Sequence[Sequence[int]], **_: Any) -> list[float]:
     """TRL reward function: ``reward_from_reply`` per sampled completion."""
     rewards = []
-    for comp, lab in zip(completions, labels):
+    for comp, lab in zip(completions, labels, strict=True):
         text = comp[-1]["content"] if isinstance(comp, list) else str(comp)
         rewards.append(reward_from_reply(text, lab).total)
     return rewards
@@ -69,7 +69,7 @@ def _beir_examples(data: Path, group_size: int, n_neg: int) -> list[dict[str, An
     qids = ds.judged_queries()
     hits = BM25Index.build(ds.corpus).search([ds.queries[q] for q in qids], k=n_neg)
     cands = {}
-    for q, h in zip(qids, hits):
+    for q, h in zip(qids, hits, strict=True):
         judged = list(ds.qrels[q])[: group_size // 2]
         cands[q] = judged + [d for d, _ in h if d not in judged][: group_size - len(judged)]
     return build_examples(ds.queries, cands, ds.corpus, ds.qrels, group_size=group_size)

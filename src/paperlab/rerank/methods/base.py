@@ -87,7 +87,7 @@ class CallRunner:
                 if not fut.done():
                     fut.set_exception(e)
             raise
-        for (_, fut), g in zip(items, outs):
+        for (_, fut), g in zip(items, outs, strict=True):
             if not fut.done():
                 fut.set_result(g)
 

@@ -46,7 +46,7 @@ async def score_passages(runner: CallRunner, template: PromptTemplate, query: st
     if todo and fallback == "pointwise" and alive and len(members) > 1:
         singles = await asyncio.gather(*(
             score_passages(runner, template, query, texts, [i], stats, 0, "first_stage") for i in todo))
-        for i, got in zip(todo, singles):
+        for i, got in zip(todo, singles, strict=True):
             if got:
                 scores[i] = got[0][1]
                 stats.fallbacks["pointwise"] += 1
@@ -101,5 +101,5 @@ async def _logit_observations(llm: object, template: PromptTemplate, query: str,
         messages = template.render(query, [texts[i] for i in g.members])
         got = await asyncio.to_thread(scorer.score, messages, len(g.members))
         stats.add_generation(scorer.n_prompt_tokens - before[0], scorer.n_forced_tokens - before[1])
-        obs.extend(zip(g.members, got))
+        obs.extend(zip(g.members, got, strict=True))
     return obs

@@ -1,0 +1,48 @@
+"""Print the markdown tables for docs/rerank.md from results/*.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent / "results"
+
+
+def _f(x: float) -> str:
+    return f"{x:.4f}"
+
+
+def dl19() -> None:
+    p = HERE / "dl19_hf.json"
+    if not p.is_file():
+        return
+    rows = json.loads(p.read_text())["rows"]
+    print("| method | backend | queries | nDCG@10 | BM25 nDCG@10 (same queries) | RR@10 | R@100 | calls/q | prompt tok/q | compl tok/q | wall s/q | repairs | fallbacks |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        n = r["n_queries"]
+        m = r["metrics"]
+        b = r.get("bm25_same_queries", m)
+        print(f"| {r['label']} | {r['backend']} | {n} | {_f(m['nDCG@10'])} | {_f(b['nDCG@10'])} | {_f(m['RR@10'])} | "
+              f"{_f(m['R@100'])} | {r['calls'] / n:.1f} | {r['prompt_tokens'] / n:.0f} | {r['completion_tokens'] / n:.0f} | "
+              f"{r['wall_s'] / n:.1f} | {r['repairs'] or '-'} | {r['fallbacks'] or '-'} |")
+
+
+def bench() -> None:
+    p = HERE / "bench_methods.json"
+    if not p.is_file():
+        return
+    d = json.loads(p.read_text())
+    print("| method | queries | wall s/query | x listwise | calls/query | prompt tok/query | completion tok/query | nDCG@10 | BM25 nDCG@10 (same q) | repairs | fallbacks |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in d["rows"]:
+        print(f"| {r['method']} | {r['n_queries']} | {r['wall_s_per_query']:.1f} | {r['ratio_to_listwise']:.3f} | "
+              f"{r['calls_per_query']:.1f} | {r['prompt_tokens_per_query']:.0f} | {r['completion_tokens_per_query']:.0f} | "
+              f"{_f(r['nDCG@10'])} | {_f(r['bm25_nDCG@10_same_queries'])} | {r['repairs'] or '-'} | {r['fallbacks'] or '-'} |")
+    print("\nper-query wall (s): " + "; ".join(f"{r['method']} {r['per_query_wall_s']}" for r in d["rows"]))
+
+
+if __name__ == "__main__":
+    dl19()
+    print()
+    bench()
