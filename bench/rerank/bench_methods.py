@@ -98,6 +98,7 @@ def main() -> int:
                 per[m]["run"][q] = {r.doc_id: r.score for r in ranking}
                 per[m]["queries"].append(q)
                 print(f"q{i} {m}: {per[m]['wall'][-1]:.1f} s, {ranking.stats.calls} calls, "
+                      f"{ranking.stats.prompt_tokens}+{ranking.stats.completion_tokens} tokens, "
                       f"repairs {dict(ranking.stats.repairs)}, fallbacks {dict(ranking.stats.fallbacks)}", flush=True)
     finally:
         proc.terminate()

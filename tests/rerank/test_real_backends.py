@@ -20,10 +20,11 @@ DOCS = [
 
 
 @pytest.mark.slow
-def test_grouprank_and_listwise_through_transformers_serve(served_smollm2) -> None:
+def test_grouprank_and_listwise_through_transformers_serve(served_smollm2, tscale: float) -> None:
     from paperlab.llm import load_llm
 
-    llm = load_llm(served_smollm2.spec, max_concurrency=4)
+    # generous timeout: on a loaded 2-core box one short call can take minutes
+    llm = load_llm(served_smollm2.spec, max_concurrency=4, timeout=600 * tscale)
     r = Reranker(llm, "grouprank", group_size=2, repeats=1, max_tokens=16, max_retries=0,
                  fallback="first_stage", template="grouprank-json/v1").rank("capital of France", DOCS)
     assert sorted(r.doc_ids()) == sorted(p.doc_id for p in DOCS)

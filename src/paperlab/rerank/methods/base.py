@@ -134,7 +134,10 @@ def run_sync(make: Callable[[], Coroutine[Any, Any, T]]) -> T:
     (a notebook): then it runs on a private loop in a worker thread."""
     try:
         asyncio.get_running_loop()
+        running = True
     except RuntimeError:
+        running = False
+    if not running:  # outside the except block, so errors do not chain onto the RuntimeError
         return asyncio.run(make())
     box: dict[str, Any] = {}
 
