@@ -13,10 +13,12 @@ def _f(x: float) -> str:
 
 
 def dl19() -> None:
-    p = HERE / "dl19_hf.json"
-    if not p.is_file():
-        return
-    rows = json.loads(p.read_text())["rows"]
+    rows, seen = [], set()
+    for p in sorted(HERE.glob("dl19_*.json")):
+        for r in json.loads(p.read_text())["rows"]:
+            if r["label"] not in seen:
+                seen.add(r["label"])
+                rows.append(r)
     print("| method | backend | queries | nDCG@10 | BM25 nDCG@10 (same queries) | RR@10 | R@100 | calls/q | prompt tok/q | compl tok/q | wall s/q | repairs | fallbacks |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:

@@ -28,14 +28,19 @@ def run(ctx: DemoContext) -> Section:
     # Logit mode: the expected 0-10 score from token probabilities. A 135M model rarely writes a
     # valid 8-entry JSON object, and reading probabilities costs a fraction of generating.
     reranker = Reranker(llm, "grouprank", mode="logit", group_size=4, repeats=2, max_chars=300)
-    before_run, after_run, tables = {}, {}, []
+    from paperlab.rerank.aggregate import minmax
+
+    before_run, after_run, fused_run, tables = {}, {}, {}, []
     calls = 0
     for qid, query in QUERIES.items():
         hits = [h for h in idx.search([query], k=len(docs))[0] if h[0] in CANDIDATES[qid]]
         before_run[qid] = {d: s for d, s in hits}
-        ctx.console.print(f"[rerank] {query!r}: {len(hits)} candidates, grouprank (logit) ...")
+        ctx.console.print(f"rerank: {query!r}: {len(hits)} candidates, grouprank (logit) ...")
         ranking = reranker.rank(query, [Passage(d, PASSAGES[d], s) for d, s in hits])
         after_run[qid] = {r.doc_id: r.score for r in ranking}
+        # the published fusion, 0.6 * reranker + 0.4 * min-max(BM25), from the same scores
+        prior = dict(zip([d for d, _ in hits], minmax([s for _, s in hits]), strict=True))
+        fused_run[qid] = {d: 0.6 * s + 0.4 * prior[d] for d, s in after_run[qid].items()}
         calls += ranking.stats.calls
         rows = []
         for pos, ((bd, bs), r) in enumerate(zip(hits, ranking.results, strict=True), start=1):
@@ -46,10 +51,12 @@ def run(ctx: DemoContext) -> Section:
                             ["rank", "BM25 doc", "BM25 score", "GroupRank doc", "score", "GroupRank doc text"], rows))
     m_before, _ = evaluate_run(QRELS, before_run)
     m_after, _ = evaluate_run(QRELS, after_run)
+    m_fused, _ = evaluate_run(QRELS, fused_run)
     summary = Table("nDCG@10 / RR@10 on the sample (graded labels written by hand)",
                     ["ranking", "nDCG@10", "RR@10"],
                     [["BM25", round(m_before["nDCG@10"], 4), round(m_before["RR@10"], 4)],
-                     ["GroupRank (SmolLM2-135M, logit mode)", round(m_after["nDCG@10"], 4), round(m_after["RR@10"], 4)]])
+                     ["GroupRank (SmolLM2-135M, logit mode)", round(m_after["nDCG@10"], 4), round(m_after["RR@10"], 4)],
+                     ["GroupRank + BM25 fusion (0.6 / 0.4)", round(m_fused["nDCG@10"], 4), round(m_fused["RR@10"], 4)]])
     took = time.perf_counter() - t0
     return Section(
         system="rerank",
