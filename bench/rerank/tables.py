@@ -33,16 +33,23 @@ def dl19() -> None:
 def bench() -> None:
     p = HERE / "bench_methods.json"
     if not p.is_file():
+        p = HERE / "bench_methods_partial.json"  # a run stopped before its end, see its "note"
+    if not p.is_file():
         return
     d = json.loads(p.read_text())
     print("| method | queries | wall s/query | x listwise | calls/query | prompt tok/query | completion tok/query | nDCG@10 | BM25 nDCG@10 (same q) | repairs | fallbacks |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in d["rows"]:
-        print(f"| {r['method']} | {r['n_queries']} | {r['wall_s_per_query']:.1f} | {r['ratio_to_listwise']:.3f} | "
-              f"{r['calls_per_query']:.1f} | {r['prompt_tokens_per_query']:.0f} | {r['completion_tokens_per_query']:.0f} | "
-              f"{_f(r['nDCG@10'])} | {_f(r['bm25_nDCG@10_same_queries'])} | {r['repairs'] or '-'} | {r['fallbacks'] or '-'} |")
-    print("\nper-query wall (s): " + "; ".join(f"{r['method']} {r['per_query_wall_s']}" for r in d["rows"]))
+    def g(x: object, fmt: str) -> str:
+        return "n/a" if x is None else format(x, fmt)
 
+    for r in d["rows"]:
+        print(f"| {r['method']} | {r['n_queries']} | {g(r['wall_s_per_query'], '.1f')} | "
+              f"{g(r['ratio_to_listwise'], '.3f')} | {g(r['calls_per_query'], '.1f')} | "
+              f"{g(r['prompt_tokens_per_query'], '.0f')} | {g(r['completion_tokens_per_query'], '.0f')} | "
+              f"{g(r['nDCG@10'], '.4f')} | {g(r['bm25_nDCG@10_same_queries'], '.4f')} | "
+              f"{r['repairs'] or '-'} | {r['fallbacks'] or '-'} |")
+    if d.get("note"):
+        print(f"\n{d['note']}")
 
 if __name__ == "__main__":
     dl19()
