@@ -1,0 +1,211 @@
+"""Exact k-nearest neighbours by inner product, blockwise, with a deterministic tie rule.
+
+Neighbours of item ``i`` are the ``k`` items ``j != i`` with the largest similarity
+``s_ij = <x_i, x_j>`` (features are L2-normalised first by the callers that need cosine).
+
+Tie rule (documented, deterministic): items are ranked by ``(-s_ij, j)``: a higher
+similarity comes first and, among exactly equal similarities, the LOWER index wins. This is the
+order a stable sort of ``-s`` gives, so the straightforward full-matrix reference
+(:func:`knn_full`) and the blockwise routine (:func:`knn_blockwise`) agree exactly.
+
+How the blockwise routine stays exact without sorting: each similarity is turned into a
+unique 64-bit integer key ``(ordered_bits(s_ij) << 32) | (N - 1 - j)``. ``ordered_bits`` maps a
+float32 to an int32 whose integer order is the float order, so comparing keys compares
+similarities first and breaks ties by the lower index. Keys within a row are all distinct, so a
+partial selection (``argpartition`` / ``topk``) has exactly one answer: the one the tie rule
+names. Memory: one ``(block, N)`` slab at a time plus the ``(N, k)`` result.
+
+Similarities are computed in float32 (features are cast), block by block as
+``X[rows] @ X.T``; the full reference computes ``X @ X.T``. BLAS accumulates each dot product
+over the feature axis in the same order whatever the row split, and the tests check the two
+agree exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from paperlab.errors import AlignError
+
+log = logging.getLogger(__name__)
+
+#: Bytes of scratch per block we aim for (similarities + keys); bounds memory for large N.
+DEFAULT_BLOCK_BYTES = 64 * 2**20
+#: Low 32 bits of a key hold ``_LOW_MAX - j`` (>= 0 for any index j >= -1 used here).
+_LOW_MAX = 2**31 - 1
+
+
+def _check_k(n: int, k: int) -> None:
+    if not 1 <= k <= n - 1:
+        raise AlignError(f"k={k} is invalid for {n} items: use 1 <= k <= N-1 = {n - 1}")
+
+
+def _block_rows(n: int, block_size: int | None) -> int:
+    if block_size is not None:
+        if block_size < 1:
+            raise AlignError(f"block_size={block_size} must be >= 1")
+        return block_size
+    # float32 similarities (4 B) + int64 keys (8 B) + argpartition scratch (8 B) per cell
+    return max(1, min(n, DEFAULT_BLOCK_BYTES // (20 * max(n, 1))))
+
+
+def _ordered_keys_np(sims: np.ndarray, col_ids: np.ndarray, n: int) -> np.ndarray:
+    """float32 similarities (B, N) -> unique int64 keys ordered by (sim desc, index asc)."""
+    s = (sims + np.float32(0.0)).astype(np.float32, copy=False)  # -0.0 -> +0.0: equal floats, equal bits
+    bits = s.view(np.int32)
+    # negative floats: flip the magnitude bits so that integer order == float order
+    bits = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits)
+    return (bits.astype(np.int64) << 32) | (n - 1 - col_ids).astype(np.int64)
+
+
+def _as_f32(x: Any) -> np.ndarray:
+    a = np.ascontiguousarray(np.asarray(x, dtype=np.float32))
+    if a.ndim != 2:
+        raise AlignError(f"features must be a 2-D array (items, dims), got shape {a.shape}")
+    if not np.isfinite(a).all():
+        raise AlignError("features contain NaN or inf; clean or drop those items first")
+    return a
+
+
+def _select_block_np(sims: np.ndarray, k: int, n: int) -> np.ndarray:
+    """Top-k columns of each row of ``sims`` (B, N) under the tie rule, best first."""
+    # A fast partial selection on the floats; it may pick any of several equal values at the
+    # k-th place, so rows with such a boundary tie are redone below on the unique keys.
+    part = np.argpartition(sims, n - k, axis=1)[:, n - k :]  # (B, k)
+    vals = np.take_along_axis(sims, part, axis=1)
+    kth = vals.min(axis=1, keepdims=True)
+    tied = (sims == kth).sum(axis=1) > (vals == kth).sum(axis=1)
+    if tied.any():
+        rows = np.nonzero(tied)[0]
+        keys = _ordered_keys_np(sims[rows], np.arange(n), n)
+        part[rows] = np.argpartition(keys, n - k, axis=1)[:, n - k :]
+        vals[rows] = np.take_along_axis(sims[rows], part[rows], axis=1)
+    order = np.argsort(-_ordered_keys_np(vals, part, n), axis=1)  # unique keys: a total order
+    return np.take_along_axis(part, order, axis=1)
+
+
+def knn_blockwise(x: Any, k: int, block_size: int | None = None) -> np.ndarray:
+    """Exact inner-product k-NN (self excluded) in row blocks, numpy.
+
+    Args:
+        x: (N, D) features (not normalised here).
+        k: neighbours per item, 1 <= k <= N-1.
+        block_size: rows per block; default keeps each block's scratch near 64 MiB.
+
+    Returns:
+        (N, k) int64 neighbour indices, best first, ties to the lower index.
+    """
+    a = _as_f32(x)
+    n = a.shape[0]
+    _check_k(n, k)
+    rows = _block_rows(n, block_size)
+    out = np.empty((n, k), dtype=np.int64)
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        sims = a[start:stop] @ a.T  # (B, N)
+        sims[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # exclude self
+        out[start:stop] = _select_block_np(sims, k, n)
+    return out
+
+
+def knn_full(x: Any, k: int) -> np.ndarray:
+    """Reference k-NN: the full (N, N) similarity matrix and a stable sort (O(N^2) memory).
+
+    Same tie rule as :func:`knn_blockwise` (a stable sort of ``-s`` puts lower indices first).
+    """
+    a = _as_f32(x)
+    n = a.shape[0]
+    _check_k(n, k)
+    sims = a @ a.T
+    np.fill_diagonal(sims, -np.inf)
+    return np.argsort(-sims, axis=1, kind="stable")[:, :k].astype(np.int64)
+
+
+def _keys_torch(vals: Any, idx: Any) -> Any:
+    """float32 values and their int64 indices -> unique int64 keys (value desc, index asc)."""
+    import torch
+
+    bits = (vals + 0.0).view(torch.int32)  # -0.0 -> +0.0 first: equal floats, equal keys
+    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    return (bits.to(torch.int64) << 32) | (_LOW_MAX - idx)
+
+
+def _select_block_torch(sims: Any, k: int, cols: Any) -> tuple[Any, Any]:
+    """Top-k of each row of ``sims`` (B, W) under the tie rule, best first.
+
+    ``cols`` (W,) holds the global column index of each of the W columns. Returns
+    ``(values, global_indices)``, both (B, min(k, W)).
+    """
+    import torch
+
+    k = min(k, sims.shape[1])
+    vals, idx = torch.topk(sims, k, dim=1, largest=True, sorted=False)  # (B, k)
+    # topk may pick any of several equal values at the k-th place: redo those rows on unique keys
+    kth = vals.min(dim=1, keepdim=True).values
+    tied = (sims == kth).sum(dim=1) > (vals == kth).sum(dim=1)
+    if bool(tied.any()):
+        rows = torch.nonzero(tied).squeeze(1)
+        keys = _keys_torch(sims[rows], cols.unsqueeze(0))
+        idx[rows] = torch.topk(keys, k, dim=1).indices
+        vals[rows] = torch.gather(sims[rows], 1, idx[rows])
+    return vals, cols[idx]
+
+
+def _merge_torch(vals: Any, idx: Any, new_vals: Any, new_idx: Any, k: int) -> tuple[Any, Any]:
+    """Merge two candidate lists per row into the best k under the tie rule, best first."""
+    import torch
+
+    v = torch.cat([vals, new_vals], dim=1)
+    i = torch.cat([idx, new_idx], dim=1)
+    order = torch.topk(_keys_torch(v, i), k, dim=1, largest=True, sorted=True).indices
+    return torch.gather(v, 1, order), torch.gather(i, 1, order)
+
+
+def knn_torch(x: Any, k: int, block_size: int | None = None, device: str | None = None) -> Any:
+    """Exact inner-product k-NN in symmetric tiles with torch (CUDA when present).
+
+    Same keys and tie rule as :func:`knn_blockwise`; ``torch.topk`` over unique int64 keys has
+    a single answer, so CPU, CUDA and numpy agree whenever the float32 similarities do.
+
+    Returns:
+        (N, k) int64 torch tensor of neighbour indices on the chosen device.
+    """
+    import torch
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    t = torch.as_tensor(np.asarray(x, dtype=np.float32)) if not isinstance(x, torch.Tensor) else x
+    t = t.to(device=dev, dtype=torch.float32).contiguous()
+    if t.ndim != 2:
+        raise AlignError(f"features must be a 2-D array (items, dims), got shape {tuple(t.shape)}")
+    if not bool(torch.isfinite(t).all()):
+        raise AlignError("features contain NaN or inf; clean or drop those items first")
+    n = t.shape[0]
+    _check_k(n, k)
+    tile = _block_rows(n, block_size) if block_size is not None else min(n, 2048)
+    # Symmetric tiling: s_ij == s_ji, so each off-diagonal tile (I, J) is multiplied once and
+    # serves the rows of I (its rows) and the rows of J (its columns): half the matmul work.
+    # Running best-k lists per item are merged tile by tile; merging exact top-k lists under a
+    # total order gives the exact global top-k.
+    best_v = torch.full((n, k), float("-inf"), device=dev)
+    best_i = torch.full((n, k), -1, dtype=torch.int64, device=dev)
+    starts = list(range(0, n, tile))
+    for a0 in starts:
+        a1 = min(n, a0 + tile)
+        cols_a = torch.arange(a0, a1, device=dev)
+        for b0 in starts:
+            if b0 < a0:
+                continue
+            b1 = min(n, b0 + tile)
+            cols_b = torch.arange(b0, b1, device=dev)
+            sims = t[a0:a1] @ t[b0:b1].T  # (BA, BB)
+            if b0 == a0:
+                sims.fill_diagonal_(float("-inf"))  # exclude self
+            v, i = _select_block_torch(sims, k, cols_b)
+            best_v[a0:a1], best_i[a0:a1] = _merge_torch(best_v[a0:a1], best_i[a0:a1], v, i, k)
+            if b0 != a0:
+                v, i = _select_block_torch(sims.T.contiguous(), k, cols_a)
+                best_v[b0:b1], best_i[b0:b1] = _merge_torch(best_v[b0:b1], best_i[b0:b1], v, i, k)
+    return best_i
