@@ -98,6 +98,7 @@ def fit_scaling(
     n_c: np.ndarray,
     scores: np.ndarray,
     sigma: np.ndarray | None = None,
+    s_inf_max: float | None = None,
 ) -> ScalingFit:
     """Fit S_inf - (C_f n_f^-alpha + C_c n_c^-beta) to (n_f, n_c, score) points.
 
@@ -105,6 +106,8 @@ def fit_scaling(
         n_f, n_c, scores: 1-D arrays, one entry per grid point.
         sigma: optional per-point standard deviations (e.g. the spread over repeats); points
             are then weighted by 1/sigma^2 and uncertainties are absolute.
+        s_inf_max: an upper bound on S_inf (1.0 for metrics bounded by 1); without it a curve
+            that has not bent yet can trade a huge S_inf against a huge C with a tiny exponent.
 
     Returns:
         The best fit over a few restarts.
@@ -128,11 +131,13 @@ def fit_scaling(
         return scaling_law(x[0], x[1], s_inf, c_f, alpha, c_c, beta)
 
     lo = [-np.inf, 0.0, 1e-3, 0.0, 1e-3]
-    hi = [np.inf, np.inf, 10.0, np.inf, 10.0]
+    hi = [np.inf if s_inf_max is None else s_inf_max, np.inf, 10.0, np.inf, 10.0]
     spread = float(y.max() - y.min()) or 1e-3
     best: tuple[float, np.ndarray, np.ndarray] | None = None
     for a0, b0 in itertools.product((0.5, 1.0, 2.0), repeat=2):
         p0 = [float(y.max()) + 0.1 * spread, spread / 2, a0, spread / 2, b0]
+        if s_inf_max is not None:
+            p0[0] = min(p0[0], s_inf_max - 1e-9)
         try:
             popt, pcov = curve_fit(model, np.vstack([nf, nc]), y, p0=p0, sigma=sig,
                                    absolute_sigma=sig is not None, bounds=(lo, hi),
