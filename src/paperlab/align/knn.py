@@ -1,24 +1,35 @@
 """Exact k-nearest neighbours by inner product, blockwise, with a deterministic tie rule.
 
 Neighbours of item ``i`` are the ``k`` items ``j != i`` with the largest similarity
-``s_ij = <x_i, x_j>`` (features are L2-normalised first by the callers that need cosine).
+``s_ij = <x_i, x_j>`` (callers L2-normalise first when they want cosine).
 
-Tie rule (documented, deterministic): items are ranked by ``(-s_ij, j)``: a higher
+Tie rule (documented, deterministic): candidates are ranked by ``(-s_ij, j)``: a higher
 similarity comes first and, among exactly equal similarities, the LOWER index wins. This is the
 order a stable sort of ``-s`` gives, so the straightforward full-matrix reference
-(:func:`knn_full`) and the blockwise routine (:func:`knn_blockwise`) agree exactly.
+(:func:`knn_full`, or a stable ``torch.argsort``) and the blockwise routines agree exactly.
 
-How the blockwise routine stays exact without sorting: each similarity is turned into a
-unique 64-bit integer key ``(ordered_bits(s_ij) << 32) | (N - 1 - j)``. ``ordered_bits`` maps a
-float32 to an int32 whose integer order is the float order, so comparing keys compares
-similarities first and breaks ties by the lower index. Keys within a row are all distinct, so a
-partial selection (``argpartition`` / ``topk``) has exactly one answer: the one the tie rule
-names. Memory: one ``(block, N)`` slab at a time plus the ``(N, k)`` result.
+How the blockwise routines stay exact without sorting whole rows:
 
-Similarities are computed in float32 (features are cast), block by block as
-``X[rows] @ X.T``; the full reference computes ``X @ X.T``. BLAS accumulates each dot product
-over the feature axis in the same order whatever the row split, and the tests check the two
-agree exactly.
+1. a fast partial selection on the float similarities (``argpartition`` / ``topk``) picks k
+   candidates per row; it is exact except that, when several equal values straddle the k-th
+   place, it may pick any of them;
+2. such rows are detected (more values equal to the k-th one in the row than among the picks)
+   and redone on unique 64-bit keys ``(ordered_bits(s) << 32) | (2^31 - 1 - j)``:
+   ``ordered_bits`` maps a float32 to an int32 whose integer order is the float order, so keys
+   compare similarities first and break ties by the lower index, and a partial selection over
+   distinct keys has exactly one answer;
+3. the k winners are ordered by the same keys.
+
+numpy (:func:`knn_blockwise`) works in row blocks ``X[rows] @ X.T``. torch (:func:`knn_torch`)
+uses symmetric tiles: ``s_ij == s_ji``, so each off-diagonal tile is multiplied once and serves
+both its rows and its columns (half the matmul work), and per-item best-k lists are merged tile
+by tile under the same total order (the top k of a union of exact top-k lists is exact).
+Memory: one tile/block of similarities plus the ``(N, k)`` result; never an ``N x N`` matrix.
+
+Similarities are float32. BLAS accumulates each dot product over the feature axis in the same
+order whatever the row/column split, which is what makes blockwise and full agree bit for bit;
+the tests and the benchmark check it (numpy's and torch's BLAS may round differently from each
+other, so each backend is compared with its own full-matrix reference).
 """
 
 from __future__ import annotations
