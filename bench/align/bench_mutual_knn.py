@@ -63,6 +63,10 @@ def worker(method: str, n: int, d: int, k: int, seed: int, save: str | None) -> 
     import torch
 
     from paperlab.align.knn import knn_blockwise, knn_torch
+
+    threads = int(os.environ.get("BENCH_THREADS", "0"))
+    if threads:
+        torch.set_num_threads(threads)
     from paperlab.align.metrics import mutual_knn_from_neighbors
 
     a, b = _features(n, d, seed)
@@ -103,6 +107,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--peer-max-n", type=int, default=20000,
                     help="largest N for the full-matrix peers (they need ~12 N^2 bytes)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch/BLAS threads per measurement (0: library default); 1 is steadier on a busy machine")
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     ap.add_argument("--worker")
     ap.add_argument("--save")
@@ -111,6 +117,9 @@ def main() -> None:
         print(json.dumps(worker(args.worker, args.n[0], args.d, args.k, args.seed, args.save)))
         return
 
+    if args.threads:
+        for var in ("BENCH_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[var] = str(args.threads)
     rows = []
     for n in args.n:
         for backend in ("torch", "numpy"):
@@ -147,7 +156,8 @@ def main() -> None:
         print(f"{r['n']:>7} {r['backend']:>7} {f(r['ours_s']):>8} {f(r.get('peer_s')):>8} "
               f"{f(r.get('speedup'), 1) + 'x' if r.get('speedup') else '-':>8} {f(r['ours_extra_mib'], 0):>9} "
               f"{f(r.get('peer_extra_mib'), 0):>9} {str(r.get('identical', '-')):>9}")
-    meta = {"cpu_count": os.cpu_count(), "torch_threads": None, "loadavg_at_end": os.getloadavg()}
+    meta = {"cpu_count": os.cpu_count(), "threads": args.threads or "default", "repeats": args.repeats,
+            "loadavg_at_end": os.getloadavg()}
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"wrote {args.out}")
 

@@ -64,6 +64,12 @@ def encode_clips(spec: ClipSpec, use_cache: bool = True) -> tuple[np.ndarray, np
     return fr, ca, facts
 
 
+def default_axis(n: int) -> list[int]:
+    """Grid values 1, 2, 3, 4, 6, 8, 12, 16, 24, 32, ... up to and including ``n``."""
+    vals = [v for v in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64) if v < n]
+    return [*vals, n]
+
+
 @dataclass
 class ScalingRun:
     """Everything the demo and the CLI report: the grid, the fit, and the shuffled control."""
@@ -97,8 +103,8 @@ def run_scaling(
 ) -> ScalingRun:
     """Encode (or load) the clips, score the grid, fit the law, and run the shuffled control."""
     frames, caps, _ = encode_clips(spec, use_cache=use_cache)
-    nf = n_frames or sorted({1, 2, 3, 4, 6, spec.n_frames} & set(range(1, spec.n_frames + 1)))
-    nc = n_captions or sorted({1, 2, 3, 4, 6, spec.n_captions} & set(range(1, spec.n_captions + 1)))
+    nf = n_frames or default_axis(spec.n_frames)
+    nc = n_captions or default_axis(spec.n_captions)
     grid = scaling_grid(frames, caps, nf, nc, repeats=repeats, metric=metric, k=k, how=how, seed=spec.seed)
     f_nf, f_nc, y = grid.points()
     # mutual k-NN and the other metrics here are bounded by 1, and so is their limit S_inf
