@@ -38,7 +38,10 @@ def _rss_mib() -> float:
 def _features(n: int, d: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     a = rng.standard_normal((n, d), dtype=np.float32)
-    b = (a @ rng.standard_normal((d, d), dtype=np.float32) / np.sqrt(d) + rng.standard_normal((n, d), dtype=np.float32)).astype(np.float32)
+    b = (
+        a @ rng.standard_normal((d, d), dtype=np.float32) / np.sqrt(d)
+        + rng.standard_normal((n, d), dtype=np.float32)
+    ).astype(np.float32)
     a /= np.linalg.norm(a, axis=1, keepdims=True)
     b /= np.linalg.norm(b, axis=1, keepdims=True)
     return a, b
@@ -89,9 +92,23 @@ def worker(method: str, n: int, d: int, k: int, seed: int, save: str | None) -> 
     return {"seconds": seconds, "score": score, "extra_mib": peak - base_rss, "base_mib": base_rss}
 
 
-def _run(method: str, n: int, d: int, k: int, seed: int, save: str | None = None) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--worker", method, "--n", str(n), "--d", str(d), "--k", str(k),
-           "--seed", str(seed)] + (["--save", save] if save else [])
+def _run(
+    method: str, n: int, d: int, k: int, seed: int, save: str | None = None
+) -> dict[str, float]:
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        method,
+        "--n",
+        str(n),
+        "--d",
+        str(d),
+        "--k",
+        str(k),
+        "--seed",
+        str(seed),
+    ] + (["--save", save] if save else [])
     out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=os.environ.copy())
     if out.returncode != 0:
         return {"error": (out.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -105,10 +122,18 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--peer-max-n", type=int, default=20000,
-                    help="largest N for the full-matrix peers (they need ~12 N^2 bytes)")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="torch/BLAS threads per measurement (0: library default); 1 is steadier on a busy machine")
+    ap.add_argument(
+        "--peer-max-n",
+        type=int,
+        default=20000,
+        help="largest N for the full-matrix peers (they need ~12 N^2 bytes)",
+    )
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch/BLAS threads per measurement (0: library default); 1 is steadier on a busy machine",
+    )
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     ap.add_argument("--worker")
     ap.add_argument("--save")
@@ -128,21 +153,57 @@ def main() -> None:
             ours_name, peer_name = f"ours_{backend}", f"full_sort_{backend}"
             ours, peer = [], []
             for r in range(args.repeats):  # interleave, keep the best of each (a shared machine)
-                ours.append(_run(ours_name, n, args.d, args.k, args.seed, f"/tmp/bench-align-ours-{n}.npz" if r == 0 else None))
+                ours.append(
+                    _run(
+                        ours_name,
+                        n,
+                        args.d,
+                        args.k,
+                        args.seed,
+                        f"/tmp/bench-align-ours-{n}.npz" if r == 0 else None,
+                    )
+                )
                 if n <= args.peer_max_n:
-                    peer.append(_run(peer_name, n, args.d, args.k, args.seed, f"/tmp/bench-align-peer-{n}.npz" if r == 0 else None))
+                    peer.append(
+                        _run(
+                            peer_name,
+                            n,
+                            args.d,
+                            args.k,
+                            args.seed,
+                            f"/tmp/bench-align-peer-{n}.npz" if r == 0 else None,
+                        )
+                    )
             best_o = min(ours, key=lambda m: m.get("seconds", float("inf")))
-            row = {"n": n, "d": args.d, "k": args.k, "backend": backend, "ours_s": best_o.get("seconds"),
-                   "ours_extra_mib": best_o.get("extra_mib"), "score": best_o.get("score"),
-                   "ours_all_s": [m.get("seconds") for m in ours]}
+            row = {
+                "n": n,
+                "d": args.d,
+                "k": args.k,
+                "backend": backend,
+                "ours_s": best_o.get("seconds"),
+                "ours_extra_mib": best_o.get("extra_mib"),
+                "score": best_o.get("score"),
+                "ours_all_s": [m.get("seconds") for m in ours],
+            }
             if peer:
                 best_p = min(peer, key=lambda m: m.get("seconds", float("inf")))
-                row.update({"peer_s": best_p.get("seconds"), "peer_extra_mib": best_p.get("extra_mib"),
-                            "peer_all_s": [m.get("seconds") for m in peer], "peer_error": best_p.get("error")})
+                row.update(
+                    {
+                        "peer_s": best_p.get("seconds"),
+                        "peer_extra_mib": best_p.get("extra_mib"),
+                        "peer_all_s": [m.get("seconds") for m in peer],
+                        "peer_error": best_p.get("error"),
+                    }
+                )
                 if "seconds" in best_p and "seconds" in best_o:
                     row["speedup"] = best_p["seconds"] / best_o["seconds"]
-                    zo, zp = np.load(f"/tmp/bench-align-ours-{n}.npz"), np.load(f"/tmp/bench-align-peer-{n}.npz")
-                    row["identical"] = bool(np.array_equal(zo["na"], zp["na"]) and np.array_equal(zo["nb"], zp["nb"]))
+                    zo, zp = (
+                        np.load(f"/tmp/bench-align-ours-{n}.npz"),
+                        np.load(f"/tmp/bench-align-peer-{n}.npz"),
+                    )
+                    row["identical"] = bool(
+                        np.array_equal(zo["na"], zp["na"]) and np.array_equal(zo["nb"], zp["nb"])
+                    )
             else:
                 row["peer_s"] = None
                 row["peer_note"] = f"skipped: the full matrix needs ~{12 * n * n / 2**30:.0f} GiB"
@@ -153,11 +214,17 @@ def main() -> None:
     print(hdr)
     for r in rows:
         f = lambda v, p=2: "-" if v is None else f"{v:.{p}f}"  # noqa: E731
-        print(f"{r['n']:>7} {r['backend']:>7} {f(r['ours_s']):>8} {f(r.get('peer_s')):>8} "
-              f"{f(r.get('speedup'), 1) + 'x' if r.get('speedup') else '-':>8} {f(r['ours_extra_mib'], 0):>9} "
-              f"{f(r.get('peer_extra_mib'), 0):>9} {str(r.get('identical', '-')):>9}")
-    meta = {"cpu_count": os.cpu_count(), "threads": args.threads or "default", "repeats": args.repeats,
-            "loadavg_at_end": os.getloadavg()}
+        print(
+            f"{r['n']:>7} {r['backend']:>7} {f(r['ours_s']):>8} {f(r.get('peer_s')):>8} "
+            f"{f(r.get('speedup'), 1) + 'x' if r.get('speedup') else '-':>8} {f(r['ours_extra_mib'], 0):>9} "
+            f"{f(r.get('peer_extra_mib'), 0):>9} {str(r.get('identical', '-')):>9}"
+        )
+    meta = {
+        "cpu_count": os.cpu_count(),
+        "threads": args.threads or "default",
+        "repeats": args.repeats,
+        "loadavg_at_end": os.getloadavg(),
+    }
     args.out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
     print(f"wrote {args.out}")
 

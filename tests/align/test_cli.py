@@ -19,8 +19,14 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 
 def _paperlab(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(SRC)}
-    return subprocess.run([sys.executable, "-m", "paperlab", "align", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "paperlab", "align", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @pytest.fixture
@@ -33,10 +39,23 @@ def feats(tmp_path: Path) -> tuple[Path, Path, np.ndarray, np.ndarray]:
     return tmp_path / "A.npy", tmp_path / "B.npy", a, b
 
 
-def test_score_prints_and_writes_the_metric(feats: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path, tscale: float) -> None:
+def test_score_prints_and_writes_the_metric(
+    feats: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path, tscale: float
+) -> None:
     pa, pb, a, b = feats
-    res = _paperlab("score", str(pa), str(pb), "--metric", "mutual_knn", "--k", "10", "--json", "s.json",
-                    cwd=tmp_path, timeout=120 * tscale)
+    res = _paperlab(
+        "score",
+        str(pa),
+        str(pb),
+        "--metric",
+        "mutual_knn",
+        "--k",
+        "10",
+        "--json",
+        "s.json",
+        cwd=tmp_path,
+        timeout=120 * tscale,
+    )
     assert res.returncode == 0, res.stderr
     out = json.loads((tmp_path / "s.json").read_text())
     assert out["score"] == pytest.approx(mutual_knn(a, b, k=10))
@@ -44,21 +63,44 @@ def test_score_prints_and_writes_the_metric(feats: tuple[Path, Path, np.ndarray,
     assert out["chance"] == pytest.approx(10 / 299)
 
 
-def test_score_searches_layer_pairs(feats: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path, tscale: float) -> None:
+def test_score_searches_layer_pairs(
+    feats: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path, tscale: float
+) -> None:
     _, pb, a, b = feats
     rng = np.random.default_rng(1)
-    np.save(tmp_path / "L.npy", np.stack([rng.standard_normal(a.shape), a, rng.standard_normal(a.shape)]).astype(np.float32))
-    res = _paperlab("score", "L.npy", str(pb), "--metric", "cka_linear", "--json", "l.json", cwd=tmp_path, timeout=120 * tscale)
+    np.save(
+        tmp_path / "L.npy",
+        np.stack([rng.standard_normal(a.shape), a, rng.standard_normal(a.shape)]).astype(
+            np.float32
+        ),
+    )
+    res = _paperlab(
+        "score",
+        "L.npy",
+        str(pb),
+        "--metric",
+        "cka_linear",
+        "--json",
+        "l.json",
+        cwd=tmp_path,
+        timeout=120 * tscale,
+    )
     assert res.returncode == 0, res.stderr
     out = json.loads((tmp_path / "l.json").read_text())
     assert out["layer_a"] == "L[1]" and len(out["all_scores"]) == 3
 
 
-def test_user_errors_are_one_line_exit_2(feats: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path, tscale: float) -> None:
+def test_user_errors_are_one_line_exit_2(
+    feats: tuple[Path, Path, np.ndarray, np.ndarray], tmp_path: Path, tscale: float
+) -> None:
     pa, pb, _, _ = feats
-    res = _paperlab("score", str(pa), str(pb), "--metric", "cosine", cwd=tmp_path, timeout=60 * tscale)
+    res = _paperlab(
+        "score", str(pa), str(pb), "--metric", "cosine", cwd=tmp_path, timeout=60 * tscale
+    )
     assert res.returncode == 2
-    assert res.stderr.strip().startswith("error: unknown metric 'cosine'; choose one of: mutual_knn")
+    assert res.stderr.strip().startswith(
+        "error: unknown metric 'cosine'; choose one of: mutual_knn"
+    )
     np.save(tmp_path / "short.npy", np.zeros((10, 3), dtype=np.float32))
     res = _paperlab("score", str(pa), "short.npy", cwd=tmp_path, timeout=60 * tscale)
     assert res.returncode == 2 and "same items" in res.stderr

@@ -11,7 +11,15 @@ import torch
 
 from paperlab.align.effnet import EfficientNetLite0, load_efficientnet_lite0, preprocess
 from paperlab.align.encoders import ENCODERS, get_encoder, load_features, register_encoder
-from paperlab.align.video import COLOURS, DIRECTIONS, ClipSpec, caption, make_clips, render_frames, sample_facts
+from paperlab.align.video import (
+    COLOURS,
+    DIRECTIONS,
+    ClipSpec,
+    caption,
+    make_clips,
+    render_frames,
+    sample_facts,
+)
 from paperlab.errors import AlignError
 
 
@@ -40,7 +48,9 @@ def test_effnet_recognises_a_checkerboard_as_a_crossword() -> None:
 def test_packaged_minilm_encodes_offline() -> None:
     enc = get_encoder("minilm")
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
-    e = enc.encode(["a red circle moves left", "a crimson disc slides to the left", "tax law in 1850"])
+    e = enc.encode(
+        ["a red circle moves left", "a crimson disc slides to the left", "tax law in 1850"]
+    )
     assert e.shape == (3, 384)
     assert np.allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
     assert e[0] @ e[1] > e[0] @ e[2]  # paraphrases are closer than an unrelated sentence
@@ -87,7 +97,10 @@ def test_clips_are_deterministic_and_captions_say_only_true_facts() -> None:
     one = [c for batch in make_clips(spec, batch=5) for c in batch]
     two = [c for batch in make_clips(spec, batch=12) for c in batch]
     assert len(one) == 12
-    assert all(np.array_equal(a.frames, b.frames) and a.captions == b.captions for a, b in zip(one, two))
+    assert all(
+        np.array_equal(a.frames, b.frames) and a.captions == b.captions
+        for a, b in zip(one, two, strict=True)
+    )
     for clip in one:
         assert clip.frames.shape == (3, 48, 48, 3) and clip.frames.dtype == np.uint8
         for text in clip.captions:

@@ -18,7 +18,13 @@ def test_tiny_scaling_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
     spec = ClipSpec(n_items=24, n_frames=3, n_captions=3, size=64, seed=1)
     run = run_scaling(spec, repeats=2, k=3)
     assert run.grid.scores.shape == (3, 3, 2)
-    assert np.isfinite(run.fit.r2) and set(run.fit.params) == {"S_inf", "C_f", "alpha", "C_c", "beta"}
+    assert np.isfinite(run.fit.r2) and set(run.fit.params) == {
+        "S_inf",
+        "C_f",
+        "alpha",
+        "C_c",
+        "beta",
+    }
     assert run.chance == pytest.approx(3 / 23)
     # the features were cached, atomically, and are reused exactly
     cached = list((tmp_path / "cache" / "align").glob("clips-*.npz"))

@@ -15,7 +15,11 @@ from paperlab.errors import AlignError
 def test_tie_rule_lower_index_wins() -> None:
     # item 1 (e2) is orthogonal to items 0, 2 and 3: all three tie at 0, so index 0 wins
     x = np.array([[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0]], dtype=np.float32)
-    for got in (knn_full(x, 2), knn_blockwise(x, 2, block_size=1), knn_torch(x, 2, block_size=1).numpy()):
+    for got in (
+        knn_full(x, 2),
+        knn_blockwise(x, 2, block_size=1),
+        knn_torch(x, 2, block_size=1).numpy(),
+    ):
         assert got[0].tolist() == [3, 1]  # the duplicate first, then the lower of the ties
         assert got[1].tolist() == [0, 2]
         assert got[3].tolist() == [0, 1]
@@ -36,7 +40,9 @@ def test_self_is_excluded_even_for_duplicates() -> None:
     block=st.integers(3, 70),
     seed=st.integers(0, 2**16),
 )
-def test_blockwise_equals_full_with_heavy_ties(n: int, d: int, k_frac: float, block: int, seed: int) -> None:
+def test_blockwise_equals_full_with_heavy_ties(
+    n: int, d: int, k_frac: float, block: int, seed: int
+) -> None:
     # small integer features make many exactly equal similarities, including -0.0 vs 0.0
     x = np.random.default_rng(seed).integers(-2, 3, size=(n, d)).astype(np.float32)
     k = 1 + int(k_frac * (n - 2))

@@ -123,15 +123,20 @@ def test_permuting_items_on_both_sides_changes_nothing(seed: int, name: str) -> 
     a = rng.standard_normal((50, 6))
     b = a[:, :4] + rng.standard_normal((50, 4))
     p = rng.permutation(50)
-    assert score(name, a[p], b[p], k=4) == pytest.approx(score(name, a, b, k=4), rel=1e-9, abs=1e-12)
+    assert score(name, a[p], b[p], k=4) == pytest.approx(
+        score(name, a, b, k=4), rel=1e-9, abs=1e-12
+    )
 
 
 def test_independent_random_features_score_chance() -> None:
     # NN_B(i) is a uniform k-subset of the N-1 others: E[mutual kNN] = k / (N - 1)
     n, k = 1000, 10
     got = [
-        mutual_knn(np.random.default_rng(s).standard_normal((n, 32)),
-                   np.random.default_rng(100 + s).standard_normal((n, 32)), k=k)
+        mutual_knn(
+            np.random.default_rng(s).standard_normal((n, 32)),
+            np.random.default_rng(100 + s).standard_normal((n, 32)),
+            k=k,
+        )
         for s in range(4)
     ]
     assert np.mean(got) == pytest.approx(k / (n - 1), abs=0.003)
@@ -146,19 +151,27 @@ def test_numpy_and_torch_backends_agree() -> None:
     a, b = rng.standard_normal((100, 6)), rng.standard_normal((100, 9))
     for name in METRICS:
         want = score(name, a, b, k=5, backend="numpy")
-        assert score(name, torch.from_numpy(a), torch.from_numpy(b), k=5) == pytest.approx(want, rel=1e-9)
+        assert score(name, torch.from_numpy(a), torch.from_numpy(b), k=5) == pytest.approx(
+            want, rel=1e-9
+        )
 
 
 def test_best_layer_pair_finds_the_planted_pair() -> None:
     rng = np.random.default_rng(5)
     base = rng.standard_normal((200, 16))
     la = [rng.standard_normal((200, 16)), base, rng.standard_normal((200, 8))]
-    lb = [rng.standard_normal((200, 12)), rng.standard_normal((200, 16)), base @ rng.standard_normal((16, 16))]
+    lb = [
+        rng.standard_normal((200, 12)),
+        rng.standard_normal((200, 16)),
+        base @ rng.standard_normal((16, 16)),
+    ]
     for metric in ("mutual_knn", "cka_linear"):
         res = best_layer_pair(la, lb, metric, k=10)
         assert (res.best_a, res.best_b) == (1, 2)
         assert res.scores.shape == (3, 3)
-    assert best_layer_pair(la, lb, "mutual_knn").scores[1, 2] == pytest.approx(mutual_knn(la[1], lb[2]))
+    assert best_layer_pair(la, lb, "mutual_knn").scores[1, 2] == pytest.approx(
+        mutual_knn(la[1], lb[2])
+    )
 
 
 def test_user_mistakes_raise_one_clear_error() -> None:

@@ -15,7 +15,9 @@ NC = [1, 2, 3, 5, 8, 10]
 
 def _sample(params: dict[str, float], noise: float, seed: int) -> tuple[np.ndarray, ...]:
     nf, nc = (g.ravel().astype(float) for g in np.meshgrid(NF, NC, indexing="ij"))
-    y = scaling_law(nf, nc, params["S_inf"], params["C_f"], params["alpha"], params["C_c"], params["beta"])
+    y = scaling_law(
+        nf, nc, params["S_inf"], params["C_f"], params["alpha"], params["C_c"], params["beta"]
+    )
     return nf, nc, y + np.random.default_rng(seed).normal(0.0, noise, y.shape)
 
 

@@ -87,7 +87,11 @@ class ScalingGrid:
 
     @property
     def std(self) -> np.ndarray:
-        return self.scores.std(axis=2, ddof=1) if self.scores.shape[2] > 1 else np.zeros(self.mean.shape)
+        return (
+            self.scores.std(axis=2, ddof=1)
+            if self.scores.shape[2] > 1
+            else np.zeros(self.mean.shape)
+        )
 
     def points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Flattened (n_f, n_c, mean score) triples for the scaling-law fit."""

@@ -44,7 +44,9 @@ class Ops:
             t = x if _is_torch(x) else torch.as_tensor(np.asarray(x))
             a = t.to(device=self.device, dtype=getattr(torch, dtype))
         if a.ndim != 2:
-            raise AlignError(f"features must be a 2-D array (items, dims), got shape {tuple(a.shape)}")
+            raise AlignError(
+                f"features must be a 2-D array (items, dims), got shape {tuple(a.shape)}"
+            )
         if not bool(self.xp.isfinite(a).all()):
             raise AlignError("features contain NaN or inf; clean or drop those items first")
         return a

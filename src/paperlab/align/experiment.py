@@ -35,12 +35,16 @@ def cache_dir() -> Path:
     return (Path(root) if root else Path.home() / ".cache" / "paperlab") / "align"
 
 
-def encode_clips(spec: ClipSpec, use_cache: bool = True) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]]]:
+def encode_clips(
+    spec: ClipSpec, use_cache: bool = True
+) -> tuple[np.ndarray, np.ndarray, list[dict[str, str]]]:
     """Render the spec's clips and encode them: frames (N, F, 1280), captions (N, C, 384), facts.
 
     Results are cached (atomically written .npz) keyed on the spec and :data:`FEATURE_VERSION`.
     """
-    key = hashlib.sha256(json.dumps({**asdict(spec), "v": FEATURE_VERSION}, sort_keys=True).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        json.dumps({**asdict(spec), "v": FEATURE_VERSION}, sort_keys=True).encode()
+    ).hexdigest()[:16]
     path = cache_dir() / f"clips-{key}.npz"
     if use_cache and path.is_file():
         with np.load(path, allow_pickle=False) as z:
@@ -105,13 +109,23 @@ def run_scaling(
     frames, caps, _ = encode_clips(spec, use_cache=use_cache)
     nf = n_frames or default_axis(spec.n_frames)
     nc = n_captions or default_axis(spec.n_captions)
-    grid = scaling_grid(frames, caps, nf, nc, repeats=repeats, metric=metric, k=k, how=how, seed=spec.seed)
+    grid = scaling_grid(
+        frames, caps, nf, nc, repeats=repeats, metric=metric, k=k, how=how, seed=spec.seed
+    )
     f_nf, f_nc, y = grid.points()
     # mutual k-NN and the other metrics here are bounded by 1, and so is their limit S_inf
     fit = fit_scaling(f_nf, f_nc, y, s_inf_max=1.0)
     control = scaling_grid(
-        frames, caps, [nf[-1]], [nc[-1]], repeats=max(repeats, 5), metric=metric, k=k, how=how,
-        seed=spec.seed + 1, shuffle=True,
+        frames,
+        caps,
+        [nf[-1]],
+        [nc[-1]],
+        repeats=max(repeats, 5),
+        metric=metric,
+        k=k,
+        how=how,
+        seed=spec.seed + 1,
+        shuffle=True,
     )
     chance = k / (spec.n_items - 1) if metric == "mutual_knn" else float("nan")
     return ScalingRun(spec, grid, fit, control, chance)

@@ -65,7 +65,9 @@ def _block_rows(n: int, block_size: int | None) -> int:
 
 def _ordered_keys_np(sims: np.ndarray, col_ids: np.ndarray, n: int) -> np.ndarray:
     """float32 similarities (B, N) -> unique int64 keys ordered by (sim desc, index asc)."""
-    s = (sims + np.float32(0.0)).astype(np.float32, copy=False)  # -0.0 -> +0.0: equal floats, equal bits
+    s = (sims + np.float32(0.0)).astype(
+        np.float32, copy=False
+    )  # -0.0 -> +0.0: equal floats, equal bits
     bits = s.view(np.int32)
     # negative floats: flip the magnitude bits so that integer order == float order
     bits = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits)

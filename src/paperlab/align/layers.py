@@ -65,7 +65,9 @@ def best_layer_pair(
         raise AlignError("best_layer_pair needs at least one layer on each side")
     counts = {int(np.shape(x)[0]) for x in [*layers_a, *layers_b]}
     if len(counts) != 1:
-        raise AlignError(f"all layers must describe the same items; got item counts {sorted(counts)}")
+        raise AlignError(
+            f"all layers must describe the same items; got item counts {sorted(counts)}"
+        )
     scores = np.empty((len(layers_a), len(layers_b)))
     if metric == "mutual_knn":
         ops = get_ops(backend, *layers_a, *layers_b)

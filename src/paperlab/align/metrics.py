@@ -155,23 +155,27 @@ def _hsic_biased(kc: Any, lc: Any, ops: Ops) -> float:
     return ops.item(ops.sum(kc * lc))
 
 
-def _hsic_unbiased(k: Any, l: Any, ops: Ops) -> float:
+def _hsic_unbiased(k: Any, lg: Any, ops: Ops) -> float:
     """Unbiased HSIC (Song et al. 2012) on grams with their diagonals zeroed; needs N > 3."""
     n = k.shape[0]
     if n <= 3:
         raise AlignError(f"unbiased HSIC needs more than 3 items, got {n}")
-    kt, lt = ops.fill_diagonal(k, 0.0), ops.fill_diagonal(l, 0.0)
+    kt, lt = ops.fill_diagonal(k, 0.0), ops.fill_diagonal(lg, 0.0)
     term1 = ops.sum(kt * lt)
     term2 = ops.sum(kt) * ops.sum(lt) / ((n - 1) * (n - 2))
     term3 = 2.0 * ops.sum(ops.sum(kt, axis=0) * ops.sum(lt, axis=0)) / (n - 2)
     return ops.item((term1 + term2 - term3) / (n * (n - 3)))
 
 
-def _cka_from_grams(k: Any, l: Any, ops: Ops, unbiased: bool) -> float:
+def _cka_from_grams(k: Any, lg: Any, ops: Ops, unbiased: bool) -> float:
     if unbiased:
-        kl, kk, ll = _hsic_unbiased(k, l, ops), _hsic_unbiased(k, k, ops), _hsic_unbiased(l, l, ops)
+        kl, kk, ll = (
+            _hsic_unbiased(k, lg, ops),
+            _hsic_unbiased(k, k, ops),
+            _hsic_unbiased(lg, lg, ops),
+        )
     else:
-        kc, lc = _center_gram(k, ops), _center_gram(l, ops)
+        kc, lc = _center_gram(k, ops), _center_gram(lg, ops)
         kl, kk, ll = _hsic_biased(kc, lc, ops), _hsic_biased(kc, kc, ops), _hsic_biased(lc, lc, ops)
     if kk <= 0 or ll <= 0:
         raise AlignError("CKA is undefined for a constant representation (zero self-HSIC)")

@@ -22,7 +22,9 @@ def _save(fig: object, path: Path) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def plot_surface(grid: ScalingGrid, fit: ScalingFit, path: str | Path, chance: float | None = None) -> Path:
+def plot_surface(
+    grid: ScalingGrid, fit: ScalingFit, path: str | Path, chance: float | None = None
+) -> Path:
     """3-D surface of the fitted law with the measured grid means as points."""
     import matplotlib
 
@@ -48,7 +50,9 @@ def plot_surface(grid: ScalingGrid, fit: ScalingFit, path: str | Path, chance: f
     return _save(fig, Path(path))
 
 
-def plot_curves(grid: ScalingGrid, fit: ScalingFit, path: str | Path, chance: float | None = None) -> Path:
+def plot_curves(
+    grid: ScalingGrid, fit: ScalingFit, path: str | Path, chance: float | None = None
+) -> Path:
     """Two panels: score vs n_f (one line per n_c) and score vs n_c (one line per n_f), with
     error bars (std over repeats) and the fitted law as dashed lines."""
     import matplotlib
@@ -61,15 +65,19 @@ def plot_curves(grid: ScalingGrid, fit: ScalingFit, path: str | Path, chance: fl
     cmap = plt.get_cmap("viridis")
     for j, nc in enumerate(grid.n_captions):
         c = cmap(j / max(1, len(grid.n_captions) - 1))
-        axes[0].errorbar(grid.n_frames, mean[:, j], yerr=std[:, j], fmt="o", color=c, ms=4, capsize=2)
+        axes[0].errorbar(
+            grid.n_frames, mean[:, j], yerr=std[:, j], fmt="o", color=c, ms=4, capsize=2
+        )
         x = np.linspace(min(grid.n_frames), max(grid.n_frames), 60)
         axes[0].plot(x, fit.predict(x, nc), "--", color=c, label=f"n_c={nc}")
     for i, nf in enumerate(grid.n_frames):
         c = cmap(i / max(1, len(grid.n_frames) - 1))
-        axes[1].errorbar(grid.n_captions, mean[i, :], yerr=std[i, :], fmt="o", color=c, ms=4, capsize=2)
+        axes[1].errorbar(
+            grid.n_captions, mean[i, :], yerr=std[i, :], fmt="o", color=c, ms=4, capsize=2
+        )
         x = np.linspace(min(grid.n_captions), max(grid.n_captions), 60)
         axes[1].plot(x, fit.predict(nf, x), "--", color=c, label=f"n_f={nf}")
-    for ax, lab in zip(axes, ("frames per video n_f", "captions per video n_c")):
+    for ax, lab in zip(axes, ("frames per video n_f", "captions per video n_c"), strict=True):
         if chance is not None:
             ax.axhline(chance, color="grey", lw=1, ls=":", label="chance")
         ax.set_xlabel(lab)

@@ -74,15 +74,23 @@ class ScalingFit:
         )
 
     def to_dict(self) -> dict[str, object]:
-        return {"params": self.params, "stderr": self.stderr, "r2": self.r2, "rmse": self.rmse,
-                "n_points": self.n_points, "formula": self.formula()}
+        return {
+            "params": self.params,
+            "stderr": self.stderr,
+            "r2": self.r2,
+            "rmse": self.rmse,
+            "n_points": self.n_points,
+            "formula": self.formula(),
+        }
 
 
 def _check_points(nf: np.ndarray, nc: np.ndarray, y: np.ndarray) -> None:
     if not (nf.shape == nc.shape == y.shape) or nf.ndim != 1:
         raise AlignError("n_f, n_c and scores must be 1-D arrays of the same length")
     if len(y) < 6:
-        raise AlignError(f"the scaling law has 5 parameters: give at least 6 grid points, got {len(y)}")
+        raise AlignError(
+            f"the scaling law has 5 parameters: give at least 6 grid points, got {len(y)}"
+        )
     if (nf <= 0).any() or (nc <= 0).any():
         raise AlignError("n_f and n_c must be positive counts")
     if len(np.unique(nf)) < 3 or len(np.unique(nc)) < 3:
@@ -125,9 +133,13 @@ def fit_scaling(
     if sigma is not None:
         sig = np.asarray(sigma, dtype=float).ravel()
         # a zero spread (e.g. one repeat) would mean infinite weight: floor it
-        sig = np.maximum(sig, max(1e-6, float(np.median(sig[sig > 0])) if (sig > 0).any() else 1e-6))
+        sig = np.maximum(
+            sig, max(1e-6, float(np.median(sig[sig > 0])) if (sig > 0).any() else 1e-6)
+        )
 
-    def model(x: np.ndarray, s_inf: float, c_f: float, alpha: float, c_c: float, beta: float) -> np.ndarray:
+    def model(
+        x: np.ndarray, s_inf: float, c_f: float, alpha: float, c_c: float, beta: float
+    ) -> np.ndarray:
         return scaling_law(x[0], x[1], s_inf, c_f, alpha, c_c, beta)
 
     lo = [-np.inf, 0.0, 1e-3, 0.0, 1e-3]
@@ -139,9 +151,20 @@ def fit_scaling(
         if s_inf_max is not None:
             p0[0] = min(p0[0], s_inf_max - 1e-9)
         try:
-            popt, pcov = curve_fit(model, np.vstack([nf, nc]), y, p0=p0, sigma=sig,
-                                   absolute_sigma=sig is not None, bounds=(lo, hi),
-                                   method="trf", max_nfev=20000, xtol=1e-14, ftol=1e-14, gtol=1e-14)
+            popt, pcov = curve_fit(
+                model,
+                np.vstack([nf, nc]),
+                y,
+                p0=p0,
+                sigma=sig,
+                absolute_sigma=sig is not None,
+                bounds=(lo, hi),
+                method="trf",
+                max_nfev=20000,
+                xtol=1e-14,
+                ftol=1e-14,
+                gtol=1e-14,
+            )
         except (RuntimeError, ValueError) as exc:  # one restart failing is fine; all failing is not
             log.debug("restart from %s failed: %s", p0, exc)
             continue
@@ -154,8 +177,11 @@ def fit_scaling(
     sst = float(np.sum((y - y.mean()) ** 2))
     r2 = 1.0 - sse / sst if sst > 0 else (1.0 if sse == 0 else 0.0)
     diag = np.diag(pcov) if np.all(np.isfinite(pcov)) else np.full(5, np.inf)
-    stderr = {n: float(math.sqrt(v)) if v >= 0 else float("nan") for n, v in zip(PARAM_NAMES, diag)}
-    params = {n: float(v) for n, v in zip(PARAM_NAMES, popt)}
+    stderr = {
+        n: float(math.sqrt(v)) if v >= 0 else float("nan")
+        for n, v in zip(PARAM_NAMES, diag, strict=True)
+    }
+    params = {n: float(v) for n, v in zip(PARAM_NAMES, popt, strict=True)}
     fit = ScalingFit(params, stderr, float(r2), math.sqrt(sse / len(y)), len(y))
     log.info("scaling fit: %s (R^2 = %.4f)", fit.formula(), fit.r2)
     return fit

@@ -89,14 +89,18 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
     return [(cx, cy - r), (cx + r, cy), (cx, cy + r), (cx - r, cy)]  # diamond
 
 
-def _draw(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill: tuple[int, ...]) -> None:
+def _draw(
+    draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: float, fill: tuple[int, ...]
+) -> None:
     if shape == "circle":
         draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=fill)
     else:
         draw.polygon(_polygon(shape, cx, cy, r), fill=fill)
 
 
-def render_frames(facts: dict[str, str], n_frames: int, size: int, rng: np.random.Generator) -> np.ndarray:
+def render_frames(
+    facts: dict[str, str], n_frames: int, size: int, rng: np.random.Generator
+) -> np.ndarray:
     """Frames (F, H, W, 3) uint8 of the object crossing the view in its direction, with clutter."""
     r = SIZES[facts["size"]][0] * size
     (dx, dy), _ = DIRECTIONS[facts["direction"]]
@@ -111,9 +115,22 @@ def render_frames(facts: dict[str, str], n_frames: int, size: int, rng: np.rando
         draw = ImageDraw.Draw(img)
         for _ in range(int(rng.integers(2, 5))):  # distractors: grey, random shape and place
             g = int(rng.integers(60, 140))
-            _draw(draw, str(rng.choice(list(SHAPES))), *rng.uniform(0, size, 2), rng.uniform(0.05, 0.15) * size, (g, g, g))
+            _draw(
+                draw,
+                str(rng.choice(list(SHAPES))),
+                *rng.uniform(0, size, 2),
+                rng.uniform(0.05, 0.15) * size,
+                (g, g, g),
+            )
         frac = t / max(1, n_frames - 1)
-        _draw(draw, facts["shape"], cx0 + dx * travel * frac, cy0 + dy * travel * frac, r, COLOURS[facts["colour"]][0])
+        _draw(
+            draw,
+            facts["shape"],
+            cx0 + dx * travel * frac,
+            cy0 + dy * travel * frac,
+            r,
+            COLOURS[facts["colour"]][0],
+        )
         frames[t] = np.asarray(img)
     return frames
 
@@ -131,12 +148,14 @@ def caption(facts: dict[str, str], rng: np.random.Generator, p_mention: float = 
     keep = rng.random(len(FACTS)) < p_mention
     if not keep.any():
         keep[rng.integers(len(FACTS))] = True
-    said = dict(zip(FACTS, keep))
+    said = dict(zip(FACTS, keep, strict=True))
     words = {
         "colour": str(rng.choice(COLOURS[facts["colour"]][1])) if said["colour"] else "",
         "size": str(rng.choice(SIZES[facts["size"]][1])) if said["size"] else "",
         "shape": str(rng.choice(SHAPES[facts["shape"]])) if said["shape"] else "shape",
-        "direction": str(rng.choice(DIRECTIONS[facts["direction"]][1])) if said["direction"] else "around",
+        "direction": str(rng.choice(DIRECTIONS[facts["direction"]][1]))
+        if said["direction"]
+        else "around",
     }
     text = str(rng.choice(_TEMPLATES)).format(**words)
     return " ".join(text.split())  # drop the gaps left by unsaid adjectives
