@@ -10,11 +10,10 @@ order a stable sort of ``-s`` gives, so the straightforward full-matrix referenc
 
 How the blockwise routines stay exact without sorting whole rows:
 
-1. a fast partial selection on the float similarities (``argpartition`` / ``topk``) picks k
-   candidates per row; it is exact except that, when several equal values straddle the k-th
-   place, it may pick any of them;
-2. such rows are detected (more values equal to the k-th one in the row than among the picks)
-   and redone on unique 64-bit keys ``(ordered_bits(s) << 32) | (2^31 - 1 - j)``:
+1. a fast partial selection on the float similarities (``argpartition`` / ``topk``) finds the
+   k+1 largest per row; the k best are exact unless the k-th and (k+1)-th values are equal,
+   when the selection may pick any of several equal values;
+2. such rows are detected (k-th value == (k+1)-th value) and redone on unique 64-bit keys ``(ordered_bits(s) << 32) | (2^31 - 1 - j)``:
    ``ordered_bits`` maps a float32 to an int32 whose integer order is the float order, so keys
    compare similarities first and break ties by the lower index, and a partial selection over
    distinct keys has exactly one answer;
@@ -85,12 +84,15 @@ def _as_f32(x: Any) -> np.ndarray:
 
 def _select_block_np(sims: np.ndarray, k: int, n: int) -> np.ndarray:
     """Top-k columns of each row of ``sims`` (B, N) under the tie rule, best first."""
-    # A fast partial selection on the floats; it may pick any of several equal values at the
-    # k-th place, so rows with such a boundary tie are redone below on the unique keys.
-    part = np.argpartition(sims, n - k, axis=1)[:, n - k :]  # (B, k)
+    # A fast partial selection on the floats, placing the k-th and (k+1)-th largest values
+    # exactly. Only when those two are equal can the choice among equal values at the k-th
+    # place be ambiguous; such rows are redone below on the unique keys.
+    part_all = np.argpartition(sims, [n - k - 1, n - k], axis=1)  # k <= n-1: both exist
+    kth = np.take_along_axis(sims, part_all[:, n - k : n - k + 1], axis=1)[:, 0]
+    next_ = np.take_along_axis(sims, part_all[:, n - k - 1 : n - k], axis=1)[:, 0]
+    part = part_all[:, n - k :]  # (B, k)
+    tied = kth == next_
     vals = np.take_along_axis(sims, part, axis=1)
-    kth = vals.min(axis=1, keepdims=True)
-    tied = (sims == kth).sum(axis=1) > (vals == kth).sum(axis=1)
     if tied.any():
         rows = np.nonzero(tied)[0]
         keys = _ordered_keys_np(sims[rows], np.arange(n), n)
@@ -154,11 +156,15 @@ def _select_block_torch(sims: Any, k: int, cols: Any) -> tuple[Any, Any]:
     """
     import torch
 
-    k = min(k, sims.shape[1])
-    vals, idx = torch.topk(sims, k, dim=1, largest=True, sorted=False)  # (B, k)
-    # topk may pick any of several equal values at the k-th place: redo those rows on unique keys
-    kth = vals.min(dim=1, keepdim=True).values
-    tied = (sims == kth).sum(dim=1) > (vals == kth).sum(dim=1)
+    width = sims.shape[1]
+    if width <= k:  # the whole tile row is the candidate list: nothing to choose, no ties
+        idx = torch.arange(width, device=sims.device).expand(sims.shape[0], width)
+        return sims, cols[idx]
+    # k+1 largest, sorted: only when the k-th and (k+1)-th values are equal can topk's choice
+    # among equal values at the k-th place be ambiguous; such rows are redone on unique keys
+    vals, idx = torch.topk(sims, k + 1, dim=1, largest=True, sorted=True)  # (B, k+1)
+    tied = vals[:, k - 1] == vals[:, k]
+    vals, idx = vals[:, :k].clone(), idx[:, :k].clone()
     if bool(tied.any()):
         rows = torch.nonzero(tied).squeeze(1)
         keys = _keys_torch(sims[rows], cols.unsqueeze(0))

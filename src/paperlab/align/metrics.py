@@ -212,7 +212,10 @@ def _rbf_gram(x: Any, ops: Ops, sigma_scale: float) -> Any:
     d2 = d2 * (d2 > 0)  # round-off can make tiny negatives
     n = x.shape[0]
     iu = np.triu_indices(n, 1)
-    off = d2[iu] if ops.name == "numpy" else d2[ops.xp.as_tensor(iu[0]), ops.xp.as_tensor(iu[1])]
+    if ops.name == "numpy":
+        off = d2[iu]
+    else:
+        off = d2[ops.xp.as_tensor(iu[0], device=ops.device), ops.xp.as_tensor(iu[1], device=ops.device)]
     med = ops.median(off)
     if med <= 0:
         raise AlignError("RBF CKA is undefined: the median pairwise distance is zero")
