@@ -19,8 +19,7 @@ How the blockwise routines stay exact without sorting whole rows:
    distinct keys has exactly one answer;
 3. the k winners are ordered by the same keys.
 
-numpy (:func:`knn_blockwise`) works in row blocks ``X[rows] @ X.T``. torch (:func:`knn_torch`)
-uses symmetric tiles: ``s_ij == s_ji``, so each off-diagonal tile is multiplied once and serves
+Both :func:`knn_blockwise` (numpy) and :func:`knn_torch` use symmetric tiles: ``s_ij == s_ji``, so each off-diagonal tile is multiplied once and serves
 both its rows and its columns (half the matmul work), and per-item best-k lists are merged tile
 by tile under the same total order (the top k of a union of exact top-k lists is exact).
 Memory: one tile/block of similarities plus the ``(N, k)`` result; never an ``N x N`` matrix.
@@ -42,8 +41,8 @@ from paperlab.errors import AlignError
 
 log = logging.getLogger(__name__)
 
-#: Bytes of scratch per block we aim for (similarities + keys); bounds memory for large N.
-DEFAULT_BLOCK_BYTES = 64 * 2**20
+#: Tile side: a 2048 x 2048 float32 tile plus selection scratch is about 64 MiB, whatever N.
+DEFAULT_TILE = 2048
 #: Low 32 bits of a key hold ``_LOW_MAX - j`` (>= 0 for any index j >= -1 used here).
 _LOW_MAX = 2**31 - 1
 
@@ -53,24 +52,21 @@ def _check_k(n: int, k: int) -> None:
         raise AlignError(f"k={k} is invalid for {n} items: use 1 <= k <= N-1 = {n - 1}")
 
 
-def _block_rows(n: int, block_size: int | None) -> int:
-    if block_size is not None:
-        if block_size < 1:
-            raise AlignError(f"block_size={block_size} must be >= 1")
-        return block_size
-    # float32 similarities (4 B) + int64 keys (8 B) + argpartition scratch (8 B) per cell
-    return max(1, min(n, DEFAULT_BLOCK_BYTES // (20 * max(n, 1))))
+def _tile_size(n: int, block_size: int | None) -> int:
+    if block_size is None:
+        return min(n, DEFAULT_TILE)
+    if block_size < 1:
+        raise AlignError(f"block_size={block_size} must be >= 1")
+    return block_size
 
 
-def _ordered_keys_np(sims: np.ndarray, col_ids: np.ndarray, n: int) -> np.ndarray:
-    """float32 similarities (B, N) -> unique int64 keys ordered by (sim desc, index asc)."""
-    s = (sims + np.float32(0.0)).astype(
-        np.float32, copy=False
-    )  # -0.0 -> +0.0: equal floats, equal bits
-    bits = s.view(np.int32)
+def _ordered_keys_np(vals: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """float32 values and their int64 indices -> unique int64 keys (value desc, index asc)."""
+    v = (vals + np.float32(0.0)).astype(np.float32, copy=False)  # -0.0 -> +0.0: equal bits
+    bits = v.view(np.int32)
     # negative floats: flip the magnitude bits so that integer order == float order
     bits = np.where(bits < 0, bits ^ np.int32(0x7FFFFFFF), bits)
-    return (bits.astype(np.int64) << 32) | (n - 1 - col_ids).astype(np.int64)
+    return (bits.astype(np.int64) << 32) | (_LOW_MAX - np.asarray(idx, dtype=np.int64))
 
 
 def _as_f32(x: Any) -> np.ndarray:
@@ -82,33 +78,46 @@ def _as_f32(x: Any) -> np.ndarray:
     return a
 
 
-def _select_block_np(sims: np.ndarray, k: int, n: int) -> np.ndarray:
-    """Top-k columns of each row of ``sims`` (B, N) under the tie rule, best first."""
+def _select_tile_np(sims: np.ndarray, k: int, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k of each row of ``sims`` (B, W) under the tie rule, best first.
+
+    ``cols`` (W,) holds the global index of each column. Returns ``(values, global_indices)``,
+    both (B, min(k, W)).
+    """
+    width = sims.shape[1]
+    if width <= k:  # the whole tile row is the candidate list: nothing to choose
+        return sims, np.broadcast_to(cols, sims.shape)
     # A fast partial selection on the floats, placing the k-th and (k+1)-th largest values
     # exactly. Only when those two are equal can the choice among equal values at the k-th
     # place be ambiguous; such rows are redone below on the unique keys.
-    part_all = np.argpartition(sims, [n - k - 1, n - k], axis=1)  # k <= n-1: both exist
-    kth = np.take_along_axis(sims, part_all[:, n - k : n - k + 1], axis=1)[:, 0]
-    next_ = np.take_along_axis(sims, part_all[:, n - k - 1 : n - k], axis=1)[:, 0]
-    part = part_all[:, n - k :]  # (B, k)
-    tied = kth == next_
-    vals = np.take_along_axis(sims, part, axis=1)
-    if tied.any():
-        rows = np.nonzero(tied)[0]
-        keys = _ordered_keys_np(sims[rows], np.arange(n), n)
-        part[rows] = np.argpartition(keys, n - k, axis=1)[:, n - k :]
-        vals[rows] = np.take_along_axis(sims[rows], part[rows], axis=1)
-    order = np.argsort(-_ordered_keys_np(vals, part, n), axis=1)  # unique keys: a total order
-    return np.take_along_axis(part, order, axis=1)
+    part_all = np.argpartition(sims, [width - k - 1, width - k], axis=1)
+    kth = np.take_along_axis(sims, part_all[:, width - k : width - k + 1], axis=1)[:, 0]
+    nxt = np.take_along_axis(sims, part_all[:, width - k - 1 : width - k], axis=1)[:, 0]
+    part = part_all[:, width - k :]  # (B, k)
+    tied = np.nonzero(kth == nxt)[0]
+    if len(tied):
+        keys = _ordered_keys_np(sims[tied], cols[None, :])
+        part[tied] = np.argpartition(keys, width - k, axis=1)[:, width - k :]
+    return np.take_along_axis(sims, part, axis=1), cols[part]
+
+
+def _merge_np(
+    vals: np.ndarray, idx: np.ndarray, new_vals: np.ndarray, new_idx: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Merge two candidate lists per row into the best k under the tie rule, best first."""
+    v = np.concatenate([vals, new_vals], axis=1)
+    i = np.concatenate([idx, new_idx], axis=1)
+    order = np.argsort(-_ordered_keys_np(v, i), axis=1)[:, :k]  # unique keys: a total order
+    return np.take_along_axis(v, order, axis=1), np.take_along_axis(i, order, axis=1)
 
 
 def knn_blockwise(x: Any, k: int, block_size: int | None = None) -> np.ndarray:
-    """Exact inner-product k-NN (self excluded) in row blocks, numpy.
+    """Exact inner-product k-NN (self excluded) in symmetric tiles, numpy.
 
     Args:
         x: (N, D) features (not normalised here).
         k: neighbours per item, 1 <= k <= N-1.
-        block_size: rows per block; default keeps each block's scratch near 64 MiB.
+        block_size: tile side; default 2048 (about 64 MiB of scratch per tile).
 
     Returns:
         (N, k) int64 neighbour indices, best first, ties to the lower index.
@@ -116,14 +125,24 @@ def knn_blockwise(x: Any, k: int, block_size: int | None = None) -> np.ndarray:
     a = _as_f32(x)
     n = a.shape[0]
     _check_k(n, k)
-    rows = _block_rows(n, block_size)
-    out = np.empty((n, k), dtype=np.int64)
-    for start in range(0, n, rows):
-        stop = min(n, start + rows)
-        sims = a[start:stop] @ a.T  # (B, N)
-        sims[np.arange(stop - start), np.arange(start, stop)] = -np.inf  # exclude self
-        out[start:stop] = _select_block_np(sims, k, n)
-    return out
+    tile = _tile_size(n, block_size)
+    best_v = np.full((n, k), -np.inf, dtype=np.float32)
+    best_i = np.full((n, k), -1, dtype=np.int64)
+    starts = list(range(0, n, tile))
+    for a0 in starts:
+        a1 = min(n, a0 + tile)
+        cols_a = np.arange(a0, a1)
+        for b0 in (s for s in starts if s >= a0):
+            b1 = min(n, b0 + tile)
+            sims = a[a0:a1] @ a[b0:b1].T  # (BA, BB)
+            if b0 == a0:
+                np.fill_diagonal(sims, -np.inf)  # exclude self
+            v, i = _select_tile_np(sims, k, np.arange(b0, b1))
+            best_v[a0:a1], best_i[a0:a1] = _merge_np(best_v[a0:a1], best_i[a0:a1], v, i, k)
+            if b0 != a0:  # the same tile, read by columns, serves the rows of block b
+                v, i = _select_tile_np(np.ascontiguousarray(sims.T), k, cols_a)
+                best_v[b0:b1], best_i[b0:b1] = _merge_np(best_v[b0:b1], best_i[b0:b1], v, i, k)
+    return best_i
 
 
 def knn_full(x: Any, k: int) -> np.ndarray:
@@ -203,7 +222,7 @@ def knn_torch(x: Any, k: int, block_size: int | None = None, device: str | None 
         raise AlignError("features contain NaN or inf; clean or drop those items first")
     n = t.shape[0]
     _check_k(n, k)
-    tile = _block_rows(n, block_size) if block_size is not None else min(n, 2048)
+    tile = _tile_size(n, block_size)
     # Symmetric tiling: s_ij == s_ji, so each off-diagonal tile (I, J) is multiplied once and
     # serves the rows of I (its rows) and the rows of J (its columns): half the matmul work.
     # Running best-k lists per item are merged tile by tile; merging exact top-k lists under a

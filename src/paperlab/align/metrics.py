@@ -215,7 +215,9 @@ def _rbf_gram(x: Any, ops: Ops, sigma_scale: float) -> Any:
     if ops.name == "numpy":
         off = d2[iu]
     else:
-        off = d2[ops.xp.as_tensor(iu[0], device=ops.device), ops.xp.as_tensor(iu[1], device=ops.device)]
+        off = d2[
+            ops.xp.as_tensor(iu[0], device=ops.device), ops.xp.as_tensor(iu[1], device=ops.device)
+        ]
     med = ops.median(off)
     if med <= 0:
         raise AlignError("RBF CKA is undefined: the median pairwise distance is zero")
