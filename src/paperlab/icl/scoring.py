@@ -110,9 +110,10 @@ class PrefixCacheScorer:
         self._check_joined(ps)
         m = ps.mapping
         kmax = max(shots)
-        prefix = torch.tensor([self._ids_of(ps.prefix_text(kmax))])  # (1, kmax*18)
+        dev = self.model.device
+        prefix = torch.tensor([self._ids_of(ps.prefix_text(kmax))], device=dev)  # (1, kmax*18)
         seqs = torch.tensor(
-            [self._ids_of(ps.query_text(q) + ps.answer(q)) for q in ps.queries]
+            [self._ids_of(ps.query_text(q) + ps.answer(q)) for q in ps.queries], device=dev
         )  # (Q, 17)
         answers = seqs[:, N_BITS + 1 :]  # (Q, 8)
         zero, one = self._id(m.zero), self._id(m.one)
@@ -128,7 +129,7 @@ class PrefixCacheScorer:
                     n = seqs.shape[0]
                     cache.update(keys[:, :, :length].expand(n, -1, -1, -1),
                                  values[:, :, :length].expand(n, -1, -1, -1), i)
-                pos = torch.arange(length, length + seqs.shape[1]).unsqueeze(0).expand(seqs.shape[0], -1)
+                pos = torch.arange(length, length + seqs.shape[1], device=dev).unsqueeze(0).expand(seqs.shape[0], -1)
                 logits = self.model(input_ids=seqs, past_key_values=cache, position_ids=pos,
                                     use_cache=True).logits
                 pred = logits[:, N_BITS : 2 * N_BITS].float()  # (Q, 8, V): predicts answer symbols
@@ -163,6 +164,7 @@ class NaiveScorer:
         for k in shots:
             for qi, q in enumerate(ps.queries):
                 ids = self.tokenizer(ps.prompt(k, q), add_special_tokens=False, return_tensors="pt")
+                ids = ids.to(self.model.device)
                 with torch.inference_mode():
                     out = self.model.generate(**ids, max_new_tokens=N_BITS, do_sample=False,
                                               pad_token_id=pad)
