@@ -69,11 +69,12 @@ def cached_model_dir(cfg: DNAModelConfig) -> Path:
 
 def build_tokenizer() -> PreTrainedTokenizerFast:
     """A character-level tokenizer: every base is one token; no special tokens are added."""
-    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.WordLevel(vocab=dict(VOCAB), unk_token="N"))
     tok.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    tok.decoder = decoders.Fuse()  # "ACGT", not WordLevel's default "A C G T"
     return PreTrainedTokenizerFast(
         tokenizer_object=tok, unk_token="N", eos_token="<eos>", pad_token="<eos>",
         clean_up_tokenization_spaces=False,

@@ -168,7 +168,9 @@ class NaiveScorer:
                 with torch.inference_mode():
                     out = self.model.generate(**ids, max_new_tokens=N_BITS, do_sample=False,
                                               pad_token_id=pad)
-                text = self.tokenizer.decode(out[0, ids["input_ids"].shape[1] :])
+                # token by token: some tokenizers' decode() joins tokens with spaces
+                new = out[0, ids["input_ids"].shape[1] :].tolist()
+                text = "".join(self.tokenizer.decode([t]) for t in new)
                 ans = ps.answer(q)
                 hits = sum(a == b for a, b in zip(text[:N_BITS], ans))
                 ok = text[:N_BITS] == ans
