@@ -55,7 +55,7 @@ def main() -> None:
         results[kind] = {"prompts": len(scores), "seconds": round(secs, 3),
                          "prompts_per_s": round(len(scores) / secs, 3)}
     ratio = results["cached"]["prompts_per_s"] / results["naive"]["prompts_per_s"]
-    agree = sum(a == b for a, b in zip(outcomes["cached"], outcomes["naive"])) / len(outcomes["naive"])
+    agree = sum(a == b for a, b in zip(outcomes["cached"], outcomes["naive"], strict=True)) / len(outcomes["naive"])
     table = Table(title=f"icl scoring throughput: {args.model}, {enc.name}, shots {shots}")
     for col in ("scorer", "prompts", "seconds", "prompts/s", "ratio vs naive"):
         table.add_column(col)

@@ -11,7 +11,13 @@ import pytest
 
 from paperlab.errors import ICLError
 from paperlab.icl.dna import (
-    data_dir, decode, encode, genome_files, load_split, read_fasta, reverse_complement,
+    data_dir,
+    decode,
+    encode,
+    genome_files,
+    load_split,
+    read_fasta,
+    reverse_complement,
 )
 from paperlab.icl.markov import MarkovModel, eval_windows
 

@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 from paperlab.errors import ICLError
 from paperlab.icl.encodings import get_encoding
 from paperlab.icl.prompts import (
-    SYMBOLS_PER_SHOT, build_prompt_sets, fits, mode_answer, parse_shots, prompt_symbols,
+    SYMBOLS_PER_SHOT,
+    build_prompt_sets,
+    fits,
+    mode_answer,
+    parse_shots,
+    prompt_symbols,
 )
 from paperlab.icl.tasks import ALL_INPUTS, generate_functions, get_function, to_bits
 

@@ -10,8 +10,15 @@ import pytest
 
 from paperlab.errors import ICLError
 from paperlab.icl.analysis import (
-    bootstrap_ci, curve, family_table, fit_log2, fit_table, markdown_table, plot_curves,
-    plot_families, summary_table,
+    bootstrap_ci,
+    curve,
+    family_table,
+    fit_log2,
+    fit_table,
+    markdown_table,
+    plot_curves,
+    plot_families,
+    summary_table,
 )
 from paperlab.icl.encodings import get_encoding
 from paperlab.icl.prompts import PromptSet
@@ -29,7 +36,7 @@ class OracleScorer:
     def score_set(self, ps: PromptSet, shots: list[int]) -> list[QueryScore]:
         self.calls.append(list(shots))
         ok = [k >= self.threshold for k in shots]
-        return [QueryScore(k, qi, o, o, 1.0 if o else 0.5) for k, o in zip(shots, ok)
+        return [QueryScore(k, qi, o, o, 1.0 if o else 0.5) for k, o in zip(shots, ok, strict=True)
                 for qi in range(len(ps.queries))]
 
 

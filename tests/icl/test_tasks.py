@@ -8,8 +8,15 @@ from hypothesis import strategies as st
 
 from paperlab.errors import ICLError
 from paperlab.icl.tasks import (
-    ALL_INPUTS, FAMILIES, PRIMITIVES, generate_functions, get_function, make_function,
-    primitive_functions, to_bits, to_str,
+    ALL_INPUTS,
+    FAMILIES,
+    PRIMITIVES,
+    generate_functions,
+    get_function,
+    make_function,
+    primitive_functions,
+    to_bits,
+    to_str,
 )
 
 # (primitive, input, expected output), worked out by hand; two cases each.

@@ -240,7 +240,7 @@ def plot_families(rows: Sequence[dict[str, Any]], path: Path, metric: str = "con
     nrow = math.ceil(len(fams) / ncol)
     fig, axes = plt.subplots(nrow, ncol, figsize=(3.2 * ncol, 2.6 * nrow), squeeze=False, sharey=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for ax, fam in zip(axes.flat, fams):
+    for ax, fam in zip(axes.flat, fams, strict=False):
         for i, series in enumerate(_series(rows).values()):
             frows = [r for r in ok_rows(series) if r["family"] == fam]
             if not frows:

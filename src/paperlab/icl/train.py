@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 
 from paperlab.icl.dna import DNASplit, load_split
-from paperlab.icl.dnamodel import DNAModelConfig, build_model, cached_model_dir, read_meta, save_model
+from paperlab.icl.dnamodel import (
+    DNAModelConfig,
+    build_model,
+    cached_model_dir,
+    read_meta,
+    save_model,
+)
 from paperlab.icl.markov import bits, eval_windows, markov_table
 
 log = logging.getLogger(__name__)
