@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 
 DEMO_SHOTS = [1, 2, 4, 8, 16]
 DNA_FUNCTIONS = 32  # the primitives
-LM_FUNCTIONS = 12
+LM_FUNCTIONS = 8
 
 
 def run(ctx: DemoContext) -> Section:
