@@ -63,7 +63,7 @@ def run(ctx: DemoContext) -> Section:
         "Hidden functions on 8-bit strings are shown as k input -> output examples; the model must "
         "produce the output for a new query (exact match of all 8 symbols). The DNA model sees 0/1 as "
         "two random bases with a third base as separator; SmolLM2 sees two random digits.",
-        f"DNA model: the {preset} preset ({state}; {t_train:.0f} s including that). Held-out loss "
+        f"DNA model: the {preset} preset ({state}; {t_train:.0f} s in this demo). Held-out loss "
         f"{report.heldout_nats:.4f} nats/base vs {best:.4f} for the best k-mer baseline (order {k_best}).",
         f"Reduced sweep: {DNA_FUNCTIONS} primitives on the DNA model, {LM_FUNCTIONS} functions on SmolLM2, "
         f"shots {DEMO_SHOTS}, 1 prompt set x 4 queries each. The full sweep and its discussion are in "
