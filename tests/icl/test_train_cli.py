@@ -90,3 +90,20 @@ def test_cli_user_errors_are_one_line(tmp_path: Path) -> None:
         main(["icl", "plot", str(tmp_path / "missing.csv")])
     assert exc.value.code == 2
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_model_spec_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy_model: Any) -> None:
+    from paperlab.errors import ICLError
+    from paperlab.icl.models import load_model as load_spec
+
+    monkeypatch.setenv("PAPERLAB_CACHE", str(tmp_path))
+    with pytest.raises(ICLError, match="train-dna --preset tiny"):
+        load_spec("dna:tiny")
+    with pytest.raises(ICLError, match="no DNA model"):
+        load_spec(f"dna:{tmp_path}")
+    lm = load_spec(f"dna:{copy_model[2]}")
+    with pytest.raises(ICLError, match="choose from"):
+        lm.scorer("fastest")
+    with pytest.raises(ICLError, match="hf:"):
+        lm.scorer("api")
+    assert lm.scorer("cached").context == 128

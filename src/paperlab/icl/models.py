@@ -43,10 +43,8 @@ class LoadedModel:
             raise ICLError(f"unknown scorer {kind!r}; choose from: {', '.join(SCORERS)}")
         if kind == "api":
             if self.llm is None:
-                from paperlab.llm.hf_backend import HFLocalLLM
-
                 raise ICLError(f"--scorer api needs a paperlab.llm spec; for {self.name} use "
-                               f"hf:<dir> (an {HFLocalLLM.__name__}) or --scorer cached")
+                               "--model hf:<model dir> or --scorer cached")
             ctx = context or _context_of(self.model)
             return LLMScorer(self.llm, context=ctx)
         if self.model is None:
