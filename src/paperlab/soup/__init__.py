@@ -1,0 +1,35 @@
+"""SoCE, Soup of Category Experts: per-category scores -> experts -> weight search -> merge.
+
+Public API (imported lazily so that ``import paperlab.soup`` stays light):
+
+- :func:`merge_checkpoints` (= ``paperlab.soup.merge.merge``), :class:`MergeSpec`, :func:`load_merge_config`: the streaming merge engine.
+- :class:`ExpertBank`: in-memory soups rebuilt into a live model.
+- :data:`METHODS`, :func:`register_method`: the merge-method registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "merge_checkpoints": "paperlab.soup.merge",
+    "prepare": "paperlab.soup.merge",
+    "MergeResult": "paperlab.soup.merge",
+    "MergeSpec": "paperlab.soup.config",
+    "ModelEntry": "paperlab.soup.config",
+    "load_merge_config": "paperlab.soup.config",
+    "ExpertBank": "paperlab.soup.memory",
+    "METHODS": "paperlab.soup.methods",
+    "register_method": "paperlab.soup.methods",
+    "get_method": "paperlab.soup.methods",
+    "open_checkpoint": "paperlab.soup.checkpoint",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'paperlab.soup' has no attribute {name!r}")

@@ -1,0 +1,142 @@
+"""The merge-method interface and its registry (name -> method).
+
+A method combines, element by element or tensor by tensor, the same tensor taken from N
+models (and optionally a base model) into one float32 tensor. Every method sees flattened
+1-D tensors in the models' own dtype and does its arithmetic in float32, one correctly rounded
+torch operation at a time, so that the result does not depend on how a tensor was cut into
+pieces or how many threads torch used.
+
+A new method is one small module that defines a class and decorates it with
+:func:`register_method`; the registry checks its shape when the module is imported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from paperlab.soup.errors import MergeConfigError, WeightsError
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class MethodParams:
+    """The numbers a method needs besides the tensors.
+
+    Attributes:
+        weights: one weight per model (already validated and, if asked, normalised).
+        normalize: divide the weights by their sum (linear, task_arithmetic).
+        scale: lambda, the factor on the merged task vector (task_arithmetic, ties).
+        density: fraction of each task vector kept by magnitude (ties).
+    """
+
+    weights: tuple[float, ...]
+    normalize: bool = True
+    scale: float = 1.0
+    density: float = 1.0
+
+
+class MergeMethod:
+    """Base class for merge methods.
+
+    Class attributes:
+        name: the registry key.
+        needs_base: the method needs a base model (task vectors are taken against it).
+        elementwise: output element j depends only on input elements j, so a tensor may be
+            processed in pieces (bounding memory below the largest tensor).
+        takes_weights: the user gives one weight per model.
+    """
+
+    name: ClassVar[str] = ""
+    needs_base: ClassVar[bool] = False
+    elementwise: ClassVar[bool] = True
+    takes_weights: ClassVar[bool] = True
+    allow_negative: ClassVar[bool] = False
+
+    def resolve(self, weights: Sequence[float] | None, n: int, *, normalize: bool) -> tuple[float, ...]:
+        """Check the user's weights against the method and return the ones to use.
+
+        Raises:
+            WeightsError: wrong count, negative (where not allowed), all zero, or not finite.
+        """
+        if not self.takes_weights:
+            if weights is not None and len(set(weights)) > 1:
+                raise WeightsError(f"method {self.name!r} takes no weights; drop them or use 'linear'")
+            return tuple(1.0 / n for _ in range(n))
+        if weights is None:
+            raise WeightsError(f"method {self.name!r} needs one weight per model; give --weight for each model")
+        w = [float(x) for x in weights]
+        if len(w) != n:
+            raise WeightsError(f"got {len(w)} weight(s) for {n} model(s); give exactly one weight per model")
+        if any(x != x or x in (float("inf"), float("-inf")) for x in w):
+            raise WeightsError(f"weights must be finite numbers, got {w}")
+        if not self.allow_negative and any(x < 0 for x in w):
+            raise WeightsError(f"method {self.name!r} needs non-negative weights, got {w}")
+        if all(x == 0 for x in w):
+            raise WeightsError("all weights are zero; at least one model must have a non-zero weight")
+        if normalize:
+            total = sum(w)
+            if total == 0:
+                raise WeightsError(f"weights {w} sum to zero and cannot be normalised; pass normalize: false")
+            w = [x / total for x in w]
+        return tuple(w)
+
+    def combine(
+        self, tensors: Sequence[torch.Tensor], base: torch.Tensor | None, params: MethodParams
+    ) -> torch.Tensor:
+        """Merge one tensor (flattened, any float dtype) from each model into float32."""
+        raise NotImplementedError
+
+
+METHODS: dict[str, MergeMethod] = {}
+
+
+def register_method(cls: type[MergeMethod]) -> type[MergeMethod]:
+    """Class decorator: add a method to the registry under ``cls.name``."""
+    if not cls.name or not isinstance(cls.name, str):
+        raise TypeError(f"{cls.__name__} needs a non-empty string `name`")
+    if cls.combine is MergeMethod.combine:
+        raise TypeError(f"{cls.__name__} must implement combine()")
+    if cls.name in METHODS:
+        raise TypeError(f"merge method {cls.name!r} is registered twice")
+    METHODS[cls.name] = cls()
+    return cls
+
+
+def get_method(name: str) -> MergeMethod:
+    """The registered method called ``name``.
+
+    Raises:
+        MergeConfigError: unknown name (the message lists the valid ones).
+    """
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise MergeConfigError(
+            f"unknown merge method {name!r}; valid methods: {', '.join(sorted(METHODS))}"
+        ) from None
+
+
+def to_f32(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` as float32, into ``out`` when given (a reusable buffer)."""
+    import torch
+
+    if out is None:
+        return x.to(torch.float32, copy=True)
+    out.copy_(x)
+    return out
+
+
+def weighted_sum(tensors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """sum_i w_i * x_i in float32, left to right, each product and sum rounded once."""
+    acc = to_f32(tensors[0])
+    acc.mul_(weights[0])
+    tmp = None
+    for x, w in zip(tensors[1:], weights[1:], strict=True):
+        tmp = to_f32(x, tmp)
+        tmp.mul_(w)
+        acc.add_(tmp)
+    return acc
