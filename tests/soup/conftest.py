@@ -78,3 +78,9 @@ def three_llamas(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
         make_llama(root / "b", 2, shard="20KB"),
         make_llama(root / "c", 3, shard="50KB"),
     ]
+
+
+@pytest.fixture(scope="session")
+def make_llama_fn() -> Callable[..., Path]:
+    """The :func:`make_llama` function itself (test modules cannot import conftest)."""
+    return make_llama
