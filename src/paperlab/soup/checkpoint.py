@@ -140,8 +140,12 @@ class Checkpoint:
         # transformers' default for tie_word_embeddings is True in PretrainedConfig.
         return bool(self.config.get("tie_word_embeddings", True))
 
-    def read(self, name: str, start: int = 0, stop: int | None = None) -> Any:
-        """Read elements ``[start, stop)`` of a tensor, flattened, into a fresh torch tensor."""
+    def read(self, name: str, start: int = 0, stop: int | None = None, out: Any = None) -> Any:
+        """Read elements ``[start, stop)`` of a tensor, flattened, into a torch tensor.
+
+        ``out``, when given, is a uint8 buffer of at least the piece's size that is filled
+        (and viewed) instead of allocating a fresh one.
+        """
         import torch
 
         if self.pickled is not None:
@@ -150,7 +154,8 @@ class Checkpoint:
         info = self.tensors[name]
         stop = info.numel if stop is None else stop
         item = info.itemsize
-        buf = torch.empty((stop - start) * item, dtype=torch.uint8)
+        size = (stop - start) * item
+        buf = torch.empty(size, dtype=torch.uint8) if out is None or out.numel() < size else out[:size]
         with self._lock:
             fh = self._handles.get(info.file)
             if fh is None:

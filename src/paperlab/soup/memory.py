@@ -66,6 +66,7 @@ class ExpertBank:
 
         self.experts = [load(ck) for ck in checkpoints]
         self.base = load(base_ck) if base_ck is not None else None
+        self._scratch: torch.Tensor | None = None  # reused float32 result buffer (no page faults)
         log.debug("expert bank: %d experts, %d tensors on %s", len(self.experts), len(self.names), device)
 
     def __len__(self) -> int:
@@ -81,11 +82,19 @@ class ExpertBank:
         return m, MethodParams(weights=w, normalize=norm, scale=scale, density=density)
 
     def tensor(self, name: str, method: Any, params: MethodParams) -> torch.Tensor:
-        """One merged tensor, float32, flattened."""
+        """One merged tensor, float32, flattened (a view of a reused buffer: copy it to keep it)."""
+        import torch
+
         inputs = [e[name] for e in self.experts]
         if self.plan.infos[name].dtype not in FLOAT_DTYPES:
             return inputs[0]
-        return method.combine(inputs, self.base[name] if self.base else None, params)
+        out = None
+        if method.elementwise:
+            if self._scratch is None:
+                most = max(self.plan.infos[n].numel for n in self.names)
+                self._scratch = torch.empty(most, dtype=torch.float32, device=self.device)
+            out = self._scratch
+        return method.combine(inputs, self.base[name] if self.base else None, params, out=out)
 
     def build(
         self,
@@ -105,8 +114,7 @@ class ExpertBank:
         out = {}
         for n in self.names:
             t = self.tensor(n, m, params)
-            if t.is_floating_point():
-                t = t.to(out_dtype)
+            t = t.to(out_dtype if t.is_floating_point() else t.dtype, copy=True)
             out[n] = t.reshape(self.plan.infos[n].shape)
         return out
 

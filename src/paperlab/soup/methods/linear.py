@@ -18,6 +18,10 @@ class Linear(MergeMethod):
     name = "linear"
 
     def combine(
-        self, tensors: Sequence[torch.Tensor], base: torch.Tensor | None, params: MethodParams
+        self,
+        tensors: Sequence[torch.Tensor],
+        base: torch.Tensor | None,
+        params: MethodParams,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return weighted_sum(tensors, params.weights)
+        return weighted_sum(tensors, params.weights, out)

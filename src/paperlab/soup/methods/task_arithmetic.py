@@ -20,7 +20,11 @@ class TaskArithmetic(MergeMethod):
     allow_negative = True
 
     def combine(
-        self, tensors: Sequence[torch.Tensor], base: torch.Tensor | None, params: MethodParams
+        self,
+        tensors: Sequence[torch.Tensor],
+        base: torch.Tensor | None,
+        params: MethodParams,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         assert base is not None  # validated before any work
         b = to_f32(base)

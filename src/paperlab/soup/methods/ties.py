@@ -42,7 +42,11 @@ class Ties(MergeMethod):
     elementwise = False
 
     def combine(
-        self, tensors: Sequence[torch.Tensor], base: torch.Tensor | None, params: MethodParams
+        self,
+        tensors: Sequence[torch.Tensor],
+        base: torch.Tensor | None,
+        params: MethodParams,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         import torch
 

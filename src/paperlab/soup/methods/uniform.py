@@ -19,6 +19,10 @@ class Uniform(MergeMethod):
     takes_weights = False
 
     def combine(
-        self, tensors: Sequence[torch.Tensor], base: torch.Tensor | None, params: MethodParams
+        self,
+        tensors: Sequence[torch.Tensor],
+        base: torch.Tensor | None,
+        params: MethodParams,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return weighted_sum(tensors, params.weights)
+        return weighted_sum(tensors, params.weights, out)
