@@ -95,3 +95,82 @@ def merge(
         f"wrote {result.out_dir}: {result.n_tensors} tensors, {result.out_bytes / 1e6:.1f} MB "
         f"in {result.shards} shard(s), {result.seconds:.1f} s"
     )
+
+
+@app.command()
+def analyze(
+    scores: Annotated[Path, typer.Argument(help="Score table: CSV or JSON, wide or long, or the BFCL CSV.")],
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Candidate name or glob (repeat).")] = None,
+    category: Annotated[list[str] | None, typer.Option("--category", "-c", help="Category name or glob (repeat).")] = None,
+    tau: Annotated[float, typer.Option(help="A category enters L when |rho| < tau with another.")] = 0.5,
+    layout: Annotated[str, typer.Option(help="auto, wide, long or bfcl.")] = "auto",
+    heatmap: Annotated[Path | None, typer.Option(help="Write the correlation heatmap PNG here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the selection as JSON here.")] = None,
+) -> None:
+    """SoCE steps 1-2 only: correlations, the low-correlation set L, and one expert per category."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from paperlab.io.atomic import atomic_write_text
+    from paperlab.soup.scores import load_scores
+    from paperlab.soup.select import plot_heatmap, select_experts
+
+    table = load_scores(scores, layout=layout).select(model, category)
+    sel = select_experts(table, tau)
+    console = Console()
+    t = Table(title=f"Pearson correlation over {len(sel.models)} models (* = in L, tau = {tau})")
+    t.add_column("category")
+    short = [f"c{i + 1}" for i in range(len(sel.categories))]
+    for s in short:
+        t.add_column(s, justify="right")
+    for i, c in enumerate(sel.categories):
+        mark = "* " if c in sel.low_corr else "  "
+        t.add_row(f"{mark}{short[i]} {c}", *[f"{v:.2f}" for v in sel.corr[i]])
+    console.print(t)
+    for line in sel.reasons:
+        console.print(line)
+    if heatmap is not None:
+        plot_heatmap(sel, heatmap)
+        console.print(f"heatmap: {heatmap}")
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(sel.to_dict(), indent=2) + "\n")
+
+
+@app.command()
+def soce(
+    config: Annotated[Path, typer.Argument(help="SoCE YAML config (see docs/soup.md).")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
+) -> None:
+    """Run SoCE end to end: scores, experts, weight search, baselines, and the souped checkpoint."""
+    from collections.abc import Callable
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.table import Table
+
+    from paperlab.soup.soce import load_soce_config, run_soce
+
+    cfg = load_soce_config(config)
+    cfg.force = cfg.force or force
+    console = Console(stderr=True)
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as bar:
+
+        def progress(label: str, total: int | None) -> Callable[[], None]:
+            task = bar.add_task(label, total=total)
+            return lambda: bar.advance(task)
+
+        result = run_soce(cfg, progress=progress)
+    out = Console()
+    headers, rows = result.table()
+    t = Table(title=f"SoCE (tau = {cfg.tau}; experts: {', '.join(Path(e).name for e in result.selection.experts)})")
+    for h in headers:
+        t.add_column(h, justify="left" if h in ("method", "weights") else "right")
+    for row in rows:
+        t.add_row(*[str(c) for c in row])
+    out.print(t)
+    for note in result.notes:
+        out.print(note)
+    out.print(f"wrote {result.out_dir} (model/, soce.yaml, heatmap.png, table.md) in {result.seconds:.0f} s")
