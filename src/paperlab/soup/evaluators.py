@@ -146,6 +146,10 @@ class ZooEvaluator:
         self.batch_size = batch_size
 
     def evaluate(self, model: Any) -> dict[str, float]:
+        return _per_category(self.items, self.correct(model))
+
+    def correct(self, model: Any) -> list[bool]:
+        """Per item: would greedy decoding produce exactly the answer, then end-of-sequence?"""
         import torch
 
         from paperlab.soup.zoo.build import batch_tensors
@@ -161,7 +165,7 @@ class ZooEvaluator:
             target = lab[:, 1:]
             ok = ((pred == target) | (target == -100)).all(-1)
             correct.extend(bool(x) for x in ok)
-        return _per_category(self.items, correct)
+        return correct
 
 
 def load_plugin(spec: str) -> Callable[[Any], dict[str, float]]:
