@@ -83,7 +83,7 @@ def test_soce_cli_end_to_end(small_zoo: Path, tmp_path: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(out / "model")
     gen = model.generate(torch.tensor([[3, 4, 5]]), max_new_tokens=4, min_new_tokens=4, do_sample=False)
     assert gen.shape == (1, 7)
-    assert "SoCE" in r.stdout and "coarse_to_fine used" in r.stdout
+    assert "SoCE" in r.stdout and ("coarse_to_fine used" in r.stdout or k == 1)
     # a rerun resumes from the journal: no grid point is evaluated again
     journal = tmp_path / "run.journal.jsonl"
     n_lines = len(journal.read_text().splitlines())

@@ -198,9 +198,14 @@ def run_soce(cfg: SoceConfig, *, progress: Callable[[str, int | None], Callable[
                        {_short(c): s for c, s in zip(candidates, cand_val, strict=True)})
     sel = select_experts(table, cfg.tau)
     experts = [candidates[[_short(c) for c in candidates].index(e)] for e in sel.experts]
+    notes: list[str] = []
+    if not experts:
+        # Our choice (the paper is silent): with an empty L, fall back to the best candidate.
+        top = max(range(n), key=lambda i: (aggregate(cand_val[i]), -i))
+        experts = [candidates[top]]
+        notes.append(f"L is empty at tau = {cfg.tau}: SoCE falls back to the best candidate, {_short(candidates[top])}")
     idx = [candidates.index(e) for e in experts]
     k = len(idx)
-    notes: list[str] = []
 
     def expand(w: tuple[float, ...]) -> tuple[float, ...]:
         full = [0.0] * n

@@ -26,7 +26,7 @@ from paperlab.io.atomic import atomic_directory
 from paperlab.soup.zoo.tasks import CATEGORIES, EOS, PAD, TOKEN_PATTERN, VOCAB, Example, make_split, sample_mix
 
 log = logging.getLogger(__name__)
-ZOO_VERSION = 2  # bump when the task generator or training recipe changes
+ZOO_VERSION = 3  # bump when the task generator or training recipe changes
 
 
 class CandidateSpec(BaseModel):
@@ -73,9 +73,9 @@ class ZooConfig(BaseModel):
 
 def small_config() -> ZooConfig:
     """A zoo small enough for tests (seconds to build)."""
-    return ZooConfig(hidden=48, layers=2, heads=2, intermediate=96, pretrain_steps=60, batch=16,
-                     per_category_val=12, per_category_test=12,
-                     candidates=[CandidateSpec(name=c.name, mix=c.mix, steps=25) for c in default_candidates()[:3]])
+    return ZooConfig(hidden=48, layers=2, heads=2, intermediate=96, pretrain_steps=40, batch=16,
+                     per_category_val=8, per_category_test=8,
+                     candidates=[CandidateSpec(name=c.name, mix=c.mix, steps=15) for c in default_candidates()[:3]])
 
 
 def cache_root() -> Path:
@@ -122,7 +122,7 @@ def batch_tensors(examples: list[Example]) -> tuple[Any, Any, Any]:
 
 
 def _train(model: Any, mix: dict[str, float], steps: int, lr: float, batch: int, seed: int,
-           tick: Callable[[], None] | None) -> float:
+           tick: Callable[[], None] | None, exclude: frozenset[str]) -> float:
     import torch
 
     rng = random.Random(seed)
@@ -131,7 +131,7 @@ def _train(model: Any, mix: dict[str, float], steps: int, lr: float, batch: int,
     model.train()
     loss_val = float("nan")
     for _ in range(steps):
-        ids, mask, lab = batch_tensors(sample_mix(rng, mix, batch))
+        ids, mask, lab = batch_tensors(sample_mix(rng, mix, batch, exclude))
         loss = model(input_ids=ids, attention_mask=mask, labels=lab).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -185,18 +185,21 @@ def build_zoo(cfg: ZooConfig, root: Path | None = None, *, tick: Callable[[], No
                 max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=1,
                 tie_word_embeddings=False,
             )
+            # The benchmark splits first: their prompts are kept out of every training batch.
+            val = make_split(10_000 + cfg.seed, cfg.per_category_val)
+            test = make_split(20_000 + cfg.seed, cfg.per_category_test, exclude={e.prompt for e in val})
+            held = frozenset(e.prompt for e in [*val, *test])
             base = LlamaForCausalLM(mcfg)
             uniform = {c: 1.0 for c in CATEGORIES}
-            losses = {"base": _train(base, uniform, cfg.pretrain_steps, cfg.pretrain_lr, cfg.batch, cfg.seed, tick)}
+            losses = {"base": _train(base, uniform, cfg.pretrain_steps, cfg.pretrain_lr, cfg.batch, cfg.seed, tick, held)}
             base.save_pretrained(tmp / "base")
             tok.save_pretrained(tmp / "base")
             for i, cand in enumerate(cfg.candidates):
                 model = LlamaForCausalLM.from_pretrained(tmp / "base")
-                losses[cand.name] = _train(model, cand.mix, cand.steps, cfg.finetune_lr, cfg.batch, cfg.seed + 1 + i, tick)
+                losses[cand.name] = _train(model, cand.mix, cand.steps, cfg.finetune_lr, cfg.batch, cfg.seed + 1 + i,
+                                           tick, held)
                 model.save_pretrained(tmp / "candidates" / cand.name)
                 tok.save_pretrained(tmp / "candidates" / cand.name)
-            val = make_split(10_000 + cfg.seed, cfg.per_category_val)
-            test = make_split(20_000 + cfg.seed, cfg.per_category_test, exclude={e.prompt for e in val})
             _write_jsonl(tmp / "val.jsonl", val)
             _write_jsonl(tmp / "test.jsonl", test)
             n_params = sum(p.numel() for p in base.parameters())

@@ -17,16 +17,18 @@ from dataclasses import dataclass
 
 CATEGORIES = ("simple", "multiple", "parallel", "irrelevance")
 FUNCS = {"weather": "get_weather", "time": "get_time", "taxi": "book_taxi", "hotel": "find_hotel"}
-PHRASES = {"weather": "weather in", "time": "time in", "taxi": "taxi to", "hotel": "hotel in"}
+PHRASES = {"weather": ("weather in", "forecast for"), "time": ("time in", "clock in"),
+           "taxi": ("taxi to", "ride to"), "hotel": ("hotel in", "room in")}
 CITIES = ("oslo", "rome", "lima", "kyiv", "bern", "doha", "riga", "baku", "lome", "suva",
-          "apia", "male", "nuuk", "oran", "pisa", "agra")
+          "apia", "male", "nuuk", "oran", "pisa", "agra", "bonn", "cork", "graz", "hue",
+          "ipoh", "jena", "kobe", "lodz", "mainz", "nice", "ohio", "perm", "reno", "sfax", "tver", "ulm")
 ALIASES = "abcd"
 PAD, EOS = "<pad>", "<eos>"
 # Word-level tokens (each word or punctuation mark, spaces and newlines included, is one token):
 # a few-M-parameter model learns to copy a city in one token far faster than in four characters.
 TOKEN_PATTERN = r"\w+|[^\w]"
 WORDS = ("F", "Q", "A", "in", "to", "and", "city", "none", *ALIASES, *FUNCS, *FUNCS.values(),
-         *[w for p in PHRASES.values() for w in p.split()], *CITIES, "(", ")", "=", ",", ";", ":", " ", "\n")
+         *[w for ps in PHRASES.values() for p in ps for w in p.split()], *CITIES, "(", ")", "=", ",", ";", ":", " ", "\n")
 VOCAB = [PAD, EOS, *dict.fromkeys(WORDS)]
 
 
@@ -49,20 +51,21 @@ def make_example(category: str, rng: random.Random) -> Example:
     """Draw one example of ``category``."""
     kind = rng.choice(list(FUNCS))
     city = rng.choice(CITIES)
+    phrase = rng.choice(PHRASES[kind])
     if category == "simple":
-        return Example(category, f"Q:{PHRASES[kind]} {city}\nA:", f"{FUNCS[kind]}(city={city})")
+        return Example(category, f"Q:{phrase} {city}\nA:", f"{FUNCS[kind]}(city={city})")
     if category == "multiple":
         others = rng.sample([k for k in FUNCS if k != kind], 2)
         listing, alias = _listing(rng, [kind, *others])
-        return Example(category, f"{listing}Q:{PHRASES[kind]} {city}\nA:", f"{alias[kind]}(city={city})")
+        return Example(category, f"{listing}Q:{phrase} {city}\nA:", f"{alias[kind]}(city={city})")
     if category == "parallel":
         city2 = rng.choice([c for c in CITIES if c != city])
         call = FUNCS[kind]
-        return Example(category, f"Q:{PHRASES[kind]} {city} and {city2}\nA:", f"{call}(city={city});{call}(city={city2})")
+        return Example(category, f"Q:{phrase} {city} and {city2}\nA:", f"{call}(city={city});{call}(city={city2})")
     if category == "irrelevance":
         others = rng.sample([k for k in FUNCS if k != kind], 2)
         listing, _ = _listing(rng, others)
-        return Example(category, f"{listing}Q:{PHRASES[kind]} {city}\nA:", "none")
+        return Example(category, f"{listing}Q:{phrase} {city}\nA:", "none")
     raise ValueError(f"unknown zoo category {category!r}; categories: {', '.join(CATEGORIES)}")
 
 
@@ -86,7 +89,13 @@ def make_split(seed: int, per_category: int, categories: tuple[str, ...] = CATEG
     return out
 
 
-def sample_mix(rng: random.Random, mix: dict[str, float], n: int) -> list[Example]:
-    """``n`` training examples, categories drawn with probabilities ``mix``."""
+def sample_mix(rng: random.Random, mix: dict[str, float], n: int, exclude: frozenset[str] = frozenset()) -> list[Example]:
+    """``n`` training examples, categories drawn with probabilities ``mix``, none of whose
+    prompts is in ``exclude`` (the benchmark's, so the benchmark stays held out)."""
     cats, probs = zip(*mix.items(), strict=True)
-    return [make_example(rng.choices(cats, probs)[0], rng) for _ in range(n)]
+    out: list[Example] = []
+    while len(out) < n:
+        ex = make_example(rng.choices(cats, probs)[0], rng)
+        if ex.prompt not in exclude:
+            out.append(ex)
+    return out
