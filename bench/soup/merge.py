@@ -166,7 +166,7 @@ def compare_outputs(a_dir: Path, b_dir: Path, inputs: list[Path]) -> dict:
         a, b = get(fa[name], name), get(fb[name], name)
         if a.dtype != torch.bfloat16 or b.dtype != torch.bfloat16:
             raise SystemExit(f"{name}: dtypes {a.dtype} vs {b.dtype}")
-        scale = sum(get(f[name], name).float().abs() * w for f, w in zip(fi, WEIGHTS))
+        scale = sum(get(f[name], name).float().abs() * w for f, w in zip(fi, WEIGHTS, strict=False))
         ulps = (ordered(a) - ordered(b)).abs()
         close = (a.float() - b.float()).abs() <= scale * 2.0**-21
         total += a.numel()
@@ -238,7 +238,7 @@ def main() -> None:
         yaml_cfg = root / "merge.yml"
         # mergekit computes in `dtype`; float32 arithmetic with a bf16 output matches ours.
         yaml_cfg.write_text("merge_method: linear\ndtype: float32\nout_dtype: bfloat16\nmodels:\n" + "".join(
-            f"  - model: {p}\n    parameters:\n      weight: {w}\n" for p, w in zip(paths, WEIGHTS)))
+            f"  - model: {p}\n    parameters:\n      weight: {w}\n" for p, w in zip(paths, WEIGHTS, strict=False)))
         files = [str(p / "model.safetensors") for p in paths]
         py = sys.executable
         env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}

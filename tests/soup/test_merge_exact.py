@@ -24,7 +24,7 @@ def load_dir(path: Path) -> dict[str, torch.Tensor]:
 
 
 def spec(paths: list[Path], weights: list[float] | None, **kw: object) -> MergeSpec:
-    return MergeSpec(models=[{"model": str(p), "weight": w} for p, w in zip(paths, weights or [None] * len(paths))], **kw)  # type: ignore[misc]
+    return MergeSpec(models=[{"model": str(p), "weight": w} for p, w in zip(paths, weights or [None] * len(paths), strict=False)], **kw)  # type: ignore[misc]
 
 
 def direct_linear(states: list[dict[str, torch.Tensor]], weights: list[float]) -> dict[str, torch.Tensor]:
@@ -32,7 +32,7 @@ def direct_linear(states: list[dict[str, torch.Tensor]], weights: list[float]) -
     out = {}
     for name in states[0]:
         acc = states[0][name].float() * weights[0]
-        for s, w in zip(states[1:], weights[1:]):
+        for s, w in zip(states[1:], weights[1:], strict=False):
             acc = acc + s[name].float() * w
         out[name] = acc
     return out
@@ -107,7 +107,7 @@ def test_in_memory_soup_equals_disk_soup(three_llamas: list[Path], llama_factory
     bank = ExpertBank(three_llamas, base=base)
     live = bank.load_model()
     bank.build_into(live, weights, method=method, **extra)
-    for (n, a), (_, b) in zip(sorted(disk.state_dict().items()), sorted(live.state_dict().items())):
+    for (n, a), (_, b) in zip(sorted(disk.state_dict().items()), sorted(live.state_dict().items()), strict=False):
         assert torch.equal(a, b), n
 
 

@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def spec(paths: list[Path], weights: list[float] | None = None, **kw: object) -> MergeSpec:
     weights = weights if weights is not None else [1.0] * len(paths)
-    return MergeSpec(models=[{"model": str(p), "weight": w} for p, w in zip(paths, weights)], **kw)  # type: ignore[misc]
+    return MergeSpec(models=[{"model": str(p), "weight": w} for p, w in zip(paths, weights, strict=False)], **kw)  # type: ignore[misc]
 
 
 @pytest.fixture(scope="module")

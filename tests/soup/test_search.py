@@ -28,7 +28,7 @@ def test_grid_size_and_content(k: int, size: int) -> None:
 
 def peaked(target: tuple[float, ...]):  # type: ignore[no-untyped-def]
     def fn(w: tuple[float, ...]) -> dict[str, float]:
-        return {"x": -sum((a - b) ** 2 for a, b in zip(w, target)), "y": 1.0}
+        return {"x": -sum((a - b) ** 2 for a, b in zip(w, target, strict=False)), "y": 1.0}
     return fn
 
 

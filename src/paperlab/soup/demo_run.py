@@ -38,7 +38,7 @@ def run_demo(ctx: DemoContext) -> Section:
         "detecting that no function fits), fine-tuned into candidates that lean on different categories.",
         "Selection: " + "; ".join(result.selection.reasons[1:]),
         "Search: " + " ".join(result.notes[:1]),
-        f"Weights: SoCE soup = {', '.join(f'{Path(c).name} {w:.1f}' for c, w in zip(result.candidates, result.best_weights) if w > 0)}. "
+        f"Weights: SoCE soup = {', '.join(f'{Path(c).name} {w:.1f}' for c, w in zip(result.candidates, result.best_weights, strict=False) if w > 0)}. "
         f"Best overall on the held-out test split: {best.method}. Search and greedy decisions use the validation split.",
         f"The souped checkpoint loads with AutoModelForCausalLM and generates: {sample}",
         f"Total {time.perf_counter() - start:.0f} s.",

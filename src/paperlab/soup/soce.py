@@ -153,7 +153,13 @@ def run_soce(cfg: SoceConfig, *, progress: Callable[[str, int | None], Callable[
     if out.exists() and not cfg.force:
         raise SoupError(f"output directory {out} already exists; choose another `out:` or set force: true")
     if cfg.zoo:
-        from paperlab.soup.zoo.build import ZooConfig, build_zoo, small_config, total_steps, zoo_candidates
+        from paperlab.soup.zoo.build import (
+            ZooConfig,
+            build_zoo,
+            small_config,
+            total_steps,
+            zoo_candidates,
+        )
 
         zcfg = {"default": ZooConfig, "small": small_config}.get(cfg.zoo)
         if zcfg is None:

@@ -94,12 +94,12 @@ def _check_tied(models: Sequence[Checkpoint]) -> None:
                 f"but {_label(ck)} has {ck.tied_embeddings}; merge only models that agree"
             )
     for ck in models:
-        if not ck.tied_embeddings and LM_HEAD not in ck.tensors and ck.config.get("architectures"):
-            if any(n.endswith(_EMBED_SUFFIX) for n in ck.tensors):
-                raise CheckpointError(
-                    f"{_label(ck)}: embeddings are untied (tie_word_embeddings=false) but {LM_HEAD} is missing; "
-                    "the checkpoint is incomplete"
-                )
+        untied_without_head = not ck.tied_embeddings and LM_HEAD not in ck.tensors
+        if untied_without_head and any(n.endswith(_EMBED_SUFFIX) for n in ck.tensors):
+            raise CheckpointError(
+                f"{_label(ck)}: embeddings are untied (tie_word_embeddings=false) but {LM_HEAD} is missing; "
+                "the checkpoint is incomplete"
+            )
 
 
 def _tensor_names(ck: Checkpoint, tied: bool) -> set[str]:

@@ -23,7 +23,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from paperlab.io.atomic import atomic_directory
-from paperlab.soup.zoo.tasks import CATEGORIES, EOS, PAD, TOKEN_PATTERN, VOCAB, Example, make_split, sample_mix
+from paperlab.soup.zoo.tasks import (
+    CATEGORIES,
+    EOS,
+    PAD,
+    TOKEN_PATTERN,
+    VOCAB,
+    Example,
+    make_split,
+    sample_mix,
+)
 
 log = logging.getLogger(__name__)
 ZOO_VERSION = 3  # bump when the task generator or training recipe changes
