@@ -59,7 +59,7 @@ def test_soce_cli_end_to_end(small_zoo: Path, tmp_path: Path) -> None:
         "candidates": [str(p) for p in zoo_candidates(small_zoo)],
         "evaluator": f"zoo:{small_zoo / 'val.jsonl'}",
         "test_evaluator": f"zoo:{small_zoo / 'test.jsonl'}",
-        "tau": 0.99, "search": "grid", "out": "run",
+        "tau": 0.99, "search": "grid", "out": "run", "threads": 1,
     }))
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     r = subprocess.run([sys.executable, "-m", "paperlab", "soup", "soce", str(cfg)], capture_output=True, text=True,

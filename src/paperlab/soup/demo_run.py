@@ -19,7 +19,8 @@ def run_demo(ctx: DemoContext) -> Section:
     from paperlab.soup.soce import SoceConfig, run_soce
 
     start = time.perf_counter()
-    cfg = SoceConfig(zoo="default", out=str(ctx.work_dir / "soce"), journal=str(ctx.work_dir / "soce.journal.jsonl"))
+    cfg = SoceConfig(zoo="default", out=str(ctx.work_dir / "soce"), journal=str(ctx.work_dir / "soce.journal.jsonl"),
+                     threads=1)
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=ctx.console) as bar:
 

@@ -48,6 +48,7 @@ class SoceConfig(BaseModel):
     journal: str | None = None
     baselines: bool = True
     force: bool = False
+    threads: int | None = None  # torch intra-op threads (None: torch's default); 1 suits a busy 2-core box
 
 
 def load_soce_config(path: str | Path) -> SoceConfig:
@@ -139,6 +140,7 @@ def run_soce(cfg: SoceConfig, *, progress: Callable[[str, int | None], Callable[
     Raises:
         SoupError: bad config, bad candidates, evaluator or search errors.
     """
+    import torch
     from transformers import AutoTokenizer
 
     from paperlab.soup.config import MergeSpec
@@ -146,6 +148,8 @@ def run_soce(cfg: SoceConfig, *, progress: Callable[[str, int | None], Callable[
     from paperlab.soup.memory import ExpertBank
     from paperlab.soup.merge import merge
 
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
     tick_none: Callable[[], None] = lambda: None  # noqa: E731
     prog = progress or (lambda label, total: tick_none)

@@ -48,12 +48,13 @@ class CandidateSpec(BaseModel):
 
 
 def default_candidates() -> list[CandidateSpec]:
-    """Four candidates, each leaning on one or two categories (like specialised fine-tunes)."""
+    """One specialist per category (fine-tuned on that category only) and one generalist."""
     return [
-        CandidateSpec(name="caller", mix={"simple": 0.6, "parallel": 0.3, "multiple": 0.1}, steps=100),
-        CandidateSpec(name="selector", mix={"multiple": 0.6, "irrelevance": 0.3, "simple": 0.1}, steps=100),
-        CandidateSpec(name="parallel", mix={"parallel": 0.8, "simple": 0.2}, steps=100),
-        CandidateSpec(name="refuser", mix={"irrelevance": 0.7, "multiple": 0.3}, steps=100),
+        CandidateSpec(name="caller", mix={"simple": 1.0}, steps=100),
+        CandidateSpec(name="selector", mix={"multiple": 1.0}, steps=100),
+        CandidateSpec(name="parallel", mix={"parallel": 1.0}, steps=100),
+        CandidateSpec(name="refuser", mix={"irrelevance": 1.0}, steps=100),
+        CandidateSpec(name="generalist", mix={c: 1.0 for c in CATEGORIES}, steps=100),
     ]
 
 
@@ -65,7 +66,7 @@ class ZooConfig(BaseModel):
     layers: int = 4
     heads: int = 4
     intermediate: int = 384
-    pretrain_steps: int = 120
+    pretrain_steps: int = 80
     pretrain_lr: float = 3e-3
     finetune_lr: float = 1e-3
     batch: int = 32
