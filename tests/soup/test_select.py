@@ -52,12 +52,14 @@ def test_long_csv_and_json_layouts_agree(tmp_path: Path, wide: Path) -> None:
         assert u.models == t.models and u.categories == t.categories and u.scores == t.scores
 
 
-def test_ties_go_to_first_listed_and_constant_category_is_left_out(tmp_path: Path) -> None:
+def test_ties_go_to_the_stronger_all_rounder_and_constant_category_is_left_out(tmp_path: Path) -> None:
     p = write(tmp_path / "s.csv", "model,a,b,flat\nm1,50,1,7\nm2,50,3,7\nm3,10,2,7\n")
     sel = select_experts(load_scores(p), tau=0.9)
     assert "flat" not in sel.low_corr
     assert any("flat: every candidate scores the same" in r for r in sel.reasons)
-    assert sel.expert_of["a"] == "m1" and any("tie, first listed wins" in r for r in sel.reasons)
+    assert sel.expert_of["a"] == "m2" and any("tie, broken by the higher mean" in r for r in sel.reasons)
+    p = write(tmp_path / "t.csv", "model,a,b\nm1,50,1\nm2,50,1\nm3,10,3\nm4,30,0\n")
+    assert select_experts(load_scores(p), tau=0.9).expert_of["a"] == "m1"  # full tie: first listed
 
 
 def test_pearson_matches_scipy() -> None:

@@ -6,7 +6,8 @@ Choices where the paper is silent (documented in docs/soup.md):
   categories reward visibly different abilities.
 - A category whose scores are equal for every candidate has no defined correlation; it is
   reported and never enters L (it cannot tell the candidates apart).
-- Ties for the best score go to the candidate listed first; the report says so.
+- Ties for the best score go to the tied candidate with the higher mean over all chosen
+  categories (the stronger all-rounder), then to the one listed first; the report says so.
 """
 
 from __future__ import annotations
@@ -101,12 +102,18 @@ def select_experts(table: ScoreTable, tau: float = DEFAULT_TAU) -> Selection:
             reasons.append(f"{c}: not in L, its weakest correlation is |rho| = {r:.2f} (with {other}) >= {tau}")
     expert_of: dict[str, str] = {}
     experts: list[str] = []
+    mean = {m: sum(table.scores[m].values()) / len(cats) for m in table.models}
     for c in low:
-        ranked = sorted(table.models, key=lambda m: -table.scores[m][c])  # stable: ties keep input order
+        # stable sort: equal score and equal mean keep the input order
+        ranked = sorted(table.models, key=lambda m: (-table.scores[m][c], -mean[m]))
         best = ranked[0]
         expert_of[c] = best
         runner = ranked[1]
-        tie = " (tie, first listed wins)" if table.scores[runner][c] == table.scores[best][c] else ""
+        tie = (
+            f" (tie, broken by the higher mean over all categories: {mean[best]:.2f} vs {mean[runner]:.2f})"
+            if table.scores[runner][c] == table.scores[best][c]
+            else ""
+        )
         reasons.append(
             f"expert for {c}: {best} ({table.scores[best][c]:.2f}; next {runner} {table.scores[runner][c]:.2f}){tie}"
         )

@@ -169,7 +169,15 @@ def run_soce(cfg: SoceConfig, *, progress: Callable[[str, int | None], Callable[
         if zcfg is None:
             raise MergeConfigError(f"unknown zoo {cfg.zoo!r}; use default or small")
         zc = zcfg()
-        zoo = build_zoo(zc, tick=prog("building the zoo (cached after the first run)", total_steps(zc)))
+        from paperlab.soup.zoo.build import cache_root
+
+        cached = (cache_root() / f"zoo-{zc.key()}" / "zoo.json").is_file()
+        label = "zoo (cached)" if cached else "building the zoo (cached after the first run)"
+        tick_zoo = prog(label, total_steps(zc))
+        zoo = build_zoo(zc, tick=tick_zoo)
+        if cached:
+            for _ in range(total_steps(zc)):
+                tick_zoo()
         candidates = [str(p) for p in zoo_candidates(zoo)]
         val_spec, test_spec = f"zoo:{zoo / 'val.jsonl'}", f"zoo:{zoo / 'test.jsonl'}"
     else:
