@@ -145,12 +145,15 @@ _BLOCK = 1 << 16
 _scratch = threading.local()
 
 
-def _tmp(n: int) -> torch.Tensor:
+def _tmp(n: int, device: torch.device) -> torch.Tensor:
     import torch
 
-    buf = getattr(_scratch, "buf", None)
+    bufs = getattr(_scratch, "bufs", None)
+    if bufs is None:
+        bufs = _scratch.bufs = {}
+    buf = bufs.get(device)
     if buf is None or buf.numel() < n:
-        buf = _scratch.buf = torch.empty(n, dtype=torch.float32)
+        buf = bufs[device] = torch.empty(n, dtype=torch.float32, device=device)
     return buf[:n]
 
 
@@ -168,10 +171,13 @@ def weighted_sum(
     import torch
 
     n = tensors[0].numel()
-    acc = torch.empty(n, dtype=torch.float32) if out is None else out[:n]
-    tmp = _tmp(min(n, _BLOCK))
-    for s in range(0, n, _BLOCK):
-        e = min(n, s + _BLOCK)
+    device = tensors[0].device
+    acc = torch.empty(n, dtype=torch.float32, device=device) if out is None else out[:n]
+    # On an accelerator, whole-tensor kernels beat many small launches; blocks are a CPU-cache trick.
+    block = _BLOCK if device.type == "cpu" else max(n, 1)
+    tmp = _tmp(min(n, block), device)
+    for s in range(0, n, block):
+        e = min(n, s + block)
         a, t = acc[s:e], tmp[: e - s]
         a.copy_(tensors[0][s:e])
         a.mul_(weights[0])
