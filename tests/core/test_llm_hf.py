@@ -70,7 +70,7 @@ def test_score_is_independent_of_batching(llm):
     conts = [" Paris", " Rome", " a big city", " Berlin", " Lyon"]
     together = llm.score("The capital of France is", conts)
     alone = [llm.score("The capital of France is", [c])[0] for c in conts]
-    for a, b in zip(together, alone):
+    for a, b in zip(together, alone, strict=True):
         assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
 
 
@@ -83,6 +83,19 @@ def test_async_batch_and_concurrent_calls(llm):
 
     one, many, sc = asyncio.run(main())
     assert one.completion_tokens <= 3 and len(many) == 2 and sc[0].logprob < 0
+
+
+def test_concurrent_single_calls_are_gathered_into_batches(llm):
+    prompts = ["The capital of France is", "1, 2, 3, 4,", "Once upon a", "Red, green,"]
+    alone = [llm.generate(p, max_tokens=4).text for p in prompts]
+    before = llm.generate_batches
+
+    async def main():
+        return await asyncio.gather(*(llm.agenerate(p, max_tokens=4) for p in prompts))
+
+    together = asyncio.run(main())
+    assert [g.text for g in together] == alone
+    assert llm.generate_batches - before == 1  # four calls, one forward batch (batch_size=4)
 
 
 def test_bad_inputs_raise_clear_errors(llm, tmp_path):

@@ -57,7 +57,7 @@ def test_score_agrees_between_http_and_local_backends(logprob_server, smollm2_pa
     prompt = "Question: what is the capital of France?\nAnswer:"
     conts = [" Paris", " Rome", " It is Paris, of course."]
     r, h = remote.score(prompt, conts), local.score(prompt, conts)
-    for a, b in zip(r, h):
+    for a, b in zip(r, h, strict=True):
         assert a.n_tokens == b.n_tokens
         assert a.logprob == pytest.approx(b.logprob, abs=2e-3)
     assert r[0].logprob > r[1].logprob

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import os
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,12 @@ class HFLocalLLM(LLM):
         self.batch_size = max(1, int(batch_size))
         self.device = device or _device()
         self._lock = threading.Lock()
+        self._pending: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._drainers: set[asyncio.Task[None]] = set()
+        #: forward batches run by generation so far (a statistic for benchmarks and tests)
+        self.generate_batches = 0
         self.model, self.tokenizer = self._load()
 
     def _load(self) -> tuple[Any, Any]:
@@ -109,7 +116,8 @@ class HFLocalLLM(LLM):
         with self._lock, torch.inference_mode():
             for start in range(0, len(order), self.batch_size):
                 idx = order[start : start + self.batch_size]
-                for i, g in zip(idx, self._generate_chunk([texts[i] for i in idx], params)):
+                self.generate_batches += 1
+                for i, g in zip(idx, self._generate_chunk([texts[i] for i in idx], params), strict=True):
                     out[i] = g
         return [g for g in out if g is not None]
 
@@ -135,7 +143,7 @@ class HFLocalLLM(LLM):
         new = seqs[:, enc["input_ids"].shape[1] :]
         eos = set(_as_list(self.model.generation_config.eos_token_id) or [tok.eos_token_id])
         results = []
-        for row, mask in zip(new.tolist(), enc["attention_mask"].tolist()):
+        for row, mask in zip(new.tolist(), enc["attention_mask"].tolist(), strict=True):
             n = len(row)
             for j, t in enumerate(row):
                 if t in eos:
@@ -151,7 +159,41 @@ class HFLocalLLM(LLM):
         return results
 
     async def _agenerate_batch(self, prompts: list[Prompt], params: GenerationParams) -> list[Generation]:
-        return await asyncio.to_thread(self.generate_batch_sync, prompts, params)
+        if len(prompts) != 1:
+            return await asyncio.to_thread(self.generate_batch_sync, prompts, params)
+        # Single calls made concurrently (e.g. one per rerank group) are gathered into one
+        # batched forward pass: on one model, batching is where the throughput comes from.
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Generation] = loop.create_future()
+        queue = self._pending.get(loop)
+        if queue is None:  # no drain task on this loop: start one
+            queue = self._pending[loop] = []
+            task = loop.create_task(self._drain(loop, queue))
+            self._drainers.add(task)  # hold a reference until it finishes
+            task.add_done_callback(self._drainers.discard)
+        queue.append((prompts[0], params, fut))
+        return [await fut]
+
+    async def _drain(self, loop: asyncio.AbstractEventLoop, queue: list[Any]) -> None:
+        """Run queued single requests in batches of equal parameters until the queue is empty."""
+        await asyncio.sleep(0)  # let every coroutine scheduled in this tick enqueue first
+        while queue:
+            params = queue[0][1]
+            group = [item for item in queue if item[1] == params][: self.batch_size]
+            for item in group:
+                queue.remove(item)
+            try:
+                results = await asyncio.to_thread(self.generate_batch_sync, [g[0] for g in group], params)
+            except Exception as exc:  # every waiter of the failed batch gets the error
+                for _, _, fut in group:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, _, fut), res in zip(group, results, strict=True):
+                if not fut.done():
+                    fut.set_result(res)
+            await asyncio.sleep(0)  # requests that arrived meanwhile join the next batch
+        del self._pending[loop]
 
     # -- scoring ------------------------------------------------------------------------
     def score_sync(self, prompt: Prompt, continuations: list[str]) -> list[ScoredContinuation]:

@@ -218,7 +218,7 @@ def _continuation_logprobs(data: dict[str, Any], prompt_chars: int, where: str) 
             "`transformers serve` does); score with an hf: backend or a server that supports them (vLLM)"
         )
     try:
-        pairs = [(int(o), v) for o, v in zip(lp["text_offset"], lp["token_logprobs"])]
+        pairs = [(int(o), v) for o, v in zip(lp["text_offset"], lp["token_logprobs"], strict=True)]
         # The echo covers prompt + continuation; the one generated token comes last: drop it.
         picked = [float(v) for o, v in pairs if o >= prompt_chars][:-1]
     except (TypeError, ValueError) as exc:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, TypedDict, Union
+from typing import Literal, TypedDict
 
 
 class Message(TypedDict):
@@ -14,7 +14,7 @@ class Message(TypedDict):
 
 
 #: A raw text prompt (sent as is, no chat template) or a list of chat messages.
-Prompt = Union[str, list[Message]]
+Prompt = str | list[Message]
 
 
 @dataclass(frozen=True)
