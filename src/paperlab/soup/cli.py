@@ -1,0 +1,176 @@
+"""``paperlab soup ...``: merge checkpoints, analyse score tables, run SoCE end to end.
+
+Heavy imports (torch, transformers) happen inside the commands, never at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from paperlab.soup.errors import MergeConfigError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+
+@app.command()
+def merge(
+    args: Annotated[list[str], typer.Argument(help="CONFIG.yaml OUT_DIR, or just OUT_DIR with --model/--weight.")],
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="An input model directory (repeat).")] = None,
+    weight: Annotated[list[float] | None, typer.Option("--weight", "-w", help="Its weight (repeat, in order).")] = None,
+    method: Annotated[str, typer.Option(help="Merge method: linear, uniform, task_arithmetic, ties.")] = "linear",
+    base: Annotated[str | None, typer.Option(help="Base model (task_arithmetic, ties).")] = None,
+    dtype: Annotated[str | None, typer.Option(help="Output dtype (default: the inputs').")] = None,
+    normalize: Annotated[bool | None, typer.Option("--normalize/--no-normalize", help="Divide weights by their sum.")] = None,
+    scale: Annotated[float, typer.Option("--lambda", help="Task-vector scale (task_arithmetic, ties).")] = 1.0,
+    density: Annotated[float, typer.Option(help="TIES density (fraction of each task vector kept).")] = 1.0,
+    source: Annotated[str | None, typer.Option(help="Model whose config/tokenizer files are copied.")] = None,
+    shard_size: Annotated[str | None, typer.Option("--shard-size", help="Max shard size, e.g. 2GB.")] = None,
+    check_finite: Annotated[bool, typer.Option("--check-finite", help="Refuse NaN/Inf in inputs.")] = False,
+    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Accept pickle .bin checkpoints.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing OUT_DIR.")] = False,
+) -> None:
+    """Merge checkpoints, streaming tensor by tensor, into a sharded safetensors OUT_DIR."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    from paperlab.soup.config import MergeSpec, load_merge_config, parse_size
+    from paperlab.soup.merge import merge as run_merge
+
+    if len(args) == 2:
+        if model:
+            raise MergeConfigError("give either CONFIG.yaml OUT_DIR or --model flags with OUT_DIR, not both")
+        spec = load_merge_config(args[0])
+    elif len(args) == 1:
+        if not model:
+            raise MergeConfigError("no models: give CONFIG.yaml OUT_DIR, or --model A --weight 0.5 ... OUT_DIR")
+        weights: list[float | None] = list(weight) if weight else [None] * len(model)
+        if len(weights) != len(model):
+            raise MergeConfigError(f"got {len(weights)} --weight for {len(model)} --model; give one weight per model")
+        spec = MergeSpec(
+            method=method,
+            models=[{"model": m, "weight": w} for m, w in zip(model, weights, strict=True)],  # type: ignore[misc]
+            base_model=base,
+            dtype=dtype,
+            normalize=normalize,
+            scale=scale,
+            density=density,
+            source=source,
+            check_finite=check_finite,
+            allow_pickle=allow_pickle,
+        )
+    else:
+        raise MergeConfigError("usage: paperlab soup merge CONFIG.yaml OUT_DIR  (or --model ... OUT_DIR)")
+    if shard_size is not None:
+        spec.shard_size = parse_size(shard_size)
+    spec.check_finite = spec.check_finite or check_finite
+    spec.allow_pickle = spec.allow_pickle or allow_pickle
+    console = Console(stderr=True)
+    with Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+        task = bar.add_task("merging", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = run_merge(spec, Path(args[-1]), force=force, progress=progress)
+    for note in result.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    console.print(
+        f"wrote {result.out_dir}: {result.n_tensors} tensors, {result.out_bytes / 1e6:.1f} MB "
+        f"in {result.shards} shard(s), {result.seconds:.1f} s"
+    )
+
+
+@app.command()
+def analyze(
+    scores: Annotated[Path, typer.Argument(help="Score table: CSV or JSON, wide or long, or the BFCL CSV.")],
+    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="Candidate name or glob (repeat).")] = None,
+    category: Annotated[list[str] | None, typer.Option("--category", "-c", help="Category name or glob (repeat).")] = None,
+    tau: Annotated[float, typer.Option(help="A category enters L when |rho| < tau with another.")] = 0.5,
+    layout: Annotated[str, typer.Option(help="auto, wide, long or bfcl.")] = "auto",
+    heatmap: Annotated[Path | None, typer.Option(help="Write the correlation heatmap PNG here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the selection as JSON here.")] = None,
+) -> None:
+    """SoCE steps 1-2 only: correlations, the low-correlation set L, and one expert per category."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from paperlab.io.atomic import atomic_write_text
+    from paperlab.soup.scores import load_scores
+    from paperlab.soup.select import plot_heatmap, select_experts
+
+    table = load_scores(scores, layout=layout).select(model, category)
+    sel = select_experts(table, tau)
+    console = Console()
+    t = Table(title=f"Pearson correlation over {len(sel.models)} models (* = in L, tau = {tau})")
+    t.add_column("category")
+    short = [f"c{i + 1}" for i in range(len(sel.categories))]
+    for s in short:
+        t.add_column(s, justify="right")
+    for i, c in enumerate(sel.categories):
+        mark = "* " if c in sel.low_corr else "  "
+        t.add_row(f"{mark}{short[i]} {c}", *[f"{v:.2f}" for v in sel.corr[i]])
+    console.print(t)
+    for line in sel.reasons:
+        console.print(line)
+    if heatmap is not None:
+        plot_heatmap(sel, heatmap)
+        console.print(f"heatmap: {heatmap}")
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(sel.to_dict(), indent=2) + "\n")
+
+
+@app.command()
+def soce(
+    config: Annotated[Path, typer.Argument(help="SoCE YAML config (see docs/soup.md).")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")] = False,
+) -> None:
+    """Run SoCE end to end: scores, experts, weight search, baselines, and the souped checkpoint."""
+    from collections.abc import Callable
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.table import Table
+
+    from paperlab.soup.soce import load_soce_config, run_soce
+
+    cfg = load_soce_config(config)
+    cfg.force = cfg.force or force
+    console = Console(stderr=True)
+    with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as bar:
+
+        def progress(label: str, total: int | None) -> Callable[[], None]:
+            task = bar.add_task(label, total=total)
+            return lambda: bar.advance(task)
+
+        result = run_soce(cfg, progress=progress)
+    out = Console()
+    headers, rows = result.table()
+    t = Table(title=f"SoCE (tau = {cfg.tau}; experts: {', '.join(Path(e).name for e in result.selection.experts)})")
+    for h in headers:
+        t.add_column(h, justify="left" if h in ("method", "weights") else "right")
+    for row in rows:
+        t.add_row(*[str(c) for c in row])
+    out.print(t)
+    for note in result.notes:
+        out.print(note)
+    out.print(f"wrote {result.out_dir} (model/, soce.yaml, heatmap.png, table.md) in {result.seconds:.0f} s")

@@ -1,0 +1,199 @@
+"""Checks that a set of checkpoints can be merged, before any tensor data is read.
+
+Each bad-input class gets its own one-line message that names the models, the tensor and the
+fix: architecture, vocabulary size, tied vs untied embeddings, tensor names, shapes. Mixed
+dtypes are allowed (we accumulate in float32 anyway) but reported. The optional finite check
+reads every tensor once, so it is off by default.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from paperlab.soup.checkpoint import FLOAT_DTYPES, Checkpoint, TensorInfo
+from paperlab.soup.errors import CheckpointError, MergeConfigError
+
+log = logging.getLogger(__name__)
+
+LM_HEAD = "lm_head.weight"
+_EMBED_SUFFIX = "embed_tokens.weight"
+OUT_DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass
+class MergePlan:
+    """What the engine will write: tensors in output order, their dtype, and notes for the user.
+
+    Attributes:
+        names: tensor names, in the order of the first model's files and offsets (so reads of
+            the first model are sequential).
+        infos: name -> the first model's :class:`TensorInfo` (shape, source dtype).
+        out_dtype: output dtype name for floating tensors (others are copied unchanged).
+        notes: human-readable remarks (mixed dtypes, dropped tied lm_head copies).
+    """
+
+    names: list[str]
+    infos: dict[str, TensorInfo]
+    out_dtype: str
+    notes: list[str] = field(default_factory=list)
+
+    def out_dtype_of(self, name: str) -> str:
+        src = self.infos[name].dtype
+        return self.out_dtype if src in FLOAT_DTYPES else src
+
+    def out_nbytes(self, name: str) -> int:
+        from paperlab.soup.checkpoint import DTYPES, TAG_OF
+
+        return self.infos[name].numel * DTYPES[TAG_OF[self.out_dtype_of(name)]][1]
+
+
+def _label(ck: Checkpoint) -> str:
+    return str(ck.path)
+
+
+def _check_architecture(models: Sequence[Checkpoint]) -> None:
+    ref = models[0]
+    for ck in models[1:]:
+        for key in ("model_type", "architectures"):
+            a, b = ref.config.get(key), ck.config.get(key)
+            if a != b:
+                raise CheckpointError(
+                    f"architecture mismatch: {_label(ref)} has {key}={a!r} but {_label(ck)} has {key}={b!r}; "
+                    "only checkpoints of one architecture can be merged"
+                )
+
+
+def _vocab(ck: Checkpoint) -> int | None:
+    for name, info in ck.tensors.items():
+        if name.endswith(_EMBED_SUFFIX):
+            return info.shape[0]
+    v = ck.config.get("vocab_size")
+    return int(v) if v is not None else None
+
+
+def _check_vocab(models: Sequence[Checkpoint]) -> None:
+    ref, rv = models[0], _vocab(models[0])
+    for ck in models[1:]:
+        v = _vocab(ck)
+        if v != rv:
+            raise CheckpointError(
+                f"vocabulary size mismatch: {_label(ref)} has {rv} tokens but {_label(ck)} has {v}; "
+                "resize the embeddings to one tokenizer before merging"
+            )
+
+
+def _check_tied(models: Sequence[Checkpoint]) -> None:
+    ref = models[0]
+    for ck in models[1:]:
+        if ck.tied_embeddings != ref.tied_embeddings:
+            raise CheckpointError(
+                f"tied vs untied embeddings: {_label(ref)} has tie_word_embeddings={ref.tied_embeddings} "
+                f"but {_label(ck)} has {ck.tied_embeddings}; merge only models that agree"
+            )
+    for ck in models:
+        untied_without_head = not ck.tied_embeddings and LM_HEAD not in ck.tensors
+        if untied_without_head and any(n.endswith(_EMBED_SUFFIX) for n in ck.tensors):
+            raise CheckpointError(
+                f"{_label(ck)}: embeddings are untied (tie_word_embeddings=false) but {LM_HEAD} is missing; "
+                "the checkpoint is incomplete"
+            )
+
+
+def _tensor_names(ck: Checkpoint, tied: bool) -> set[str]:
+    names = set(ck.tensors)
+    if tied:
+        # With tied embeddings the head is the embedding; a stored copy is redundant.
+        names.discard(LM_HEAD)
+    return names
+
+
+def _check_tensors(models: Sequence[Checkpoint], tied: bool) -> None:
+    ref = models[0]
+    ref_names = _tensor_names(ref, tied)
+    for ck in models[1:]:
+        names = _tensor_names(ck, tied)
+        only_ref, only_ck = sorted(ref_names - names), sorted(names - ref_names)
+        if only_ref or only_ck:
+            which = (
+                f"{only_ref[0]!r} is in {_label(ref)} but not in {_label(ck)}"
+                if only_ref
+                else f"{only_ck[0]!r} is in {_label(ck)} but not in {_label(ref)}"
+            )
+            extra = len(only_ref) + len(only_ck) - 1
+            more = f" (and {extra} more)" if extra else ""
+            raise CheckpointError(f"different tensor names: {which}{more}; the models have different architectures")
+        for name in sorted(ref_names):
+            a, b = ref.tensors[name].shape, ck.tensors[name].shape
+            if a != b:
+                raise CheckpointError(
+                    f"shape mismatch for tensor {name!r}: {list(a)} in {_label(ref)} vs {list(b)} in {_label(ck)}"
+                )
+
+
+def _order(ck: Checkpoint, names: set[str]) -> list[str]:
+    return sorted(names, key=lambda n: (str(ck.tensors[n].file), ck.tensors[n].start, n))
+
+
+def check_finite(
+    models: Sequence[Checkpoint], names: Sequence[str], progress: Callable[[int], None] | None = None
+) -> None:
+    """Read every floating tensor once and refuse NaN or Inf.
+
+    Raises:
+        CheckpointError: naming the first tensor and model with a non-finite value.
+    """
+    import torch
+
+    for ck in models:
+        for name in names:
+            info = ck.tensors[name]
+            if info.dtype in FLOAT_DTYPES and not bool(torch.isfinite(ck.read(name)).all()):
+                raise CheckpointError(f"tensor {name!r} in {_label(ck)} contains NaN or Inf; fix or drop that model")
+            if progress is not None:
+                progress(info.nbytes)
+
+
+def plan_merge(
+    models: Sequence[Checkpoint],
+    *,
+    base: Checkpoint | None = None,
+    out_dtype: str | None = None,
+) -> MergePlan:
+    """Validate the models (and base) against each other and plan the output.
+
+    Raises:
+        CheckpointError: one line per incompatibility class.
+        MergeConfigError: an unknown output dtype.
+    """
+    if not models:
+        raise MergeConfigError("no models to merge; give at least one model")
+    everyone = [*models, *([base] if base is not None else [])]
+    _check_architecture(everyone)
+    _check_vocab(everyone)
+    _check_tied(everyone)
+    tied = models[0].tied_embeddings
+    _check_tensors(everyone, tied)
+    names = _order(models[0], _tensor_names(models[0], tied))
+    infos = {n: models[0].tensors[n] for n in names}
+    notes: list[str] = []
+    for ck in everyone:
+        if tied and LM_HEAD in ck.tensors:
+            notes.append(f"{_label(ck)}: dropped the stored {LM_HEAD}; embeddings are tied")
+    dtype_sets = {_label(ck): Counter(ck.tensors[n].dtype for n in names) for ck in everyone}
+    firsts = {label: c.most_common(1)[0][0] for label, c in dtype_sets.items() if c}
+    if len(set(firsts.values())) > 1:
+        notes.append(
+            "mixed dtypes: " + ", ".join(f"{k} is {v}" for k, v in firsts.items()) + "; accumulating in float32"
+        )
+    if out_dtype is None:
+        out_dtype = firsts.get(_label(models[0]), "float32")
+        if out_dtype not in OUT_DTYPES:
+            out_dtype = "float32"
+    if out_dtype not in OUT_DTYPES:
+        raise MergeConfigError(f"unknown output dtype {out_dtype!r}; use one of {', '.join(OUT_DTYPES)}")
+    for note in notes:
+        log.warning("%s", note)
+    return MergePlan(names, infos, out_dtype, notes)
