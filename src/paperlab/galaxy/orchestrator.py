@@ -73,6 +73,35 @@ class DeviceState:
         return "busy" if self.running else "online"
 
 
+class _Waker:
+    """Wakes the main loop early. (asyncio.wait_for around Event.wait can lose a
+    cancellation on Python 3.11, which hung shutdown; a plain future with call_later cannot.)"""
+
+    def __init__(self) -> None:
+        self._fut: asyncio.Future[None] | None = None
+        self._pending = False
+
+    def set(self) -> None:
+        self._pending = True
+        if self._fut is not None and not self._fut.done():
+            self._fut.set_result(None)
+
+    async def wait(self, timeout: float) -> None:
+        if self._pending:
+            self._pending = False
+            await asyncio.sleep(0)  # let the transport deliver more messages before a step
+            return
+        loop = asyncio.get_running_loop()
+        self._fut = loop.create_future()
+        handle = loop.call_later(timeout, lambda f: f.done() or f.set_result(None), self._fut)
+        try:
+            await self._fut
+        finally:
+            handle.cancel()
+            self._fut = None
+            self._pending = False
+
+
 class Orchestrator:
     """Runs constellations over the devices connected to it."""
 
@@ -84,7 +113,7 @@ class Orchestrator:
         self._done: dict[str, asyncio.Future[ConstellationState]] = {}
         self._deadline: dict[str, float] = {}  # attempt -> deadline (memory only; reset on resume)
         self._unplaceable_since: dict[tuple[str, str], float] = {}
-        self._wake = asyncio.Event()
+        self._wake = _Waker()
         self._loop_task: asyncio.Task[None] | None = None
         self._conn_seq = 0
         self.listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
@@ -295,11 +324,7 @@ class Orchestrator:
     # ---- the periodic step -----------------------------------------------------------------
     async def _main(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.config.tick)
-            except asyncio.TimeoutError:
-                pass
-            self._wake.clear()
+            await self._wake.wait(self.config.tick)
             try:
                 self.step()
             except Exception:  # keep orchestrating; the bug is logged with its traceback
