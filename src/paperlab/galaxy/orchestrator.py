@@ -215,7 +215,8 @@ class Orchestrator:
                     self._record(run, "lost", {"task": task_id, "attempt": attempt, "device": dev,
                                                "reason": f"device {dev} reconnected without it"})
                     d.running.discard(attempt)
-        d.running &= reported | d.running
+        # A new device may be the capable one a waiting task needs: restart the clocks.
+        self._unplaceable_since.clear()
         self._device_event("online", d)
         self._wake.set()
         return self._conn_seq
@@ -397,7 +398,8 @@ class Orchestrator:
             if global_running >= self.config.global_cap:
                 break
             capable = [d for d in self.devices.values() if self._capable(d, task)]
-            if capable:
+            if capable or not any(d.online for d in self.devices.values()):
+                # With no device online at all we are waiting for devices, not failing tasks.
                 self._unplaceable_since.pop((run.run_id, task.id), None)
             else:
                 self._unplaceable_since.setdefault((run.run_id, task.id), now)
