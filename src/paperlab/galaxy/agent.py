@@ -74,7 +74,8 @@ class DeviceAgent:
         while not self._stop.is_set():
             try:
                 async with connect(self.url, additional_headers={"Authorization": f"Bearer {self.token}"},
-                                   max_size=None, ping_interval=None, open_timeout=5) as ws:
+                                   max_size=None, ping_interval=None, open_timeout=5,
+                                   close_timeout=2) as ws:
                     failures = 0
                     self.connections += 1
                     await self._serve(ws)

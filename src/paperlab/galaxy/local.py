@@ -39,6 +39,20 @@ class LocalDevice:
             self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
 
+    def terminate(self) -> None:
+        """Send SIGTERM without waiting (call from an event loop, then ``await astop()``)."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.terminate()
+
+    async def astop(self, timeout: float = 10.0) -> int:
+        """SIGTERM and wait without blocking the event loop (the orchestrator must keep
+        answering the device's close handshake meanwhile)."""
+        import asyncio
+
+        self.terminate()
+        return await asyncio.to_thread(self.stop, timeout)
+
     def stop(self, timeout: float = 10.0) -> int:
         if self.proc.poll() is None:
             self.proc.terminate()

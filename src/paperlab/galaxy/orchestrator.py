@@ -113,6 +113,7 @@ class Orchestrator:
         self._done: dict[str, asyncio.Future[ConstellationState]] = {}
         self._deadline: dict[str, float] = {}  # attempt -> deadline (memory only; reset on resume)
         self._unplaceable_since: dict[tuple[str, str], float] = {}
+        self._ready: dict[str, set[str]] = {}  # run -> pending tasks whose inputs are all in
         self._wake = _Waker()
         self._loop_task: asyncio.Task[None] | None = None
         self._conn_seq = 0
@@ -335,7 +336,7 @@ class Orchestrator:
         """One pass of every periodic check; public so tests can drive it."""
         now = time.time()
         self._check_devices(now)
-        global_running = sum(len(r.running_attempts()) for r in self._active_runs())
+        global_running = sum(len(r.running) for r in self._active_runs())
         for run in self._active_runs():
             self._check_deadlines(run, now)
             self._propagate(run)
@@ -360,7 +361,7 @@ class Orchestrator:
                 d.running.clear()
 
     def _check_deadlines(self, run: Run, now: float) -> None:
-        for attempt, (task_id, dev) in run.running_attempts().items():
+        for attempt, (task_id, dev) in list(run.running.items()):
             deadline = self._deadline.get(attempt)
             if deadline is not None and now > deadline:
                 timeout = run.constellation.tasks[task_id].timeout
@@ -372,17 +373,21 @@ class Orchestrator:
                                    "error": "timeout"})
 
     def _propagate(self, run: Run) -> None:
-        changed = True
-        while changed:  # a skip can make its own successors skippable
-            changed = False
-            for t in list(run.constellation.tasks.values()):
-                if t.status is not TaskStatus.PENDING or t.attempts:
+        """Sort the dirty pending tasks into skipped, ready, or still waiting."""
+        while run.dirty:  # a skip dirties its successors, so loop until quiet
+            for tid in sorted(run.dirty):
+                run.dirty.discard(tid)
+                t = run.constellation.tasks.get(tid)
+                if t is None or t.status is not TaskStatus.PENDING:
                     continue
-                verdict, reason = run.constellation.readiness(t.id)
-                if verdict in ("skip", "skip_condition"):
-                    self._record(run, "skipped", {"task": t.id, "reason": reason,
+                verdict, reason = run.constellation.readiness(tid)
+                if verdict in ("skip", "skip_condition") and not t.attempts:
+                    self._record(run, "skipped", {"task": tid, "reason": reason,
                                                   "by_condition": verdict == "skip_condition"})
-                    changed = True
+                elif verdict == "ready":
+                    self._ready.setdefault(run.run_id, set()).add(tid)
+                else:  # e.g. an edit gave it a new, unfinished upstream
+                    self._ready.setdefault(run.run_id, set()).discard(tid)
 
     def _capable(self, d: DeviceState, task: Any) -> bool:
         return (not d.lost and d.online and set(task.capabilities) <= d.capabilities
@@ -391,9 +396,11 @@ class Orchestrator:
 
     def _dispatch(self, run: Run, now: float, global_running: int) -> int:
         c = run.constellation
-        ready = [t for t in c.tasks.values() if t.status is TaskStatus.PENDING
-                 and t.not_before <= now and c.readiness(t.id)[0] == "ready"]
-        ready.sort(key=lambda t: -t.priority)  # stable: equal priorities keep plan order
+        ready_ids = self._ready.setdefault(run.run_id, set())
+        ready = [c.tasks[t] for t in ready_ids if t in c.tasks and c.tasks[t].status is TaskStatus.PENDING]
+        ready_ids.intersection_update(t.id for t in ready)
+        ready = [t for t in ready if t.not_before <= now]
+        ready.sort(key=lambda t: (-t.priority, run.order.get(t.id, 0)))  # equal priorities keep plan order
         for task in ready:
             if global_running >= self.config.global_cap:
                 break
@@ -410,6 +417,7 @@ class Orchestrator:
             attempt = f"{run.run_id}/{task.id}/{task.attempts + 1}"
             self._record(run, "dispatched", {"task": task.id, "attempt": attempt,
                                              "device": d.device_id})
+            ready_ids.discard(task.id)
             d.running.add(attempt)
             self._deadline[attempt] = now + task.timeout
             global_running += 1
@@ -439,6 +447,8 @@ class Orchestrator:
                           f"and executor {task.executor.kind!r}; online devices: {online}"})
 
     def _check_finished(self, run: Run) -> None:
+        if not run.all_terminal():
+            return
         state = run.constellation.state(run.cancelled)
         if state is ConstellationState.RUNNING:
             return

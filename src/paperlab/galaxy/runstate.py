@@ -53,6 +53,37 @@ class Run:
     attempts: dict[str, str] = field(default_factory=dict)
     timeline: list[dict[str, Any]] = field(default_factory=list)
     events_applied: int = 0
+    # Indexes kept in step with task statuses so a step costs O(changes), not O(tasks):
+    pending: set[str] = field(default_factory=set)
+    running: dict[str, tuple[str, str]] = field(default_factory=dict)  # attempt -> (task, device)
+    dirty: set[str] = field(default_factory=set)  # pending tasks whose readiness may have changed
+    order: dict[str, int] = field(default_factory=dict)  # plan order, the priority tie-break
+
+    def __post_init__(self) -> None:
+        self.reindex()
+
+    def reindex(self) -> None:
+        """Rebuild the indexes from the tasks (after creation or an edit)."""
+        c = self.constellation
+        self.pending = {t.id for t in c.tasks.values() if t.status is TaskStatus.PENDING}
+        self.running = {t.attempt_id: (t.id, t.assigned_device or "") for t in c.tasks.values()
+                        if t.status is TaskStatus.RUNNING and t.attempt_id}
+        self.dirty = set(self.pending)
+        self.order = {tid: i for i, tid in enumerate(c.tasks)}
+
+    def _touch(self, task_id: str, old_attempt: str | None) -> None:
+        t = self.constellation.tasks[task_id]
+        if old_attempt is not None and t.status is not TaskStatus.RUNNING:
+            self.running.pop(old_attempt, None)
+        if t.status is TaskStatus.PENDING:
+            self.pending.add(task_id)
+            self.dirty.add(task_id)
+        else:
+            self.pending.discard(task_id)
+        if t.status is TaskStatus.RUNNING and t.attempt_id:
+            self.running[t.attempt_id] = (task_id, t.assigned_device or "")
+        if t.status.terminal:
+            self.dirty.update(e.target for e in self.constellation.successors(task_id))
 
     @classmethod
     def from_created(cls, run_id: str, data: dict[str, Any]) -> Run:
@@ -64,6 +95,18 @@ class Run:
         self.events_applied += 1
         c = self.constellation
         task = c.tasks.get(data["task"]) if "task" in data else None
+        old_attempt = task.attempt_id if task is not None and task.status is TaskStatus.RUNNING else None
+        self._apply(kind, data, ts, task)
+        if kind == "edit":
+            self.reindex()
+        elif kind == "cancel_run":
+            for t in self.constellation.tasks.values():
+                self._touch(t.id, t.attempt_id)
+        elif task is not None:
+            self._touch(task.id, old_attempt)
+
+    def _apply(self, kind: str, data: dict[str, Any], ts: float, task: Any) -> None:
+        c = self.constellation
         if kind == "edit":
             self.constellation = apply_batch(c, parse_batch(data["batch"]))
         elif kind == "dispatched" and task is not None:
@@ -138,9 +181,8 @@ class Run:
         })
 
     def running_attempts(self) -> dict[str, tuple[str, str]]:
-        """attempt id -> (task id, device id) for every task now running."""
-        return {
-            t.attempt_id: (t.id, t.assigned_device or "")
-            for t in self.constellation.tasks.values()
-            if t.status is TaskStatus.RUNNING and t.attempt_id
-        }
+        """attempt id -> (task id, device id) for every task now running (a copy)."""
+        return dict(self.running)
+
+    def all_terminal(self) -> bool:
+        return not self.pending and not self.running
