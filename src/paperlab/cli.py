@@ -60,6 +60,9 @@ def demo(
 
 
 def _mount_systems() -> None:
+    from paperlab.llm.cli import app as llm_app
+
+    app.add_typer(llm_app, name="llm", help="Shared model access: generate or score with any backend.")
     for s in SYSTEMS:
         if not s.available:
             continue

@@ -1,0 +1,90 @@
+"""Helpers for tests of paperlab and of code built on it: free ports, real local servers.
+
+Nothing in paperlab imports this module; it lives in the package so that every system's tests
+(and users testing their own pipelines) can start the same real servers the same way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+
+def free_port() -> int:
+    """A TCP port that was free a moment ago on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Wait until ``url`` answers (any HTTP status) or raise; fails fast if ``proc`` exits."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server process exited early with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.3)
+    proc.kill()
+    raise RuntimeError(f"{url} did not answer within {timeout:g}s")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate a child process, killing it if it does not exit within 10 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+class ServedModel:
+    """A real `transformers serve` process on 127.0.0.1 serving one local model directory."""
+
+    def __init__(self, model_dir: Path, port: int, proc: subprocess.Popen[bytes]) -> None:
+        self.model_dir = model_dir
+        self.port = port
+        self.proc = proc
+        self.base_url = f"http://127.0.0.1:{port}/v1"
+        self.model = str(model_dir)  # the server accepts the directory path as the model name
+        self.spec = f"openai:{self.base_url}#{self.model}"
+
+
+def start_transformers_serve(model_dir: Path, log_path: Path, startup_timeout: float) -> ServedModel:
+    """Start ``transformers serve MODEL_DIR`` on a free port; return once /health answers."""
+    exe = shutil.which("transformers") or str(Path(sys.executable).with_name("transformers"))
+    port = free_port()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [exe, "serve", str(model_dir), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
+            stdout=log, stderr=subprocess.STDOUT, env=env,
+        )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/health", proc, startup_timeout)
+    except RuntimeError as exc:
+        raise RuntimeError(f"transformers serve failed to start: {exc}; see {log_path}") from None
+    return ServedModel(model_dir, port, proc)
+
+
+def start_python_server(script: Path, args: list[str], port: int, log_path: Path,
+                        startup_timeout: float, health_path: str = "/") -> subprocess.Popen[bytes]:
+    """Run ``python SCRIPT ARGS...`` as a server process and wait for it to answer on ``port``."""
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, str(script), *args], stdout=log, stderr=subprocess.STDOUT)
+    wait_http(f"http://127.0.0.1:{port}{health_path}", proc, startup_timeout)
+    return proc

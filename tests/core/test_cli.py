@@ -1,0 +1,52 @@
+"""The root CLI: systems listed, user errors as one line with exit code 2, the demo report."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from paperlab.systems import SYSTEMS
+from paperlab.testing import free_port
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "paperlab", *args], capture_output=True, text=True,
+                          timeout=300, cwd=cwd)
+
+
+def test_help_lists_every_system():
+    out = run_cli("--help")
+    assert out.returncode == 0
+    for s in SYSTEMS:
+        assert s.name in out.stdout
+
+
+def test_user_error_is_one_line_exit_2_and_debug_shows_the_traceback():
+    spec = f"openai:http://127.0.0.1:{free_port()}/v1#m"
+    out = run_cli("llm", "generate", "--llm", spec, "--timeout", "1", "--retries", "1", "hi")
+    assert out.returncode == 2
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: could not get an answer")
+    assert "Traceback" not in out.stderr
+    dbg = run_cli("--debug", "llm", "generate", "--llm", "nope", "hi")
+    assert dbg.returncode != 0 and "Traceback" in dbg.stderr and "BackendSpecError" in dbg.stderr
+
+
+def test_unknown_spec_lists_the_valid_ones():
+    out = run_cli("llm", "generate", "--llm", "gpt5", "hi")
+    assert out.returncode == 2
+    assert "valid forms: smollm2" in out.stderr and "openai:<base_url>#<model>" in out.stderr
+
+
+def test_demo_only_unknown_system_is_a_user_error():
+    out = run_cli("demo", "--only", "bogus")
+    assert out.returncode == 2 and "choose one of: soup" in out.stderr
+
+
+def test_importing_paperlab_and_its_cli_stays_light():
+    code = ("import sys, paperlab, paperlab.cli, paperlab.llm; "
+            "heavy = [m for m in ('torch', 'transformers', 'httpx', 'websockets') if m in sys.modules]; "
+            "print(heavy); assert not heavy, heavy")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
