@@ -107,6 +107,29 @@ def device(
 
 
 @app.command()
+def ask(
+    request: Annotated[str, typer.Argument(help="What to do, in plain words.")],
+    llm: Annotated[Optional[str], typer.Option("--llm", help="LLM spec for the planner, e.g. smollm2.")] = None,
+    plan: Annotated[Optional[Path], typer.Option(help="Use this plan file instead of an LLM.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Run without asking for confirmation.")] = False,
+    token: TokenOpt = "",
+    host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port devices connect to.")] = 8765,
+    journal: JournalOpt = DEFAULT_JOURNAL,
+    wait_devices: Annotated[int, typer.Option(help="Devices to wait for before planning.")] = 1,
+    ui: Annotated[bool, typer.Option("--ui", help="Also serve the live dashboard at /ui.")] = False,
+) -> None:
+    """Plan REQUEST with an LLM over the connected devices, confirm, then run it with live
+    rule-based replanning."""
+    from paperlab.galaxy.ask import AskOptions, run_ask
+
+    state = run_ask(AskOptions(request=request, token=_need_token(token), llm=llm, plan=plan,
+                               host=host, port=port, journal=journal, wait_devices=wait_devices,
+                               yes=yes, ui=ui), confirm=lambda q: typer.confirm(q, default=False))
+    raise typer.Exit(0 if state == "completed" else 1)
+
+
+@app.command()
 def status(
     run_id: Annotated[str, typer.Argument(help="Run id (see the journal).")],
     journal: JournalOpt = DEFAULT_JOURNAL,

@@ -10,6 +10,7 @@ logic treats like events that never happened).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -47,6 +48,7 @@ class Journal:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._in_tx = False
         try:
             # isolation_level=None: we issue one INSERT per event, each its own transaction.
             self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0)
@@ -55,6 +57,26 @@ class Journal:
             self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise JournalError(f"cannot open journal {self.path}: {exc}") from None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Group the events of one orchestrator step into one commit.
+
+        The caller must not send anything that an event announces before the block ends (the
+        orchestrator only queues frames during a step; writer tasks send them afterwards).
+        The block commits even when the step raises: memory already reflects every event
+        that was written, so the journal must keep them too.
+        """
+        if self._in_tx:
+            yield
+            return
+        self._db.execute("BEGIN")
+        self._in_tx = True
+        try:
+            yield
+        finally:
+            self._in_tx = False
+            self._db.execute("COMMIT")
 
     def create_run(self, run_id: str, name: str) -> None:
         """Register a new run; JournalError if the id is taken."""

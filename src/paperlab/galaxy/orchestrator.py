@@ -64,6 +64,7 @@ class DeviceState:
     send: Callable[[Any], None] | None = None
     conn: int = 0
     completed: int = 0
+    info: dict[str, Any] = field(default_factory=dict)
 
     def status(self) -> str:
         if self.lost:
@@ -206,6 +207,7 @@ class Orchestrator:
         d.max_concurrency = msg.max_concurrency
         ex = msg.info.get("executors")
         d.executors = set(ex) if isinstance(ex, list) else None
+        d.info = dict(msg.info)
         d.online, d.lost, d.last_seen, d.send, d.conn = True, False, now, send, self._conn_seq
         for res in msg.results:  # results finished while we could not hear the device
             self._on_result(msg.device_id, res)
@@ -328,7 +330,8 @@ class Orchestrator:
         while True:
             await self._wake.wait(self.config.tick)
             try:
-                self.step()
+                with self.journal.transaction():
+                    self.step()
             except Exception:  # keep orchestrating; the bug is logged with its traceback
                 log.exception("orchestrator step failed")
 
