@@ -31,9 +31,9 @@ def test_retry_elsewhere_rewires_edges_and_inputs() -> None:
     batch = RuleReplanner().propose(c, {"task": "a"}, {"d1": [], "d2": []})
     assert batch is not None
     new = apply_batch(c, batch)
-    assert new.tasks["a~r1"].device == "d2"  # avoids the device it failed on
-    assert new.tasks["b"].inputs == {"x": "a~r1.v"}
-    assert {(e.source, e.target) for e in new.predecessors("b")} == {("a~r1", "b")}
+    assert new.tasks["a-retry1"].device == "d2"  # avoids the device it failed on
+    assert new.tasks["b"].inputs == {"x": "a-retry1.v"}
+    assert {(e.source, e.target) for e in new.predecessors("b")} == {("a-retry1", "b")}
     assert RuleReplanner().propose(c, {"task": "a"}, {"d1": []}) is None  # nowhere else
 
 
@@ -57,13 +57,14 @@ def test_rejected_replan_edit_leaves_run_going(tmp_path: Path, tscale: float) ->
         bad.attach(orch)
         orch.start()
         rid = orch.submit(Constellation.from_plan({"tasks": [
-            {"id": "x", "executor": {"kind": "echo"}}, {"id": "y", "executor": {"kind": "echo"}}]}))
+            {"id": "x", "max_retries": 0, "executor": {"kind": "echo"}},
+            {"id": "y", "executor": {"kind": "echo"}}]}))
         run = orch.runs[rid]
         # Stand in for a device: fail x as its assigned device would (the server path is tested elsewhere).
         from paperlab.galaxy.protocol import Register, TaskResult
 
         sent: list = []
-        orch.device_registered(Register(device_id="d"), sent.append)
+        orch.device_registered(Register(device_id="d", max_concurrency=4), sent.append)
         for _ in range(100):
             if len(sent) == 2:
                 break
@@ -103,5 +104,5 @@ def test_replanner_edit_applied_live_in_multiprocess_run(galaxy, tmp_path: Path)
     edits = [e for e in events if e["kind"] == "edit"]
     assert len(edits) == 1 and "retry greet" in edits[0]["data"]["batch"]["reason"]
     res = {e["data"]["task"]: e["data"] for e in events if e["kind"] == "result"}
-    assert res["greet"]["status"] == "failed" and res["greet~r1"]["device"] == "b"
+    assert res["greet"]["status"] == "failed" and res["greet-retry1"]["device"] == "b"
     assert res["use"]["result"]["inputs"] == {"text": "hello\n"}

@@ -44,7 +44,7 @@ __all__ = [
     "resolve_inputs",
 ]
 
-ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$"
+ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$"  # no dots: inputs use them as paths
 
 
 class TaskStatus(str, Enum):
@@ -101,6 +101,9 @@ class TaskStar(BaseModel):
     max_retries: int = Field(default=1, ge=0, le=20)
     executor: ExecutorSpec
     inputs: dict[str, str] = Field(default_factory=dict)
+    # Set by a replanner: this task stands in for that failed one; when it completes, the
+    # failed one counts as recovered in the run's state.
+    replaces: str | None = None
 
     status: TaskStatus = TaskStatus.PENDING
     result: Any = None
@@ -117,7 +120,7 @@ class TaskStar(BaseModel):
 
     PLAN_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"id", "name", "description", "capabilities", "device", "priority", "timeout",
-         "max_retries", "executor", "inputs"}
+         "max_retries", "executor", "inputs", "replaces"}
     )
 
     @field_validator("capabilities")
@@ -221,6 +224,8 @@ class Constellation(BaseModel):
                 except ConditionError as exc:
                     raise PlanError(f"edge {e.source}->{e.target}: {exc}") from None
         for task in self.tasks.values():
+            if task.replaces is not None and task.replaces not in self.tasks:
+                raise PlanError(f"task {task.id!r} replaces unknown task {task.replaces!r}")
             preds = {e.source for e in self.predecessors(task.id)}
             for arg, ref in task.inputs.items():
                 src = ref.split(".", 1)[0]
@@ -266,9 +271,10 @@ class Constellation(BaseModel):
             return ConstellationState.RUNNING
         if cancelled:
             return ConstellationState.CANCELLED
+        recovered = self.recovered()
         bad = [
             t for t in tasks
-            if t.status in (TaskStatus.FAILED, TaskStatus.CANCELLED)
+            if (t.status in (TaskStatus.FAILED, TaskStatus.CANCELLED) and t.id not in recovered)
             or (t.status is TaskStatus.SKIPPED and not t.skipped_by_condition)
         ]
         if not bad:
@@ -276,6 +282,18 @@ class Constellation(BaseModel):
         if not any(t.status is TaskStatus.COMPLETED for t in tasks):
             return ConstellationState.FAILED
         return ConstellationState.PARTIALLY_FAILED
+
+    def recovered(self) -> set[str]:
+        """Failed tasks that a completed replacement (``replaces``, transitively) stands in for."""
+        out: set[str] = set()
+        for t in self.tasks.values():
+            if t.status is not TaskStatus.COMPLETED:
+                continue
+            cur = t.replaces
+            while cur is not None and cur in self.tasks and cur not in out:
+                out.add(cur)
+                cur = self.tasks[cur].replaces
+        return out
 
     # ---- metrics ---------------------------------------------------------------------
     def metrics(self, durations: dict[str, float] | None = None) -> dict[str, float]:

@@ -3,7 +3,7 @@
 :class:`RuleReplanner` works offline. When a task has *finally* failed (no retries left) it
 applies the first matching rule:
 
-* ``retry_elsewhere``: add a copy of the task (``<id>~r<n>``) that avoids the devices it failed
+* ``retry_elsewhere``: add a copy of the task (``<id>-retry<n>``) that avoids the devices it failed
   on, and move the failed task's outgoing edges and input references to the copy;
 * ``fallback``: add a given fallback task in its place (same rewiring);
 * ``skip``: turn the failed task's outgoing edges into ``completion_only``, so its dependents
@@ -77,7 +77,7 @@ class RuleReplanner:
         rule = next((r for r in self.rules if fnmatch.fnmatchcase(task.id, r.match)), None)
         if rule is None:
             return None
-        base, _, n = task.id.partition("~r")
+        base, _, n = task.id.partition("-retry")
         copies = int(n) if n.isdigit() else 0
         outgoing = [e for e in c.successors(task.id)
                     if c.tasks[e.target].status is TaskStatus.PENDING and not c.tasks[e.target].attempts]
@@ -90,7 +90,7 @@ class RuleReplanner:
         if rule.action == "retry_elsewhere":
             if copies >= rule.max_copies:
                 return None
-            new_id = f"{base}~r{copies + 1}"
+            new_id = f"{base}-retry{copies + 1}"
             spec = task.plan_dict()
             spec["id"] = new_id
             failed_on = sorted({s for s in [task.assigned_device] if s})
@@ -99,13 +99,15 @@ class RuleReplanner:
             if devices is not None and not others:
                 return None  # nowhere else to go
             spec["device"] = others[0] if others else None
+            spec["replaces"] = task.id
             spec["description"] = (task.description + f" (retry elsewhere, failed on {failed_on})").strip()
             reason = f"retry {task.id} on another device (failed on {failed_on}: {task.error})"
         else:
             if not rule.fallback:
                 return None
             spec = dict(rule.fallback)
-            spec.setdefault("id", f"{base}~fallback")
+            spec.setdefault("id", f"{base}-fallback")
+            spec["replaces"] = task.id
             new_id = spec["id"]
             reason = f"fallback for {task.id}"
         if new_id in c.tasks:
