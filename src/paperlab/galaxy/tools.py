@@ -16,10 +16,13 @@ _CALLS: dict[str, int] = {}
 
 
 async def _work(name: str, seconds: float, fail_first: bool) -> None:
-    _CALLS[name] = _CALLS.get(name, 0) + 1
     await asyncio.sleep(seconds)
-    if fail_first and _CALLS[name] == 1:
-        raise RuntimeError(f"{name}: injected fault on first call")
+    if fail_first:
+        # Only calls that ask for a fault are counted, so earlier clean calls of the same
+        # tool in this process do not use the fault up.
+        _CALLS[name] = _CALLS.get(name, 0) + 1
+        if _CALLS[name] == 1:
+            raise RuntimeError(f"{name}: injected fault on first call")
 
 
 def _digest(*parts: Any) -> int:
