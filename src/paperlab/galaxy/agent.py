@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -186,6 +187,10 @@ class DeviceAgent:
         self._finish(msg, status, result, error, started)
 
     def _finish(self, msg: Task, status: str, result: Any, error: str | None, started: float) -> None:
+        try:
+            json.dumps(result)
+        except (TypeError, ValueError):
+            status, result, error = "failed", None, f"result of type {type(result).__name__} is not JSON"
         res = TaskResult(task_id=msg.task_id, attempt_id=msg.attempt_id, status=status,  # type: ignore[arg-type]
                          result=result, error=error, started_at=started, ended_at=time.time())
         self.recent[msg.attempt_id] = res

@@ -31,7 +31,7 @@ from paperlab.galaxy.constellation import (
 from paperlab.galaxy.edits import EditBatch, apply_batch
 from paperlab.galaxy.errors import EditError, JournalError
 from paperlab.galaxy.journal import Journal
-from paperlab.galaxy.protocol import Cancel, Heartbeat, Register, Task, TaskResult
+from paperlab.galaxy.protocol import Cancel, DeviceInfo, Heartbeat, Register, Task, TaskResult
 from paperlab.galaxy.runstate import Run, RunSettings
 
 __all__ = ["DeviceState", "Orchestrator", "OrchestratorConfig"]
@@ -243,6 +243,8 @@ class Orchestrator:
             self._on_result(device_id, msg)
         elif isinstance(msg, Heartbeat) and d.send is not None:
             d.send(Heartbeat(sent_at=msg.sent_at))
+        elif isinstance(msg, DeviceInfo):
+            d.info.update(msg.info)
 
     def _device_event(self, what: str, d: DeviceState) -> None:
         for run in self._active_runs():
