@@ -154,7 +154,7 @@ def main() -> None:
             result["ray"] = {"wall_s": ray["wall"], "tasks_per_s": args.tasks / ray["wall"],
                              "version": ray["ray"]}
             result["ratio_galaxy_over_ray"] = result["galaxy"]["tasks_per_s"] / result["ray"]["tasks_per_s"]
-        for w, r in zip(sleep_widths, runs[1:]):
+        for w, r in zip(sleep_widths, runs[1:], strict=True):
             sequential = 32 * args.sleep
             result["sleep"].append({"width": w, "parallel_width": r["parallel_width"],
                                     "makespan_s": r["wall"], "speedup": sequential / r["wall"],
@@ -162,7 +162,7 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "throughput.json").write_text(json.dumps(result, indent=2))
     g = result["galaxy"]
-    print(f"| system | wall (s) | tasks/s | overhead/task (ms) |\n|---|---|---|---|")
+    print("| system | wall (s) | tasks/s | overhead/task (ms) |\n|---|---|---|---|")
     print(f"| galaxy ({args.devices} device processes) | {g['wall_s']:.2f} | {g['tasks_per_s']:.0f} | {g['overhead_ms_per_task']:.2f} |")
     if "ray" in result:
         r = result["ray"]

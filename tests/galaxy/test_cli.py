@@ -53,3 +53,24 @@ def test_status_replays_the_journal(tmp_path: Path) -> None:
     assert "alpha" in r.stdout and "completed" in r.stdout and "42" in r.stdout
     r = cli("status", "r2", "--journal", str(tmp_path / "j.sqlite"))
     assert r.returncode == 2 and "known runs: ['r1']" in r.stderr
+
+
+def test_ask_with_a_plan_file_runs_after_devices_join(galaxy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import yaml
+
+    plan = tmp_path / "p.yaml"
+    plan.write_text(yaml.safe_dump({"tasks": [
+        {"id": "hello", "capabilities": ["cpu"], "executor": {"kind": "echo", "args": {"value": "hi"}}}]}))
+    env = {**os.environ, "PYTHONPATH": str(SRC), "GALAXY_TOKEN": galaxy.token}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "paperlab", "galaxy", "ask", "say hi", "--plan", str(plan), "--yes",
+         "--port", str(galaxy.port), "--journal", str(tmp_path / "j.sqlite")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        galaxy.device("pc", ["cpu"])
+        out, _ = proc.communicate(timeout=90 * galaxy.tscale)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "plan: " in out and "finished: completed" in out and "hello" in out

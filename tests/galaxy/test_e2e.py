@@ -95,7 +95,6 @@ def test_orchestrator_kill9_then_resume_applies_each_result_once(galaxy, tmp_pat
     galaxy.orch.wait()
     before = galaxy.events("crash")
     done_before = {e["data"]["task"] for e in by_kind(before, "result") if e["data"]["status"] == "completed"}
-    running_before = {e["data"]["task"] for e in by_kind(before, "dispatched")} - done_before
     assert done_before and len(done_before) < 16
     galaxy.start_orchestrator("--resume", "crash")
     assert galaxy.wait_orchestrator(90) == 0, galaxy.orch_output()
@@ -107,7 +106,6 @@ def test_orchestrator_kill9_then_resume_applies_each_result_once(galaxy, tmp_pat
         assert len(completed) == 1, (t["id"], completed)  # applied exactly once
     for tid in done_before:  # finished before the crash: never dispatched again
         assert len(by_kind(events, "dispatched", tid)) == 1
-    assert running_before or True  # (may be empty if the kill landed between layers)
 
 
 def test_unplaceable_task_and_allow_list_refusals(galaxy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -9,7 +9,13 @@ from pathlib import Path
 import pytest
 
 from paperlab.galaxy.errors import PlanError, PlannerError
-from paperlab.galaxy.planner import DeclarativePlanner, DeviceSummary, LLMPlanner, extract_json, get_planner
+from paperlab.galaxy.planner import (
+    DeclarativePlanner,
+    DeviceSummary,
+    LLMPlanner,
+    extract_json,
+    get_planner,
+)
 
 
 @dataclass

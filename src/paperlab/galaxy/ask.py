@@ -100,7 +100,7 @@ async def _main(opts: AskOptions, planner: Planner, console: Console,
         state = await orch.wait(run_id)
         Console().print(task_table(orch.runs[run_id]))
         for entry in replanner.log:
-            console.print(f"replan: {entry['reason'] if 'reason' in entry else ''} -> {entry['outcome']}")
+            console.print(f"replan: {entry.get('reason', '')} -> {entry['outcome']}")
         print(f"run {run_id} finished: {state.value}", flush=True)
         return state.value
     finally:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -29,8 +29,8 @@ def serve(
     host: Annotated[str, typer.Option(help="Bind address (loopback unless told otherwise).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port (0 picks a free one).")] = 8765,
     journal: JournalOpt = DEFAULT_JOURNAL,
-    plan: Annotated[Optional[Path], typer.Option(help="Submit this plan at start.")] = None,
-    resume: Annotated[Optional[str], typer.Option(help="Resume this run id from the journal.")] = None,
+    plan: Annotated[Path | None, typer.Option(help="Submit this plan at start.")] = None,
+    resume: Annotated[str | None, typer.Option(help="Resume this run id from the journal.")] = None,
     ui: Annotated[bool, typer.Option("--ui", help="Serve the live dashboard at /ui.")] = False,
     device_timeout: Annotated[float, typer.Option(help="Seconds of silence before a device is lost.")] = 5.0,
     replan: Annotated[bool, typer.Option(help="Apply the rule-based replanner live.")] = False,
@@ -45,13 +45,13 @@ def serve(
 
 @app.command()
 def run(
-    plan: Annotated[Optional[Path], typer.Argument(help="Plan file (YAML or JSON).")] = None,
+    plan: Annotated[Path | None, typer.Argument(help="Plan file (YAML or JSON).")] = None,
     token: TokenOpt = "",
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port devices connect to.")] = 8765,
     journal: JournalOpt = DEFAULT_JOURNAL,
-    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Id for the new run.")] = None,
-    resume: Annotated[Optional[str], typer.Option(help="Resume this run id instead of PLAN.")] = None,
+    run_id: Annotated[str | None, typer.Option("--run-id", help="Id for the new run.")] = None,
+    resume: Annotated[str | None, typer.Option(help="Resume this run id instead of PLAN.")] = None,
     device_timeout: Annotated[float, typer.Option(help="Seconds of silence before a device is lost.")] = 5.0,
     unplaceable_timeout: Annotated[float, typer.Option(help="Seconds a ready task may wait for a capable device.")] = 10.0,
     ui: Annotated[bool, typer.Option("--ui", help="Also serve the live dashboard at /ui.")] = False,
@@ -74,11 +74,11 @@ def run(
 @app.command()
 def device(
     connect: Annotated[str, typer.Option("--connect", help="Orchestrator URL, ws://HOST:PORT/aip.")],
-    id: Annotated[Optional[str], typer.Option("--id", help="Device id.")] = None,
-    capabilities: Annotated[Optional[str], typer.Option(help="Comma-separated capabilities.")] = None,
-    config: Annotated[Optional[Path], typer.Option(help="Device YAML config (allow-lists).")] = None,
-    allow_shell: Annotated[Optional[str], typer.Option(help="Comma-separated allowed programs.")] = None,
-    max_concurrency: Annotated[Optional[int], typer.Option(help="Tasks run at once.")] = None,
+    id: Annotated[str | None, typer.Option("--id", help="Device id.")] = None,
+    capabilities: Annotated[str | None, typer.Option(help="Comma-separated capabilities.")] = None,
+    config: Annotated[Path | None, typer.Option(help="Device YAML config (allow-lists).")] = None,
+    allow_shell: Annotated[str | None, typer.Option(help="Comma-separated allowed programs.")] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="Tasks run at once.")] = None,
     token: TokenOpt = "",
 ) -> None:
     """Run a device agent that dials in to an orchestrator and runs what its config allows."""
@@ -109,8 +109,8 @@ def device(
 @app.command()
 def ask(
     request: Annotated[str, typer.Argument(help="What to do, in plain words.")],
-    llm: Annotated[Optional[str], typer.Option("--llm", help="LLM spec for the planner, e.g. smollm2.")] = None,
-    plan: Annotated[Optional[Path], typer.Option(help="Use this plan file instead of an LLM.")] = None,
+    llm: Annotated[str | None, typer.Option("--llm", help="LLM spec for the planner, e.g. smollm2.")] = None,
+    plan: Annotated[Path | None, typer.Option(help="Use this plan file instead of an LLM.")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="Run without asking for confirmation.")] = False,
     token: TokenOpt = "",
     host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",

@@ -108,7 +108,7 @@ def _eval(node: ast.AST, env: dict[str, Any]) -> Any:
         return (not operand) if isinstance(node.op, ast.Not) else -operand
     if isinstance(node, ast.Compare):
         left = _eval(node.left, env)
-        for op, comp in zip(node.ops, node.comparators):
+        for op, comp in zip(node.ops, node.comparators, strict=True):
             right = _eval(comp, env)
             if not _COMPARE[type(op)](left, right):
                 return False

@@ -10,6 +10,7 @@ gives ``llm_spec``. An orchestrator (or anyone holding the token) cannot widen t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import inspect
 import json
@@ -23,8 +24,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from paperlab.galaxy.constellation import ID_PATTERN
 from paperlab.errors import ConfigError
+from paperlab.galaxy.constellation import ID_PATTERN
 from paperlab.galaxy.errors import ExecutorError
 
 __all__ = ["EXECUTORS", "DeviceConfig", "get_executor", "load_device_config", "run_executor"]
@@ -155,10 +156,9 @@ async def _llm(args: dict[str, Any], inputs: dict[str, Any], cfg: DeviceConfig) 
     if cfg.llm_spec not in _LLMS:
         _LLMS[cfg.llm_spec] = await asyncio.to_thread(load_llm, cfg.llm_spec)
     prompt = str(args.get("prompt", ""))
-    try:
+    # A prompt with literal braces that do not name inputs is used as written.
+    with contextlib.suppress(KeyError, IndexError, ValueError):
         prompt = prompt.format(**{k: v if isinstance(v, str) else json.dumps(v) for k, v in inputs.items()})
-    except (KeyError, IndexError, ValueError):
-        pass  # a prompt with literal braces is used as written
     gen = await _LLMS[cfg.llm_spec].agenerate(
         [{"role": "user", "content": prompt}], max_tokens=int(args.get("max_tokens", 64)),
         temperature=0.0)

@@ -104,11 +104,11 @@ class Journal:
         if row is None:
             known = [r["run_id"] for r in self.runs()][-10:]
             raise JournalError(f"no run {run_id!r} in {self.path}; known runs: {known or 'none'}")
-        return dict(zip(("run_id", "name", "created", "state"), row))
+        return dict(zip(("run_id", "name", "created", "state"), row, strict=True))
 
     def runs(self) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT run_id, name, created, state FROM runs ORDER BY created").fetchall()
-        return [dict(zip(("run_id", "name", "created", "state"), r)) for r in rows]
+        return [dict(zip(("run_id", "name", "created", "state"), r, strict=True)) for r in rows]
 
     def events(self, run_id: str) -> Iterator[dict[str, Any]]:
         """The run's events in commit order, each ``{seq, ts, kind, data}``."""

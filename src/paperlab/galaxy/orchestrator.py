@@ -15,6 +15,7 @@ attempts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -129,10 +130,8 @@ class Orchestrator:
     async def stop(self) -> None:
         if self._loop_task is not None:
             self._loop_task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._loop_task
-            except asyncio.CancelledError:
-                pass
             self._loop_task = None
 
     def submit(self, constellation: Constellation, run_id: str | None = None) -> str:

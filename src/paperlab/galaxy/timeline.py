@@ -38,13 +38,30 @@ def plot_timeline(run: Run, path: str | Path, title: str | None = None) -> Path:
     spans = run.timeline
     devices = sorted({s["device"] or "?" for s in spans})
     t0 = min((s["start"] for s in spans), default=0.0)
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.6 * max(len(devices), 1)))
-    for s in spans:
-        y = devices.index(s["device"] or "?")
-        ax.barh(y, s["end"] - s["start"], left=s["start"] - t0, height=0.6,
+    # Concurrent attempts on one device go to separate lanes inside the device's row.
+    lanes: dict[int, int] = {}
+    lane_count: dict[str, int] = {}
+    for dev in devices:
+        ends: list[float] = []
+        for i, s in sorted(((i, s) for i, s in enumerate(spans) if (s["device"] or "?") == dev),
+                           key=lambda x: x[1]["start"]):
+            lane = next((k for k, end in enumerate(ends) if end <= s["start"] + 1e-9), len(ends))
+            if lane == len(ends):
+                ends.append(0.0)
+            ends[lane] = s["end"]
+            lanes[i] = lane
+        lane_count[dev] = max(len(ends), 1)
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.7 * max(len(devices), 1)))
+    horizon = max((x["end"] - t0 for x in spans), default=1.0)
+    for i, s in enumerate(spans):
+        dev = s["device"] or "?"
+        n = lane_count[dev]
+        height = 0.8 / n
+        y = devices.index(dev) - 0.4 + height * (lanes[i] + 0.5)
+        ax.barh(y, s["end"] - s["start"], left=s["start"] - t0, height=height * 0.9,
                 color=_COLOURS.get(s["status"], "#607d8b"), edgecolor="white")
-        if s["end"] - s["start"] > 0.05 * max((x["end"] - t0 for x in spans), default=1):
-            ax.text(s["start"] - t0 + 0.01, y, s["task"], va="center", fontsize=7, color="white")
+        if s["end"] - s["start"] > 0.06 * horizon:
+            ax.text(s["start"] - t0 + 0.01 * horizon, y, s["task"], va="center", fontsize=7, color="white")
     ax.set_yticks(range(len(devices)), devices)
     ax.set_xlabel("seconds since first dispatch")
     ax.set_title(title or f"{run.constellation.name}: tasks per device")
