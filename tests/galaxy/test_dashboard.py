@@ -41,8 +41,9 @@ def test_dashboard_needs_token(galaxy, tmp_path: Path) -> None:  # type: ignore[
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(base + "?token=wrong", timeout=10 * galaxy.tscale)
     assert info.value.code == 401
-    page = urllib.request.urlopen(f"{base}?token={galaxy.token}", timeout=10 * galaxy.tscale)
-    assert page.status == 200 and b"Galaxy dashboard" in page.read()
+    info.value.close()  # an open HTTP connection would hold the server's shutdown
+    with urllib.request.urlopen(f"{base}?token={galaxy.token}", timeout=10 * galaxy.tscale) as page:
+        assert page.status == 200 and b"Galaxy dashboard" in page.read()
 
 
 def test_dashboard_in_headless_chromium(galaxy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

@@ -98,7 +98,7 @@ message_like = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(st.one_of(st.binary(max_size=300), st.text(max_size=300), message_like.map(json.dumps),
                  json_values.map(json.dumps)))
 def test_fuzz_decoder_only_raises_protocol_error(frame: object) -> None:
@@ -108,7 +108,7 @@ def test_fuzz_decoder_only_raises_protocol_error(frame: object) -> None:
         assert exc.code in {"oversized", "malformed", "version", "unknown_type", "invalid"}
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(st.lists(st.one_of(st.text(max_size=200), message_like.map(json.dumps), st.just(reg())),
                 max_size=15))
 def test_fuzz_session_never_raises(frames: list[str]) -> None:
