@@ -115,6 +115,7 @@ class Orchestrator:
         self._done: dict[str, asyncio.Future[ConstellationState]] = {}
         self._deadline: dict[str, float] = {}  # attempt -> deadline (memory only; reset on resume)
         self._unplaceable_since: dict[tuple[str, str], float] = {}
+        self._inbox: list[tuple[str, TaskResult]] = []
         self._ready: dict[str, set[str]] = {}  # run -> pending tasks whose inputs are all in
         self._wake = _Waker()
         self._loop_task: asyncio.Task[None] | None = None
@@ -208,8 +209,10 @@ class Orchestrator:
         d.executors = set(ex) if isinstance(ex, list) else None
         d.info = dict(msg.info)
         d.online, d.lost, d.last_seen, d.send, d.conn = True, False, now, send, self._conn_seq
-        for res in msg.results:  # results finished while we could not hear the device
-            self._on_result(msg.device_id, res)
+        with self.journal.transaction():
+            self._drain_inbox()  # results heard before this REGISTER come first
+            for res in msg.results:  # results finished while we could not hear the device
+                self._on_result(msg.device_id, res)
         reported = set(msg.running)
         for run in self._active_runs():
             for attempt, (task_id, dev) in run.running_attempts().items():
@@ -239,7 +242,10 @@ class Orchestrator:
             return
         d.last_seen = time.time()
         if isinstance(msg, TaskResult):
-            self._on_result(device_id, msg)
+            # Results wait for the next step, which journals a whole batch in one commit
+            # (group commit) before acting on it.
+            self._inbox.append((device_id, msg))
+            self._wake.set()
         elif isinstance(msg, Heartbeat) and d.send is not None:
             d.send(Heartbeat(sent_at=msg.sent_at))
         elif isinstance(msg, DeviceInfo):
@@ -338,6 +344,7 @@ class Orchestrator:
 
     def step(self) -> None:
         """One pass of every periodic check; public so tests can drive it."""
+        self._drain_inbox()
         now = time.time()
         self._check_devices(now)
         global_running = sum(len(r.running) for r in self._active_runs())
@@ -347,6 +354,11 @@ class Orchestrator:
             global_running = self._dispatch(run, now, global_running)
             self._check_unplaceable(run, now)
             self._check_finished(run)
+
+    def _drain_inbox(self) -> None:
+        inbox, self._inbox = self._inbox, []
+        for device_id, msg in inbox:
+            self._on_result(device_id, msg)
 
     def _check_devices(self, now: float) -> None:
         for d in self.devices.values():
