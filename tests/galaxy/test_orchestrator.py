@@ -217,3 +217,27 @@ def test_live_edit_and_rejected_cycle(tmp_path: Path, tscale: float) -> None:
         assert orch.runs[rid].constellation.tasks["c"].result == 7
 
     await_run(tmp_path, tscale, body, [dev("a", [])])
+
+
+def test_cancel_one_task_keeps_the_rest(tmp_path: Path, tscale: float) -> None:
+    plan = Constellation.from_plan({"tasks": [sleep_task("long", 30), sleep_task("short", 0.05),
+                                              sleep_task("after_long", 0.01, after=["long"])]})
+
+    async def body(orch: Orchestrator, server: OrchestratorServer, agents: list[DeviceAgent]) -> None:
+        await wait_devices(orch, 1, tscale)
+        rid = orch.submit(plan)
+        while not any(a.endswith("/long/1") for a in agents[0].running):
+            await asyncio.sleep(0.02)
+        orch.cancel_task(rid, "long")
+        assert await orch.wait(rid, 10 * tscale) is ConstellationState.PARTIALLY_FAILED
+        tasks = orch.runs[rid].constellation.tasks
+        assert tasks["long"].status is TaskStatus.CANCELLED
+        assert tasks["short"].status is TaskStatus.COMPLETED
+        assert tasks["after_long"].status is TaskStatus.SKIPPED
+        for _ in range(100):
+            if not agents[0].running:
+                break
+            await asyncio.sleep(0.05)
+        assert not agents[0].running  # CANCEL reached the device
+
+    await_run(tmp_path, tscale, body, [dev("a", [], 2)])
