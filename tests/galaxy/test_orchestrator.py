@@ -241,3 +241,21 @@ def test_cancel_one_task_keeps_the_rest(tmp_path: Path, tscale: float) -> None:
         assert not agents[0].running  # CANCEL reached the device
 
     await_run(tmp_path, tscale, body, [dev("a", [], 2)])
+
+
+def test_a_lost_device_that_speaks_again_comes_back(tmp_path: Path) -> None:
+    import time
+
+    from paperlab.galaxy.protocol import Heartbeat
+
+    async def main() -> None:
+        journal = Journal(tmp_path / "j.sqlite")
+        orch = Orchestrator(journal, OrchestratorConfig(device_timeout=1.0))
+        orch.device_registered(Register(device_id="slow"), lambda m: None)
+        orch._check_devices(time.time() + 5)  # silent past the timeout: lost
+        assert orch.devices["slow"].status() == "lost"
+        orch.on_message("slow", Heartbeat())  # its connection was alive all along
+        assert orch.devices["slow"].status() == "online"
+        journal.close()
+
+    asyncio.run(main())

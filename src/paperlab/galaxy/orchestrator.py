@@ -241,6 +241,12 @@ class Orchestrator:
         if d is None:
             return
         d.last_seen = time.time()
+        if d.lost and d.send is not None:
+            # Declared lost for silence but its connection lives on (a stalled process, a
+            # slow network): it is back. Its old attempts stay lost; late results are dropped.
+            d.lost, d.online = False, True
+            self._device_event("online", d)
+            self._wake.set()
         if isinstance(msg, TaskResult):
             # Results wait for the next step, which journals a whole batch in one commit
             # (group commit) before acting on it.
