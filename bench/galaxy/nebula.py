@@ -182,7 +182,8 @@ async def bench(scenarios: list[dict[str, Any]], work: Path) -> dict[str, Any]:
     return out
 
 
-def llm_smoke(spec: str, scenarios: list[dict[str, Any]]) -> dict[str, Any]:
+def llm_smoke(spec: str, scenarios: list[dict[str, Any]], attempts: int = 2,
+              max_tokens: int = 384) -> dict[str, Any]:
     """Ask a real model to plan each request; count valid plans (no run: the plans are tiny)."""
     from paperlab.errors import PaperlabError
     from paperlab.llm import load_llm
@@ -193,7 +194,7 @@ def llm_smoke(spec: str, scenarios: list[dict[str, Any]]) -> dict[str, Any]:
     for sc in scenarios:
         t0 = time.perf_counter()
         try:
-            c = LLMPlanner(llm, max_attempts=2, max_tokens=384).plan(sc["request"], devices)
+            c = LLMPlanner(llm, max_attempts=attempts, max_tokens=max_tokens).plan(sc["request"], devices)
             rows.append({"scenario": sc["name"], "valid": True, "tasks": len(c.tasks),
                          "seconds": time.perf_counter() - t0})
         except PaperlabError as exc:
@@ -207,14 +208,22 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="scenario file prefix, e.g. s01")
     ap.add_argument("--llm", default=None, help="also run an LLM planning smoke test, e.g. smollm2")
     ap.add_argument("--llm-scenarios", type=int, default=3)
+    ap.add_argument("--llm-attempts", type=int, default=2)
+    ap.add_argument("--llm-max-tokens", type=int, default=384)
+    ap.add_argument("--llm-only", action="store_true", help="skip the fleet runs, keep their JSON")
     args = ap.parse_args()
     scenarios = load_scenarios(args.only)
-    with tempfile.TemporaryDirectory() as tmp:
-        result = asyncio.run(bench(scenarios, Path(tmp)))
+    if args.llm_only:
+        result = json.loads((HERE / "results" / "nebula.json").read_text())
+        result.pop("llm_smoke", None)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = asyncio.run(bench(scenarios, Path(tmp)))
     (HERE / "results").mkdir(exist_ok=True)
     (HERE / "results" / "nebula.json").write_text(json.dumps(result, indent=2))  # before the slow part
     if args.llm:
-        result["llm_smoke"] = llm_smoke(args.llm, scenarios[: args.llm_scenarios])
+        result["llm_smoke"] = llm_smoke(args.llm, scenarios[: args.llm_scenarios],
+                                        args.llm_attempts, args.llm_max_tokens)
         (HERE / "results" / "nebula.json").write_text(json.dumps(result, indent=2))
     print("| mode | scenarios | subtask completion | task success | mean parallel width | "
           "latency vs sequential | replans |\n|---|---|---|---|---|---|---|")
