@@ -1,0 +1,177 @@
+"""Galaxy throughput and speedup benchmark (issue 6).
+
+1. A 1000-task layered DAG of no-op tasks (width 50, 20 layers, each task after 2 tasks of the
+   previous layer) over 4 local device-agent processes: tasks/s and orchestration overhead.
+2. The same DAG on Ray, installed by this script in a SEPARATE venv
+   (~/.cache/paperlab/galaxy/ray-venv, `pip install ray`), on a local 4-CPU Ray instance, in
+   the same run: the ratio galaxy/ray. (Ray removed `local_mode` in 2.x; `ray.init(num_cpus=4)`
+   on one machine is its local mode now.)
+3. Sleep DAGs of 32 tasks x 0.2 s with parallel width 1..16: measured speedup vs sequential.
+
+Usage: PYTHONPATH=src python bench/galaxy/throughput.py [--tasks 1000] [--skip-ray]
+Writes bench/galaxy/results/throughput.json and prints a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import secrets
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+from paperlab.galaxy.constellation import Constellation
+from paperlab.galaxy.journal import Journal
+from paperlab.galaxy.local import spawn_device
+from paperlab.galaxy.orchestrator import Orchestrator, OrchestratorConfig
+from paperlab.galaxy.server import OrchestratorServer
+from paperlab.galaxy.timeline import run_metrics
+
+RESULTS = Path(__file__).parent / "results"
+RAY_VENV = Path(os.environ.get("PAPERLAB_CACHE", Path.home() / ".cache" / "paperlab")) / "galaxy" / "ray-venv"
+
+
+def layered(n: int, width: int, fanin: int, seed: int = 0) -> list[list[int]]:
+    """deps[i] = upstream indices of task i in a layered DAG."""
+    rng = random.Random(seed)
+    deps: list[list[int]] = []
+    for i in range(n):
+        layer = i // width
+        prev = list(range((layer - 1) * width, layer * width)) if layer else []
+        deps.append(sorted(rng.sample(prev, min(fanin, len(prev)))))
+    return deps
+
+
+def plan(deps: list[list[int]], executor: dict[str, Any], name: str) -> Constellation:
+    tasks = [{"id": f"t{i}", "executor": executor, "after": [f"t{j}" for j in d]}
+             for i, d in enumerate(deps)]
+    return Constellation.from_plan({"name": name, "tasks": tasks})
+
+
+async def galaxy_runs(plans: list[Constellation], devices: int, conc: int, work: Path) -> list[dict[str, Any]]:
+    token = secrets.token_hex(8)
+    journal = Journal(work / "journal.sqlite")
+    orch = Orchestrator(journal, OrchestratorConfig(device_timeout=30.0))
+    server = OrchestratorServer(orch, token)
+    await server.start()
+    procs = [spawn_device(work / "dev", f"dev{i}", server.url, token, [], max_concurrency=conc,
+                          heartbeat=1.0) for i in range(devices)]
+    out = []
+    try:
+        while sum(d.online for d in orch.devices.values()) < devices:
+            await asyncio.sleep(0.05)
+        warm = orch.submit(plan([[]] * 20, {"kind": "echo"}, "warmup"))
+        await orch.wait(warm, 120)
+        for c in plans:
+            t0 = time.perf_counter()
+            rid = orch.submit(c)
+            state = await orch.wait(rid, 600)
+            wall = time.perf_counter() - t0
+            out.append({"state": state.value, "wall": wall, **run_metrics(orch.runs[rid])})
+    finally:
+        await asyncio.gather(*(p.astop() for p in procs))
+        await server.close()
+        journal.close()
+    return out
+
+
+RAY_SCRIPT = textwrap.dedent("""
+    import json, sys, time, ray
+    deps = json.load(open(sys.argv[1]))
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    @ray.remote
+    def noop(*upstream):
+        return None
+    ray.get([noop.remote() for _ in range(200)])  # warm the worker pool
+    t0 = time.perf_counter()
+    refs = []
+    for d in deps:
+        refs.append(noop.remote(*[refs[j] for j in d]))
+    ray.get(refs)
+    wall = time.perf_counter() - t0
+    print(json.dumps({"wall": wall, "ray": ray.__version__}))
+""")
+
+
+def ensure_ray() -> Path:
+    """Create the separate Ray venv once (cached); returns its python."""
+    py = RAY_VENV / "bin" / "python"
+    if not (RAY_VENV / ".ok").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(RAY_VENV)], check=True)
+        subprocess.run([str(py), "-m", "pip", "install", "-q", "ray>=2.9"], check=True)
+        (RAY_VENV / ".ok").touch()
+    return py
+
+
+def ray_run(deps: list[list[int]], work: Path) -> dict[str, Any]:
+    py = ensure_ray()
+    (work / "deps.json").write_text(json.dumps(deps))
+    (work / "ray_dag.py").write_text(RAY_SCRIPT)
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("PYTHONPATH", None)
+    res = subprocess.run([str(py), str(work / "ray_dag.py"), str(work / "deps.json")],
+                         capture_output=True, text=True, env=env, timeout=900)
+    if res.returncode != 0:
+        raise RuntimeError(f"ray run failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--tasks", type=int, default=1000)
+    ap.add_argument("--width", type=int, default=50)
+    ap.add_argument("--devices", type=int, default=4)
+    ap.add_argument("--concurrency", type=int, default=16)
+    ap.add_argument("--skip-ray", action="store_true")
+    ap.add_argument("--sleep", type=float, default=0.2)
+    args = ap.parse_args()
+    deps = layered(args.tasks, args.width, fanin=2)
+    sleep_widths = [1, 2, 4, 8, 16]
+    plans = [plan(deps, {"kind": "echo"}, "noop-dag")]
+    for w in sleep_widths:  # 32 tasks: w columns, each a chain of 32/w sleeps
+        chains = [[i - w] if i >= w else [] for i in range(32)]
+        plans.append(plan(chains, {"kind": "sleep", "args": {"seconds": args.sleep}}, f"sleep-w{w}"))
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        runs = asyncio.run(galaxy_runs(plans, args.devices, args.concurrency, work))
+        noop = runs[0]
+        result: dict[str, Any] = {
+            "tasks": args.tasks, "width": args.width, "devices": args.devices,
+            "galaxy": {"wall_s": noop["wall"], "tasks_per_s": args.tasks / noop["wall"],
+                       "overhead_ms_per_task": 1000 * noop["wall"] / args.tasks, "state": noop["state"]},
+            "sleep": [],
+        }
+        if not args.skip_ray:
+            ray = ray_run(deps, work)
+            result["ray"] = {"wall_s": ray["wall"], "tasks_per_s": args.tasks / ray["wall"],
+                             "version": ray["ray"]}
+            result["ratio_galaxy_over_ray"] = result["galaxy"]["tasks_per_s"] / result["ray"]["tasks_per_s"]
+        for w, r in zip(sleep_widths, runs[1:], strict=True):
+            sequential = 32 * args.sleep
+            result["sleep"].append({"width": w, "parallel_width": r["parallel_width"],
+                                    "makespan_s": r["wall"], "speedup": sequential / r["wall"],
+                                    "state": r["state"]})
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "throughput.json").write_text(json.dumps(result, indent=2))
+    g = result["galaxy"]
+    print("| system | wall (s) | tasks/s | overhead/task (ms) |\n|---|---|---|---|")
+    print(f"| galaxy ({args.devices} device processes) | {g['wall_s']:.2f} | {g['tasks_per_s']:.0f} | {g['overhead_ms_per_task']:.2f} |")
+    if "ray" in result:
+        r = result["ray"]
+        print(f"| ray {r['version']} (local, 4 CPUs) | {r['wall_s']:.2f} | {r['tasks_per_s']:.0f} | {1000 * r['wall_s'] / args.tasks:.2f} |")
+        print(f"\ngalaxy / ray tasks/s ratio: {result['ratio_galaxy_over_ray']:.2f}")
+    print("\n| parallel width | makespan (s) | speedup vs sequential |\n|---|---|---|")
+    for s in result["sleep"]:
+        print(f"| {s['parallel_width']:.0f} | {s['makespan_s']:.2f} | {s['speedup']:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""The device agent: dials in to the orchestrator, runs tasks under its own policy, reconnects.
+
+The agent keeps running tasks across a lost connection. When it reconnects it sends REGISTER
+with the attempts still running and the results of recent attempts (the orchestrator may have
+crashed before it journaled them); the orchestrator drops any it already applied. Reconnects
+back off exponentially with full jitter so many devices do not stampede a restarted
+orchestrator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import time
+from collections import OrderedDict
+from typing import Any
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+
+from paperlab.galaxy.errors import ExecutorError, GalaxyError
+from paperlab.galaxy.executors import DeviceConfig, run_executor
+from paperlab.galaxy.protocol import (
+    Cancel,
+    ErrorMsg,
+    Heartbeat,
+    Register,
+    Session,
+    Task,
+    TaskResult,
+)
+
+__all__ = ["DeviceAgent", "backoff_delay"]
+
+log = logging.getLogger(__name__)
+_RECENT = 256
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
+    """Full-jitter exponential backoff: uniform in [0, min(cap, base * 2**attempt)]."""
+    return rng.uniform(0.0, min(cap, base * (2 ** attempt)))
+
+
+class AuthRefused(GalaxyError):
+    """The orchestrator refused our token (HTTP 401); retrying would not help."""
+
+
+class DeviceAgent:
+    """One device. ``run()`` returns only when stopped or when the token is refused."""
+
+    def __init__(self, cfg: DeviceConfig, url: str, token: str, backoff_base: float = 0.1,
+                 backoff_cap: float = 3.0, seed: int | None = None) -> None:
+        self.cfg = cfg
+        self.url = url
+        self.token = token
+        self.backoff_base = backoff_base
+        self.backoff_cap = backoff_cap
+        self.rng = random.Random(seed)
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.recent: OrderedDict[str, TaskResult] = OrderedDict()
+        self.connections = 0
+        self._send_queue: asyncio.Queue[str] | None = None
+        self._session: Session | None = None
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        """Connect, serve, and reconnect with backoff until stopped."""
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                async with connect(self.url, additional_headers={"Authorization": f"Bearer {self.token}"},
+                                   max_size=None, ping_interval=None, open_timeout=5,
+                                   close_timeout=2) as ws:
+                    failures = 0
+                    self.connections += 1
+                    await self._serve(ws)
+            except InvalidStatus as exc:
+                if exc.response.status_code == 401:
+                    raise AuthRefused(f"orchestrator at {self.url} refused the token (HTTP 401); "
+                                      "pass the orchestrator's token with --token or GALAXY_TOKEN") from None
+                log.warning("handshake failed: %s", exc)
+            except InvalidURI as exc:
+                raise GalaxyError(f"bad orchestrator URL {self.url!r}: {exc}") from None
+            except (OSError, ConnectionClosed, asyncio.TimeoutError) as exc:
+                log.info("connection to %s failed: %s", self.url, exc)
+            if self._stop.is_set():
+                break
+            delay = backoff_delay(failures, self.backoff_base, self.backoff_cap, self.rng)
+            failures += 1
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), delay)
+        for t in list(self.running.values()):
+            t.cancel()
+
+    async def _serve(self, ws: ClientConnection) -> None:
+        session = Session("device")
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        self._session, self._send_queue = session, queue
+        session.send(Register(
+            device_id=self.cfg.device_id, capabilities=self.cfg.capabilities,
+            max_concurrency=self.cfg.max_concurrency, running=list(self.running),
+            results=list(self.recent.values()),
+            info={"executors": self.cfg.executors, "shell_allow": self.cfg.shell_allow,
+                  "python_allow": sorted(self.cfg.python_allow)}))
+        self._flush()
+        writer = asyncio.create_task(self._writer(ws, queue))
+        beat = asyncio.create_task(self._heartbeats())
+        stopper = asyncio.create_task(self._stop.wait())
+        try:
+            reader = asyncio.create_task(self._reader(ws, session))
+            done, _ = await asyncio.wait({reader, writer, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t is not stopper and t.exception() is not None:
+                    exc = t.exception()
+                    if not isinstance(exc, ConnectionClosed):
+                        raise exc  # type: ignore[misc]
+            reader.cancel()
+        finally:
+            self._session, self._send_queue = None, None
+            for t in (writer, beat, stopper):
+                t.cancel()
+            if self._stop.is_set():
+                with contextlib.suppress(Exception):
+                    await ws.close()
+
+    async def _reader(self, ws: ClientConnection, session: Session) -> None:
+        async for frame in ws:
+            for msg in session.receive(frame):
+                if isinstance(msg, Task):
+                    self._start(msg)
+                elif isinstance(msg, Cancel):
+                    t = self.running.get(msg.attempt_id)
+                    if t is not None:
+                        t.cancel()
+                elif isinstance(msg, ErrorMsg):
+                    log.warning("orchestrator error %s: %s", msg.code, msg.message)
+            self._flush()
+
+    async def _writer(self, ws: ClientConnection, queue: asyncio.Queue[str]) -> None:
+        while True:
+            await ws.send(await queue.get())
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.heartbeat_interval)
+            self._send(Heartbeat(running=list(self.running), sent_at=time.time()))
+
+    def _send(self, msg: Any) -> None:
+        if self._session is not None:
+            self._session.send(msg)
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._session is not None and self._send_queue is not None:
+            for frame in self._session.data_to_send():
+                self._send_queue.put_nowait(frame)
+
+    def _start(self, msg: Task) -> None:
+        if msg.attempt_id in self.running or msg.attempt_id in self.recent:
+            return  # a repeated TASK for the same attempt runs once
+        if len(self.running) >= self.cfg.max_concurrency:
+            self._finish(msg, "failed", None, f"device {self.cfg.device_id} is at capacity", time.time())
+            return
+        self.running[msg.attempt_id] = asyncio.create_task(self._execute(msg))
+
+    async def _execute(self, msg: Task) -> None:
+        started = time.time()
+        status, result, error = "completed", None, None
+        try:
+            result = await asyncio.wait_for(
+                run_executor(msg.executor.kind, msg.executor.args, msg.inputs, self.cfg), msg.timeout)
+        except asyncio.CancelledError:
+            status, error = "cancelled", "cancelled by the orchestrator"
+        except asyncio.TimeoutError:
+            status, error = "failed", f"timed out on the device after {msg.timeout:g}s"
+        except ExecutorError as exc:
+            status, error = "failed", str(exc)
+        except Exception as exc:  # a task's bug is the task's failure, not the agent's
+            status, error = "failed", f"{type(exc).__name__}: {exc}"
+        self.running.pop(msg.attempt_id, None)
+        self._finish(msg, status, result, error, started)
+
+    def _finish(self, msg: Task, status: str, result: Any, error: str | None, started: float) -> None:
+        try:
+            json.dumps(result)
+        except (TypeError, ValueError):
+            status, result, error = "failed", None, f"result of type {type(result).__name__} is not JSON"
+        res = TaskResult(task_id=msg.task_id, attempt_id=msg.attempt_id, status=status,  # type: ignore[arg-type]
+                         result=result, error=error, started_at=started, ended_at=time.time())
+        self.recent[msg.attempt_id] = res
+        while len(self.recent) > _RECENT:
+            self.recent.popitem(last=False)
+        self._send(res)

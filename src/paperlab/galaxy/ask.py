@@ -1,0 +1,108 @@
+"""``paperlab galaxy ask``: plan a request with an LLM (or a plan file), confirm, run with replanning."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from paperlab.galaxy.constellation import Constellation
+from paperlab.galaxy.errors import PlannerError
+from paperlab.galaxy.journal import Journal
+from paperlab.galaxy.orchestrator import Orchestrator, OrchestratorConfig
+from paperlab.galaxy.planner import DeclarativePlanner, DeviceSummary, LLMPlanner, Planner
+from paperlab.galaxy.replanner import RuleReplanner
+from paperlab.galaxy.server import OrchestratorServer
+from paperlab.galaxy.service import task_table
+
+__all__ = ["AskOptions", "plan_table", "run_ask"]
+
+
+@dataclass
+class AskOptions:
+    request: str
+    token: str
+    llm: str | None = None
+    plan: Path | None = None
+    host: str = "127.0.0.1"
+    port: int = 8765
+    journal: Path = Path("galaxy-journal.sqlite")
+    wait_devices: int = 1
+    wait_seconds: float = 60.0
+    yes: bool = False
+    ui: bool = False
+
+
+def plan_table(c: Constellation) -> Table:
+    table = Table(title=f"plan: {c.name}")
+    for col in ("task", "capabilities", "executor", "after", "inputs"):
+        table.add_column(col)
+    for t in c.tasks.values():
+        table.add_row(t.id, ",".join(t.capabilities), f"{t.executor.kind} {t.executor.args}"[:50],
+                      ",".join(e.source for e in c.predecessors(t.id)),
+                      ", ".join(f"{k}<-{v}" for k, v in t.inputs.items()))
+    return table
+
+
+def summaries(orch: Orchestrator) -> list[DeviceSummary]:
+    """What the planner is told about the online devices."""
+    return [DeviceSummary(d.device_id, sorted(d.capabilities), sorted(d.executors or []),
+                          sorted(d.info.get("python_allow", [])))
+            for d in orch.devices.values() if d.online and not d.lost]
+
+
+def run_ask(opts: AskOptions, confirm: Callable[[str], bool]) -> str:
+    """Plan, show, confirm, run; returns the final state (or ``declined``)."""
+    console = Console(stderr=True)
+    planner: Planner
+    if opts.plan is not None:
+        planner = DeclarativePlanner(opts.plan)
+    elif opts.llm:
+        from paperlab.llm import load_llm
+
+        planner = LLMPlanner(load_llm(opts.llm))
+    else:
+        raise PlannerError("give --llm SPEC (e.g. smollm2) or --plan PLAN.yaml")
+    return asyncio.run(_main(opts, planner, console, confirm))
+
+
+async def _main(opts: AskOptions, planner: Planner, console: Console,
+                confirm: Callable[[str], bool]) -> str:
+    journal = Journal(opts.journal)
+    orch = Orchestrator(journal, OrchestratorConfig())
+    replanner = RuleReplanner()
+    replanner.attach(orch)
+    ui: Any = None
+    if opts.ui:
+        from paperlab.galaxy.dashboard import Dashboard
+
+        ui = Dashboard(orch)
+    server = OrchestratorServer(orch, opts.token, opts.host, opts.port, ui=ui)
+    port = await server.start()
+    print(f"listening ws://{opts.host}:{port}/aip", flush=True)
+    try:
+        end = time.monotonic() + opts.wait_seconds
+        while sum(d.online for d in orch.devices.values()) < opts.wait_devices and time.monotonic() < end:
+            await asyncio.sleep(0.1)
+        devices = summaries(orch)
+        console.print(f"devices: {[(d.device_id, d.capabilities) for d in devices]}")
+        c = await asyncio.to_thread(planner.plan, opts.request, devices)
+        console.print(plan_table(c))
+        if not opts.yes and not await asyncio.to_thread(confirm, "run this plan?"):
+            return "declined"
+        run_id = orch.submit(c)
+        state = await orch.wait(run_id)
+        Console().print(task_table(orch.runs[run_id]))
+        for entry in replanner.log:
+            console.print(f"replan: {entry.get('reason', '')} -> {entry['outcome']}")
+        print(f"run {run_id} finished: {state.value}", flush=True)
+        return state.value
+    finally:
+        await server.close()
+        journal.close()

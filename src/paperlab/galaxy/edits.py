@@ -1,0 +1,200 @@
+"""Live edits of a constellation, applied as all-or-nothing batches.
+
+An :class:`EditBatch` is a list of commands (add/remove/update a task, add/remove a
+dependency). :func:`apply_batch` applies them to a deep copy and validates the result; only a
+batch that keeps every invariant is returned, so the caller swaps it in or keeps the old DAG
+untouched. The invariants:
+
+* the graph is acyclic and every edge names tasks that exist;
+* a task that is running or finished is never modified or removed, and neither are the edges
+  into it (so its inputs and its device never change while it runs or after);
+* inputs reference direct upstream tasks.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from paperlab.galaxy.constellation import (
+    Constellation,
+    EdgeKind,
+    TaskStar,
+    TaskStarLine,
+    TaskStatus,
+)
+from paperlab.galaxy.errors import EditError, PlanError
+
+__all__ = [
+    "AddDependency",
+    "AddTask",
+    "Edit",
+    "EditBatch",
+    "RemoveDependency",
+    "RemoveTask",
+    "UpdateTask",
+    "apply_batch",
+    "check_invariants",
+]
+
+
+class _Cmd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AddTask(_Cmd):
+    op: Literal["add_task"] = "add_task"
+    task: dict[str, Any]
+    after: list[str] = Field(default_factory=list)
+
+
+class RemoveTask(_Cmd):
+    op: Literal["remove_task"] = "remove_task"
+    task_id: str
+
+
+class UpdateTask(_Cmd):
+    op: Literal["update_task"] = "update_task"
+    task_id: str
+    changes: dict[str, Any]
+
+
+class AddDependency(_Cmd):
+    op: Literal["add_edge"] = "add_edge"
+    source: str
+    target: str
+    kind: EdgeKind = EdgeKind.SUCCESS_ONLY
+    condition: str | None = None
+
+
+class RemoveDependency(_Cmd):
+    op: Literal["remove_edge"] = "remove_edge"
+    source: str
+    target: str
+
+
+Edit = Annotated[
+    AddTask | RemoveTask | UpdateTask | AddDependency | RemoveDependency, Field(discriminator="op")
+]
+
+
+class EditBatch(BaseModel):
+    """Edits applied together; ``reason`` is journaled with them."""
+
+    model_config = ConfigDict(extra="forbid")
+    edits: list[Edit] = Field(min_length=1)
+    reason: str = ""
+
+
+_BATCH = TypeAdapter(EditBatch)
+
+
+def parse_batch(data: Any) -> EditBatch:
+    """Validate edit data (e.g. from a replanner or an LLM). Raises EditError."""
+    try:
+        return _BATCH.validate_python(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise EditError(f"edit batch invalid at {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+
+
+def _pending(c: Constellation, task_id: str, what: str) -> TaskStar:
+    task = c.tasks.get(task_id)
+    if task is None:
+        raise EditError(f"{what}: no task {task_id!r}")
+    if task.status is not TaskStatus.PENDING or task.attempts > 0:
+        raise EditError(f"{what}: task {task_id!r} is {task.status.value}; only pending tasks change")
+    return task
+
+
+def _apply_one(c: Constellation, e: Any) -> None:
+    c.invalidate()
+    try:
+        _apply_one_inner(c, e)
+    finally:
+        c.invalidate()
+
+
+def _apply_one_inner(c: Constellation, e: Any) -> None:
+    if isinstance(e, AddTask):
+        try:
+            task = TaskStar.model_validate({k: v for k, v in e.task.items() if k in TaskStar.PLAN_FIELDS})
+        except ValidationError as exc:
+            raise EditError(f"add_task: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}") from None
+        if task.id in c.tasks:
+            raise EditError(f"add_task: task {task.id!r} already exists")
+        c.tasks[task.id] = task
+        for src in e.after:
+            if src not in c.tasks:
+                raise EditError(f"add_task {task.id!r}: 'after' names unknown task {src!r}")
+            c.edges.append(TaskStarLine(source=src, target=task.id))
+    elif isinstance(e, RemoveTask):
+        _pending(c, e.task_id, "remove_task")
+        if any(c.tasks[x.target].status is not TaskStatus.PENDING for x in c.successors(e.task_id)):
+            raise EditError(f"remove_task: {e.task_id!r} feeds a task that already started")
+        del c.tasks[e.task_id]
+        c.edges = [x for x in c.edges if e.task_id not in (x.source, x.target)]
+    elif isinstance(e, UpdateTask):
+        task = _pending(c, e.task_id, "update_task")
+        bad = set(e.changes) - (TaskStar.PLAN_FIELDS - {"id"})
+        if bad:
+            raise EditError(f"update_task: cannot change {sorted(bad)}; allowed: "
+                            f"{sorted(TaskStar.PLAN_FIELDS - {'id'})}")
+        try:
+            c.tasks[e.task_id] = TaskStar.model_validate({**task.model_dump(), **e.changes})
+        except ValidationError as exc:
+            raise EditError(f"update_task {e.task_id!r}: {exc.errors()[0]['msg']}") from None
+    elif isinstance(e, AddDependency):
+        for end in (e.source, e.target):
+            if end not in c.tasks:
+                raise EditError(f"add_edge {e.source}->{e.target}: no task {end!r}")
+        _pending(c, e.target, f"add_edge {e.source}->{e.target}")
+        if any(x.key == (e.source, e.target) for x in c.edges):
+            raise EditError(f"add_edge: {e.source}->{e.target} already exists")
+        c.edges.append(TaskStarLine(source=e.source, target=e.target, kind=e.kind,
+                                    condition=e.condition))
+    elif isinstance(e, RemoveDependency):
+        if not any(x.key == (e.source, e.target) for x in c.edges):
+            raise EditError(f"remove_edge: no edge {e.source}->{e.target}")
+        _pending(c, e.target, f"remove_edge {e.source}->{e.target}")
+        c.edges = [x for x in c.edges if x.key != (e.source, e.target)]
+    else:  # pragma: no cover - the union is closed
+        raise EditError(f"unknown edit {e!r}")
+
+
+def apply_batch(c: Constellation, batch: EditBatch) -> Constellation:
+    """Apply ``batch`` to a copy of ``c``; return the copy, or raise EditError (``c`` untouched).
+
+    The copy is validated as a whole at the end, so a batch may pass through an intermediate
+    state (say, an edge added before its task) as long as the final DAG is valid.
+    """
+    new = c.model_copy(deep=True)
+    new.invalidate()
+    for i, e in enumerate(batch.edits):
+        try:
+            _apply_one(new, e)
+        except EditError as exc:
+            raise EditError(f"edit {i} rejected, batch rolled back: {exc}") from None
+    try:
+        new.validate_graph()
+    except PlanError as exc:
+        raise EditError(f"batch rejected, DAG unchanged: {exc}") from None
+    check_invariants(c, new)
+    return new
+
+
+def check_invariants(before: Constellation, after: Constellation) -> None:
+    """Raise EditError if ``after`` changed a started task, its incoming edges, or is invalid."""
+    try:
+        after.validate_graph()
+    except PlanError as exc:
+        raise EditError(str(exc)) from None
+    for tid, task in before.tasks.items():
+        if task.status is TaskStatus.PENDING and task.attempts == 0:
+            continue
+        other = after.tasks.get(tid)
+        if other is None or other.model_dump() != task.model_dump():
+            raise EditError(f"started task {tid!r} was changed")
+        if {x.key for x in before.predecessors(tid)} != {x.key for x in after.predecessors(tid)}:
+            raise EditError(f"edges into started task {tid!r} were changed")

@@ -1,0 +1,58 @@
+"""Galaxy's exceptions, all rooted in :class:`paperlab.errors.GalaxyError`.
+
+    GalaxyError
+    ├── PlanError          a constellation file or model is invalid
+    │   └── ConditionError     an edge condition is not a safe expression
+    ├── EditError          an edit batch was rejected (the DAG is unchanged)
+    ├── ProtocolError      an AIP message is malformed, oversized or out of order
+    ├── JournalError       the SQLite journal is missing, locked or names no such run
+    ├── ExecutorError      a device refused or failed to run a task
+    └── PlannerError       a planner could not produce a valid constellation
+"""
+
+from __future__ import annotations
+
+from paperlab.errors import GalaxyError
+
+__all__ = [
+    "ConditionError",
+    "EditError",
+    "ExecutorError",
+    "GalaxyError",
+    "JournalError",
+    "PlanError",
+    "PlannerError",
+    "ProtocolError",
+]
+
+
+class PlanError(GalaxyError):
+    """A constellation (plan) is invalid: names the field and the fix."""
+
+
+class ConditionError(PlanError):
+    """A conditional edge's expression is not in the safe whitelist."""
+
+
+class EditError(GalaxyError):
+    """An edit batch broke an invariant and was rolled back as a whole."""
+
+
+class ProtocolError(GalaxyError):
+    """An AIP message could not be accepted; ``code`` goes into the ERROR reply."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class JournalError(GalaxyError):
+    """The run journal cannot be used as asked."""
+
+
+class ExecutorError(GalaxyError):
+    """A task could not run on a device (refused by its allow-list, or failed)."""
+
+
+class PlannerError(GalaxyError):
+    """A planner gave up: the message shows the last invalid plan and why."""

@@ -1,0 +1,190 @@
+"""Planners: turn a request and the registered devices into a constellation.
+
+Two implementations behind one interface (:class:`Planner`), chosen from :data:`PLANNERS`:
+
+* ``yaml`` (:class:`DeclarativePlanner`): a plan file, no LLM;
+* ``llm`` (:class:`LLMPlanner`): asks a :mod:`paperlab.llm` model for JSON matching the
+  constellation schema, validates it (schema, DAG, capabilities the devices offer, executors),
+  and feeds the validation error back for a bounded number of retries. It then raises
+  :class:`PlannerError` showing the last invalid plan.
+
+The LLM planner also proposes edit batches for the replanner (:meth:`LLMPlanner.replan`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from paperlab.galaxy.constellation import Constellation, load_constellation
+from paperlab.galaxy.edits import EditBatch, apply_batch, parse_batch
+from paperlab.galaxy.errors import EditError, PlanError, PlannerError
+from paperlab.galaxy.executors import EXECUTORS
+
+__all__ = ["PLANNERS", "DeclarativePlanner", "DeviceSummary", "LLMPlanner", "Planner",
+           "extract_json", "get_planner"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DeviceSummary:
+    """What a planner may know about a device."""
+
+    device_id: str
+    capabilities: list[str]
+    executors: list[str] = field(default_factory=lambda: sorted(EXECUTORS))
+    python_allow: list[str] = field(default_factory=list)
+
+
+class Planner(Protocol):
+    def plan(self, request: str, devices: list[DeviceSummary]) -> Constellation: ...
+
+
+class DeclarativePlanner:
+    """A YAML/JSON plan file; the request is recorded but not interpreted."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def plan(self, request: str, devices: list[DeviceSummary]) -> Constellation:
+        c = load_constellation(self.path)
+        if request:
+            c.request = request
+        check_placeable(c, devices)
+        return c
+
+
+def check_placeable(c: Constellation, devices: list[DeviceSummary]) -> None:
+    """PlanError unless every task has a device offering its capabilities and executor."""
+    if not devices:
+        return  # nothing known yet: placement is the orchestrator's job at run time
+    for t in c.tasks.values():
+        ok = [d for d in devices if set(t.capabilities) <= set(d.capabilities)
+              and t.executor.kind in d.executors and (t.device is None or t.device == d.device_id)]
+        if not ok:
+            raise PlanError(f"task {t.id!r} needs capabilities {t.capabilities} and executor "
+                            f"{t.executor.kind!r}{' on ' + t.device if t.device else ''}; no device "
+                            f"offers that (devices: {[(d.device_id, d.capabilities) for d in devices]})")
+        if t.executor.kind == "python":
+            fn = t.executor.args.get("function")
+            if not any(fn in d.python_allow for d in ok):
+                raise PlanError(f"task {t.id!r} calls python function {fn!r}, which no capable "
+                                f"device allows; allowed: {sorted({f for d in ok for f in d.python_allow})}")
+
+
+def extract_json(text: str) -> Any:
+    """The first JSON object in ``text`` (models wrap it in prose or ``` fences)."""
+    start = text.find("{")
+    while start != -1:
+        depth, in_str, esc = 0, False, False
+        for i in range(start, len(text)):
+            ch = text[i]
+            if in_str:
+                esc = (ch == "\\") and not esc
+                if ch == '"' and not esc:
+                    in_str = False
+                continue
+            if ch == '"':
+                in_str = True
+            elif ch == "{":
+                depth += 1
+            elif ch == "}":
+                depth -= 1
+                if depth == 0:
+                    try:
+                        return json.loads(text[start:i + 1])
+                    except ValueError:
+                        break
+        start = text.find("{", start + 1)
+    raise PlanError("the reply contains no JSON object; answer with one JSON object only")
+
+
+_SCHEMA_HINT = """Answer with ONE JSON object, no prose:
+{"name": str, "tasks": [{"id": str, "description": str, "capabilities": [str],
+  "executor": {"kind": one of %(kinds)s, "args": {...}}, "after": [task ids],
+  "inputs": {"arg": "upstream_id.field"}, "timeout": seconds, "max_retries": int}]}
+Executor args: echo {"value": any}; sleep {"seconds": float}; shell {"argv": [program, args...]};
+python {"function": name, "kwargs": {...}}; llm {"prompt": str}.
+Independent tasks must not depend on each other, so they run in parallel."""
+
+
+class LLMPlanner:
+    """Plans with an LLM through paperlab.llm (anything with ``generate(messages, ...)``)."""
+
+    def __init__(self, llm: Any, max_attempts: int = 3, max_tokens: int = 768) -> None:
+        self.llm = llm
+        self.max_attempts = max_attempts
+        self.max_tokens = max_tokens
+        self.transcript: list[dict[str, str]] = []
+
+    def _ask(self, messages: list[dict[str, str]]) -> str:
+        gen = self.llm.generate(messages, max_tokens=self.max_tokens, temperature=0.0)
+        return str(gen.text)
+
+    def plan(self, request: str, devices: list[DeviceSummary]) -> Constellation:
+        """Plan ``request``; PlannerError with the last invalid plan after max_attempts."""
+        dev_text = "\n".join(f"- {d.device_id}: capabilities {d.capabilities}, executors "
+                             f"{d.executors}, python functions {d.python_allow}" for d in devices)
+        messages = [
+            {"role": "system", "content": "You split a user request into a DAG of tasks for devices. "
+                                          + _SCHEMA_HINT % {"kinds": sorted(EXECUTORS)}},
+            {"role": "user", "content": f"Devices:\n{dev_text or '- (none registered yet)'}\n\nRequest: {request}"},
+        ]
+        last, error = "", ""
+        for attempt in range(1, self.max_attempts + 1):
+            last = self._ask(messages)
+            try:
+                c = Constellation.from_plan(extract_json(last))
+                check_placeable(c, devices)
+                c.request = request
+                self.transcript = messages + [{"role": "assistant", "content": last}]
+                return c
+            except PlanError as exc:
+                error = str(exc)
+                log.info("plan attempt %d invalid: %s", attempt, error)
+                messages = messages + [
+                    {"role": "assistant", "content": last},
+                    {"role": "user", "content": f"That plan is invalid: {error}. Reply with the "
+                                                "corrected JSON object only."}]
+        self.transcript = messages
+        raise PlannerError(f"the LLM gave no valid plan in {self.max_attempts} attempts; last "
+                           f"error: {error}; last plan: {last[:800]!r}")
+
+    def replan(self, c: Constellation, events: list[dict[str, Any]],
+               feedback: str = "") -> EditBatch | None:
+        """Ask for an edit batch reacting to ``events``; None if the model proposes no change."""
+        state = {t.id: {"status": t.status.value, "error": t.error, "device": t.assigned_device}
+                 for t in c.tasks.values()}
+        prompt = (f"Run state: {json.dumps(state)}\nEvents: {json.dumps(events)}\n"
+                  + (f"Your last edit was rejected: {feedback}\n" if feedback else "")
+                  + 'Reply with {"edits": [...]} using ops add_task, remove_task, update_task, '
+                    'add_edge, remove_edge; or {"edits": []} for no change.')
+        messages = [{"role": "user", "content": prompt}]
+        for _ in range(self.max_attempts):
+            text = self._ask(messages)
+            try:
+                data = extract_json(text)
+                if not data.get("edits"):
+                    return None
+                batch = parse_batch(data)
+                apply_batch(c, batch)  # dry run
+                return batch
+            except (PlanError, EditError, AttributeError) as exc:
+                messages += [{"role": "assistant", "content": text},
+                             {"role": "user", "content": f"Invalid: {exc}. Corrected JSON only."}]
+        return None
+
+
+PLANNERS = {"yaml": DeclarativePlanner, "llm": LLMPlanner}
+
+
+def get_planner(name: str, arg: Any) -> Planner:
+    """The planner registered under ``name`` built with its one argument (path or LLM)."""
+    try:
+        return PLANNERS[name](arg)  # type: ignore[no-any-return]
+    except KeyError:
+        raise PlannerError(f"unknown planner {name!r}; known: {', '.join(PLANNERS)}") from None

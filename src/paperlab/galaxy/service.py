@@ -1,0 +1,139 @@
+"""Wiring for the CLI: journal + orchestrator + server (+ dashboard), a live table, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from paperlab.galaxy.constellation import load_constellation
+from paperlab.galaxy.journal import Journal
+from paperlab.galaxy.orchestrator import Orchestrator, OrchestratorConfig
+from paperlab.galaxy.runstate import Run
+from paperlab.galaxy.server import OrchestratorServer
+
+__all__ = ["ServiceOptions", "replay_run", "run_service", "task_table"]
+
+log = logging.getLogger(__name__)
+_COLOURS = {"pending": "white", "running": "yellow", "completed": "green", "failed": "red",
+            "cancelled": "magenta", "skipped": "bright_black"}
+
+
+@dataclass
+class ServiceOptions:
+    token: str
+    host: str = "127.0.0.1"
+    port: int = 8765
+    journal: Path = Path("galaxy-journal.sqlite")
+    plan: Path | None = None
+    run_id: str | None = None
+    resume: str | None = None
+    ui: bool = False
+    device_timeout: float = 5.0
+    unplaceable_timeout: float = 10.0
+    exit_when_done: bool = True
+    live: bool = True
+    replan: bool = False
+
+
+def replay_run(journal_path: Path, run_id: str) -> Run:
+    """Rebuild a run's state from its journal without running anything."""
+    from paperlab.galaxy.errors import JournalError
+
+    if not Path(journal_path).is_file():
+        raise JournalError(f"journal {journal_path} does not exist; pass --journal PATH")
+    j = Journal(journal_path)
+    try:
+        j.run_info(run_id)
+        events = iter(j.events(run_id))
+        first = next(events)
+        run = Run.from_created(run_id, first["data"])
+        for ev in events:
+            run.apply(ev["kind"], ev["data"], ev["ts"])
+        return run
+    finally:
+        j.close()
+
+
+def task_table(run: Run) -> Table:
+    """A rich table of the run's tasks."""
+    table = Table(title=f"{run.constellation.name} ({run.run_id})")
+    for col in ("task", "status", "device", "attempts", "result / error"):
+        table.add_column(col)
+    for t in run.constellation.tasks.values():
+        detail = t.error if t.error and t.status.value != "completed" else t.result
+        text = str(detail)[:60] if detail is not None else ""
+        table.add_row(t.id, f"[{_COLOURS[t.status.value]}]{t.status.value}", t.assigned_device or "",
+                      str(t.attempts), text)
+    return table
+
+
+def run_service(opts: ServiceOptions) -> str | None:
+    """Run the orchestrator service; returns the run's final state when ``exit_when_done``."""
+    return asyncio.run(_main(opts))
+
+
+async def _main(opts: ServiceOptions) -> str | None:
+    journal = Journal(opts.journal)
+    orch = Orchestrator(journal, OrchestratorConfig(device_timeout=opts.device_timeout,
+                                                     unplaceable_timeout=opts.unplaceable_timeout))
+    ui = None
+    if opts.ui:
+        from paperlab.galaxy.dashboard import Dashboard
+
+        ui = Dashboard(orch)
+    if opts.replan:
+        from paperlab.galaxy.replanner import RuleReplanner
+
+        RuleReplanner().attach(orch)
+    server = OrchestratorServer(orch, opts.token, opts.host, opts.port, ui=ui)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    port = await server.start()
+    console = Console(stderr=True)
+    print(f"listening ws://{opts.host}:{port}/aip", flush=True)
+    if ui is not None:
+        print(f"dashboard http://{opts.host}:{port}/ui?token=<token>", flush=True)
+    run_id = None
+    try:
+        if opts.resume:
+            run_id = orch.resume(opts.resume)
+        elif opts.plan is not None:
+            run_id = orch.submit(load_constellation(opts.plan), opts.run_id)
+        if run_id is not None:
+            print(f"run {run_id}", flush=True)
+        if not opts.exit_when_done or run_id is None:
+            await stop.wait()
+            return None
+        done = asyncio.ensure_future(orch.wait(run_id))
+        stopper = asyncio.ensure_future(stop.wait())
+        live = opts.live and console.is_terminal
+        with Live(task_table(orch.runs[run_id]), console=console, refresh_per_second=4,
+                  transient=False) if live else contextlib.nullcontext() as view:
+            while not done.done() and not stopper.done():
+                await asyncio.wait({done, stopper}, timeout=0.25)
+                if view is not None:
+                    view.update(task_table(orch.runs[run_id]))
+        stopper.cancel()
+        if not done.done():
+            done.cancel()
+            return None
+        state = done.result().value
+        if not live:
+            Console().print(task_table(orch.runs[run_id]))
+        m = orch.runs[run_id].constellation.metrics()
+        print(f"run {run_id} finished: {state}; critical path {m['critical_path']:.2f}s, "
+              f"work {m['total_work']:.2f}s, parallel width {m['parallel_width']:.2f}", flush=True)
+        return state
+    finally:
+        await server.close()
+        journal.close()

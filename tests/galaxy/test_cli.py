@@ -1,0 +1,76 @@
+"""The CLI as a user meets it: clear one-line errors (exit 2) and `status` from the journal."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+def cli(*args: str, token: str | None = "t", cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    env.pop("GALAXY_TOKEN", None)
+    if token is not None:
+        env["GALAXY_TOKEN"] = token
+    return subprocess.run([sys.executable, "-m", "paperlab", "galaxy", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd, timeout=120)
+
+
+def test_user_errors_are_one_line(tmp_path: Path) -> None:
+    r = cli("run", str(tmp_path / "missing.yaml"), "--journal", str(tmp_path / "j.sqlite"))
+    assert r.returncode == 2 and "error: plan file" in r.stderr and "Traceback" not in r.stderr
+    (tmp_path / "cyc.yaml").write_text(
+        "tasks:\n- {id: a, executor: {kind: echo}, after: [b]}\n- {id: b, executor: {kind: echo}, after: [a]}\n")
+    r = cli("run", str(tmp_path / "cyc.yaml"), "--journal", str(tmp_path / "j.sqlite"), "--port", "0")
+    assert r.returncode == 2 and "cycle" in r.stderr
+    r = cli("serve", token=None)
+    assert r.returncode == 2 and "GALAXY_TOKEN" in r.stderr
+    r = cli("status", "nope", "--journal", str(tmp_path / "none.sqlite"))
+    assert r.returncode == 2 and "does not exist" in r.stderr
+
+
+def test_status_replays_the_journal(tmp_path: Path) -> None:
+    from paperlab.galaxy.constellation import Constellation
+    from paperlab.galaxy.journal import Journal
+    from paperlab.galaxy.runstate import Run
+
+    j = Journal(tmp_path / "j.sqlite")
+    plan = Constellation.from_plan({"tasks": [{"id": "alpha", "executor": {"kind": "echo"}}]})
+    j.create_run("r1", "demo")
+    data = {"plan": plan.plan_dict(), "settings": {}}
+    j.append("r1", "created", data)
+    run = Run.from_created("r1", data)
+    for kind, ev in [("dispatched", {"task": "alpha", "attempt": "r1/alpha/1", "device": "d"}),
+                     ("result", {"task": "alpha", "attempt": "r1/alpha/1", "device": "d",
+                                 "status": "completed", "result": 42, "error": None})]:
+        run.apply(kind, ev, j.append("r1", kind, ev))
+    j.close()
+    r = cli("status", "r1", "--journal", str(tmp_path / "j.sqlite"))
+    assert r.returncode == 0, r.stderr
+    assert "alpha" in r.stdout and "completed" in r.stdout and "42" in r.stdout
+    r = cli("status", "r2", "--journal", str(tmp_path / "j.sqlite"))
+    assert r.returncode == 2 and "known runs: ['r1']" in r.stderr
+
+
+def test_ask_with_a_plan_file_runs_after_devices_join(galaxy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import yaml
+
+    plan = tmp_path / "p.yaml"
+    plan.write_text(yaml.safe_dump({"tasks": [
+        {"id": "hello", "capabilities": ["cpu"], "executor": {"kind": "echo", "args": {"value": "hi"}}}]}))
+    env = {**os.environ, "PYTHONPATH": str(SRC), "GALAXY_TOKEN": galaxy.token}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "paperlab", "galaxy", "ask", "say hi", "--plan", str(plan), "--yes",
+         "--port", str(galaxy.port), "--journal", str(tmp_path / "j.sqlite")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        galaxy.device("pc", ["cpu"])
+        out, _ = proc.communicate(timeout=90 * galaxy.tscale)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out
+    assert "plan: " in out and "finished: completed" in out and "hello" in out
