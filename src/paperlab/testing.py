@@ -1,7 +1,8 @@
 """Helpers for tests of paperlab and of code built on it: free ports, real local servers.
 
-Nothing in paperlab imports this module; it lives in the package so that every system's tests
-(and users testing their own pipelines) can start the same real servers the same way.
+It lives in the package so that every system's tests (and users testing their own pipelines)
+start real servers the same way; the Galaxy demo's local devices use ``free_port`` too. It
+imports only the standard library.
 """
 
 from __future__ import annotations
