@@ -40,10 +40,12 @@ def _root(
 ) -> None:
     global _DEBUG
     _DEBUG = debug
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    level = logging.DEBUG if debug else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # Some libraries (bm25s) set their own loggers to DEBUG; the handler's level keeps their
+    # chatter off the user's terminal unless --debug asks for it.
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(level)
 
 
 @app.command()

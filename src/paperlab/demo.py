@@ -9,6 +9,7 @@ and the others still run; the command then exits non-zero.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import logging
 import tempfile
 import time
@@ -33,6 +34,14 @@ class DemoContext:
     console: Console
 
 
+def _quiet_library_progress_bars() -> None:
+    """The demos draw rich progress bars; transformers' own tqdm bars would interleave with them."""
+    if importlib.util.find_spec("transformers") is not None:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 def run_demo(only: str | None = None, out_dir: str | Path = "paperlab-report") -> Path:
     """Run the demos and write the report.
 
@@ -47,6 +56,7 @@ def run_demo(only: str | None = None, out_dir: str | Path = "paperlab-report") -
         PaperlabError: ``only`` names an unknown or unbuilt system, or a demo failed.
     """
     console = Console(stderr=True)
+    _quiet_library_progress_bars()
     systems = [get_system(only)] if only else list(SYSTEMS)
     if only and not systems[0].available:
         raise PaperlabError(f"system {only!r} is not available yet; run `paperlab demo` to see all")
