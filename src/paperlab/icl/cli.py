@@ -6,6 +6,7 @@ Heavy imports (torch, transformers, matplotlib) happen inside the commands so th
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -38,8 +39,10 @@ def run(
                                                       "(default: nucleotide for dna*, else digit).")] = None,
     shots: Annotated[str, typer.Option(help="Comma-separated shot counts.")] = ALL_SHOTS,
     functions: Annotated[int, typer.Option(help="How many functions of the seeded suite (max useful 100+).")] = 100,
-    prompts: Annotated[int, typer.Option(help="Prompt sets (Monte Carlo draws) per function.")] = 4,
-    queries: Annotated[int, typer.Option(help="Queries per prompt set (they share its examples).")] = 1,
+    prompts: Annotated[int, typer.Option(help="Prompt sets (independent draws of examples and "
+                                              "mapping) per function; each costs one k_max-shot pass.")] = 1,
+    queries: Annotated[int, typer.Option(help="Queries per prompt set: prompts that share its examples "
+                                              "and mapping, scored on its cached prefix.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the suite and the prompt draws.")] = 0,
     scorer: Annotated[str, typer.Option(help="cached (KV-cache reuse), api (llm.generate/score), naive.")] = "cached",
     context: Annotated[int | None, typer.Option(help="Context length in tokens (default: the model's).")] = None,
@@ -66,6 +69,7 @@ def run(
     with console.status(f"loading {model}"):
         loaded = load_model(model)
     sc = loaded.scorer(scorer, context=context)
+    t0 = time.perf_counter()
     with Progress(console=console) as bar:
         task = bar.add_task(f"{model} {scheme.name}", total=len(suite) * prompts)
         rows = run_sweep(sc, suite, scheme, shot_list, model_name=model, n_prompts=prompts,
@@ -74,7 +78,7 @@ def run(
     write_csv(rows, out)
     _print_table("exact match vs shots", *summary_table(rows))
     _print_table("log2(k) fits", *fit_table(rows))
-    console.print(f"wrote {len(rows)} rows to {out}")
+    console.print(f"wrote {len(rows)} rows to {out}; scoring took {time.perf_counter() - t0:.0f} s")
 
 
 @app.command("train-dna")

@@ -119,7 +119,9 @@ class PrefixCacheScorer:
         zero, one = self._id(m.zero), self._id(m.one)
         others = torch.where(answers == zero, one, zero)
         with torch.inference_mode():
-            out = self.model(input_ids=prefix, use_cache=True)
+            # Only the cache is needed from the prefix: skipping the vocabulary projection of its
+            # 18k positions saves a fifth of SmolLM2's prefix cost (its 49k-row tied head).
+            out = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
             kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
             results = []
             for k in shots:
@@ -130,9 +132,10 @@ class PrefixCacheScorer:
                     cache.update(keys[:, :, :length].expand(n, -1, -1, -1),
                                  values[:, :, :length].expand(n, -1, -1, -1), i)
                 pos = torch.arange(length, length + seqs.shape[1], device=dev).unsqueeze(0).expand(seqs.shape[0], -1)
+                # positions 8..15 of `query sep answer` predict the 8 answer symbols
                 logits = self.model(input_ids=seqs, past_key_values=cache, position_ids=pos,
-                                    use_cache=True).logits
-                pred = logits[:, N_BITS : 2 * N_BITS].float()  # (Q, 8, V): predicts answer symbols
+                                    use_cache=True, logits_to_keep=N_BITS + 1).logits
+                pred = logits[:, :N_BITS].float()  # (Q, 8, V)
                 greedy = (pred.argmax(-1) == answers).all(-1)
                 won = pred.gather(-1, answers.unsqueeze(-1)) > pred.gather(-1, others.unsqueeze(-1))
                 won = won.squeeze(-1)  # (Q, 8)

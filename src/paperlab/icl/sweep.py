@@ -40,8 +40,8 @@ def run_sweep(
     shots: Sequence[int],
     *,
     model_name: str,
-    n_prompts: int = 4,
-    n_queries: int = 1,
+    n_prompts: int = 1,
+    n_queries: int = 4,
     seed: int = 0,
     on_progress: ProgressCallback | None = None,
 ) -> list[dict[str, Any]]:
