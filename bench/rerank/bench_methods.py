@@ -1,11 +1,22 @@
-"""Benchmark: wall time to rerank BM25 top-100 on one local `transformers serve` server,
+"""Benchmark: wall time to rerank BM25 top-100 of TREC DL19 queries with one local model,
 GroupRank (all groups concurrent) vs listwise sliding window vs pointwise, in the same run.
 
-Queries are interleaved (for each query: grouprank, listwise, pointwise) so that load changes on
-a shared machine hit all methods alike. Prints a table with ratios to listwise and writes JSON
-to results/bench_methods.json. The target: grouprank wall <= 0.35x listwise.
+Two backends, one at a time:
 
-    OMP_NUM_THREADS=1 nice python bench/rerank/bench_methods.py --queries 10
+- ``--backend serve``: one local ``transformers serve`` process (OpenAI-compatible HTTP,
+  continuous batching on by default); the LLM methods that generate text.
+- ``--backend hf``: the packaged model in this process (``paperlab.llm`` hf backend, which
+  gathers concurrent calls into batched forward passes); adds the logit modes, which need raw
+  logits.
+
+BM25 (bm25s) top-100 is evaluated on all judged queries first (the BM25 row of the DL19
+table). Queries are interleaved (for each query every method in turn) so that load changes hit all
+methods alike. The ratio to listwise is taken over the queries both ran. Prints a table and
+writes JSON (per-query walls, calls, tokens, repairs, fallbacks, nDCG@10 against BM25 on the same
+queries). The target: grouprank wall <= 0.35x listwise.
+
+    PYTHONPATH=src python bench/rerank/bench_methods.py --backend serve \
+        --methods grouprank:10,listwise:10,pointwise:1
 
 Settings that keep it short on a CPU (recorded in the JSON): passages cut to --max-chars,
 completion budgets per method just above what a full answer needs for 20 passages, one repeat,
@@ -17,10 +28,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from paperlab.io.atomic import atomic_write_text
 from paperlab.rerank.beir import load_beir
@@ -32,9 +46,11 @@ from paperlab.rerank.types import Passage, RerankStats
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1].parent / "shared" / "data" / "ir" / "msmarco-dl19"
+LABELS = ("grouprank", "grouprank-logit", "listwise", "pointwise", "pointwise-logit")
 
 
-def start_server(model_dir: Path, log_path: Path, continuous_batching: bool) -> tuple[subprocess.Popen, str]:
+def start_server(model_dir: Path, log_path: Path, continuous_batching: bool,
+                 max_batch_tokens: int | None) -> tuple[subprocess.Popen, str]:
     from paperlab.testing import free_port, wait_http
 
     port = free_port()
@@ -44,6 +60,8 @@ def start_server(model_dir: Path, log_path: Path, continuous_batching: bool) -> 
         # Without a bound the CPU server sizes its paged KV cache from free RAM (13 GB seen);
         # 1024 blocks of 32 tokens (~1.5 GB for SmolLM2-135M) hold 100 pointwise prompts at once.
         cmd += ["--continuous-batching", "--cb-num-blocks", "1024", "--cb-block-size", "32"]
+        if max_batch_tokens:
+            cmd += ["--cb-max-batch-tokens", str(max_batch_tokens)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -51,16 +69,47 @@ def start_server(model_dir: Path, log_path: Path, continuous_batching: bool) -> 
     return proc, f"openai:http://127.0.0.1:{port}/v1#{model_dir}"
 
 
+def parse_methods(text: str, default_queries: int) -> dict[str, int]:
+    """``grouprank:10,listwise:10,pointwise:2`` -> {label: queries}."""
+    out: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        label, _, n = part.partition(":")
+        if label not in LABELS:
+            raise SystemExit(f"error: unknown method {label!r}; choose from {', '.join(LABELS)}")
+        out[label] = int(n) if n else default_queries
+    return out
+
+
+def configs(args: argparse.Namespace) -> dict[str, tuple[str, RerankConfig]]:
+    common: dict[str, Any] = dict(max_chars=args.max_chars, repeats=1, group_size=20, max_retries=0,
+                                  fallback="first_stage", concurrency=args.concurrency, template=None)
+    group = {**common, "template": "grouprank-json/v1"}
+    return {
+        "grouprank": ("grouprank", RerankConfig(**group, max_tokens=args.tokens_group)),
+        "grouprank-logit": ("grouprank", RerankConfig(**group, mode="logit")),
+        "listwise": ("listwise", RerankConfig(**common, max_tokens=args.tokens_list)),
+        "pointwise": ("pointwise", RerankConfig(**{**group, "concurrency": args.pointwise_concurrency},
+                                                max_tokens=args.tokens_point)),
+        "pointwise-logit": ("pointwise", RerankConfig(**group, mode="logit")),
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--queries", type=int, default=10)
-    ap.add_argument("--pointwise-queries", type=int, default=None, help="default: --queries")
+    ap.add_argument("--backend", choices=("serve", "hf"), default="serve")
+    ap.add_argument("--queries", type=int, default=10, help="default query count per method")
+    ap.add_argument("--methods", default="grouprank,listwise,pointwise",
+                    help="comma-separated LABEL[:QUERIES]; labels: " + ", ".join(LABELS))
     ap.add_argument("--max-chars", type=int, default=120)
     ap.add_argument("--tokens-group", type=int, default=140)
     ap.add_argument("--tokens-list", type=int, default=100)
     ap.add_argument("--tokens-point", type=int, default=10)
+    ap.add_argument("--concurrency", type=int, default=128)
+    ap.add_argument("--pointwise-concurrency", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for --backend hf")
     ap.add_argument("--no-continuous-batching", action="store_true")
+    ap.add_argument("--cb-max-batch-tokens", type=int, default=None)
     ap.add_argument("--out", type=Path, default=HERE / "results" / "bench_methods.json")
     args = ap.parse_args()
     if not args.data.is_dir():
@@ -69,66 +118,91 @@ def main() -> int:
     from paperlab.llm import load_llm
     from paperlab.llm.packaged import smollm2_dir
 
+    wanted = parse_methods(args.methods, args.queries)
+    cfgs = {m: c for m, c in configs(args).items() if m in wanted}
     data = load_beir(args.data)
-    qids = data.judged_queries()[: args.queries]
-    cands = first_stage_run(data, BM25Index.build(data.corpus), qids, 100)
-    n_point = args.queries if args.pointwise_queries is None else args.pointwise_queries
-    common = dict(max_chars=args.max_chars, repeats=1, group_size=20, max_retries=0,
-                  fallback="first_stage", concurrency=128, template=None)
-    cfgs = {
-        "grouprank": RerankConfig(**{**common, "template": "grouprank-json/v1", "max_tokens": args.tokens_group}),
-        "listwise": RerankConfig(**{**common, "max_tokens": args.tokens_list}),
-        "pointwise": RerankConfig(**{**common, "template": "grouprank-json/v1", "max_tokens": args.tokens_point}),
-    }
-    proc, spec = start_server(smollm2_dir(), Path("/tmp") / f"rerank-bench-serve-{os.getpid()}.log",
-                              not args.no_continuous_batching)
+    all_qids = data.judged_queries()
+    qids = all_qids[: max(wanted.values())]
+    t = time.perf_counter()
+    cands = first_stage_run(data, BM25Index.build(data.corpus), all_qids, 100)
+    bm25_s = time.perf_counter() - t
+    bm25_all, _ = evaluate_run(data.qrels, {q: dict(h) for q, h in cands.items()})
+    print(f"BM25 top-100 on all {len(all_qids)} judged queries ({bm25_s:.1f} s incl. indexing): "
+          + ", ".join(f"{k} {v:.4f}" for k, v in bm25_all.items()), flush=True)
+    proc = None
+    if args.backend == "serve":
+        if any(m.endswith("-logit") for m in cfgs):
+            raise SystemExit("error: logit modes need --backend hf (transformers serve returns no logprobs)")
+        log_path = Path(tempfile.gettempdir()) / f"rerank-bench-serve-{os.getpid()}.log"
+        print(f"server log: {log_path}", flush=True)
+        proc, spec = start_server(smollm2_dir(), log_path, not args.no_continuous_batching,
+                                  args.cb_max_batch_tokens)
+        llm = load_llm(spec, max_concurrency=args.concurrency, timeout=3600, max_retries=1)
+    else:
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        spec = "smollm2"
+        llm = load_llm(spec, max_concurrency=args.concurrency)
+    per: dict[str, dict] = {m: {"wall": [], "stats": RerankStats(), "run": {}, "queries": []} for m in cfgs}
+    t_run = time.perf_counter()
     try:
-        llm = load_llm(spec, max_concurrency=128, timeout=1800, max_retries=1)
-        llm.generate([{"role": "user", "content": "Say hi."}], max_tokens=4)  # warm the server
-        per: dict[str, dict] = {m: {"wall": [], "stats": RerankStats(), "run": {}, "queries": []} for m in cfgs}
+        llm.generate([{"role": "user", "content": "Say hi."}], max_tokens=4)  # warm up
         for i, q in enumerate(qids):
             passages = [Passage(d, data.corpus[d], s) for d, s in cands[q]]
-            for m, cfg in cfgs.items():
-                if m == "pointwise" and i >= n_point:
+            for m, (method, cfg) in cfgs.items():
+                if i >= wanted[m]:
                     continue
                 t = time.perf_counter()
-                ranking = get_method(m)(llm, cfg).rank(data.queries[q], passages)
+                ranking = get_method(method)(llm, cfg).rank(data.queries[q], passages)
                 per[m]["wall"].append(time.perf_counter() - t)
                 per[m]["stats"].merge(ranking.stats)
                 per[m]["run"][q] = {r.doc_id: r.score for r in ranking}
                 per[m]["queries"].append(q)
                 print(f"q{i} {m}: {per[m]['wall'][-1]:.1f} s, {ranking.stats.calls} calls, "
                       f"{ranking.stats.prompt_tokens}+{ranking.stats.completion_tokens} tokens, "
-                      f"repairs {dict(ranking.stats.repairs)}, fallbacks {dict(ranking.stats.fallbacks)}", flush=True)
+                      f"repairs {dict(ranking.stats.repairs)}, fallbacks {dict(ranking.stats.fallbacks)}",
+                      flush=True)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
     rows = []
-    # the ratio uses per-query walls over the queries every method ran
-    list_wall = {q: w for q, w in zip(per["listwise"]["queries"], per["listwise"]["wall"], strict=True)}
+    lw = per.get("listwise", {"queries": [], "wall": []})
+    list_wall = dict(zip(lw["queries"], lw["wall"], strict=True))
     for m, r in per.items():
         n = len(r["wall"])
         st: RerankStats = r["stats"]
-        metrics, _ = evaluate_run(data.qrels, r["run"])
-        bm25, _ = evaluate_run(data.qrels, {q: dict(cands[q]) for q in r["queries"]})
-        ratio = sum(r["wall"]) / sum(list_wall[q] for q in r["queries"]) if n else float("nan")
+        metrics, _ = evaluate_run(data.qrels, r["run"]) if n else ({}, None)
+        bm25, _ = evaluate_run(data.qrels, {q: dict(cands[q]) for q in r["queries"]}) if n else ({}, None)
+        shared = [q for q in r["queries"] if q in list_wall]
+        mine = dict(zip(r["queries"], r["wall"], strict=True))
+        ratio = (sum(mine[q] for q in shared) / sum(list_wall[q] for q in shared)) if shared else float("nan")
         rows.append({"method": m, "n_queries": n, "wall_s_per_query": sum(r["wall"]) / max(n, 1),
-                     "ratio_to_listwise": ratio, "calls_per_query": st.calls / max(n, 1),
+                     "ratio_to_listwise": ratio, "ratio_queries": len(shared),
+                     "calls_per_query": st.calls / max(n, 1),
                      "prompt_tokens_per_query": st.prompt_tokens / max(n, 1),
                      "completion_tokens_per_query": st.completion_tokens / max(n, 1),
-                     "nDCG@10": metrics["nDCG@10"], "bm25_nDCG@10_same_queries": bm25["nDCG@10"],
-                     "RR@10": metrics["RR@10"], "repairs": dict(st.repairs), "fallbacks": dict(st.fallbacks),
+                     "nDCG@10": metrics.get("nDCG@10"), "bm25_nDCG@10_same_queries": bm25.get("nDCG@10"),
+                     "RR@10": metrics.get("RR@10"), "repairs": dict(st.repairs), "fallbacks": dict(st.fallbacks),
                      "per_query_wall_s": [round(w, 2) for w in r["wall"]], "query_ids": r["queries"]})
-    print(f"\n{'method':<10} {'n':>2} {'wall/q s':>9} {'x listwise':>10} {'calls/q':>8} "
-          f"{'prompt tok/q':>12} {'compl tok/q':>11} {'nDCG@10':>8}")
+    print(f"\nbackend {args.backend} ({spec}), total {time.perf_counter() - t_run:.0f} s")
+    print(f"{'method':<16} {'n':>2} {'wall/q s':>9} {'x listwise':>10} {'calls/q':>8} "
+          f"{'prompt tok/q':>12} {'compl tok/q':>11} {'nDCG@10':>8} {'BM25 same q':>11}")
     for r in rows:
-        print(f"{r['method']:<10} {r['n_queries']:>2} {r['wall_s_per_query']:>9.1f} {r['ratio_to_listwise']:>10.3f} "
+        print(f"{r['method']:<16} {r['n_queries']:>2} {r['wall_s_per_query']:>9.1f} {r['ratio_to_listwise']:>10.3f} "
               f"{r['calls_per_query']:>8.1f} {r['prompt_tokens_per_query']:>12.0f} "
-              f"{r['completion_tokens_per_query']:>11.0f} {r['nDCG@10']:>8.4f}")
-    settings = {**vars(args), "data": str(args.data), "out": str(args.out), "server": "transformers serve (CPU)",
-                "continuous_batching": not args.no_continuous_batching,
-                "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "configs": {m: c.model_dump() for m, c in cfgs.items()}}
-    atomic_write_text(args.out, json.dumps({"settings": settings, "rows": rows}, indent=2, default=str))
+              f"{r['completion_tokens_per_query']:>11.0f} {r['nDCG@10'] or 0:>8.4f} "
+              f"{r['bm25_nDCG@10_same_queries'] or 0:>11.4f}")
+    settings = {**vars(args), "data": str(args.data), "out": str(args.out), "llm": spec,
+                "continuous_batching": args.backend == "serve" and not args.no_continuous_batching,
+                "machine": platform.platform(), "cpus": os.cpu_count(),
+                "configs": {m: c.model_dump() for m, (_, c) in cfgs.items()}}
+    bm25_row = {"n_queries": len(all_qids), "metrics": bm25_all, "wall_s": round(bm25_s, 2)}
+    atomic_write_text(args.out, json.dumps({"settings": settings, "bm25_all_queries": bm25_row, "rows": rows},
+                                           indent=2, default=str))
+    print(f"wrote {args.out}")
     return 0
 
 

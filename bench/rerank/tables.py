@@ -1,57 +1,44 @@
-"""Print the markdown tables for docs/rerank.md from results/*.json."""
+"""Print the markdown tables of docs/rerank.md from bench_methods.py JSON files.
+
+    python bench/rerank/tables.py docs/rerank/bench-hf.json docs/rerank/bench-serve.json
+"""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent / "results"
+
+BACKENDS = {"serve": "SmolLM2-135M served by one `transformers serve` process (HTTP, continuous batching)",
+            "hf": "SmolLM2-135M in this process (`paperlab.llm` hf backend, batched)"}
 
 
-def _f(x: float) -> str:
-    return f"{x:.4f}"
+def _f(x: float | None, nd: int = 4) -> str:
+    return "-" if x is None or x != x else f"{x:.{nd}f}"
 
 
-def dl19() -> None:
-    rows, seen = [], set()
-    for p in sorted(HERE.glob("dl19_*.json")):
-        for r in json.loads(p.read_text())["rows"]:
-            if r["label"] not in seen:
-                seen.add(r["label"])
-                rows.append(r)
-    print("| method | backend | queries | nDCG@10 | BM25 nDCG@10 (same queries) | RR@10 | R@100 | calls/q | prompt tok/q | compl tok/q | wall s/q | repairs | fallbacks |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        n = r["n_queries"]
-        m = r["metrics"]
-        b = r.get("bm25_same_queries", m)
-        print(f"| {r['label']} | {r['backend']} | {n} | {_f(m['nDCG@10'])} | {_f(b['nDCG@10'])} | {_f(m['RR@10'])} | "
-              f"{_f(m['R@100'])} | {r['calls'] / n:.1f} | {r['prompt_tokens'] / n:.0f} | {r['completion_tokens'] / n:.0f} | "
-              f"{r['wall_s'] / n:.1f} | {r['repairs'] or '-'} | {r['fallbacks'] or '-'} |")
-
-
-def bench() -> None:
-    p = HERE / "bench_methods.json"
-    if not p.is_file():
-        p = HERE / "bench_methods_partial.json"  # a run stopped before its end, see its "note"
-    if not p.is_file():
-        return
-    d = json.loads(p.read_text())
-    print("| method | queries | wall s/query | x listwise | calls/query | prompt tok/query | completion tok/query | nDCG@10 | BM25 nDCG@10 (same q) | repairs | fallbacks |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    def g(x: object, fmt: str) -> str:
-        return "n/a" if x is None else format(x, fmt)
-
+def table(path: Path) -> str:
+    d = json.loads(path.read_text())
+    st = d["settings"]
+    backend = BACKENDS.get(st["backend"], st["backend"])
+    lines = [f"`{path.name}`: {backend}; passages cut to {st['max_chars']} characters", "",
+             "| method | queries | nDCG@10 | BM25 nDCG@10 (same queries) | RR@10 | wall s/query | x listwise "
+             "| calls/query | prompt tok/query | completion tok/query | repairs | fallbacks |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
     for r in d["rows"]:
-        print(f"| {r['method']} | {r['n_queries']} | {g(r['wall_s_per_query'], '.1f')} | "
-              f"{g(r['ratio_to_listwise'], '.3f')} | {g(r['calls_per_query'], '.1f')} | "
-              f"{g(r['prompt_tokens_per_query'], '.0f')} | {g(r['completion_tokens_per_query'], '.0f')} | "
-              f"{g(r['nDCG@10'], '.4f')} | {g(r['bm25_nDCG@10_same_queries'], '.4f')} | "
-              f"{r['repairs'] or '-'} | {r['fallbacks'] or '-'} |")
-    if d.get("note"):
-        print(f"\n{d['note']}")
+        lines.append(
+            f"| {r['method']} | {r['n_queries']} | {_f(r['nDCG@10'])} | {_f(r['bm25_nDCG@10_same_queries'])} "
+            f"| {_f(r['RR@10'])} | {_f(r['wall_s_per_query'], 1)} | {_f(r['ratio_to_listwise'], 2)} "
+            f"| {r['calls_per_query']:.1f} | {r['prompt_tokens_per_query']:.0f} | {r['completion_tokens_per_query']:.0f} "
+            f"| {sum(r['repairs'].values())} | {sum(r['fallbacks'].values())} |")
+    bm = d.get("bm25_all_queries")
+    if bm:
+        lines += ["", f"BM25 on all {bm['n_queries']} judged queries: "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in bm["metrics"].items())]
+    return "\n".join(lines)
+
 
 if __name__ == "__main__":
-    dl19()
-    print()
-    bench()
+    for arg in sys.argv[1:]:
+        print(table(Path(arg)), end="\n\n")
