@@ -16,7 +16,10 @@ writes JSON (per-query walls, calls, tokens, repairs, fallbacks, nDCG@10 against
 queries). The target: grouprank wall <= 0.35x listwise.
 
     PYTHONPATH=src python bench/rerank/bench_methods.py --backend serve \
-        --methods grouprank:10,listwise:10,pointwise:1
+        --methods grouprank:10,listwise:10,pointwise:1 --pointwise-concurrency 16
+
+(100 concurrent pointwise requests stall `transformers serve`'s CPU continuous batching: keep
+them to 16 in flight there.)
 
 Settings that keep it short on a CPU (recorded in the JSON): passages cut to --max-chars,
 completion budgets per method just above what a full answer needs for 20 passages, one repeat,
