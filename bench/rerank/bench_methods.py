@@ -148,7 +148,8 @@ def main() -> int:
             torch.set_num_threads(args.threads)
         spec = "smollm2"
         llm = load_llm(spec, max_concurrency=args.concurrency)
-    per: dict[str, dict] = {m: {"wall": [], "stats": RerankStats(), "run": {}, "queries": []} for m in cfgs}
+    # per method: wall seconds by query id (in run order), merged stats, and the run for ir-measures
+    per: dict[str, dict] = {m: {"wall": {}, "stats": RerankStats(), "run": {}} for m in cfgs}
     t_run = time.perf_counter()
     try:
         llm.generate([{"role": "user", "content": "Say hi."}], max_tokens=4)  # warm up
@@ -159,11 +160,10 @@ def main() -> int:
                     continue
                 t = time.perf_counter()
                 ranking = get_method(method)(llm, cfg).rank(data.queries[q], passages)
-                per[m]["wall"].append(time.perf_counter() - t)
+                per[m]["wall"][q] = time.perf_counter() - t
                 per[m]["stats"].merge(ranking.stats)
                 per[m]["run"][q] = {r.doc_id: r.score for r in ranking}
-                per[m]["queries"].append(q)
-                print(f"q{i} {m}: {per[m]['wall'][-1]:.1f} s, {ranking.stats.calls} calls, "
+                print(f"q{i} {m}: {per[m]['wall'][q]:.1f} s, {ranking.stats.calls} calls, "
                       f"{ranking.stats.prompt_tokens}+{ranking.stats.completion_tokens} tokens, "
                       f"repairs {dict(ranking.stats.repairs)}, fallbacks {dict(ranking.stats.fallbacks)}",
                       flush=True)
@@ -172,24 +172,22 @@ def main() -> int:
             proc.terminate()
             proc.wait(timeout=30)
     rows = []
-    lw = per.get("listwise", {"queries": [], "wall": []})
-    list_wall = dict(zip(lw["queries"], lw["wall"], strict=True))
+    list_wall = per.get("listwise", {"wall": {}})["wall"]
     for m, r in per.items():
         n = len(r["wall"])
         st: RerankStats = r["stats"]
         metrics, _ = evaluate_run(data.qrels, r["run"]) if n else ({}, None)
-        bm25, _ = evaluate_run(data.qrels, {q: dict(cands[q]) for q in r["queries"]}) if n else ({}, None)
-        shared = [q for q in r["queries"] if q in list_wall]
-        mine = dict(zip(r["queries"], r["wall"], strict=True))
-        ratio = (sum(mine[q] for q in shared) / sum(list_wall[q] for q in shared)) if shared else float("nan")
-        rows.append({"method": m, "n_queries": n, "wall_s_per_query": sum(r["wall"]) / max(n, 1),
+        bm25, _ = evaluate_run(data.qrels, {q: dict(cands[q]) for q in r["wall"]}) if n else ({}, None)
+        shared = [q for q in r["wall"] if q in list_wall]
+        ratio = (sum(r["wall"][q] for q in shared) / sum(list_wall[q] for q in shared)) if shared else float("nan")
+        rows.append({"method": m, "n_queries": n, "wall_s_per_query": sum(r["wall"].values()) / max(n, 1),
                      "ratio_to_listwise": ratio, "ratio_queries": len(shared),
                      "calls_per_query": st.calls / max(n, 1),
                      "prompt_tokens_per_query": st.prompt_tokens / max(n, 1),
                      "completion_tokens_per_query": st.completion_tokens / max(n, 1),
                      "nDCG@10": metrics.get("nDCG@10"), "bm25_nDCG@10_same_queries": bm25.get("nDCG@10"),
                      "RR@10": metrics.get("RR@10"), "repairs": dict(st.repairs), "fallbacks": dict(st.fallbacks),
-                     "per_query_wall_s": [round(w, 2) for w in r["wall"]], "query_ids": r["queries"]})
+                     "per_query_wall_s": [round(w, 2) for w in r["wall"].values()], "query_ids": list(r["wall"])})
     print(f"\nbackend {args.backend} ({spec}), total {time.perf_counter() - t_run:.0f} s")
     print(f"{'method':<16} {'n':>2} {'wall/q s':>9} {'x listwise':>10} {'calls/q':>8} "
           f"{'prompt tok/q':>12} {'compl tok/q':>11} {'nDCG@10':>8} {'BM25 same q':>11}")

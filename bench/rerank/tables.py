@@ -9,7 +9,6 @@ import json
 import sys
 from pathlib import Path
 
-
 BACKENDS = {"serve": "SmolLM2-135M served by one `transformers serve` process (HTTP, continuous batching)",
             "hf": "SmolLM2-135M in this process (`paperlab.llm` hf backend, batched)"}
 
