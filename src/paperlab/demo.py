@@ -14,24 +14,16 @@ import logging
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
 
+from paperlab.demokit import DemoContext
 from paperlab.errors import PaperlabError
 from paperlab.report import Section, write_report
 from paperlab.systems import SYSTEMS, get_system
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DemoContext:
-    """What a system's demo gets: a scratch directory for its files and the console."""
-
-    work_dir: Path
-    console: Console
 
 
 def _quiet_library_progress_bars() -> None:

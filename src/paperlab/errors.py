@@ -72,3 +72,35 @@ class InstellaError(PaperlabError):
 
 class ParadiffError(PaperlabError):
     """Failure in MMaDA-Parallel (paperlab.paradiff)."""
+
+
+def validation_message(exc: Exception, what: str = "config") -> str:
+    """One line for a pydantic ``ValidationError``: the first failing field, the problem, the fix.
+
+    ``what`` names the thing being validated ("merge config", "plan file x.yaml", ...). Kept
+    free of a pydantic import so that ``paperlab.errors`` stays light.
+    """
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return f"{what}: {exc}"
+    items = errors()
+    if not items:
+        return f"{what}: {exc}"
+    err = items[0]
+    loc = ".".join(str(x) for x in err.get("loc", ())) or "(root)"
+    msg = str(err.get("msg", "invalid value"))
+    more = f" (and {len(items) - 1} more)" if len(items) > 1 else ""
+    got = err.get("input")
+    shown = "" if isinstance(got, dict | list) or got is None else f"; got {got!r}"
+    return f"{what} field {loc!r}: {msg}{shown}{more}; fix that field and retry"
+
+
+def config_error(
+    exc: Exception, what: str = "config", error: type[ConfigError] = ConfigError
+) -> ConfigError:
+    """Map a pydantic ``ValidationError`` to a one-line ``ConfigError`` (or subclass).
+
+    Use as ``except ValidationError as exc: raise config_error(exc, "merge config",
+    MergeConfigError) from None``; every system routes validation failures through here.
+    """
+    return error(validation_message(exc, what))

@@ -19,7 +19,7 @@ from paperlab.io.atomic import atomic_write_text
 from paperlab.report import Figure, Section, Table
 
 if TYPE_CHECKING:
-    from paperlab.demo import DemoContext
+    from paperlab.demokit import DemoContext
 
 #: Small enough for the demo budget on 2 CPU cores; docs/align.md reports a larger run.
 DEMO_SPEC = ClipSpec(n_items=120, n_frames=6, n_captions=8, size=112, seed=0)

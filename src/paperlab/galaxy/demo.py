@@ -13,7 +13,7 @@ import secrets
 import time
 from typing import Any
 
-from paperlab.demo import DemoContext
+from paperlab.demokit import DemoContext
 from paperlab.report import Figure, Section, Table
 
 DEVICES = [("laptop", ["cpu", "shell"]), ("server", ["cpu", "gpu"]), ("phone", ["cpu", "camera"])]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 
-from paperlab.demo import DemoContext
+from paperlab.demokit import DemoContext
 from paperlab.report import Figure, Section, Table
 
 log = logging.getLogger(__name__)

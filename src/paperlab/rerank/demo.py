@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from paperlab.report import Section, Table
 
 if TYPE_CHECKING:
-    from paperlab.demo import DemoContext
+    from paperlab.demokit import DemoContext
 
 
 def run(ctx: DemoContext) -> Section:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from paperlab.demo import DemoContext
+from paperlab.demokit import DemoContext
 from paperlab.report import Section
 
 

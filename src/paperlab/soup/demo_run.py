@@ -6,7 +6,7 @@ import logging
 import time
 from pathlib import Path
 
-from paperlab.demo import DemoContext
+from paperlab.demokit import DemoContext
 from paperlab.report import Figure, Section, Table
 
 log = logging.getLogger(__name__)
