@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from paperlab.galaxy import defaults
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 TokenOpt = Annotated[str, typer.Option("--token", envvar="GALAXY_TOKEN",
@@ -32,7 +34,7 @@ def serve(
     plan: Annotated[Path | None, typer.Option(help="Submit this plan at start.")] = None,
     resume: Annotated[str | None, typer.Option(help="Resume this run id from the journal.")] = None,
     ui: Annotated[bool, typer.Option("--ui", help="Serve the live dashboard at /ui.")] = False,
-    device_timeout: Annotated[float, typer.Option(help="Seconds of silence before a device is lost.")] = 5.0,
+    device_timeout: Annotated[float, typer.Option(help="Seconds of silence before a device is lost.")] = defaults.DEVICE_TIMEOUT,
     replan: Annotated[bool, typer.Option(help="Apply the rule-based replanner live.")] = False,
 ) -> None:
     """Run an orchestrator that devices dial in to; stays up until interrupted."""
@@ -52,8 +54,8 @@ def run(
     journal: JournalOpt = DEFAULT_JOURNAL,
     run_id: Annotated[str | None, typer.Option("--run-id", help="Id for the new run.")] = None,
     resume: Annotated[str | None, typer.Option(help="Resume this run id instead of PLAN.")] = None,
-    device_timeout: Annotated[float, typer.Option(help="Seconds of silence before a device is lost.")] = 5.0,
-    unplaceable_timeout: Annotated[float, typer.Option(help="Seconds a ready task may wait for a capable device.")] = 10.0,
+    device_timeout: Annotated[float, typer.Option(help="Seconds of silence before a device is lost.")] = defaults.DEVICE_TIMEOUT,
+    unplaceable_timeout: Annotated[float, typer.Option(help="Seconds a ready task may wait for a capable device.")] = defaults.UNPLACEABLE_TIMEOUT,
     ui: Annotated[bool, typer.Option("--ui", help="Also serve the live dashboard at /ui.")] = False,
     replan: Annotated[bool, typer.Option(help="Apply the rule-based replanner live.")] = False,
     live: Annotated[bool, typer.Option(help="Show a live table (default: when on a terminal).")] = True,

@@ -84,9 +84,9 @@ def render_svg(c: Constellation) -> str:
         parts.append(f'<line x1="{x1 + w}" y1="{y1 + h / 2}" x2="{x2}" y2="{y2 + h / 2}" '
                      f'stroke="#90a4ae"{dash}/>')
     for tid, (x, y) in pos.items():
-        t = c.tasks[tid]
-        st = t.status.value
-        tip = html.escape(f"{tid}: {st} {t.assigned_device or ''} {t.error or ''}")
+        task = c.tasks[tid]
+        st = task.status.value
+        tip = html.escape(f"{tid}: {st} {task.assigned_device or ''} {task.error or ''}")
         parts.append(f'<g class="task" data-task="{html.escape(tid)}" data-status="{st}"><title>{tip}</title>'
                      f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="5" fill="{STATUS_FILL[st]}" '
                      f'stroke="#455a64"/><text x="{x + 6}" y="{y + 17}" font-size="11">'

@@ -24,9 +24,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from paperlab.errors import ConfigError
+from paperlab.errors import config_error
 from paperlab.galaxy.constellation import ID_PATTERN
-from paperlab.galaxy.errors import ExecutorError
+from paperlab.galaxy.errors import DeviceConfigError, ExecutorError
 
 __all__ = ["EXECUTORS", "DeviceConfig", "get_executor", "load_device_config", "run_executor"]
 
@@ -72,16 +72,15 @@ def load_device_config(path: str | Path | None, **overrides: Any) -> DeviceConfi
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"device config {p} does not exist")
+            raise DeviceConfigError(f"device config {p} does not exist")
         data = yaml.safe_load(p.read_text()) or {}
         if not isinstance(data, dict):
-            raise ConfigError(f"device config {p} must be a mapping")
+            raise DeviceConfigError(f"device config {p} must be a mapping")
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         cfg = DeviceConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(f"device config field {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise config_error(exc, "device config", DeviceConfigError) from None
     for name in cfg.python_allow:  # fail at start-up, not at the first task
         cfg.resolve_python(name)
     return cfg

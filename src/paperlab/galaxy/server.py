@@ -100,7 +100,8 @@ class OrchestratorServer:
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        if urlsplit(ws.request.path).path.startswith("/ui") and self.ui is not None:
+        path = urlsplit(ws.request.path).path if ws.request is not None else ""
+        if path.startswith("/ui") and self.ui is not None:
             await self.ui.websocket(ws)
             return
         session = Session("orchestrator", max_bytes=self.max_bytes)
@@ -108,6 +109,7 @@ class OrchestratorServer:
         writer = asyncio.create_task(self._writer(ws, queue))
         device_id: str | None = None
         conn = 0
+        refused = False
 
         def send(msg: Any) -> None:
             session.send(msg)
@@ -118,17 +120,22 @@ class OrchestratorServer:
             async for frame in ws:
                 for msg in session.receive(frame):
                     if isinstance(msg, Register):
-                        device_id = msg.device_id
-                        conn = self.orch.device_registered(msg, send)
+                        accepted = self.orch.device_registered(msg, send)
+                        if accepted is None:
+                            session.send(ErrorMsg(code="duplicate_device", message=(
+                                f"device {msg.device_id!r} already has a live connection")))
+                            refused = True
+                            break
+                        device_id, conn = msg.device_id, accepted
                     elif isinstance(msg, ErrorMsg):
                         log.warning("device %s reported error %s: %s", device_id, msg.code, msg.message)
                     elif device_id is not None:
-                        self.orch.on_message(device_id, msg)
+                        self.orch.on_message(device_id, msg, conn)
                 for out in session.data_to_send():
                     queue.put_nowait(out)
-                if session.should_close:
+                if refused or session.should_close:
                     await queue.join()
-                    await ws.close(1008, "too many protocol errors")
+                    await ws.close(1008, "duplicate device id" if refused else "too many protocol errors")
                     break
         except ConnectionClosed:
             pass
