@@ -52,7 +52,8 @@ class TaskResult(_Msg):
     type: Literal["TASK_RESULT"] = "TASK_RESULT"
     task_id: str
     attempt_id: str
-    status: Literal["completed", "failed", "cancelled"]
+    # ``refused``: the device had no free slot; a scheduling event, never a task failure.
+    status: Literal["completed", "failed", "cancelled", "refused"]
     result: Any = None
     error: str | None = None
     started_at: float | None = None

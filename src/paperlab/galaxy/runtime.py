@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ class Started:
     orch: Orchestrator
     server: OrchestratorServer
     ui: Any = None
+    control: Any = None
 
     @property
     def url(self) -> str:
@@ -39,9 +41,11 @@ class Started:
 async def start_orchestrator(journal: str | Path, token: str, *, host: str = "127.0.0.1",
                              port: int = 0, config: OrchestratorConfig | None = None,
                              ui: bool = False, replanner: RuleReplanner | None = None,
-                             clock: Callable[[], float] = time.time,
+                             clock: Callable[[], float] = time.time, api_port: int | None = None,
+                             ssl_context: ssl.SSLContext | None = None,
                              **server_kw: Any) -> AsyncIterator[Started]:
-    """Open the journal, start the orchestrator and its server; close all three on exit."""
+    """Open the journal, start the orchestrator and its server (and, with ``api_port``, the
+    control API on that port, 0 for any); close them all on exit."""
     j = Journal(journal)
     try:
         orch = Orchestrator(j, config or OrchestratorConfig(), clock=clock)
@@ -52,11 +56,19 @@ async def start_orchestrator(journal: str | Path, token: str, *, host: str = "12
             from paperlab.galaxy.dashboard import Dashboard
 
             dash = Dashboard(orch)
-        server = OrchestratorServer(orch, token, host, port, ui=dash, **server_kw)
+        server = OrchestratorServer(orch, token, host, port, ui=dash, ssl_context=ssl_context, **server_kw)
         await server.start()
+        control = None
         try:
-            yield Started(j, orch, server, dash)
+            if api_port is not None:
+                from paperlab.galaxy.control import ControlServer
+
+                control = ControlServer(orch, token, host, api_port, ssl_context=ssl_context)
+                await control.start()
+            yield Started(j, orch, server, dash, control)
         finally:
+            if control is not None:
+                await control.close()
             await server.close()
     finally:
         j.close()

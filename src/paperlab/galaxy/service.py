@@ -42,6 +42,9 @@ class ServiceOptions:
     exit_when_done: bool = True
     live: bool = True
     replan: bool = False
+    api_port: int | None = None  # the control API's port (None: no control API)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 def replay_run(journal_path: Path, run_id: str) -> Run:
@@ -84,8 +87,12 @@ async def _main(opts: ServiceOptions) -> str | None:
         replanner = RuleReplanner()
     config = OrchestratorConfig(device_timeout=opts.device_timeout,
                                 unplaceable_timeout=opts.unplaceable_timeout)
+    from paperlab.galaxy.tls import server_context
+
     async with start_orchestrator(opts.journal, opts.token, host=opts.host, port=opts.port,
-                                  config=config, ui=opts.ui, replanner=replanner) as g:
+                                  config=config, ui=opts.ui, replanner=replanner,
+                                  api_port=opts.api_port,
+                                  ssl_context=server_context(opts.tls_cert, opts.tls_key)) as g:
         return await _serve(opts, g)
 
 
@@ -96,9 +103,13 @@ async def _serve(opts: ServiceOptions, g: Started) -> str | None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     console = Console(stderr=True)
-    print(f"listening ws://{opts.host}:{g.server.port}/aip", flush=True)
+    print(f"listening {g.server.url}", flush=True)
+    if g.control is not None:
+        print(f"control api {g.control.url}", flush=True)
     if g.ui is not None:
-        print(f"dashboard http://{opts.host}:{g.server.port}/ui?token=<token>", flush=True)
+        scheme = "https" if g.server.ssl_context else "http"
+        print(f"dashboard {scheme}://{opts.host}:{g.server.port}/ui?token=<viewer or admin token> "
+              "(`paperlab galaxy token --viewer` prints the read-only one)", flush=True)
     run_id = None
     if opts.resume:
         run_id = orch.resume(opts.resume)
