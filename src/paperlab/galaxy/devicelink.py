@@ -133,8 +133,9 @@ class DeviceLink:
             merged = {**d.info, **msg.info}
             if _size(merged) <= self.config.max_info_bytes:
                 d.info = merged
-            else:
-                log.warning("device %s: DEVICE_INFO over %d bytes ignored", device_id,
+            elif not d.info_capped:  # warn once per device, not once per spam frame
+                d.info_capped = True
+                log.warning("device %s: DEVICE_INFO past %d bytes ignored", device_id,
                             self.config.max_info_bytes)
 
     def _audit(self, run_id: str, ev: Event) -> None:

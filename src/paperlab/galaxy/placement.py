@@ -36,6 +36,7 @@ class DeviceState:
     completed: int = 0
     info: dict[str, Any] = field(default_factory=dict)
     gone_since: float | None = None  # when it went offline (for eviction)
+    info_capped: bool = False  # its info hit the size limit (warned once)
 
     def status(self) -> str:
         if self.lost:
