@@ -8,6 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from paperlab.errors import config_error
 from paperlab.rerank.errors import RerankConfigError
 
 
@@ -62,8 +63,6 @@ def load_config(path: str | Path | None = None, **overrides: object) -> RerankCo
         data.update(loaded)
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return RerankConfig(**data)
+        return RerankConfig.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"])
-        raise RerankConfigError(f"rerank config field {field!r}: {err['msg']}") from None
+        raise config_error(e, "rerank config", RerankConfigError) from None

@@ -52,7 +52,7 @@ def evaluate_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, floa
 
 def trec_run_text(run: dict[str, dict[str, float]], tag: str) -> str:
     """A run in TREC format: ``qid Q0 docid rank score tag``, best first per query."""
-    lines = []
+    lines: list[str] = []
     for qid, docs in run.items():
         ranked = sorted(docs.items(), key=lambda kv: -kv[1])
         lines.extend(f"{qid} Q0 {d} {r} {s:.6f} {tag}" for r, (d, s) in enumerate(ranked, start=1))
