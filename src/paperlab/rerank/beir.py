@@ -57,9 +57,10 @@ class DataIssues:
         """
         if self.strict:
             raise RerankDataError(f"{message}; {LENIENT_HINT}")
+        if kind not in self.first:  # one warning per kind; summary() has the counts
+            self.first[kind] = message
+            log.warning("%s (going on: --allow-bad-data; further ones counted)", message)
         self.counts[kind] += 1
-        self.first.setdefault(kind, message)
-        log.warning("%s (going on: --allow-bad-data)", message)
 
     def summary(self) -> str:
         """One line: the count of every kind and the first example of each ('' when clean)."""

@@ -78,6 +78,23 @@ class RerankStats:
         self.repairs.update(other.repairs)
         self.fallbacks.update(other.fallbacks)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> RerankStats:
+        """The inverse of :meth:`to_dict` (missing keys are zero)."""
+        def num(k: str) -> int:
+            v = d.get(k, 0)
+            return int(v) if isinstance(v, int | float) else 0
+
+        wall = d.get("wall_s", 0.0)
+        repairs, fallbacks = d.get("repairs") or {}, d.get("fallbacks") or {}
+        return cls(calls=num("calls"), prompt_tokens=num("prompt_tokens"),
+                   completion_tokens=num("completion_tokens"), retries=num("retries"),
+                   failed_calls=num("failed_calls"), passages=num("passages"),
+                   model_scored=num("model_scored"),
+                   wall_s=float(wall) if isinstance(wall, int | float) else 0.0,
+                   repairs=Counter(repairs if isinstance(repairs, dict) else {}),
+                   fallbacks=Counter(fallbacks if isinstance(fallbacks, dict) else {}))
+
     @property
     def n_repairs(self) -> int:
         """Total repairs of all kinds."""
