@@ -118,7 +118,8 @@ def test_outage_raises_or_falls_back_without_losing_passages() -> None:
     r = Reranker(down, "grouprank", group_size=2, repeats=1, llm_retries=1, retry_backoff_s=0.0,
                  on_llm_error="fallback").rank("q", docs(4))
     assert r.doc_ids() == ["d0", "d1", "d2", "d3"]
-    assert r.stats.fallbacks["llm_error"] == 2 and r.stats.fallbacks["first_stage"] == 4
+    assert r.stats.failed_calls == 2 and r.stats.fallbacks == {"first_stage": 4}
+    assert r.stats.all_fallback and r.stats.model_scored == 0 and r.stats.passages == 4
 
 
 def test_pointwise_one_call_per_passage() -> None:
@@ -167,3 +168,16 @@ def test_any_replies_give_a_full_permutation(replies: list[str], n: int, size: i
     assert sorted(r.doc_ids()) == sorted(p.doc_id for p in docs(n))
     assert [x.rank for x in r] == list(range(1, n + 1))
     assert all(0.0 <= x.score <= 1.0 for x in r)
+
+
+def test_fallbacks_counted_once_per_passage_per_repeat() -> None:
+    # the case: 3 docs x 6 repeats; the group reply and the pointwise re-asks both fail
+    r = Reranker(ScriptedLLM(lambda u: "no idea", delay=0.0), "grouprank", group_size=3,
+                 repeats=6, max_retries=0, fallback="pointwise").rank("q", docs(3))
+    assert r.stats.fallbacks == {"first_stage": 18}  # not 36
+    assert r.stats.calls == 6 + 18 and r.stats.all_fallback
+    assert r.doc_ids() == ["d0", "d1", "d2"]  # first-stage order, and the stats say so
+    ok = Reranker(ScriptedLLM(score_by_number, delay=0.0), "grouprank", group_size=3,
+                  repeats=2).rank("q", docs(3))
+    assert ok.stats.model_scored == ok.stats.passages == 3 and not ok.stats.all_fallback
+    assert ok.results[0].text == "doc 2"

@@ -55,7 +55,8 @@ def test_server_dying_mid_run(tmp_path: Path, tscale: float) -> None:
         r = Reranker(llm, "grouprank", on_llm_error="fallback", **cfg).rank("q", _docs(12))
         assert sorted(r.doc_ids()) == sorted(p.doc_id for p in _docs(12))  # nothing lost
         assert r.stats.calls == 3
-        assert r.stats.fallbacks["llm_error"] == 3 and r.stats.fallbacks["first_stage"] == 6
+        assert r.stats.failed_calls == 3 and r.stats.fallbacks == {"first_stage": 6}
+        assert r.stats.model_scored == 6 and not r.stats.all_fallback
         scored = {x.doc_id: x.score for x in r}
         assert scored["d5"] == pytest.approx(0.5)  # answered by the server before it died
         proc.wait(timeout=10 * tscale)

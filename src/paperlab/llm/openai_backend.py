@@ -120,9 +120,9 @@ class OpenAICompatibleLLM(LLM):
                 )
             try:
                 data = resp.json()
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError):  # JSON must be UTF-8 (RFC 8259)
                 raise LLMResponseError(
-                    f"{url} answered HTTP {resp.status_code} with non-JSON: {resp.text[:200]!r}"
+                    f"{url} answered HTTP {resp.status_code} with non-JSON or non-UTF-8: {resp.text[:200]!r}"
                 ) from None
             if not isinstance(data, dict):
                 raise LLMResponseError(f"{url} answered with JSON that is not an object: {str(data)[:200]}")

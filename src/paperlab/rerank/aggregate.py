@@ -64,7 +64,9 @@ def aggregate_scores(n: int, observations: Sequence[tuple[int, float]],
     return rerank, scored
 
 
-def to_ranking(doc_ids: Sequence[str], scores: Sequence[float]) -> list[RankedResult]:
+def to_ranking(doc_ids: Sequence[str], scores: Sequence[float],
+               texts: Sequence[str] | None = None) -> list[RankedResult]:
     """Sort by score (desc), ties by input position; ranks start at 1."""
     order = sorted(range(len(doc_ids)), key=lambda i: (-scores[i], i))
-    return [RankedResult(doc_ids[i], float(scores[i]), r) for r, i in enumerate(order, start=1)]
+    return [RankedResult(doc_ids[i], float(scores[i]), r, texts[i] if texts is not None else "")
+            for r, i in enumerate(order, start=1)]

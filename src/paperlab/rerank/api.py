@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from paperlab.rerank.config import RerankConfig, load_config
@@ -11,23 +12,39 @@ from paperlab.rerank.methods import get_method
 from paperlab.rerank.methods.base import Method
 from paperlab.rerank.types import Passage, Ranking
 
-DocLike = str | Passage | Mapping[str, Any]
+DocLike = str | Passage | tuple[Any, ...] | Mapping[str, Any]
+
+
+def _score(value: object, i: int) -> float | None:
+    if value is None:
+        return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise RerankDataError(f"doc #{i} has a first-stage score {value!r} that is no number; "
+                              "pass a number or leave it out") from None
 
 
 def to_passages(docs: Iterable[DocLike]) -> list[Passage]:
-    """Normalise docs: strings (ids "0", "1", ...), Passages, or mappings with an id
-    (``id``/``_id``/``doc_id``/``docid``), ``text`` (plus optional ``title``) and optional
-    ``score``.
+    """Normalise docs: strings (ids "0", "1", ...), ``(id, text)`` or ``(id, text, score)``
+    tuples, Passages, or mappings with an id (``id``/``_id``/``doc_id``/``docid``), ``text``
+    (plus optional ``title``) and optional ``score``.
 
     Raises:
-        RerankDataError: a mapping lacks a text or an id.
+        RerankDataError: a doc lacks a text or an id, or has a score that is no number.
     """
+    if isinstance(docs, str | bytes):
+        raise RerankDataError("docs must be a list of docs, not one string; wrap it: [text]")
     out: list[Passage] = []
     for i, d in enumerate(docs):
         if isinstance(d, Passage):
             out.append(d)
         elif isinstance(d, str):
             out.append(Passage(str(i), d))
+        elif isinstance(d, tuple):
+            if len(d) not in (2, 3) or not isinstance(d[1], str):
+                raise RerankDataError(f"doc #{i} is a tuple of {len(d)}; pass (id, text) or (id, text, score)")
+            out.append(Passage(str(d[0]), d[1], _score(d[2], i) if len(d) == 3 else None))
         elif isinstance(d, Mapping):
             doc_id = next((d[k] for k in ("id", "_id", "doc_id", "docid") if k in d), None)
             if doc_id is None or "text" not in d:
@@ -36,10 +53,10 @@ def to_passages(docs: Iterable[DocLike]) -> list[Passage]:
             text = str(d["text"])
             if d.get("title"):
                 text = f"{d['title']}. {text}"
-            score = d.get("score")
-            out.append(Passage(str(doc_id), text, None if score is None else float(score)))
+            out.append(Passage(str(doc_id), text, _score(d.get("score"), i)))
         else:
-            raise RerankDataError(f"doc #{i} is a {type(d).__name__}; pass str, Passage or a mapping")
+            raise RerankDataError(
+                f"doc #{i} is a {type(d).__name__}; pass str, (id, text), Passage or a mapping")
     return out
 
 
@@ -51,6 +68,11 @@ def _load_llm(llm: Any, concurrency: int) -> Any:
     return llm
 
 
+def _check_query(query: str) -> None:
+    if not isinstance(query, str) or not query.strip():
+        raise RerankDataError("the query is empty; pass the text to rank the docs for")
+
+
 class Reranker:
     """A configured reranker: build once, call :meth:`rank` per query.
 
@@ -58,31 +80,52 @@ class Reranker:
         llm: an LLM object from ``paperlab.llm`` or a spec string for ``load_llm``
             ("smollm2", "hf:/dir", "openai:http://host:port/v1#model").
         method: a registry name: grouprank, pointwise, listwise.
-        config: a :class:`RerankConfig`; keyword overrides are applied on top.
+        config: a :class:`RerankConfig`; keyword overrides are applied on top. Fields left
+            unset are sized by the config's ``profile`` for where the model runs (the packaged
+            model on a CPU gets the small "cpu-small" settings; see ``config.resolve_profile``).
+        cache: cache replies on disk, keyed by (model, prompt, parameters): True for
+            ``cache_dir("rerank-replies")``, or a directory.
+        log_replies: append every raw reply, with its prompt, to this JSONL file.
     """
 
     def __init__(self, llm: Any = "smollm2", method: str = "grouprank",
-                 config: RerankConfig | None = None, **overrides: Any) -> None:
+                 config: RerankConfig | None = None, *, cache: bool | str | Path = False,
+                 log_replies: str | Path | None = None, **overrides: Any) -> None:
+        from paperlab.rerank.config import model_location, resolve_profile
+        from paperlab.rerank.replies import wrap_llm
+
         cfg = config or RerankConfig()
-        if overrides:
-            cfg = load_config(None, **{**cfg.model_dump(), **overrides})
-        self.config = cfg
+        if overrides:  # keep what was set apart from what was defaulted (profiles fill the latter)
+            cfg = load_config(None, **{**cfg.model_dump(exclude_unset=True), **overrides})
         self.method_cls = get_method(method)
-        self.llm = _load_llm(llm, cfg.concurrency)
-        self.method: Method = self.method_cls(self.llm, cfg)
+        self.llm = wrap_llm(_load_llm(llm, cfg.concurrency), cache, log_replies)
+        self.config = resolve_profile(cfg, method, model_location(self.llm))
+        self.method: Method = self.method_cls(self.llm, self.config)
 
     def rank(self, query: str, docs: Iterable[DocLike]) -> Ranking:
-        """Rank ``docs`` for ``query``: every doc once, best first, each with a score."""
+        """Rank ``docs`` for ``query``: every doc once, best first, each with a score.
+
+        Raises:
+            RerankDataError: the query is empty or a doc is malformed.
+        """
+        _check_query(query)
         return self.method.rank(query, to_passages(docs))
 
     async def arank(self, query: str, docs: Iterable[DocLike]) -> Ranking:
         """Async :meth:`rank` (for pipelines that already run an event loop)."""
+        _check_query(query)
         return await self.method.arank(query, to_passages(docs))
 
 
 def rank(query: str, docs: Iterable[DocLike], llm: Any = "smollm2", method: str = "grouprank",
          **config: Any) -> Ranking:
     """Rerank ``docs`` for ``query`` with one call.
+
+        >>> for r in rank("capital of France", [("a", "Paris is ..."), ("b", "Bananas ...")]):
+        ...     print(r.rank, r.doc_id, round(r.score, 2), r.text)
+
+    ``docs`` are strings, (id, text[, score]) tuples, mappings or :class:`Passage` objects;
+    ``config`` holds :class:`RerankConfig` fields plus ``cache`` and ``log_replies``.
 
     Returns:
         A :class:`Ranking`: ``results`` (doc_id, score, rank) for every input doc, best first,

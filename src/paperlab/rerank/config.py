@@ -8,18 +8,39 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from paperlab.errors import config_error
 from paperlab.rerank.errors import RerankConfigError
+
+Profile = Literal["auto", "published", "cpu-small"]
+
+#: What each profile sets for the fields a user left unset. "published" is the field defaults
+#: (GroupRank's inference settings); "cpu-small" is sized so that the packaged 135M model on a
+#: 2-core CPU finishes a top-100 query in about a minute instead of tens of minutes: one repeat,
+#: short passages, a JSON-only prompt with a budget that fits 20 scores, no re-asks.
+PROFILES: dict[str, dict[str, object]] = {
+    "published": {},
+    "cpu-small": {"repeats": 1, "max_chars": 200, "max_tokens": 160, "max_retries": 0,
+                  "fallback": "first_stage"},
+}
+#: Per-method prompt of the cpu-small profile (listwise keeps its own).
+PROFILE_TEMPLATES: dict[str, dict[str, str]] = {
+    "cpu-small": {"grouprank": "grouprank-json/v1", "pointwise": "grouprank-json/v1"},
+}
 
 
 class RerankConfig(BaseModel):
     """Every knob of every method (each method reads the ones it needs).
 
-    Defaults are the published GroupRank inference settings where they exist (group size 20,
-    stride 20, 6 repeats, ~3000 characters per passage); RankGPT's window 20 / stride 10 for
-    listwise.
+    Field defaults are the published GroupRank inference settings where they exist (group
+    size 20, stride 20, 6 repeats, ~3000 characters per passage, 512 completion tokens);
+    RankGPT's window 20 / stride 10 for listwise. ``profile`` then sizes the fields a user left
+    unset for where the model runs (see :func:`resolve_profile`).
     """
 
     model_config = ConfigDict(extra="forbid")
+
+    profile: Profile = Field(
+        "auto", description="auto: cpu-small for an in-process model without a GPU, else published")
 
     mode: Literal["generate", "logit"] = Field(
         "generate", description="generate: parse scores from text; logit: expected score from token probabilities (needs an hf backend)")
@@ -56,14 +77,62 @@ def load_config(path: str | Path | None = None, **overrides: object) -> RerankCo
         p = Path(path)
         if not p.is_file():
             raise RerankConfigError(f"config file {p} does not exist; pass an existing YAML file")
-        loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        try:
+            loaded = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise RerankConfigError(f"config file {p} is not UTF-8 YAML ({first}); fix the file") from None
         if not isinstance(loaded, dict):
             raise RerankConfigError(f"config file {p} must hold a mapping of field: value")
         data.update(loaded)
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
-        return RerankConfig(**data)
+        return RerankConfig.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(x) for x in err["loc"])
-        raise RerankConfigError(f"rerank config field {field!r}: {err['msg']}") from None
+        raise config_error(e, "rerank config", RerankConfigError) from None
+
+
+def model_location(llm: object) -> str:
+    """Where an LLM runs: "server" (an openai: spec), "cpu" or "accelerator" (in process), or
+    "unknown" (an object without a paperlab spec, e.g. a test double)."""
+    spec = getattr(llm, "spec", None)
+    if not isinstance(spec, str):
+        return "unknown"
+    if spec.startswith("openai:"):
+        return "server"
+    import sys
+
+    torch = sys.modules.get("torch")  # an in-process backend has imported it already
+    if torch is not None and torch.cuda.is_available():
+        return "accelerator"
+    return "cpu"
+
+
+def spec_location(spec: str) -> str:
+    """:func:`model_location` for an LLM spec string, without loading the model."""
+    if spec.startswith("openai:"):
+        return "server"
+    import torch
+
+    return "accelerator" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_profile(cfg: RerankConfig, method: str, location: str) -> RerankConfig:
+    """``cfg`` with its profile applied to the fields the user did not set.
+
+    Args:
+        cfg: the config (its ``model_fields_set`` says what the user set).
+        method: the method name (the cpu-small prompt depends on it).
+        location: from :func:`model_location`; "auto" picks cpu-small for "cpu" only.
+
+    Returns:
+        A config whose ``profile`` names the concrete profile applied.
+    """
+    name = cfg.profile
+    if name == "auto":
+        name = "cpu-small" if location == "cpu" else "published"
+    update: dict[str, object] = {k: v for k, v in PROFILES[name].items() if k not in cfg.model_fields_set}
+    template = PROFILE_TEMPLATES.get(name, {}).get(method)
+    if template and "template" not in cfg.model_fields_set:
+        update["template"] = template
+    return cfg.model_copy(update={**update, "profile": name})

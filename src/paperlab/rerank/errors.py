@@ -1,7 +1,8 @@
 """Errors of paperlab.rerank, all rooted in :class:`paperlab.errors.RerankError`.
 
     RerankError
-    ├── RerankConfigError    a method name, parameter or template is invalid
+    ├── RerankConfigError    a method name, parameter or template is invalid (also a
+    │                        paperlab.errors.ConfigError, like every system's config error)
     ├── RerankDataError      a BEIR directory, docs file or index is missing or malformed
     └── RerankLLMError       the model failed for good (after bounded retries) and the
                              run was told not to fall back
@@ -9,10 +10,10 @@
 
 from __future__ import annotations
 
-from paperlab.errors import RerankError
+from paperlab.errors import ConfigError, RerankError
 
 
-class RerankConfigError(RerankError):
+class RerankConfigError(RerankError, ConfigError):
     """A method name, a parameter or a prompt template is invalid."""
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,10 +18,13 @@ from paperlab.io.atomic import atomic_directory
 from paperlab.rerank.beir import BeirData
 from paperlab.rerank.config import RerankConfig
 from paperlab.rerank.errors import RerankConfigError, RerankDataError
+from paperlab.rerank.runlog import RunLog
 from paperlab.rerank.types import Passage, RerankStats
 
 MEASURE_NAMES = ("nDCG@10", "R@100", "RR@10")
 FIRST_STAGE = "bm25"
+#: Method names that mean "evaluate the first stage alone".
+FIRST_STAGE_NAMES = frozenset({"bm25", "first-stage"})
 
 
 def _measures() -> list[Any]:
@@ -50,18 +53,39 @@ def evaluate_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, floa
     return agg, per
 
 
-def trec_run_text(run: dict[str, dict[str, float]], tag: str) -> str:
-    """A run in TREC format: ``qid Q0 docid rank score tag``, best first per query."""
-    lines = []
+def trec_run_text(run: dict[str, dict[str, float]], tag: str | Mapping[str, str]) -> str:
+    """A run in TREC format: ``qid Q0 docid rank score tag``, best first per query; ``tag`` is
+    one string or one per query id."""
+    from paperlab.rerank.runlog import trec_lines
+
+    lines: list[str] = []
     for qid, docs in run.items():
-        ranked = sorted(docs.items(), key=lambda kv: -kv[1])
-        lines.extend(f"{qid} Q0 {d} {r} {s:.6f} {tag}" for r, (d, s) in enumerate(ranked, start=1))
+        lines.extend(trec_lines(qid, docs, tag if isinstance(tag, str) else tag.get(qid, "paperlab")))
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def is_first_stage(method: str) -> bool:
+    """Whether ``method`` means "no reranking": the first stage's own ranking."""
+    return method in FIRST_STAGE_NAMES
+
+
+def ranking_tag(method: str, first_stage: str, stats: RerankStats | None) -> str:
+    """The run-file tag of one query's ranking, saying what produced it:
+    ``paperlab-grouprank`` (the model scored every passage), ``paperlab-grouprank+bm25``
+    (some passages kept their first-stage place), ``paperlab-bm25-fallback-grouprank`` (no
+    passage got a model score: the ranking is the first stage's), ``paperlab-bm25``."""
+    if is_first_stage(method) or stats is None:
+        return f"paperlab-{first_stage}"
+    if stats.all_fallback:
+        return f"paperlab-{first_stage}-fallback-{method}"
+    if stats.model_scored < stats.passages:
+        return f"paperlab-{method}+{first_stage}"
+    return f"paperlab-{method}"
 
 
 @dataclass
 class EvalResult:
-    """What one method did on one dataset."""
+    """What one method did on one dataset, beside its first stage on the same queries."""
 
     method: str
     config: dict[str, Any]
@@ -71,26 +95,42 @@ class EvalResult:
     wall_s: float
     run: dict[str, dict[str, float]] = field(repr=False)
     llm: str = ""
+    first_stage: str = FIRST_STAGE
+    first_stage_metrics: dict[str, float] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def all_fallback(self) -> bool:
+        """True for a reranker none of whose passages got a model score (first-stage order)."""
+        return not is_first_stage(self.method) and self.stats.all_fallback
 
     def summary(self) -> dict[str, Any]:
-        """A JSON-ready summary (metrics, cost, repairs, per-query rows)."""
+        """A JSON-ready summary (metrics beside the first stage's, cost, repairs, per-query rows)."""
         n = max(len(self.per_query), 1)
+        st = self.stats
         return {
             "method": self.method,
             "llm": self.llm,
             "n_queries": len(self.per_query),
             "metrics": self.metrics,
-            "cost": {**self.stats.to_dict(), "wall_s": round(self.wall_s, 3),
-                     "calls_per_query": self.stats.calls / n,
-                     "tokens_per_query": (self.stats.prompt_tokens + self.stats.completion_tokens) / n},
+            "first_stage": {"name": self.first_stage, "metrics": self.first_stage_metrics},
+            "all_fallback": self.all_fallback,
+            "model_scored": {"passages": st.passages, "scored": st.model_scored,
+                             "fraction": round(st.model_scored / st.passages, 4) if st.passages else None},
+            "cost": {**st.to_dict(), "wall_s": round(self.wall_s, 3),
+                     "calls_per_query": st.calls / n,
+                     "tokens_per_query": (st.prompt_tokens + st.completion_tokens) / n},
             "config": self.config,
+            **self.extra,
             "per_query": self.per_query,
         }
 
     def write(self, out_dir: str | Path, force: bool = True) -> Path:
         """Write ``run.trec`` and ``summary.json`` into ``out_dir`` atomically."""
         with atomic_directory(Path(out_dir), force=force, error=RerankDataError) as tmp:
-            (tmp / "run.trec").write_text(trec_run_text(self.run, f"paperlab-{self.method}"))
+            tags = self.tags or f"paperlab-{self.method}"
+            (tmp / "run.trec").write_text(trec_run_text(self.run, tags))
             (tmp / "summary.json").write_text(json.dumps(self.summary(), indent=2))
         return Path(out_dir)
 
@@ -104,44 +144,64 @@ def first_stage_run(data: BeirData, index: Any, query_ids: Sequence[str], k: int
 
 def evaluate_method(data: BeirData, method: str, candidates: dict[str, list[tuple[str, float]]],
                     llm: Any = None, config: RerankConfig | None = None, llm_spec: str = "",
-                    on_query: Callable[[str, dict[str, Any]], None] | None = None) -> EvalResult:
-    """Rerank each query's candidates with ``method`` ("bm25" = first stage only) and score it.
+                    on_query: Callable[[str, dict[str, Any]], None] | None = None,
+                    first_stage: str = FIRST_STAGE, log: RunLog | None = None) -> EvalResult:
+    """Rerank each query's candidates with ``method`` (a first-stage name = no reranking) and
+    score it beside the first stage on the same queries.
 
     Args:
         data: the loaded BEIR directory.
-        method: "bm25" or a registry name (grouprank, pointwise, listwise).
-        candidates: first-stage hits per query id (the queries to evaluate).
-        llm: an LLM object (needed unless method is "bm25").
+        method: "bm25"/"first-stage" or a registry name (grouprank, pointwise, listwise).
+        candidates: first-stage hits per query id (the queries to evaluate), best first.
+        llm: an LLM object (needed unless the method is the first stage); may be a callable
+            returning one, called only when some query is left to rerank.
         config: the reranker config.
-        on_query: called after each query with its id and per-query row (progress bars).
+        on_query: called after each newly ranked query with its id and per-query row.
+        first_stage: the first stage's name (run tags, the table).
+        log: an output directory to append each query to; queries it already holds are kept
+            and not ranked again (resume).
     """
     from paperlab.rerank.methods import get_method
 
     cfg = config or RerankConfig()
-    total = RerankStats()
     run: dict[str, dict[str, float]] = {}
     rows: dict[str, dict[str, Any]] = {}
-    t0 = time.perf_counter()
+    tags: dict[str, str] = {}
     impl = None
-    if method != FIRST_STAGE:
-        if llm is None:
-            raise RerankConfigError(f"method {method!r} needs an LLM; pass --llm")
-        impl = get_method(method)(llm, cfg)
     for qid, hits in candidates.items():
-        if impl is None:
-            run[qid] = {d: s for d, s in hits}
-            rows[qid] = {}
+        if log is not None and qid in log.done:
+            row = log.done[qid]
+            run[qid], rows[qid], tags[qid] = log.run.get(qid, {}), row.get("stats", {}), row["tag"]
+            continue
+        t0 = time.perf_counter()
+        stats: RerankStats | None = None
+        if is_first_stage(method):
+            scores = dict(hits)
         else:
+            if impl is None:
+                model = llm() if callable(llm) and not hasattr(llm, "agenerate") else llm
+                if model is None:
+                    raise RerankConfigError(f"method {method!r} needs an LLM; pass --llm")
+                impl = get_method(method)(model, cfg)
             passages = [Passage(d, data.corpus[d], s) for d, s in hits]
             ranking = impl.rank(data.queries[qid], passages)
-            run[qid] = {r.doc_id: r.score for r in ranking.results}
-            total.merge(ranking.stats)
-            rows[qid] = ranking.stats.to_dict()
+            scores = {r.doc_id: r.score for r in ranking.results}
+            stats = ranking.stats
+        tag = ranking_tag(method, first_stage, stats)
+        row = stats.to_dict() if stats is not None else {"wall_s": round(time.perf_counter() - t0, 4)}
+        run[qid], rows[qid], tags[qid] = scores, row, tag
+        if log is not None:
+            log.append(qid, scores, tag, {"stats": row})
         if on_query is not None:
-            on_query(qid, rows[qid])
-    wall = time.perf_counter() - t0
-    metrics, per = evaluate_run(data.qrels, run)
-    for qid in rows:
-        rows[qid] = {**per.get(qid, {}), **rows[qid]}
-    return EvalResult(method=method, config=cfg.model_dump(), metrics=metrics, per_query=rows,
-                      stats=total, wall_s=wall, run=run, llm=llm_spec)
+            on_query(qid, {**row, "tag": tag})
+    total = RerankStats()
+    for row in rows.values():
+        total.merge(RerankStats.from_dict(row))
+    qrels = {q: data.qrels[q] for q in candidates if q in data.qrels}
+    metrics, per = evaluate_run(qrels, run)
+    fs_metrics, fs_per = evaluate_run(qrels, {q: dict(h) for q, h in candidates.items()})
+    per_query = {q: {**per.get(q, {}), "first_stage": fs_per.get(q, {}), "tag": tags[q], **rows[q]}
+                 for q in candidates}
+    return EvalResult(method=method, config=cfg.model_dump(), metrics=metrics, per_query=per_query,
+                      stats=total, wall_s=total.wall_s, run=run, llm=llm_spec,
+                      first_stage=first_stage, first_stage_metrics=fs_metrics, tags=tags)

@@ -24,6 +24,7 @@ import json
 import math
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 SCORE_MIN = 0.0
@@ -120,7 +121,7 @@ def _flatten(obj: dict) -> list[tuple[object, object]]:
     return pairs
 
 
-def _collect(pairs: list[tuple[object, object]], n: int, repairs: Counter[str]) -> dict[int, float]:
+def _collect(pairs: Sequence[tuple[object, object]], n: int, repairs: Counter[str]) -> dict[int, float]:
     scores: dict[int, float] = {}
     for key, value in pairs:
         idx = _key_to_id(key)

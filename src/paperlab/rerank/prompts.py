@@ -135,7 +135,11 @@ def load_template(path: str | Path) -> PromptTemplate:
     p = Path(path)
     if not p.is_file():
         raise RerankConfigError(f"prompt template file {p} does not exist; pass an existing file")
-    data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RerankConfigError(f"prompt template {p} is not UTF-8 YAML/JSON ({first}); fix the file") from None
     missing = [k for k in ("name", "version", "system", "user") if not isinstance(data, dict) or k not in data]
     if missing:
         raise RerankConfigError(f"prompt template {p} lacks {', '.join(missing)}; add them as strings")

@@ -36,6 +36,8 @@ def _stemmer(enabled: bool) -> Any:
 class BM25Index:
     """A bm25s index plus the doc ids it was built over."""
 
+    kind = "bm25"
+
     def __init__(self, retriever: Any, doc_ids: list[str], stem: bool) -> None:
         self.retriever = retriever
         self.doc_ids = doc_ids
@@ -75,7 +77,9 @@ class BM25Index:
         p = Path(path)
         if not (p / META).is_file():
             raise RerankDataError(f"{p} is not a paperlab BM25 index; build one with `paperlab rerank index`")
-        meta = json.loads((p / META).read_text())
+        meta = _read_meta(p)
+        if meta.get("kind", "bm25") != "bm25":
+            raise RerankDataError(f"{p} is a {meta.get('kind')} index, not BM25; load it with load_index")
         return cls(bm25s.BM25.load(str(p)), list(meta["doc_ids"]), bool(meta["stem"]))
 
     def search(self, queries: Sequence[str], k: int = 100) -> list[list[tuple[str, float]]]:
@@ -88,6 +92,8 @@ class BM25Index:
 
 class DenseIndex:
     """Cosine retrieval with the packaged all-MiniLM-L6-v2 sentence encoder."""
+
+    kind = "dense"
 
     def __init__(self, doc_ids: list[str], embeddings: Any) -> None:
         self.doc_ids = doc_ids
@@ -135,7 +141,7 @@ class DenseIndex:
         p = Path(path)
         if not (p / "embeddings.npy").is_file():
             raise RerankDataError(f"{p} is not a paperlab dense index; build one with `paperlab rerank index --dense`")
-        meta = json.loads((p / META).read_text())
+        meta = _read_meta(p)
         return cls(list(meta["doc_ids"]), np.load(p / "embeddings.npy"))
 
     def search(self, queries: Sequence[str], k: int = 100) -> list[list[tuple[str, float]]]:
@@ -153,3 +159,85 @@ class DenseIndex:
             top = np.argsort(-row, kind="stable")[:k]
             out.append([(self.doc_ids[int(i)], float(row[i])) for i in top])
         return out
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((path / META).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise RerankDataError(f"{path / META} is unreadable ({e}); rebuild the index with "
+                              "`paperlab rerank index --force`") from None
+    if not isinstance(meta, dict) or "doc_ids" not in meta:
+        raise RerankDataError(f"{path / META} is not a paperlab index description; rebuild the index")
+    return meta
+
+
+def load_index(path: str | Path) -> BM25Index | DenseIndex:
+    """Load a saved index of either kind (the kind is read from ``paperlab-index.json``).
+
+    Raises:
+        RerankDataError: ``path`` holds no paperlab index.
+    """
+    p = Path(path)
+    if not (p / META).is_file():
+        raise RerankDataError(f"{p} is not a paperlab index; build one with `paperlab rerank index`")
+    kind = _read_meta(p).get("kind", "bm25")
+    if kind == "dense":
+        return DenseIndex.load(p)
+    return BM25Index.load(p)
+
+
+def check_index(index: BM25Index | DenseIndex, corpus: Mapping[str, str], path: str | Path) -> None:
+    """Refuse an index built over another corpus (its hits would name unknown docs)."""
+    stray = [d for d in index.doc_ids if d not in corpus]
+    if stray or len(index.doc_ids) != len(corpus):
+        raise RerankDataError(
+            f"index {path} was built over another corpus ({len(index.doc_ids)} docs, "
+            f"{len(stray)} unknown to this one, e.g. {stray[:1]}); rebuild it from this --data")
+
+
+def read_trec_run(path: str | Path, queries: Mapping[str, str], corpus: Mapping[str, str],
+                  k: int, issues: Any) -> dict[str, list[tuple[str, float]]]:
+    """Top-``k`` (doc id, score) per query from a TREC run file (``qid Q0 docid rank score
+    tag``), best first by score (ties: by rank). Queries or docs the dataset lacks, a repeated
+    (query, doc) pair, and non-UTF-8 lines are reported through ``issues``
+    (:class:`paperlab.rerank.beir.DataIssues`).
+
+    Raises:
+        RerankDataError: the file is missing or a line is malformed (the message names it).
+    """
+    from paperlab.rerank.beir import read_lines
+
+    p = Path(path)
+    per: dict[str, dict[str, tuple[float, int]]] = {}
+    for lineno, line in read_lines(p, issues):
+        cols = line.split()
+        if not cols:
+            continue
+        if len(cols) != 6:
+            raise RerankDataError(f"{p}:{lineno} has {len(cols)} columns; a TREC run line is "
+                                  "'qid Q0 docid rank score tag'")
+        qid, _, doc_id, rank_s, score_s, _tag = cols
+        try:
+            rank, score = int(rank_s), float(score_s)
+        except ValueError:
+            raise RerankDataError(f"{p}:{lineno} has a non-numeric rank or score; "
+                                  "columns are 'qid Q0 docid rank score tag'") from None
+        if qid not in queries:
+            issues.report("run_unknown_query", f"{p}:{lineno}: query {qid!r} is not in queries.jsonl; "
+                          "use the run made for this dataset")
+            continue
+        if doc_id not in corpus:
+            issues.report("run_unknown_doc", f"{p}:{lineno}: doc {doc_id!r} is not in corpus.jsonl; "
+                          "use the run made for this corpus")
+            continue
+        docs = per.setdefault(qid, {})
+        if doc_id in docs:
+            issues.report("duplicate_id", f"{p}:{lineno}: doc {doc_id!r} is listed twice for query "
+                          f"{qid!r}; keep one line per (query, doc)")
+            continue
+        docs[doc_id] = (score, rank)
+    if not per:
+        raise RerankDataError(f"{p} holds no usable run lines; pass a TREC run of this dataset")
+    return {q: [(d, s) for d, (s, _) in sorted(docs.items(), key=lambda kv: (-kv[1][0], kv[1][1]))][:k]
+            for q, docs in per.items()}

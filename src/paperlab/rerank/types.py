@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 
@@ -23,11 +24,13 @@ class Passage:
 
 @dataclass(frozen=True)
 class RankedResult:
-    """One passage in the output ranking: ``rank`` is 1-based, higher ``score`` ranks first."""
+    """One passage in the output ranking: ``rank`` is 1-based, higher ``score`` ranks first;
+    ``text`` is the passage as given (empty when the caller passed none)."""
 
     doc_id: str
     score: float
     rank: int
+    text: str = ""
 
 
 @dataclass
@@ -35,15 +38,23 @@ class RerankStats:
     """What one ranking call cost and how often the reply had to be repaired.
 
     ``repairs`` counts replies fixed in place (truncated JSON closed, an out-of-range score
-    clipped, a missing id filled by a retry ...), keyed by kind. ``fallbacks`` counts passages
-    or groups whose scores came from the documented fallback instead of the model, keyed by
-    kind. Nothing is ever dropped: the ledger is how a user sees that something went wrong.
+    clipped, a missing id filled by a retry ...), keyed by kind. ``fallbacks`` counts, keyed by
+    kind, the passages whose score in one group came from the documented fallback instead of
+    the model: once per passage per group it sat in (so once per repeat without overlap;
+    listwise counts kept windows, ``window_kept``). ``failed_calls`` counts LLM calls that
+    failed for good (after retries). ``passages`` and ``model_scored`` say how many passages
+    were ranked and how many of them got at least one score from the model: a ranking with
+    ``model_scored == 0`` is the first stage's order. Nothing is ever dropped: the ledger is
+    how a user sees that something went wrong.
     """
 
     calls: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     retries: int = 0
+    failed_calls: int = 0
+    passages: int = 0
+    model_scored: int = 0
     wall_s: float = 0.0
     repairs: Counter[str] = field(default_factory=Counter)
     fallbacks: Counter[str] = field(default_factory=Counter)
@@ -60,9 +71,29 @@ class RerankStats:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.retries += other.retries
+        self.failed_calls += other.failed_calls
+        self.passages += other.passages
+        self.model_scored += other.model_scored
         self.wall_s += other.wall_s
         self.repairs.update(other.repairs)
         self.fallbacks.update(other.fallbacks)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, object]) -> RerankStats:
+        """The inverse of :meth:`to_dict` (missing keys are zero)."""
+        def num(k: str) -> int:
+            v = d.get(k, 0)
+            return int(v) if isinstance(v, int | float) else 0
+
+        wall = d.get("wall_s", 0.0)
+        repairs, fallbacks = d.get("repairs") or {}, d.get("fallbacks") or {}
+        return cls(calls=num("calls"), prompt_tokens=num("prompt_tokens"),
+                   completion_tokens=num("completion_tokens"), retries=num("retries"),
+                   failed_calls=num("failed_calls"), passages=num("passages"),
+                   model_scored=num("model_scored"),
+                   wall_s=float(wall) if isinstance(wall, int | float) else 0.0,
+                   repairs=Counter(repairs if isinstance(repairs, dict) else {}),
+                   fallbacks=Counter(fallbacks if isinstance(fallbacks, dict) else {}))
 
     @property
     def n_repairs(self) -> int:
@@ -74,6 +105,11 @@ class RerankStats:
         """Total fallbacks of all kinds."""
         return sum(self.fallbacks.values())
 
+    @property
+    def all_fallback(self) -> bool:
+        """True when passages were ranked but none got a model score (first-stage order)."""
+        return self.passages > 0 and self.model_scored == 0
+
     def to_dict(self) -> dict[str, object]:
         """A JSON-ready view."""
         return {
@@ -81,6 +117,9 @@ class RerankStats:
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "retries": self.retries,
+            "failed_calls": self.failed_calls,
+            "passages": self.passages,
+            "model_scored": self.model_scored,
             "wall_s": round(self.wall_s, 4),
             "repairs": dict(self.repairs),
             "fallbacks": dict(self.fallbacks),
@@ -99,7 +138,11 @@ class Ranking:
         """The doc ids in rank order."""
         return [r.doc_id for r in self.results]
 
-    def __iter__(self):  # type: ignore[no-untyped-def]
+    def top(self, k: int) -> list[RankedResult]:
+        """The best ``k`` results."""
+        return self.results[:k]
+
+    def __iter__(self) -> Iterator[RankedResult]:
         return iter(self.results)
 
     def __len__(self) -> int:

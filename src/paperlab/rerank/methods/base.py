@@ -125,7 +125,7 @@ class CallRunner:
                 f"LLM call failed {tries} times ({last}); check that the server behind --llm is up, "
                 "or set on_llm_error=fallback to keep first-stage order for the affected passages"
             )
-        self.stats.fallbacks["llm_error"] += 1
+        self.stats.failed_calls += 1
         return None
 
 
@@ -181,7 +181,7 @@ class Method(ABC):
         t0 = time.perf_counter()
         scores = await self._arank(query, list(passages), stats) if passages else []
         stats.wall_s = time.perf_counter() - t0
-        results = to_ranking(ids, scores)
+        results = to_ranking(ids, scores, [p.text for p in passages])
         assert sorted(r.doc_id for r in results) == sorted(ids)  # the never-drop invariant
         return Ranking(results=results, stats=stats, method=self.name)
 

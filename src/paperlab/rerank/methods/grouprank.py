@@ -21,19 +21,17 @@ from paperlab.rerank.prompts import PromptTemplate, resolve_template, truncate_p
 from paperlab.rerank.types import Passage, RerankStats
 
 
-async def score_passages(runner: CallRunner, template: PromptTemplate, query: str,
-                         texts: Sequence[str], members: Sequence[int], stats: RerankStats,
-                         max_retries: int, fallback: str) -> list[tuple[int, float]]:
-    """Scores for ``members`` (indices into ``texts``) from one group prompt plus re-asks and
-    fallbacks; members that could not be scored are simply absent from the result."""
+async def _ask(runner: CallRunner, template: PromptTemplate, query: str, texts: Sequence[str],
+               members: Sequence[int], stats: RerankStats, max_retries: int
+               ) -> tuple[dict[int, float], list[int], bool]:
+    """One group prompt plus re-asks for what it left unscored: (scores, still missing,
+    whether the LLM answered at all). Counts repairs, never fallbacks."""
     scores: dict[int, float] = {}
     todo = list(members)
-    alive = True
     for attempt in range(max_retries + 1):
         reply = await runner.generate(template.render(query, [texts[i] for i in todo]))
         if reply is None:
-            alive = False
-            break
+            return scores, todo, False
         parsed = parse_group_scores(reply, len(todo))
         stats.repairs.update(parsed.repairs)
         for local, s in parsed.scores.items():
@@ -43,12 +41,25 @@ async def score_passages(runner: CallRunner, template: PromptTemplate, query: st
             break
         if attempt < max_retries:
             stats.repairs["reask_missing"] += 1
+    return scores, todo, True
+
+
+async def score_passages(runner: CallRunner, template: PromptTemplate, query: str,
+                         texts: Sequence[str], members: Sequence[int], stats: RerankStats,
+                         max_retries: int, fallback: str) -> list[tuple[int, float]]:
+    """Scores for ``members`` (indices into ``texts``) from one group prompt plus re-asks and
+    fallbacks; members that could not be scored are simply absent from the result.
+
+    Each member left without a model score is counted once as a fallback: ``pointwise`` when
+    the pointwise re-ask scored it, ``first_stage`` otherwise (also when that re-ask failed).
+    """
+    scores, todo, alive = await _ask(runner, template, query, texts, members, stats, max_retries)
     if todo and fallback == "pointwise" and alive and len(members) > 1:
         singles = await asyncio.gather(*(
-            score_passages(runner, template, query, texts, [i], stats, 0, "first_stage") for i in todo))
-        for i, got in zip(todo, singles, strict=True):
-            if got:
-                scores[i] = got[0][1]
+            _ask(runner, template, query, texts, [i], stats, 0) for i in todo))
+        for i, (got, _, _) in zip(todo, singles, strict=True):
+            if i in got:
+                scores[i] = got[i]
                 stats.fallbacks["pointwise"] += 1
             else:
                 stats.fallbacks["first_stage"] += 1
@@ -82,8 +93,10 @@ class GroupRank(Method):
                 score_passages(runner, template, query, texts, g.members, stats, c.max_retries, c.fallback)
                 for g in groups))
             obs = [o for got in per_group for o in got]
-        scores, _ = aggregate_scores(len(passages), obs, [p.first_stage_score for p in passages],
-                                     c.fusion_weight)
+        scores, scored = aggregate_scores(len(passages), obs, [p.first_stage_score for p in passages],
+                                          c.fusion_weight)
+        stats.passages += len(passages)
+        stats.model_scored += sum(scored)
         return scores
 
 

@@ -45,6 +45,7 @@ class Listwise(Method):
         template = resolve_template(c.template or self.default_template)
         runner = CallRunner(self.llm, c, stats)
         order = list(range(len(passages)))  # first-stage order to start with
+        ordered: set[int] = set()  # passages some usable reply placed
         for start in window_starts(len(order), c.window, c.window_stride):
             win = order[start : start + c.window]
             reply = await runner.generate(template.render(query, [texts[i] for i in win]))
@@ -57,7 +58,10 @@ class Listwise(Method):
                 stats.fallbacks["window_kept"] += 1
                 continue
             order[start : start + c.window] = [win[j] for j in parsed.order]
+            ordered.update(win)
         n = len(order)
+        stats.passages += n
+        stats.model_scored += len(ordered)
         scores = [0.0] * n
         for pos, i in enumerate(order):
             scores[i] = 1.0 - pos / n

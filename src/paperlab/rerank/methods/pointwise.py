@@ -34,6 +34,8 @@ class Pointwise(Method):
                 score_passages(runner, template, query, texts, [i], stats, c.max_retries, "first_stage")
                 for i in range(len(passages))))
             obs = [o for got in per for o in got]
-        scores, _ = aggregate_scores(len(passages), obs, [p.first_stage_score for p in passages],
-                                     c.fusion_weight)
+        scores, scored = aggregate_scores(len(passages), obs, [p.first_stage_score for p in passages],
+                                          c.fusion_weight)
+        stats.passages += len(passages)
+        stats.model_scored += sum(scored)
         return scores
