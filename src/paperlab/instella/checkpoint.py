@@ -303,7 +303,7 @@ def init_checkpoint(
     config = preset_config(preset)
     torch.manual_seed(seed)
     model = InstellaForCausalLM(config)
-    model.to(torch_dtype(dtype))  # type: ignore[call-arg]  # transformers wraps .to; torch's semantics
+    model.to(torch_dtype(dtype))  # type: ignore[call-arg,arg-type]  # transformers wraps .to
     return save_checkpoint(model, out, max_shard_size=max_shard_size, force=force)
 
 

@@ -40,9 +40,10 @@ class InstellaRMSNorm(nn.Module):
         self.eps = eps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
+        wide = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 if given that
+        x32 = x.to(wide)
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (self.weight.float() * x32).to(x.dtype)
+        return (self.weight.to(wide) * x32).to(x.dtype)
 
 
 def rope_cos_sin(
@@ -55,7 +56,8 @@ def rope_cos_sin(
     """
     d = int(config.head_dim)  # type: ignore[arg-type]
     base = config.rope_base
-    pos = position_ids.float()  # (B, T)
+    wide = torch.promote_types(dtype, torch.float32)  # angles never below float32
+    pos = position_ids.to(wide)  # (B, T)
     if config.rope_type == "linear":
         pos = pos / config.rope_factor  # positions squeezed into the trained range
     elif config.rope_type == "dynamic":
@@ -65,7 +67,7 @@ def rope_cos_sin(
         if seq_len > trained:
             f = config.rope_factor
             base = base * ((f * seq_len / trained) - (f - 1)) ** (d / (d - 2))
-    exponents = torch.arange(0, d, 2, dtype=torch.float32, device=pos.device) / d  # (D/2,)
+    exponents = torch.arange(0, d, 2, dtype=wide, device=pos.device) / d  # (D/2,)
     inv_freq = 1.0 / (base**exponents)  # (D/2,)
     angles = pos[..., None] * inv_freq  # (B, T, D/2)
     angles = torch.cat((angles, angles), dim=-1)  # (B, T, D) rotate-half layout
