@@ -91,3 +91,6 @@ def tiny_model() -> InstellaForCausalLM:
 @pytest.fixture
 def released_dir(tmp_path: Path, tiny_model: InstellaForCausalLM) -> Path:
     return write_released_checkpoint(tiny_model, tmp_path / "Instella-tiny")
+
+
+REPO_SRC = str(Path(__file__).resolve().parents[2] / "src")
