@@ -13,8 +13,10 @@ import logging
 import sys
 from typing import Annotated, Any
 
-import click
 import typer
+
+# typer vendors its own click (typer._click) since 0.29; a TyperGroup subclass must use its types.
+from typer import _click as click
 from typer.core import TyperGroup
 
 from paperlab.errors import PaperlabError
