@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from paperlab.errors import LLMError
@@ -61,12 +59,22 @@ def test_next_tokens_match_full_forward_through_a_growing_cache(llm) -> None:
 
 
 def test_greedy_top_and_probabilities(llm) -> None:
-    (nt,) = llm.next_tokens(["1, 2, 3, 4, 5,"], [" 6", " 7", " 1"])
+    import torch
+
+    prompt, cands = "The capital of France is", [" Paris", " Rome", " a", " the"]
+    ids = llm.tokenize(prompt)
+    with torch.inference_mode():
+        logp = llm.model(input_ids=torch.tensor([ids])).logits[0, -1].float().log_softmax(-1)
+    best = int(logp.argmax())
+    cand_ids = [llm.tokenize(c)[0] for c in cands]
+    (nt,) = llm.next_tokens([prompt], cands)
     d = nt.dists[0]
-    assert d.top == 0 and d.logprobs[0] == pytest.approx(d.top_logprob)
-    assert all(math.exp(x) <= 1 for x in d.logprobs) and d.logprobs[0] > d.logprobs[1]
-    (nt,) = llm.next_tokens(["1, 2, 3, 4, 5,"], [" 9"])
-    assert nt.dists[0].top is None  # " 9" is not the most likely next token
+    assert d.top == (cand_ids.index(best) if best in cand_ids else None)
+    assert d.top_logprob == pytest.approx(float(logp[best]), abs=2e-4)
+    assert d.logprobs[0] > d.logprobs[1] and all(x <= 0 for x in d.logprobs)
+    others = [c for c, i in zip(cands, cand_ids, strict=True) if i != best]
+    (nt,) = llm.next_tokens([prompt], others)
+    assert nt.dists[0].top is None  # the greedy token is not among them
 
 
 def test_rows_sharing_a_prefix_run_it_once(llm) -> None:
