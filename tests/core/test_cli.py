@@ -50,3 +50,20 @@ def test_importing_paperlab_and_its_cli_stays_light():
             "print(heavy); assert not heavy, heavy")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_importing_the_cli_imports_no_system_dependency():
+    # `paperlab --help` must start at once: the system sub-apps load only when one runs.
+    code = ("import sys, paperlab.cli; "
+            "heavy = [m for m in ('numpy', 'pydantic', 'torch', 'yaml') if m in sys.modules]; "
+            "print(heavy); assert not heavy, heavy")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_a_lazily_mounted_system_runs_and_maps_its_errors():
+    out = run_cli("soup", "merge", "/nonexistent-config.yaml", "/tmp/never-written")
+    assert out.returncode == 2
+    assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("error: ")
+    helped = run_cli("soup", "--help")
+    assert helped.returncode == 0 and "merge" in helped.stdout

@@ -34,19 +34,20 @@ def test_user_errors_are_one_line(tmp_path: Path) -> None:
 
 def test_status_replays_the_journal(tmp_path: Path) -> None:
     from paperlab.galaxy.constellation import Constellation
+    from paperlab.galaxy.events import Created, Dispatched, Result
     from paperlab.galaxy.journal import Journal
     from paperlab.galaxy.runstate import Run
 
     j = Journal(tmp_path / "j.sqlite")
     plan = Constellation.from_plan({"tasks": [{"id": "alpha", "executor": {"kind": "echo"}}]})
     j.create_run("r1", "demo")
-    data = {"plan": plan.plan_dict(), "settings": {}}
-    j.append("r1", "created", data)
-    run = Run.from_created("r1", data)
-    for kind, ev in [("dispatched", {"task": "alpha", "attempt": "r1/alpha/1", "device": "d"}),
-                     ("result", {"task": "alpha", "attempt": "r1/alpha/1", "device": "d",
-                                 "status": "completed", "result": 42, "error": None})]:
-        run.apply(kind, ev, j.append("r1", kind, ev))
+    created = Created(plan=plan.plan_dict(), settings={}, ts=1.0)
+    j.append("r1", created)
+    run = Run.from_created("r1", created)
+    for ev in [Dispatched(task="alpha", attempt="r1/alpha/1", device="d", ts=2.0),
+               Result(task="alpha", attempt="r1/alpha/1", device="d", status="completed", result=42, ts=3.0)]:
+        j.append("r1", ev)
+        run.apply(ev)
     j.close()
     r = cli("status", "r1", "--journal", str(tmp_path / "j.sqlite"))
     assert r.returncode == 0, r.stderr

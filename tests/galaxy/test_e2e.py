@@ -144,3 +144,32 @@ def test_wrong_token_is_refused(galaxy, tmp_path: Path) -> None:  # type: ignore
     assert galaxy.wait_orchestrator(60) == 0
     devices = {e["data"]["device"] for e in by_kind(galaxy.events("tok"), "device")}
     assert devices == {"good"}
+
+
+def test_stalled_device_resumes_and_every_task_completes_once(galaxy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """SIGSTOP a device past the heartbeat timeout, SIGCONT it: its attempts were declared lost,
+    but it still runs them. They are adopted back (or cancelled when re-run elsewhere), capacity
+    refusals use no retry, and every task completes exactly once with no retries to spare."""
+    import os
+    import signal
+    import time
+
+    plan = write_plan(tmp_path / "p.yaml", [sleep(f"s{i}", 2.0, max_retries=0) for i in range(4)])
+    galaxy.start_orchestrator(str(plan), "--run-id", "stall", device_timeout=1.0)
+    a = galaxy.device("a", [], max_concurrency=2)
+    galaxy.wait_event("stall", lambda e: e["kind"] == "dispatched" and e["data"]["task"] == "s1"
+                      and e["data"]["device"] == "a", 30, "two tasks to start on a")
+    os.kill(a.proc.pid, signal.SIGSTOP)
+    try:
+        galaxy.wait_event("stall", lambda e: e["kind"] == "lost", 30, "a to be declared lost")
+        time.sleep(0.3 * galaxy.tscale)
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+    assert galaxy.wait_orchestrator(60) == 0, galaxy.orch_output()
+    events = galaxy.events("stall")
+    assert by_kind(events, "finished")[0]["data"]["state"] == "completed"
+    for i in range(4):
+        results = by_kind(events, "result", f"s{i}")
+        assert [r["data"]["status"] for r in results] == ["completed"], results  # exactly once
+    assert by_kind(events, "adopted"), "the stalled attempts should be adopted back"
+    assert "INFO" in a.log() and "stall/s0/1" in a.log()  # the device logs what it does, with levels

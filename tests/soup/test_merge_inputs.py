@@ -149,7 +149,7 @@ def test_non_finite_inputs_only_with_check_finite(pair: list[Path], tmp_path: Pa
     ([0.5, -0.5], "linear", "non-negative"),
     ([0.0, 0.0], "linear", "all weights are zero"),
     ([0.3, 0.7], "uniform", "takes no weights"),
-    ([0.3, 0.7], "nope", "unknown merge method 'nope'; valid methods: linear, task_arithmetic, ties, uniform"),
+    ([0.3, 0.7], "nope", "unknown merge method 'nope'; valid methods: breadcrumbs, .*linear, .*ties, uniform"),
 ])
 def test_weights_that_do_not_fit(pair: list[Path], tmp_path: Path, weights, method, match) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(SoupError, match=match):
@@ -190,15 +190,17 @@ def test_crash_mid_write_leaves_no_output(pair: list[Path], tmp_path: Path, monk
         return real(self, name, data)
 
     monkeypatch.setattr(ShardedWriter, "write", crashing)
-    with pytest.raises(type(exc)):
+    # A write error becomes one SoupError line; Ctrl-C stays a KeyboardInterrupt.
+    expected = SoupError if isinstance(exc, OSError) else type(exc)
+    with pytest.raises(expected):
         merge(spec(pair, chunk_elements=100), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []  # neither the output nor a temporary sibling
     # An existing output survives a crashing --force merge untouched.
     keep = tmp_path / "keep"
-    keep.mkdir()
+    merge(spec(pair), keep)  # an earlier paperlab output: the only kind --force replaces
     (keep / "precious.txt").write_text("x")
     calls["n"] = 0
-    with pytest.raises(type(exc)):
+    with pytest.raises(expected):
         merge(spec(pair, chunk_elements=100), keep, force=True)
     assert [p.name for p in tmp_path.iterdir()] == ["keep"] and (keep / "precious.txt").is_file()
 
@@ -220,8 +222,8 @@ def test_mergekit_yaml_config(pair: list[Path], tmp_path: Path) -> None:
     )
     s = load_merge_config(cfg)
     assert s.weights == [3.0, 1.0] and s.dtype == "bfloat16" and s.shard_size == 30_000
-    cfg.write_text(f"merge_method: linear\nslices: []\nmodels: [{{model: {pair[0]}}}]\n")
-    with pytest.raises(MergeConfigError, match="unsupported key.*slices.*honoured keys are"):
+    cfg.write_text(f"merge_method: linear\nsliced: []\nmodels: [{{model: {pair[0]}}}]\n")
+    with pytest.raises(MergeConfigError, match="unsupported key.*sliced.*honoured keys are"):
         load_merge_config(cfg)
 
 

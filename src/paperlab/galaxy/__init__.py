@@ -3,30 +3,37 @@
 A constellation (DAG of tasks) runs on device agents that dial in over AIP (JSON over
 WebSocket); an asyncio orchestrator dispatches by capability, survives device and
 orchestrator crashes through a SQLite journal, and accepts each result exactly once.
-Heavy parts (websockets, the dashboard, planners) are imported from their modules.
+The public names below are loaded on first use, so ``import paperlab.galaxy`` (and the CLI)
+stays light: no pydantic or yaml until a constellation is touched.
 """
 
-from paperlab.galaxy.constellation import (
-    Constellation,
-    ConstellationState,
-    EdgeKind,
-    ExecutorSpec,
-    TaskStar,
-    TaskStarLine,
-    TaskStatus,
-    load_constellation,
-)
-from paperlab.galaxy.edits import EditBatch, apply_batch
+from __future__ import annotations
 
-__all__ = [
-    "Constellation",
-    "ConstellationState",
-    "EdgeKind",
-    "EditBatch",
-    "ExecutorSpec",
-    "TaskStar",
-    "TaskStarLine",
-    "TaskStatus",
-    "apply_batch",
-    "load_constellation",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Constellation": "constellation",
+    "ConstellationState": "constellation",
+    "EdgeKind": "constellation",
+    "ExecutorSpec": "constellation",
+    "TaskPlan": "constellation",
+    "TaskStar": "constellation",
+    "TaskStarLine": "constellation",
+    "TaskState": "constellation",
+    "TaskStatus": "constellation",
+    "load_constellation": "constellation",
+    "EditBatch": "edits",
+    "apply_batch": "edits",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'paperlab.galaxy' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"paperlab.galaxy.{module}"), name)
+    globals()[name] = value
+    return value

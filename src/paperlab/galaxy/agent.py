@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import random
+import ssl
 import time
 from collections import OrderedDict
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
+from paperlab.galaxy.auth import DEVICE_HEADER
 from paperlab.galaxy.errors import ExecutorError, GalaxyError
 from paperlab.galaxy.executors import DeviceConfig, run_executor
 from paperlab.galaxy.protocol import (
@@ -52,8 +54,10 @@ class DeviceAgent:
     """One device. ``run()`` returns only when stopped or when the token is refused."""
 
     def __init__(self, cfg: DeviceConfig, url: str, token: str, backoff_base: float = 0.1,
-                 backoff_cap: float = 3.0, seed: int | None = None) -> None:
+                 backoff_cap: float = 3.0, seed: int | None = None,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.cfg = cfg
+        self.ssl_context = ssl_context
         self.url = url
         self.token = token
         self.backoff_base = backoff_base
@@ -74,11 +78,13 @@ class DeviceAgent:
         failures = 0
         while not self._stop.is_set():
             try:
-                async with connect(self.url, additional_headers={"Authorization": f"Bearer {self.token}"},
-                                   max_size=None, ping_interval=None, open_timeout=5,
-                                   close_timeout=2) as ws:
+                headers = {"Authorization": f"Bearer {self.token}", DEVICE_HEADER: self.cfg.device_id}
+                async with connect(self.url, additional_headers=headers, max_size=None,
+                                   ping_interval=None, open_timeout=5, close_timeout=2,
+                                   ssl=self.ssl_context if self.url.startswith("wss:") else None) as ws:
                     failures = 0
                     self.connections += 1
+                    log.info("connected to %s as %s", self.url, self.cfg.device_id)
                     await self._serve(ws)
             except InvalidStatus as exc:
                 if exc.response.status_code == 401:
@@ -137,9 +143,11 @@ class DeviceAgent:
                 elif isinstance(msg, Cancel):
                     t = self.running.get(msg.attempt_id)
                     if t is not None:
+                        log.info("cancel %s: %s", msg.attempt_id, msg.reason)
                         t.cancel()
                 elif isinstance(msg, ErrorMsg):
-                    log.warning("orchestrator error %s: %s", msg.code, msg.message)
+                    (log.error if msg.code == "identity" else log.warning)(
+                        "orchestrator error %s: %s", msg.code, msg.message)
             self._flush()
 
     async def _writer(self, ws: ClientConnection, queue: asyncio.Queue[str]) -> None:
@@ -165,8 +173,10 @@ class DeviceAgent:
         if msg.attempt_id in self.running or msg.attempt_id in self.recent:
             return  # a repeated TASK for the same attempt runs once
         if len(self.running) >= self.cfg.max_concurrency:
-            self._finish(msg, "failed", None, f"device {self.cfg.device_id} is at capacity", time.time())
+            log.warning("refused %s: at capacity (%d running)", msg.attempt_id, len(self.running))
+            self._finish(msg, "refused", None, f"device {self.cfg.device_id} is at capacity", time.time())
             return
+        log.info("start %s (%s)", msg.attempt_id, msg.executor.kind)
         self.running[msg.attempt_id] = asyncio.create_task(self._execute(msg))
 
     async def _execute(self, msg: Task) -> None:
@@ -174,7 +184,8 @@ class DeviceAgent:
         status, result, error = "completed", None, None
         try:
             result = await asyncio.wait_for(
-                run_executor(msg.executor.kind, msg.executor.args, msg.inputs, self.cfg), msg.timeout)
+                run_executor(msg.executor.kind, msg.executor.args, msg.inputs, self.cfg,
+                             attempt_id=msg.attempt_id), msg.timeout)
         except asyncio.CancelledError:
             status, error = "cancelled", "cancelled by the orchestrator"
         except asyncio.TimeoutError:
@@ -184,6 +195,8 @@ class DeviceAgent:
         except Exception as exc:  # a task's bug is the task's failure, not the agent's
             status, error = "failed", f"{type(exc).__name__}: {exc}"
         self.running.pop(msg.attempt_id, None)
+        (log.info if status == "completed" else log.warning)(
+            "%s %s in %.2fs%s", status, msg.attempt_id, time.time() - started, f": {error}" if error else "")
         self._finish(msg, status, result, error, started)
 
     def _finish(self, msg: Task, status: str, result: Any, error: str | None, started: float) -> None:

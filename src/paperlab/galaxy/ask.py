@@ -7,18 +7,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from paperlab.galaxy.constellation import Constellation
 from paperlab.galaxy.errors import PlannerError
-from paperlab.galaxy.journal import Journal
-from paperlab.galaxy.orchestrator import Orchestrator, OrchestratorConfig
+from paperlab.galaxy.orchestrator import Orchestrator
 from paperlab.galaxy.planner import DeclarativePlanner, DeviceSummary, LLMPlanner, Planner
 from paperlab.galaxy.replanner import RuleReplanner
-from paperlab.galaxy.server import OrchestratorServer
+from paperlab.galaxy.runtime import start_orchestrator
 from paperlab.galaxy.service import task_table
 
 __all__ = ["AskOptions", "plan_table", "run_ask"]
@@ -74,19 +72,11 @@ def run_ask(opts: AskOptions, confirm: Callable[[str], bool]) -> str:
 
 async def _main(opts: AskOptions, planner: Planner, console: Console,
                 confirm: Callable[[str], bool]) -> str:
-    journal = Journal(opts.journal)
-    orch = Orchestrator(journal, OrchestratorConfig())
     replanner = RuleReplanner()
-    replanner.attach(orch)
-    ui: Any = None
-    if opts.ui:
-        from paperlab.galaxy.dashboard import Dashboard
-
-        ui = Dashboard(orch)
-    server = OrchestratorServer(orch, opts.token, opts.host, opts.port, ui=ui)
-    port = await server.start()
-    print(f"listening ws://{opts.host}:{port}/aip", flush=True)
-    try:
+    async with start_orchestrator(opts.journal, opts.token, host=opts.host, port=opts.port,
+                                  ui=opts.ui, replanner=replanner) as g:
+        orch = g.orch
+        print(f"listening ws://{opts.host}:{g.server.port}/aip", flush=True)
         end = time.monotonic() + opts.wait_seconds
         while sum(d.online for d in orch.devices.values()) < opts.wait_devices and time.monotonic() < end:
             await asyncio.sleep(0.1)
@@ -103,6 +93,3 @@ async def _main(opts: AskOptions, planner: Planner, console: Console,
             console.print(f"replan: {entry.get('reason', '')} -> {entry['outcome']}")
         print(f"run {run_id} finished: {state.value}", flush=True)
         return state.value
-    finally:
-        await server.close()
-        journal.close()

@@ -7,12 +7,19 @@ from typing import Annotated
 
 import typer
 
+from paperlab.galaxy import defaults
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 TokenOpt = Annotated[str, typer.Option("--token", envvar="GALAXY_TOKEN",
                                        help="Shared secret; or set GALAXY_TOKEN.")]
 JournalOpt = Annotated[Path, typer.Option("--journal", help="SQLite journal file.")]
 DEFAULT_JOURNAL = Path("galaxy-journal.sqlite")
+ApiPortOpt = Annotated[int | None, typer.Option(help="Control API port (default: --port + 1).")]
+TlsCertOpt = Annotated[Path | None, typer.Option(help="TLS certificate (PEM): serve wss:// and https://.")]
+TlsKeyOpt = Annotated[Path | None, typer.Option(help="TLS private key (PEM) for --tls-cert.")]
+ApiOpt = Annotated[str, typer.Option("--api", envvar="GALAXY_API", help="Control API URL of a running orchestrator.")]
+DEFAULT_API = "http://127.0.0.1:8766/api"
 
 
 def _need_token(token: str) -> str:
@@ -32,15 +39,23 @@ def serve(
     plan: Annotated[Path | None, typer.Option(help="Submit this plan at start.")] = None,
     resume: Annotated[str | None, typer.Option(help="Resume this run id from the journal.")] = None,
     ui: Annotated[bool, typer.Option("--ui", help="Serve the live dashboard at /ui.")] = False,
-    device_timeout: Annotated[float, typer.Option(help="Seconds of silence before a device is lost.")] = 5.0,
+    device_timeout: Annotated[float, typer.Option(help="Seconds of silence before a device is lost.")] = defaults.DEVICE_TIMEOUT,
     replan: Annotated[bool, typer.Option(help="Apply the rule-based replanner live.")] = False,
+    api_port: ApiPortOpt = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
 ) -> None:
-    """Run an orchestrator that devices dial in to; stays up until interrupted."""
+    """Run an orchestrator that devices dial in to; stays up until interrupted.
+
+    The control API (submit, status, edit, cancel, devices) listens on --api-port, by default
+    the next port after --port."""
     from paperlab.galaxy.service import ServiceOptions, run_service
 
     run_service(ServiceOptions(token=_need_token(token), host=host, port=port, journal=journal,
                                plan=plan, resume=resume, ui=ui, device_timeout=device_timeout,
-                               exit_when_done=False, replan=replan))
+                               exit_when_done=False, replan=replan,
+                               api_port=api_port if api_port is not None else (port + 1 if port else 0),
+                               tls_cert=tls_cert, tls_key=tls_key))
 
 
 @app.command()
@@ -52,11 +67,14 @@ def run(
     journal: JournalOpt = DEFAULT_JOURNAL,
     run_id: Annotated[str | None, typer.Option("--run-id", help="Id for the new run.")] = None,
     resume: Annotated[str | None, typer.Option(help="Resume this run id instead of PLAN.")] = None,
-    device_timeout: Annotated[float, typer.Option(help="Seconds of silence before a device is lost.")] = 5.0,
-    unplaceable_timeout: Annotated[float, typer.Option(help="Seconds a ready task may wait for a capable device.")] = 10.0,
+    device_timeout: Annotated[float, typer.Option(help="Seconds of silence before a device is lost.")] = defaults.DEVICE_TIMEOUT,
+    unplaceable_timeout: Annotated[float, typer.Option(help="Seconds a ready task may wait for a capable device.")] = defaults.UNPLACEABLE_TIMEOUT,
     ui: Annotated[bool, typer.Option("--ui", help="Also serve the live dashboard at /ui.")] = False,
     replan: Annotated[bool, typer.Option(help="Apply the rule-based replanner live.")] = False,
     live: Annotated[bool, typer.Option(help="Show a live table (default: when on a terminal).")] = True,
+    api_port: Annotated[int | None, typer.Option(help="Also serve the control API on this port (0: any).")] = None,
+    tls_cert: TlsCertOpt = None,
+    tls_key: TlsKeyOpt = None,
 ) -> None:
     """Start an orchestrator, run PLAN (or --resume RUN_ID) to the end, print the result."""
     from paperlab.errors import ConfigError
@@ -67,7 +85,8 @@ def run(
     state = run_service(ServiceOptions(
         token=_need_token(token), host=host, port=port, journal=journal, plan=plan, run_id=run_id,
         resume=resume, ui=ui, device_timeout=device_timeout, unplaceable_timeout=unplaceable_timeout,
-        exit_when_done=True, live=live, replan=replan))
+        exit_when_done=True, live=live, replan=replan, api_port=api_port, tls_cert=tls_cert,
+        tls_key=tls_key))
     raise typer.Exit(0 if state == "completed" else 1)
 
 
@@ -80,22 +99,28 @@ def device(
     allow_shell: Annotated[str | None, typer.Option(help="Comma-separated allowed programs.")] = None,
     max_concurrency: Annotated[int | None, typer.Option(help="Tasks run at once.")] = None,
     token: TokenOpt = "",
+    log_file: Annotated[Path | None, typer.Option(help="Log file (default: the cache's galaxy/devices/ID.log).")] = None,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING or ERROR.")] = "INFO",
+    ca_file: Annotated[Path | None, typer.Option(help="CA/cert file to trust for wss:// (self-signed).")] = None,
 ) -> None:
-    """Run a device agent that dials in to an orchestrator and runs what its config allows."""
+    """Run a device agent that dials in to an orchestrator and runs what its config allows.
+
+    TOKEN is this device's own credential (`paperlab galaxy token --device ID` on the
+    orchestrator's machine prints it) or the orchestrator's admin secret."""
     import asyncio
-    import logging
     import signal
 
     from paperlab.galaxy.agent import DeviceAgent
     from paperlab.galaxy.executors import load_device_config
+    from paperlab.galaxy.tls import client_context
 
-    logging.getLogger("paperlab.galaxy").setLevel(logging.INFO)
     cfg = load_device_config(
         config, device_id=id,
         capabilities=capabilities.split(",") if capabilities else None,
         shell_allow=allow_shell.split(",") if allow_shell else None,
         max_concurrency=max_concurrency)
-    agent = DeviceAgent(cfg, connect, _need_token(token))
+    _device_logging(cfg.device_id, log_file, log_level)
+    agent = DeviceAgent(cfg, connect, _need_token(token), ssl_context=client_context(ca_file))
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -104,6 +129,27 @@ def device(
         await agent.run()
 
     asyncio.run(main())
+
+
+def _device_logging(device_id: str, log_file: Path | None, level: str) -> None:
+    """Device logs with levels, to stderr and to a file."""
+    import logging
+
+    from paperlab.errors import ConfigError
+    from paperlab.io import cache_dir
+
+    lvl = logging.getLevelName(level.upper())
+    if not isinstance(lvl, int):
+        raise ConfigError(f"--log-level {level!r} unknown; use DEBUG, INFO, WARNING or ERROR")
+    path = log_file or cache_dir("galaxy") / "devices" / f"{device_id}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter(f"%(asctime)s %(levelname)s {device_id} %(name)s: %(message)s")
+    logger = logging.getLogger("paperlab.galaxy")
+    logger.setLevel(lvl)
+    for handler in (logging.StreamHandler(), logging.FileHandler(path, encoding="utf-8")):
+        handler.setFormatter(fmt)
+        logger.addHandler(handler)
+    logger.propagate = False
 
 
 @app.command()
@@ -133,14 +179,87 @@ def ask(
 def status(
     run_id: Annotated[str, typer.Argument(help="Run id (see the journal).")],
     journal: JournalOpt = DEFAULT_JOURNAL,
+    api: Annotated[str | None, typer.Option("--api", envvar="GALAXY_API", help="Ask a running orchestrator's control API instead of reading the journal.")] = None,
+    token: TokenOpt = "",
 ) -> None:
-    """Show a run's tasks and state from the journal (works while it runs or after)."""
+    """Show a run's tasks and state: from a running orchestrator (--api) or the journal."""
     from rich.console import Console
 
     from paperlab.galaxy.service import replay_run, task_table
 
+    if api:
+        from paperlab.galaxy.client import call, print_run
+
+        print_run(call(api, _need_token(token), "GET", f"/runs/{run_id}"))
+        return
     run = replay_run(journal, run_id)
     console = Console()
     console.print(task_table(run))
     state = run.finished.value if run.finished else "running (or interrupted: --resume it)"
     console.print(f"run {run_id}: {state}; metrics {run.constellation.metrics()}")
+
+
+@app.command()
+def submit(
+    plan: Annotated[Path, typer.Argument(help="Plan file (YAML or JSON).")],
+    api: ApiOpt = DEFAULT_API,
+    token: TokenOpt = "",
+) -> None:
+    """Submit PLAN as a new run to a running orchestrator (admin token); prints the run id."""
+    from paperlab.galaxy.client import call, read_body
+
+    print(call(api, _need_token(token), "POST", "/runs", read_body(plan))["run_id"])
+
+
+@app.command()
+def edit(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    edits: Annotated[Path, typer.Argument(help="Edit batch (YAML or JSON): {edits: [...], reason: ...}.")],
+    api: ApiOpt = DEFAULT_API,
+    token: TokenOpt = "",
+) -> None:
+    """Apply an edit batch to a live run, all or nothing (exit 1 when rejected)."""
+    from paperlab.galaxy.client import call, read_body
+
+    res = call(api, _need_token(token), "POST", f"/runs/{run_id}/edits", read_body(edits))
+    print(("accepted" if res["accepted"] else "rejected") + f": {res['reason']}")
+    raise typer.Exit(0 if res["accepted"] else 1)
+
+
+@app.command()
+def cancel(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    task: Annotated[str | None, typer.Argument(help="Cancel only this task.")] = None,
+    api: ApiOpt = DEFAULT_API,
+    token: TokenOpt = "",
+) -> None:
+    """Cancel a live run, or one task of it."""
+    import json
+
+    from paperlab.galaxy.client import call
+
+    body = json.dumps({"task": task} if task else {}).encode()
+    print(f"cancelled {call(api, _need_token(token), 'POST', f'/runs/{run_id}/cancel', body)['cancelled']}")
+
+
+@app.command()
+def devices(api: ApiOpt = DEFAULT_API, token: TokenOpt = "") -> None:
+    """List the devices a running orchestrator knows."""
+    from paperlab.galaxy.client import call, print_devices
+
+    print_devices(call(api, _need_token(token), "GET", "/devices"))
+
+
+@app.command()
+def token(
+    device: Annotated[str | None, typer.Option("--device", help="Print this device's own token.")] = None,
+    viewer: Annotated[bool, typer.Option("--viewer", help="Print the read-only dashboard token.")] = False,
+    secret: TokenOpt = "",
+) -> None:
+    """Derive a device's or the dashboard viewer's token from the orchestrator's secret."""
+    from paperlab.errors import ConfigError
+    from paperlab.galaxy.auth import device_token, viewer_token
+
+    if (device is None) == (not viewer):
+        raise ConfigError("give exactly one of --device ID or --viewer")
+    print(device_token(_need_token(secret), device) if device else viewer_token(_need_token(secret)))

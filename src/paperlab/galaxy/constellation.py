@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
+from paperlab.errors import config_error
 from paperlab.galaxy.conditions import check_condition, evaluate
 from paperlab.galaxy.errors import ConditionError, PlanError
 from paperlab.io.atomic import atomic_write_text
@@ -38,7 +39,9 @@ __all__ = [
     "EdgeKind",
     "ExecutorSpec",
     "TaskStar",
+    "TaskPlan",
     "TaskStarLine",
+    "TaskState",
     "TaskStatus",
     "load_constellation",
     "resolve_inputs",
@@ -86,9 +89,10 @@ class ExecutorSpec(BaseModel):
     args: dict[str, Any] = Field(default_factory=dict)
 
 
-class TaskStar(BaseModel):
-    """One subtask. The first block is the plan; the second is run state, owned by the
-    orchestrator and changed only through journaled events."""
+class TaskPlan(BaseModel):
+    """One subtask as a plan states it: what to run, where, how hard to try, which inputs.
+
+    Edits may change these fields of a task that has not started; nothing else."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
     id: str = Field(pattern=ID_PATTERN)
@@ -105,6 +109,17 @@ class TaskStar(BaseModel):
     # failed one counts as recovered in the run's state.
     replaces: str | None = None
 
+    @field_validator("capabilities")
+    @classmethod
+    def _caps(cls, v: list[str]) -> list[str]:
+        return sorted({c.strip() for c in v if c.strip()})
+
+
+class TaskState(BaseModel):
+    """One task's run state: owned by the orchestrator, changed only by folding journaled
+    events (:meth:`paperlab.galaxy.runstate.Run.apply`), never written in a plan."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
     status: TaskStatus = TaskStatus.PENDING
     result: Any = None
     error: str | None = None
@@ -118,19 +133,20 @@ class TaskStar(BaseModel):
     ended_at: float | None = None
     skipped_by_condition: bool = False
 
-    PLAN_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"id", "name", "description", "capabilities", "device", "priority", "timeout",
-         "max_retries", "executor", "inputs", "replaces"}
-    )
 
-    @field_validator("capabilities")
-    @classmethod
-    def _caps(cls, v: list[str]) -> list[str]:
-        return sorted({c.strip() for c in v if c.strip()})
+class TaskStar(TaskPlan, TaskState):
+    """A task in a live constellation: its plan (:class:`TaskPlan`) with its run state
+    (:class:`TaskState`). The plan part is what files and edits see (:meth:`plan_dict`)."""
+
+    # Derived from the plan type, so a new plan field is never forgotten here.
+    PLAN_FIELDS: ClassVar[frozenset[str]] = frozenset(TaskPlan.model_fields)
 
     def plan_dict(self) -> dict[str, Any]:
         """The task as written in a plan (no run state)."""
         return self.model_dump(mode="json", include=set(self.PLAN_FIELDS))
+
+    def plan(self) -> TaskPlan:
+        return TaskPlan.model_validate(self.model_dump(include=set(self.PLAN_FIELDS)))
 
 
 class TaskStarLine(BaseModel):
@@ -302,13 +318,13 @@ class Constellation(BaseModel):
         ``durations`` gives each task's cost (default: measured run time where known, else 1).
         """
         cost: dict[str, float] = {}
-        for t in self.tasks.values():
-            if durations and t.id in durations:
-                cost[t.id] = durations[t.id]
-            elif t.started_at is not None and t.ended_at is not None:
-                cost[t.id] = max(t.ended_at - t.started_at, 0.0)
+        for task in self.tasks.values():
+            if durations and task.id in durations:
+                cost[task.id] = durations[task.id]
+            elif task.started_at is not None and task.ended_at is not None:
+                cost[task.id] = max(task.ended_at - task.started_at, 0.0)
             else:
-                cost[t.id] = 1.0
+                cost[task.id] = 1.0
         finish: dict[str, float] = {}
         for t in self.topological_order():
             start = max((finish[e.source] for e in self.predecessors(t)), default=0.0)
@@ -362,7 +378,7 @@ class Constellation(BaseModel):
             try:
                 task = TaskStar.model_validate(raw)
             except ValidationError as exc:
-                raise PlanError(f"tasks[{i}]: {_first_error(exc)}") from None
+                raise config_error(exc, f"plan tasks[{i}]", PlanError) from None
             if task.id in tasks:
                 raise PlanError(f"tasks[{i}]: duplicate task id {task.id!r}")
             tasks[task.id] = task
@@ -372,15 +388,9 @@ class Constellation(BaseModel):
                     request=str(data.get("request", "")), tasks=tasks,
                     edges=[TaskStarLine.model_validate(e) for e in edges])
         except ValidationError as exc:
-            raise PlanError(f"edges: {_first_error(exc)}") from None
+            raise config_error(exc, "plan edges", PlanError) from None
         c.validate_graph()
         return c
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"]) or "(root)"
-    return f"field {loc!r}: {err['msg']}"
 
 
 def load_constellation(path: str | Path) -> Constellation:

@@ -1,13 +1,23 @@
-"""The live dashboard, served by the orchestrator's own port under ``/ui`` (same token).
+"""The live dashboard, served by the orchestrator's own port under ``/ui``.
 
 No front-end library and no CDN: the server renders the DAG as SVG (tasks laid out by depth,
-filled by status) and the page replaces its panels with each snapshot pushed over the
-``/ui/ws`` WebSocket. Snapshots are sent at most every 0.2 s and only when something changed.
+filled by status) and the page replaces the panels that changed with each frame pushed over
+the ``/ui/ws`` WebSocket.
+
+Access: the viewer token (read-only) or the admin token (may also cancel). The first load may
+carry ``?token=``; the response sets an HttpOnly, SameSite=Strict cookie and the page removes
+the token from the address bar, so later requests and the WebSocket use the cookie.
+
+Isolation from the scheduler: ONE renderer task draws a snapshot at most ``max_fps`` times a
+second, and only when an event arrived since the last one, however many viewers there are.
+Each viewer gets only the panels that changed since its last frame (a diff), through a queue
+of one slot: a slow viewer skips frames instead of holding memory or the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import json
 import time
@@ -19,6 +29,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
+from paperlab.galaxy.auth import COOKIE, Identity
 from paperlab.galaxy.constellation import Constellation
 
 if TYPE_CHECKING:
@@ -41,7 +52,8 @@ table{border-collapse:collapse;font-size:13px} td,th{padding:2px 8px;text-align:
 .dev-offline{color:#757575} #events{font-family:monospace;font-size:12px;max-height:260px}
 #conn{font-size:12px;color:#757575}
 </style></head><body>
-<h1>Galaxy dashboard <span id="conn">connecting...</span></h1>
+<h1>Galaxy dashboard <span id="conn">connecting...</span>
+ <button id="cancel-run" hidden>cancel run</button></h1>
 <div class="grid">
  <div class="panel"><h2>Constellation</h2><div id="dag"></div><div id="metrics"></div></div>
  <div><div class="panel"><h2>Devices</h2><div id="devices"></div></div>
@@ -49,12 +61,29 @@ table{border-collapse:collapse;font-size:13px} td,th{padding:2px 8px;text-align:
 </div>
 <script>
 (function(){
+  if (location.search) history.replaceState(null, "", location.pathname);  // the cookie has it now
+  var ws = null;
+  document.getElementById("dag").addEventListener("click", function(e){
+    var g = e.target.closest ? e.target.closest("g.task") : null;
+    var run = document.getElementById("run-state");
+    if (!g || !ws || !run || document.body.dataset.role !== "admin") return;
+    if (confirm("cancel task " + g.dataset.task + "?"))
+      ws.send(JSON.stringify({op: "cancel", run: run.dataset.run, task: g.dataset.task}));
+  });
+  document.getElementById("cancel-run").addEventListener("click", function(){
+    var run = document.getElementById("run-state");
+    if (ws && run && confirm("cancel run " + run.dataset.run + "?"))
+      ws.send(JSON.stringify({op: "cancel", run: run.dataset.run}));
+  });
   function connect(){
-    var ws = new WebSocket(location.origin.replace(/^http/, "ws") + "/ui/ws" + location.search);
+    ws = new WebSocket(location.origin.replace(/^http/, "ws") + "/ui/ws");
     ws.onopen = function(){ document.getElementById("conn").textContent = "live"; };
     ws.onmessage = function(m){
       var s = JSON.parse(m.data);
-      for (var k of ["dag", "metrics", "devices", "events"]) document.getElementById(k).innerHTML = s[k];
+      if (s.role) { document.body.dataset.role = s.role;
+                    document.getElementById("cancel-run").hidden = s.role !== "admin"; }
+      for (var k of ["dag", "metrics", "devices", "events"])
+        if (k in s) document.getElementById(k).innerHTML = s[k];
     };
     ws.onclose = function(){ document.getElementById("conn").textContent = "reconnecting...";
                              setTimeout(connect, 1000); };
@@ -84,9 +113,9 @@ def render_svg(c: Constellation) -> str:
         parts.append(f'<line x1="{x1 + w}" y1="{y1 + h / 2}" x2="{x2}" y2="{y2 + h / 2}" '
                      f'stroke="#90a4ae"{dash}/>')
     for tid, (x, y) in pos.items():
-        t = c.tasks[tid]
-        st = t.status.value
-        tip = html.escape(f"{tid}: {st} {t.assigned_device or ''} {t.error or ''}")
+        task = c.tasks[tid]
+        st = task.status.value
+        tip = html.escape(f"{tid}: {st} {task.assigned_device or ''} {task.error or ''}")
         parts.append(f'<g class="task" data-task="{html.escape(tid)}" data-status="{st}"><title>{tip}</title>'
                      f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="5" fill="{STATUS_FILL[st]}" '
                      f'stroke="#455a64"/><text x="{x + 6}" y="{y + 17}" font-size="11">'
@@ -96,31 +125,45 @@ def render_svg(c: Constellation) -> str:
 
 
 class Dashboard:
-    """Implements the server's UI hook: the page over HTTP, snapshots over WebSocket."""
+    """Implements the server's UI hook: the page over HTTP, diffs over WebSocket."""
 
-    def __init__(self, orch: Orchestrator, max_events: int = 40) -> None:
+    def __init__(self, orch: Orchestrator, max_events: int = 40, max_fps: float = 4.0) -> None:
         self.orch = orch
         self.version = 0
         self.events: list[str] = []
         self.max_events = max_events
+        self.min_interval = 1.0 / max_fps
+        self.renders = 0
+        self._frame: dict[str, str] = {}
+        self._frame_version = -1
+        self._clients: set[asyncio.Queue[dict[str, str]]] = set()
+        self._renderer: asyncio.Task[None] | None = None
         orch.listeners.append(self._on_event)
 
     def _on_event(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
+        # Called on the scheduler's path for every event: O(1), no rendering here.
         self.version += 1
         if kind == "created":
             detail = f"{len(data.get('plan', {}).get('tasks', []))} tasks"
+        elif kind == "edit":
+            detail = f"accepted: {data.get('batch', {}).get('reason', '')}"
         else:
             detail = " ".join(f"{k}={v}" for k, v in data.items()
                               if k in ("task", "device", "status", "what", "reason", "state") and v)
         stamp = time.strftime("%H:%M:%S", time.localtime(data.get("ts", time.time())))
         self.events.append(html.escape(f"{stamp} {kind} {detail}"[:160]))
-        del self.events[: -self.max_events]
+        if len(self.events) > 2 * self.max_events:
+            del self.events[: -self.max_events]
 
-    def http(self, path: str, query: dict[str, list[str]]) -> Response | None:
+    def http(self, path: str, query: dict[str, list[str]], identity: Identity,
+             token: str) -> Response | None:
         if path in ("/ui", "/ui/"):
             body = PAGE.encode()
             headers = Headers([("Content-Type", "text/html; charset=utf-8"),
-                               ("Content-Length", str(len(body))), ("Cache-Control", "no-store")])
+                               ("Content-Length", str(len(body))), ("Cache-Control", "no-store"),
+                               ("Referrer-Policy", "no-referrer")])
+            if query.get("token"):  # first load: move the token into a cookie
+                headers["Set-Cookie"] = f"{COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Strict"
             return Response(HTTPStatus.OK.value, "OK", headers, body)
         if path == "/ui/ws":
             return None
@@ -128,6 +171,7 @@ class Dashboard:
         return Response(404, "Not Found", Headers([("Content-Length", str(len(body)))]), body)
 
     def snapshot(self) -> dict[str, str]:
+        self.renders += 1
         runs = list(self.orch.runs.values())
         run = runs[-1] if runs else None
         devices = "".join(
@@ -144,7 +188,8 @@ class Dashboard:
                 counts[t.status.value] = counts.get(t.status.value, 0) + 1
             m = c.metrics()
             state = run.finished.value if run.finished else "running"
-            metrics = (f'<p id="run-state" data-state="{state}">run <b>{html.escape(run.run_id)}</b>: '
+            metrics = (f'<p id="run-state" data-state="{state}" data-run="{html.escape(run.run_id)}">'
+                       f"run <b>{html.escape(run.run_id)}</b>: "
                        f"{state}; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
                        + f"; critical path {m['critical_path']:.2f}s, parallel width "
                        f"{m['parallel_width']:.2f}</p>")
@@ -153,18 +198,61 @@ class Dashboard:
             "metrics": metrics,
             "devices": "<table><tr><th>device</th><th>status</th><th>capabilities</th><th>running</th>"
                        f"<th>done</th></tr>{devices}</table>",
-            "events": "<br>".join(reversed(self.events)),
+            "events": "<br>".join(reversed(self.events[-self.max_events:])),
         }
 
-    async def websocket(self, conn: ServerConnection) -> None:
-        sent, sent_at = -1, 0.0
+    async def _render_loop(self) -> None:
+        last_full = 0.0
+        while self._clients:
+            # Device status can change without an event (staleness): redraw each second anyway.
+            if self.version != self._frame_version or time.monotonic() - last_full > 1.0:
+                self._frame_version = self.version
+                self._frame = self.snapshot()
+                last_full = time.monotonic()
+                for q in list(self._clients):
+                    if q.full():  # a slow viewer: drop its unsent frame, keep the newest
+                        with contextlib.suppress(asyncio.QueueEmpty):
+                            q.get_nowait()
+                    q.put_nowait(self._frame)
+            await asyncio.sleep(self.min_interval)
+        self._renderer = None
+
+    async def websocket(self, conn: ServerConnection, identity: Identity) -> None:
+        queue: asyncio.Queue[dict[str, str]] = asyncio.Queue(maxsize=1)
+        self._clients.add(queue)
+        if self._renderer is None:
+            self._renderer = asyncio.get_running_loop().create_task(self._render_loop())
+        reader = asyncio.get_running_loop().create_task(self._commands(conn, identity))
+        sent: dict[str, str] = {}
         try:
+            await conn.send(json.dumps({"role": identity.role}))
             while True:
-                # Device status can change without an event (staleness), so resend every
-                # second even when nothing was journaled.
-                if self.version != sent or time.monotonic() - sent_at > 1.0:
-                    sent, sent_at = self.version, time.monotonic()
-                    await conn.send(json.dumps(self.snapshot()))
-                await asyncio.sleep(0.2)
+                frame = await queue.get()
+                diff = {k: v for k, v in frame.items() if sent.get(k) != v}
+                if diff:
+                    await conn.send(json.dumps(diff))
+                    sent = frame
         except ConnectionClosed:
             pass
+        finally:
+            self._clients.discard(queue)
+            reader.cancel()
+
+    async def _commands(self, conn: ServerConnection, identity: Identity) -> None:
+        """Cancel requests from an admin's page (a viewer's are ignored)."""
+        with contextlib.suppress(ConnectionClosed):
+            async for raw in conn:
+                if identity.role != "admin" or len(raw) > 4096:
+                    continue
+                try:
+                    cmd = json.loads(raw)
+                    run = self.orch.runs.get(str(cmd.get("run")))
+                    if cmd.get("op") != "cancel" or run is None or run.finished is not None:
+                        continue
+                    if cmd.get("task"):
+                        if str(cmd["task"]) in run.constellation.tasks:
+                            self.orch.cancel_task(run.run_id, str(cmd["task"]))
+                    else:
+                        self.orch.cancel_run(run.run_id)
+                except (ValueError, AttributeError, KeyError):
+                    continue

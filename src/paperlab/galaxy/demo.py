@@ -39,34 +39,27 @@ def demo_plan() -> dict[str, Any]:
 
 async def _run(ctx: DemoContext) -> tuple[Any, float]:
     from paperlab.galaxy.constellation import Constellation
-    from paperlab.galaxy.journal import Journal
     from paperlab.galaxy.local import spawn_device
-    from paperlab.galaxy.orchestrator import Orchestrator, OrchestratorConfig
-    from paperlab.galaxy.server import OrchestratorServer
+    from paperlab.galaxy.runtime import start_orchestrator
 
     token = secrets.token_hex(16)
-    journal = Journal(ctx.work_dir / "journal.sqlite")
-    orch = Orchestrator(journal, OrchestratorConfig(device_timeout=5.0))
-    server = OrchestratorServer(orch, token)
-    await server.start()
-    devices = [spawn_device(ctx.work_dir / "devices", name, server.url, token, caps,
-                            max_concurrency=2, shell_allow=["echo"] if "shell" in caps else [])
-               for name, caps in DEVICES]
-    try:
-        for _ in range(600):  # wait for all three to register (process start-up)
-            if sum(d.online for d in orch.devices.values()) == len(DEVICES):
-                break
-            await asyncio.sleep(0.05)
-        start = time.perf_counter()
-        run_id = orch.submit(Constellation.from_plan(demo_plan()), "demo")
-        state = await orch.wait(run_id, 120)
-        wall = time.perf_counter() - start
-        ctx.console.print(f"galaxy demo run finished: {state.value} in {wall:.2f}s")
-        return orch.runs[run_id], wall
-    finally:
-        await asyncio.gather(*(d.astop() for d in devices))
-        await server.close()
-        journal.close()
+    async with start_orchestrator(ctx.work_dir / "journal.sqlite", token) as g:
+        devices = [spawn_device(ctx.work_dir / "devices", name, g.url, token, caps,
+                                max_concurrency=2, shell_allow=["echo"] if "shell" in caps else [])
+                   for name, caps in DEVICES]
+        try:
+            for _ in range(600):  # wait for all three to register (process start-up)
+                if sum(d.online for d in g.orch.devices.values()) == len(DEVICES):
+                    break
+                await asyncio.sleep(0.05)
+            start = time.perf_counter()
+            run_id = g.orch.submit(Constellation.from_plan(demo_plan()), "demo")
+            state = await g.orch.wait(run_id, 120)
+            wall = time.perf_counter() - start
+            ctx.console.print(f"galaxy demo run finished: {state.value} in {wall:.2f}s")
+            return g.orch.runs[run_id], wall
+        finally:
+            await asyncio.gather(*(d.astop() for d in devices))
 
 
 def run(ctx: DemoContext) -> Section:
@@ -101,7 +94,8 @@ def run(ctx: DemoContext) -> Section:
                 ["speedup vs serial", f"{m['speedup']:.2f}"],
                 ["critical path (s)", f"{m['critical_path']:.2f}"],
                 ["parallel width", f"{m['parallel_width']:.2f}"], ["wall incl. dispatch (s)", f"{wall:.2f}"]]),
-            Table("Completed tasks per device", ["device", "tasks"], sorted(per_device.items())),
+            Table("Completed tasks per device", ["device", "tasks"],
+                  [[dev, n] for dev, n in sorted(per_device.items())]),
         ],
         figures=[Figure(png, "Attempts per device over time (green: completed)")],
     )

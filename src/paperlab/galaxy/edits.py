@@ -17,14 +17,18 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from paperlab.errors import config_error
 from paperlab.galaxy.constellation import (
     Constellation,
     EdgeKind,
+    TaskPlan,
     TaskStar,
     TaskStarLine,
     TaskStatus,
 )
 from paperlab.galaxy.errors import EditError, PlanError
+
+PLAN_FIELDS = frozenset(TaskPlan.model_fields)  # what an edit may set; the rest is run state
 
 __all__ = [
     "AddDependency",
@@ -95,8 +99,7 @@ def parse_batch(data: Any) -> EditBatch:
     try:
         return _BATCH.validate_python(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise EditError(f"edit batch invalid at {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise config_error(exc, "edit batch", EditError) from None
 
 
 def _pending(c: Constellation, task_id: str, what: str) -> TaskStar:
@@ -119,9 +122,10 @@ def _apply_one(c: Constellation, e: Any) -> None:
 def _apply_one_inner(c: Constellation, e: Any) -> None:
     if isinstance(e, AddTask):
         try:
-            task = TaskStar.model_validate({k: v for k, v in e.task.items() if k in TaskStar.PLAN_FIELDS})
+            plan = TaskPlan.model_validate({k: v for k, v in e.task.items() if k in PLAN_FIELDS})
         except ValidationError as exc:
-            raise EditError(f"add_task: {exc.errors()[0]['msg']} at {exc.errors()[0]['loc']}") from None
+            raise config_error(exc, "add_task", EditError) from None
+        task = TaskStar(**plan.model_dump())
         if task.id in c.tasks:
             raise EditError(f"add_task: task {task.id!r} already exists")
         c.tasks[task.id] = task
@@ -137,14 +141,15 @@ def _apply_one_inner(c: Constellation, e: Any) -> None:
         c.edges = [x for x in c.edges if e.task_id not in (x.source, x.target)]
     elif isinstance(e, UpdateTask):
         task = _pending(c, e.task_id, "update_task")
-        bad = set(e.changes) - (TaskStar.PLAN_FIELDS - {"id"})
+        bad = set(e.changes) - (PLAN_FIELDS - {"id"})
         if bad:
             raise EditError(f"update_task: cannot change {sorted(bad)}; allowed: "
-                            f"{sorted(TaskStar.PLAN_FIELDS - {'id'})}")
+                            f"{sorted(PLAN_FIELDS - {'id'})}")
         try:
-            c.tasks[e.task_id] = TaskStar.model_validate({**task.model_dump(), **e.changes})
+            plan = TaskPlan.model_validate({**task.plan().model_dump(), **e.changes})
         except ValidationError as exc:
-            raise EditError(f"update_task {e.task_id!r}: {exc.errors()[0]['msg']}") from None
+            raise config_error(exc, f"update_task {e.task_id!r}", EditError) from None
+        c.tasks[e.task_id] = TaskStar(**{**task.model_dump(), **plan.model_dump()})
     elif isinstance(e, AddDependency):
         for end in (e.source, e.target):
             if end not in c.tasks:

@@ -1,9 +1,10 @@
 """Galaxy's exceptions, all rooted in :class:`paperlab.errors.GalaxyError`.
 
     GalaxyError
-    ├── PlanError          a constellation file or model is invalid
+    ├── PlanError          a constellation file or model is invalid (also a ConfigError)
     │   └── ConditionError     an edge condition is not a safe expression
-    ├── EditError          an edit batch was rejected (the DAG is unchanged)
+    ├── EditError          an edit batch was rejected, DAG unchanged (also a ConfigError)
+    ├── DeviceConfigError  a device config file or flag is invalid (also a ConfigError)
     ├── ProtocolError      an AIP message is malformed, oversized or out of order
     ├── JournalError       the SQLite journal is missing, locked or names no such run
     ├── ExecutorError      a device refused or failed to run a task
@@ -12,10 +13,11 @@
 
 from __future__ import annotations
 
-from paperlab.errors import GalaxyError
+from paperlab.errors import ConfigError, GalaxyError
 
 __all__ = [
     "ConditionError",
+    "DeviceConfigError",
     "EditError",
     "ExecutorError",
     "GalaxyError",
@@ -26,7 +28,7 @@ __all__ = [
 ]
 
 
-class PlanError(GalaxyError):
+class PlanError(GalaxyError, ConfigError):
     """A constellation (plan) is invalid: names the field and the fix."""
 
 
@@ -34,8 +36,12 @@ class ConditionError(PlanError):
     """A conditional edge's expression is not in the safe whitelist."""
 
 
-class EditError(GalaxyError):
+class EditError(GalaxyError, ConfigError):
     """An edit batch broke an invariant and was rolled back as a whole."""
+
+
+class DeviceConfigError(GalaxyError, ConfigError):
+    """A device's YAML config or CLI flags are invalid."""
 
 
 class ProtocolError(GalaxyError):

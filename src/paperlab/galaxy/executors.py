@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import importlib
 import inspect
 import json
@@ -24,13 +25,17 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from paperlab.errors import ConfigError
+from paperlab.errors import config_error
 from paperlab.galaxy.constellation import ID_PATTERN
-from paperlab.galaxy.errors import ExecutorError
+from paperlab.galaxy.errors import DeviceConfigError, ExecutorError
 
-__all__ = ["EXECUTORS", "DeviceConfig", "get_executor", "load_device_config", "run_executor"]
+__all__ = ["ATTEMPT_ID", "EXECUTORS", "DeviceConfig", "get_executor", "load_device_config", "run_executor"]
 
 log = logging.getLogger(__name__)
+
+# The attempt being run, for executors (and python callables) that need it: a ContextVar, so
+# concurrent tasks on one device each see their own.
+ATTEMPT_ID: contextvars.ContextVar[str] = contextvars.ContextVar("galaxy_attempt_id", default="")
 
 Executor = Callable[[dict[str, Any], dict[str, Any], "DeviceConfig"], Awaitable[Any]]
 
@@ -72,16 +77,15 @@ def load_device_config(path: str | Path | None, **overrides: Any) -> DeviceConfi
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"device config {p} does not exist")
+            raise DeviceConfigError(f"device config {p} does not exist")
         data = yaml.safe_load(p.read_text()) or {}
         if not isinstance(data, dict):
-            raise ConfigError(f"device config {p} must be a mapping")
+            raise DeviceConfigError(f"device config {p} must be a mapping")
     data.update({k: v for k, v in overrides.items() if v is not None})
     try:
         cfg = DeviceConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ConfigError(f"device config field {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise config_error(exc, "device config", DeviceConfigError) from None
     for name in cfg.python_allow:  # fail at start-up, not at the first task
         cfg.resolve_python(name)
     return cfg
@@ -115,6 +119,7 @@ async def _shell(args: dict[str, Any], inputs: dict[str, Any], cfg: DeviceConfig
     if exe is None:
         raise ExecutorError(f"allowed command {program!r} is not installed on {cfg.device_id}")
     env = dict(os.environ)
+    env["GALAXY_ATTEMPT_ID"] = ATTEMPT_ID.get()
     for k, v in inputs.items():
         env[f"GALAXY_INPUT_{k.upper()}"] = v if isinstance(v, str) else json.dumps(v)
     proc = await asyncio.create_subprocess_exec(
@@ -139,9 +144,11 @@ async def _python(args: dict[str, Any], inputs: dict[str, Any], cfg: DeviceConfi
         raise ExecutorError("python needs args.function: the name of an allowed callable")
     fn = cfg.resolve_python(name)
     kwargs = {**dict(args.get("kwargs") or {}), **inputs}
+    if "attempt_id" in inspect.signature(fn).parameters:
+        kwargs["attempt_id"] = ATTEMPT_ID.get()
     if inspect.iscoroutinefunction(fn):
         return await fn(**kwargs)
-    return await asyncio.to_thread(fn, **kwargs)
+    return await asyncio.to_thread(fn, **kwargs)  # to_thread carries ATTEMPT_ID into the thread
 
 
 _LLMS: dict[str, Any] = {}
@@ -162,7 +169,7 @@ async def _llm(args: dict[str, Any], inputs: dict[str, Any], cfg: DeviceConfig) 
     gen = await _LLMS[cfg.llm_spec].agenerate(
         [{"role": "user", "content": prompt}], max_tokens=int(args.get("max_tokens", 64)),
         temperature=0.0)
-    return {"text": gen.text, "completion_tokens": gen.completion_tokens}
+    return {"text": gen.text, "completion_tokens": gen.completion_tokens, "attempt_id": ATTEMPT_ID.get()}
 
 
 EXECUTORS: dict[str, Executor] = {
@@ -182,9 +189,18 @@ def get_executor(kind: str) -> Executor:
         raise ExecutorError(f"unknown executor {kind!r}; known: {', '.join(sorted(EXECUTORS))}") from None
 
 
-async def run_executor(kind: str, args: dict[str, Any], inputs: dict[str, Any], cfg: DeviceConfig) -> Any:
-    """Run one task under the device's policy. Raises ExecutorError when refused or failed."""
+async def run_executor(kind: str, args: dict[str, Any], inputs: dict[str, Any], cfg: DeviceConfig,
+                       attempt_id: str = "") -> Any:
+    """Run one task under the device's policy. Raises ExecutorError when refused or failed.
+
+    ``attempt_id`` reaches the task (``GALAXY_ATTEMPT_ID`` for shell and python tasks, the
+    ``attempt_id`` field of an llm result) so a task with side effects can make them idempotent.
+    """
     if kind not in cfg.executors:
         raise ExecutorError(f"executor {kind!r} is disabled on device {cfg.device_id}; "
                             f"enabled: {cfg.executors}")
-    return await get_executor(kind)(args, inputs, cfg)
+    token = ATTEMPT_ID.set(attempt_id)
+    try:
+        return await get_executor(kind)(args, inputs, cfg)
+    finally:
+        ATTEMPT_ID.reset(token)

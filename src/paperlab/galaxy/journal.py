@@ -2,7 +2,7 @@
 
 The orchestrator writes an event *before* it changes its in-memory state (and before it sends
 the TASK that a ``dispatched`` event announces). Replaying a run's events through
-:meth:`paperlab.galaxy.runstate.Run.apply` rebuilds the state exactly, which is how
+:func:`paperlab.galaxy.runstate.replay` rebuilds the state exactly, which is how
 ``--resume RUN_ID`` works after a ``kill -9``. WAL mode with ``synchronous=NORMAL`` keeps every
 committed event across a process crash (an OS crash may lose the last few, which the resume
 logic treats like events that never happened).
@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from paperlab.galaxy.errors import JournalError
+from paperlab.galaxy.events import Event
 
 __all__ = ["Journal"]
 
@@ -78,21 +79,21 @@ class Journal:
             self._in_tx = False
             self._db.execute("COMMIT")
 
-    def create_run(self, run_id: str, name: str) -> None:
+    def create_run(self, run_id: str, name: str, created: float | None = None) -> None:
         """Register a new run; JournalError if the id is taken."""
+        created = time.time() if created is None else created
         try:
-            self._db.execute("INSERT INTO runs VALUES (?, ?, ?, 'running')", (run_id, name, time.time()))
+            self._db.execute("INSERT INTO runs VALUES (?, ?, ?, 'running')", (run_id, name, created))
         except sqlite3.IntegrityError:
             raise JournalError(f"run {run_id!r} already exists in {self.path}; use --resume {run_id}") from None
 
-    def append(self, run_id: str, kind: str, data: dict[str, Any], ts: float | None = None) -> float:
-        """Commit one event; returns its timestamp (which replay uses, so it is deterministic)."""
-        ts = time.time() if ts is None else ts
+    def append(self, run_id: str, ev: Event) -> None:
+        """Commit one event with its own timestamp (which replay uses, so it is deterministic)."""
+        data = ev.data()
         self._db.execute(
             "INSERT INTO events (run_id, ts, kind, task_id, attempt_id, data) VALUES (?,?,?,?,?,?)",
-            (run_id, ts, kind, data.get("task"), data.get("attempt"), json.dumps(data)),
+            (run_id, ev.ts, ev.kind, data.get("task"), data.get("attempt"), json.dumps(data)),
         )
-        return ts
 
     def set_state(self, run_id: str, state: str) -> None:
         self._db.execute("UPDATE runs SET state=? WHERE run_id=?", (state, run_id))

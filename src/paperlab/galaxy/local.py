@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from paperlab.galaxy.auth import device_token
 from paperlab.testing import free_port
 
 __all__ = ["LocalDevice", "free_port", "spawn_device"]
@@ -63,8 +64,12 @@ class LocalDevice:
 def spawn_device(work_dir: Path, device_id: str, url: str, token: str, capabilities: list[str],
                  max_concurrency: int = 2, shell_allow: list[str] | None = None,
                  python_allow: dict[str, str] | None = None, heartbeat: float = 0.5,
-                 extra_env: dict[str, str] | None = None) -> LocalDevice:
-    """Start a device agent process with a config file written under ``work_dir``."""
+                 extra_env: dict[str, str] | None = None, derive_token: bool = True,
+                 extra_args: list[str] | None = None) -> LocalDevice:
+    """Start a device agent process with a config file written under ``work_dir``.
+
+    ``token`` is the orchestrator's secret; the device gets its own derived credential
+    (``derive_token=False`` hands it the secret itself)."""
     work_dir.mkdir(parents=True, exist_ok=True)
     cfg = {"device_id": device_id, "capabilities": capabilities, "max_concurrency": max_concurrency,
            "shell_allow": shell_allow or [], "python_allow": python_allow or {},
@@ -72,12 +77,14 @@ def spawn_device(work_dir: Path, device_id: str, url: str, token: str, capabilit
     cfg_path = work_dir / f"{device_id}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     log_path = work_dir / f"{device_id}.log"
-    env = {**os.environ, "GALAXY_TOKEN": token, **(extra_env or {})}
+    cred = device_token(token, device_id) if derive_token else token
+    env = {**os.environ, "GALAXY_TOKEN": cred, **(extra_env or {})}
     src = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "paperlab", "galaxy", "device", "--config", str(cfg_path),
-             "--connect", url],
+             "--connect", url, "--log-file", str(work_dir / f"{device_id}.agent.log"),
+             *(extra_args or [])],
             stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)
     return LocalDevice(proc, device_id, log_path)

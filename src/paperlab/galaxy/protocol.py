@@ -17,7 +17,7 @@ frames between a socket and a Session.
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
@@ -39,7 +39,7 @@ __all__ = [
     "encode",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION: Final = 1
 DEFAULT_MAX_BYTES = 1 << 20
 
 
@@ -52,7 +52,8 @@ class TaskResult(_Msg):
     type: Literal["TASK_RESULT"] = "TASK_RESULT"
     task_id: str
     attempt_id: str
-    status: Literal["completed", "failed", "cancelled"]
+    # ``refused``: the device had no free slot; a scheduling event, never a task failure.
+    status: Literal["completed", "failed", "cancelled", "refused"]
     result: Any = None
     error: str | None = None
     started_at: float | None = None

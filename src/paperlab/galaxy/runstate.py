@@ -1,33 +1,41 @@
-"""A run's state as a fold over its journaled events.
+"""A run's state as a fold over its journaled events (:mod:`paperlab.galaxy.events`).
 
 :meth:`Run.apply` is the ONLY place task run-state changes. The orchestrator journals an event
-and then applies it; ``--resume`` applies the journaled events again in order. Because apply
-uses only the event's own data (its timestamp included), the replayed state equals the state
-the crashed process had after its last committed event.
-
-Event kinds (``data`` fields):
-
-* ``created`` {plan, settings}             the plan and retry settings
-* ``edit`` {batch}                          an edit batch that was accepted
-* ``dispatched`` {task, attempt, device}    an attempt was sent to a device
-* ``result`` {task, attempt, device, status, result, error, origin}
-* ``lost`` {task, attempt, device, reason}  the attempt's device was lost
-* ``skipped`` {task, reason, by_condition}
-* ``task_failed`` {task, reason}            e.g. no capable device
-* ``cancel_task`` {task}, ``cancel_run`` {}
-* ``finished`` {state}
-* ``dropped`` / ``device`` / ``edit_rejected``: audit only, no state change
+and then applies it; ``--resume`` decodes the journaled rows into the same event types and
+applies them again in order. Because apply uses only the event's own data (its timestamp
+included), the replayed state equals the state the crashed process had after its last
+committed event.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from paperlab.galaxy.constellation import Constellation, ConstellationState, TaskStatus
+from paperlab.galaxy.constellation import Constellation, ConstellationState, TaskStar, TaskStatus
 from paperlab.galaxy.edits import apply_batch, parse_batch
+from paperlab.galaxy.events import (
+    Adopted,
+    CancelRun,
+    CancelTask,
+    Created,
+    Dispatched,
+    Edited,
+    Event,
+    Finished,
+    Lost,
+    Refused,
+    Result,
+    Skipped,
+    TaskFailed,
+    decode_event,
+)
 
-__all__ = ["Run", "RunSettings"]
+__all__ = ["Run", "RunSettings", "replay"]
+
+# A capacity refusal waits this long before the task is offered again (no retry is used).
+REFUSED_DELAY = 0.2
 
 
 @dataclass
@@ -52,6 +60,7 @@ class Run:
     # attempt id -> task id, for every attempt ever dispatched in this run
     attempts: dict[str, str] = field(default_factory=dict)
     timeline: list[dict[str, Any]] = field(default_factory=list)
+    lost: set[str] = field(default_factory=set)  # attempts declared lost (adoptable if still running)
     events_applied: int = 0
     # Indexes kept in step with task statuses so a step costs O(changes), not O(tasks):
     pending: set[str] = field(default_factory=set)
@@ -86,56 +95,82 @@ class Run:
             self.dirty.update(e.target for e in self.constellation.successors(task_id))
 
     @classmethod
-    def from_created(cls, run_id: str, data: dict[str, Any]) -> Run:
-        return cls(run_id, Constellation.from_plan(data["plan"]),
-                   RunSettings(**data.get("settings", {})))
+    def from_created(cls, run_id: str, ev: Created) -> Run:
+        return cls(run_id, Constellation.from_plan(ev.plan), RunSettings(**ev.settings))
 
-    def apply(self, kind: str, data: dict[str, Any], ts: float) -> None:
-        """Apply one journaled event. Unknown or audit kinds change nothing."""
+    def apply(self, ev: Event) -> None:
+        """Fold one event into the state. Audit-only events change nothing."""
         self.events_applied += 1
-        c = self.constellation
-        task = c.tasks.get(data["task"]) if "task" in data else None
+        task_id = getattr(ev, "task", None)
+        task = self.constellation.tasks.get(task_id) if isinstance(task_id, str) else None
         old_attempt = task.attempt_id if task is not None and task.status is TaskStatus.RUNNING else None
-        self._apply(kind, data, ts, task)
-        if kind == "edit":
+        self._apply(ev, task)
+        if isinstance(ev, Edited):
             self.reindex()
-        elif kind == "cancel_run":
+        elif isinstance(ev, CancelRun):
             for t in self.constellation.tasks.values():
                 self._touch(t.id, t.attempt_id)
         elif task is not None:
             self._touch(task.id, old_attempt)
 
-    def _apply(self, kind: str, data: dict[str, Any], ts: float, task: Any) -> None:
-        c = self.constellation
-        if kind == "edit":
-            self.constellation = apply_batch(c, parse_batch(data["batch"]))
-        elif kind == "dispatched" and task is not None:
+    def _apply(self, ev: Event, task: TaskStar | None) -> None:
+        ts = ev.ts
+        if isinstance(ev, Edited):
+            self.constellation = (ev.prepared.model_copy(deep=True) if ev.prepared is not None
+                                  else apply_batch(self.constellation, parse_batch(ev.batch)))
+        elif isinstance(ev, CancelRun):
+            self.cancelled = True
+            for t in self.constellation.tasks.values():
+                self._cancel(t.id, ts)
+        elif isinstance(ev, Finished):
+            self.finished = ConstellationState(ev.state)
+        elif task is None:
+            return
+        elif isinstance(ev, Dispatched):
             task.status = TaskStatus.RUNNING
             task.attempts += 1
-            task.attempt_id = data["attempt"]
-            task.assigned_device = data["device"]
+            task.attempt_id = ev.attempt
+            task.assigned_device = ev.device
             task.started_at = ts
             task.ended_at = None
-            self.attempts[data["attempt"]] = task.id
-        elif kind == "result" and task is not None:
-            self._end_attempt(task.id, data, ts)
-            if data["status"] == "completed":
+            self.attempts[ev.attempt] = task.id
+        elif isinstance(ev, Adopted):
+            # The lost attempt is the task's attempt again; the span it was "lost" for is
+            # dropped from the timeline, since the device ran it all along.
+            self.timeline = [s for s in self.timeline if s["attempt"] != ev.attempt]
+            self.lost.discard(ev.attempt)
+            task.status = TaskStatus.RUNNING
+            task.attempt_id = ev.attempt
+            task.assigned_device = ev.device
+            task.losses = max(task.losses - 1, 0)
+            task.ended_at = None
+        elif isinstance(ev, Refused):
+            self._end_attempt(task.id, ev.attempt, ev.device, "refused", ts)
+            # Neither failures nor losses change: a refusal never uses a retry. (``attempts``
+            # keeps counting so every attempt id stays unique.)
+            task.status = TaskStatus.PENDING
+            task.not_before = ts + REFUSED_DELAY
+            task.ended_at = ts
+        elif isinstance(ev, Result):
+            self._end_attempt(task.id, ev.attempt, ev.device, ev.status, ts)
+            if ev.status == "completed":
                 task.status = TaskStatus.COMPLETED
-                task.result = data.get("result")
+                task.result = ev.result
                 task.error = None
             else:
                 task.failures += 1
-                task.error = data.get("error") or data["status"]
+                task.error = ev.error or ev.status
                 if task.failures <= task.max_retries:
                     task.status = TaskStatus.PENDING
                     task.not_before = ts + self.settings.backoff(task.failures)
                 else:
                     task.status = TaskStatus.FAILED
             task.ended_at = ts
-        elif kind == "lost" and task is not None:
-            self._end_attempt(task.id, {**data, "status": "lost"}, ts)
+        elif isinstance(ev, Lost):
+            self._end_attempt(task.id, ev.attempt, ev.device, "lost", ts)
+            self.lost.add(ev.attempt)
             task.losses += 1
-            task.error = data.get("reason", "device lost")
+            task.error = ev.reason
             # A lost device is not the task's fault: it is reassigned without using a retry,
             # up to max_reassignments times so a task that kills every device stops somewhere.
             if task.losses <= self.settings.max_reassignments:
@@ -144,41 +179,44 @@ class Run:
             else:
                 task.status = TaskStatus.FAILED
             task.ended_at = ts
-        elif kind == "skipped" and task is not None:
+        elif isinstance(ev, Skipped):
             task.status = TaskStatus.SKIPPED
-            task.error = data.get("reason")
-            task.skipped_by_condition = bool(data.get("by_condition"))
-        elif kind == "task_failed" and task is not None:
+            task.error = ev.reason
+            task.skipped_by_condition = ev.by_condition
+        elif isinstance(ev, TaskFailed):
             task.status = TaskStatus.FAILED
-            task.error = data.get("reason")
+            task.error = ev.reason
             task.ended_at = ts
-        elif kind == "cancel_task" and task is not None:
+        elif isinstance(ev, CancelTask):
             self._cancel(task.id, ts)
-        elif kind == "cancel_run":
-            self.cancelled = True
-            for t in c.tasks.values():
-                self._cancel(t.id, ts)
-        elif kind == "finished":
-            self.finished = ConstellationState(data["state"])
 
     def _cancel(self, task_id: str, ts: float) -> None:
         task = self.constellation.tasks[task_id]
         if task.status.terminal:
             return
         if task.status is TaskStatus.RUNNING:
-            self._end_attempt(task_id, {"attempt": task.attempt_id, "device": task.assigned_device,
-                                        "status": "cancelled"}, ts)
+            self._end_attempt(task_id, task.attempt_id, task.assigned_device, "cancelled", ts)
         task.status = TaskStatus.CANCELLED
         task.error = "cancelled"
         task.ended_at = ts
 
-    def _end_attempt(self, task_id: str, data: dict[str, Any], ts: float) -> None:
+    def _end_attempt(self, task_id: str, attempt: str | None, device: str | None, status: str,
+                     ts: float) -> None:
         task = self.constellation.tasks[task_id]
         self.timeline.append({
-            "task": task_id, "attempt": data.get("attempt"), "device": data.get("device"),
+            "task": task_id, "attempt": attempt, "device": device,
             "start": task.started_at if task.started_at is not None else ts, "end": ts,
-            "status": data.get("status"),
+            "status": status,
         })
+
+    def adoptable(self, attempt: str, device: str) -> str | None:
+        """The task whose last attempt ``attempt`` was declared lost on ``device`` and which
+        has not been given a new attempt since: the device may hand it back."""
+        task = self.constellation.tasks.get(self.attempts.get(attempt, ""))
+        if (task is not None and attempt in self.lost and task.status is TaskStatus.PENDING
+                and task.attempt_id == attempt and task.assigned_device == device):
+            return task.id
+        return None
 
     def running_attempts(self) -> dict[str, tuple[str, str]]:
         """attempt id -> (task id, device id) for every task now running (a copy)."""
@@ -186,3 +224,20 @@ class Run:
 
     def all_terminal(self) -> bool:
         return not self.pending and not self.running
+
+
+def replay(run_id: str, rows: Iterable[dict[str, Any]]) -> Run:
+    """Rebuild a run from its journal rows (``{kind, data, ts}``; the first is ``created``)."""
+    it = iter(rows)
+    first = next(it, None)
+    created = decode_event(first["kind"], first["data"], first["ts"]) if first else None
+    if not isinstance(created, Created):
+        from paperlab.galaxy.errors import JournalError
+
+        raise JournalError(f"run {run_id!r} has no 'created' event")
+    run = Run.from_created(run_id, created)
+    for row in it:
+        ev = decode_event(row["kind"], row["data"], row["ts"])
+        if ev is not None:
+            run.apply(ev)
+    return run

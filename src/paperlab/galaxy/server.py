@@ -1,18 +1,22 @@
 """The orchestrator's WebSocket endpoint: a thin asyncio layer over :class:`protocol.Session`.
 
-Devices connect to ``ws://HOST:PORT/aip`` with ``Authorization: Bearer TOKEN`` (or
-``?token=TOKEN``). The token is checked during the HTTP handshake, so a wrong or missing token
-gets HTTP 401 and never reaches the protocol. Each frame goes through the connection's Session;
-accepted messages go to the orchestrator, ERROR replies go back. The dashboard (when enabled)
-is served from the same port under ``/ui``.
+Devices connect to ``ws://HOST:PORT/aip`` (``wss://`` with TLS) with ``Authorization: Bearer
+TOKEN`` and, for a per-device token, ``X-Galaxy-Device: ID`` (see :mod:`paperlab.galaxy.auth`).
+The token is checked during the HTTP handshake, so a wrong or missing one gets HTTP 401 and
+never reaches the protocol; a device token binds the connection to its id, so REGISTER under
+another id is refused. Each frame goes through the connection's Session; accepted messages go
+to the orchestrator, ERROR replies go back. Each connection is rate-limited (a token bucket):
+frames beyond the budget are dropped and count as protocol errors, so a flood gets the
+connection closed. The dashboard (when enabled) is served from the same port under ``/ui``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
+import ssl
+import time
 from http import HTTPStatus
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
@@ -21,36 +25,51 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from paperlab.galaxy.auth import DEVICE_HEADER, Identity, identify, presented_token
 from paperlab.galaxy.orchestrator import Orchestrator
 from paperlab.galaxy.protocol import DEFAULT_MAX_BYTES, ErrorMsg, Register, Session, encode
 
-__all__ = ["OrchestratorServer", "token_ok"]
+__all__ = ["OrchestratorServer", "RateLimit", "token_ok"]
 
 log = logging.getLogger(__name__)
 
 
 class UIHandler(Protocol):
-    def http(self, path: str, query: dict[str, list[str]]) -> Response | None: ...
-    async def websocket(self, conn: ServerConnection) -> None: ...
+    def http(self, path: str, query: dict[str, list[str]], identity: Identity,
+             token: str) -> Response | None: ...
+    async def websocket(self, conn: ServerConnection, identity: Identity) -> None: ...
 
 
 def token_ok(request: Request, token: str) -> bool:
-    """True if the request carries ``token`` as a Bearer header or a ``token`` query value."""
-    given = ""
-    auth = request.headers.get("Authorization", "")
-    if auth.startswith("Bearer "):
-        given = auth[len("Bearer "):]
-    else:
-        given = (parse_qs(urlsplit(request.path).query).get("token") or [""])[0]
-    # compare_digest: the time taken does not leak how much of the token matched
-    return bool(token) and hmac.compare_digest(given.encode(), token.encode())
+    """True if the request carries the admin ``token`` (header, cookie or query)."""
+    ident = identify(token, presented_token(request.headers, request.path))
+    return ident is not None and ident.role == "admin"
+
+
+class RateLimit:
+    """A token bucket: ``rate`` messages per second on average, bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate, self.burst = rate, burst
+        self.tokens, self.at = burst, time.monotonic()
+
+    def allow(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
 
 
 class OrchestratorServer:
     """Serves AIP (and optionally the dashboard) for one orchestrator."""
 
     def __init__(self, orchestrator: Orchestrator, token: str, host: str = "127.0.0.1",
-                 port: int = 0, max_bytes: int = DEFAULT_MAX_BYTES, ui: UIHandler | None = None) -> None:
+                 port: int = 0, max_bytes: int = DEFAULT_MAX_BYTES, ui: UIHandler | None = None,
+                 ssl_context: ssl.SSLContext | None = None, rate: float = 500.0,
+                 burst: float = 1000.0) -> None:
         if not token:
             raise ValueError("a non-empty token is required")
         self.orch = orchestrator
@@ -59,6 +78,8 @@ class OrchestratorServer:
         self.port = port
         self.max_bytes = max_bytes
         self.ui = ui
+        self.ssl_context = ssl_context
+        self.rate, self.burst = rate, burst
         self._server: Server | None = None
 
     async def start(self) -> int:
@@ -67,15 +88,16 @@ class OrchestratorServer:
             self._handle, self.host, self.port, process_request=self._process_request,
             # Let frames up to 4x our limit through so the Session can answer them with an
             # ERROR; anything larger is closed by websockets itself (code 1009).
-            max_size=4 * self.max_bytes, ping_interval=None)
+            max_size=4 * self.max_bytes, ping_interval=None, ssl=self.ssl_context,
+            max_queue=64)
         self.port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self.port
         self.orch.start()
-        log.info("orchestrator listening on ws://%s:%d/aip", self.host, self.port)
+        log.info("orchestrator listening on %s", self.url)
         return self.port
 
     @property
     def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/aip"
+        return f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}/aip"
 
     async def close(self) -> None:
         if self._server is not None:
@@ -83,31 +105,44 @@ class OrchestratorServer:
             await self._server.wait_closed()
         await self.orch.stop()
 
+    def _identity(self, request: Request) -> Identity | None:
+        return identify(self.token, presented_token(request.headers, request.path),
+                        request.headers.get(DEVICE_HEADER))
+
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
         query = parse_qs(urlsplit(request.path).query)
+        ident = self._identity(request)
         if path.startswith("/ui"):
             if self.ui is None:
                 return conn.respond(HTTPStatus.NOT_FOUND, "dashboard not enabled (serve --ui)\n")
-            if not token_ok(request, self.token):
+            if ident is None or ident.role == "device":
                 return conn.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
-            return self.ui.http(path, query)  # None lets /ui/ws upgrade to a WebSocket
+            return self.ui.http(path, query, ident, presented_token(request.headers, request.path))
         if path != "/aip":
             return conn.respond(HTTPStatus.NOT_FOUND, "devices connect to /aip\n")
-        if not token_ok(request, self.token):
-            log.warning("refused a connection with a missing or wrong token")
+        if ident is None or ident.role == "viewer":
+            log.warning("refused a device connection from %s: missing or wrong token",
+                        conn.remote_address[0] if conn.remote_address else "?")
             return conn.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
         return None
 
     async def _handle(self, ws: ServerConnection) -> None:
-        if urlsplit(ws.request.path).path.startswith("/ui") and self.ui is not None:
-            await self.ui.websocket(ws)
+        request = ws.request
+        path = urlsplit(request.path).path if request is not None else ""
+        ident = self._identity(request) if request is not None else None
+        if ident is None:
+            return
+        if path.startswith("/ui") and self.ui is not None:
+            await self.ui.websocket(ws, ident)
             return
         session = Session("orchestrator", max_bytes=self.max_bytes)
         queue: asyncio.Queue[str] = asyncio.Queue()
         writer = asyncio.create_task(self._writer(ws, queue))
+        limit = RateLimit(self.rate, self.burst)
         device_id: str | None = None
         conn = 0
+        refused = ""
 
         def send(msg: Any) -> None:
             session.send(msg)
@@ -116,19 +151,36 @@ class OrchestratorServer:
 
         try:
             async for frame in ws:
-                for msg in session.receive(frame):
+                if not limit.allow():
+                    session.errors += 1  # dropped unread; a sustained flood closes the connection
+                    if session.should_close:
+                        refused = "message rate limit exceeded"
+                    msgs: list[Any] = []
+                else:
+                    msgs = session.receive(frame)
+                for msg in msgs:
                     if isinstance(msg, Register):
-                        device_id = msg.device_id
-                        conn = self.orch.device_registered(msg, send)
+                        if ident.role == "device" and msg.device_id != ident.device_id:
+                            refused = f"this token belongs to device {ident.device_id!r}, not {msg.device_id!r}"
+                        else:
+                            accepted = self.orch.device_registered(msg, send)
+                            if accepted is None:
+                                refused = f"device {msg.device_id!r} already has a live connection"
+                            else:
+                                device_id, conn = msg.device_id, accepted
+                        if refused:
+                            log.warning("refused REGISTER: %s", refused)
+                            session.send(ErrorMsg(code="identity", message=refused))
+                            break
                     elif isinstance(msg, ErrorMsg):
                         log.warning("device %s reported error %s: %s", device_id, msg.code, msg.message)
                     elif device_id is not None:
-                        self.orch.on_message(device_id, msg)
+                        self.orch.on_message(device_id, msg, conn)
                 for out in session.data_to_send():
                     queue.put_nowait(out)
-                if session.should_close:
+                if refused or session.should_close:
                     await queue.join()
-                    await ws.close(1008, "too many protocol errors")
+                    await ws.close(1008, (refused or "too many protocol errors")[:100])
                     break
         except ConnectionClosed:
             pass

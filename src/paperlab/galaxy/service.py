@@ -13,11 +13,12 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from paperlab.galaxy import defaults
 from paperlab.galaxy.constellation import load_constellation
 from paperlab.galaxy.journal import Journal
-from paperlab.galaxy.orchestrator import Orchestrator, OrchestratorConfig
-from paperlab.galaxy.runstate import Run
-from paperlab.galaxy.server import OrchestratorServer
+from paperlab.galaxy.orchestrator import OrchestratorConfig
+from paperlab.galaxy.runstate import Run, replay
+from paperlab.galaxy.runtime import Started, start_orchestrator
 
 __all__ = ["ServiceOptions", "replay_run", "run_service", "task_table"]
 
@@ -36,11 +37,14 @@ class ServiceOptions:
     run_id: str | None = None
     resume: str | None = None
     ui: bool = False
-    device_timeout: float = 5.0
-    unplaceable_timeout: float = 10.0
+    device_timeout: float = defaults.DEVICE_TIMEOUT
+    unplaceable_timeout: float = defaults.UNPLACEABLE_TIMEOUT
     exit_when_done: bool = True
     live: bool = True
     replan: bool = False
+    api_port: int | None = None  # the control API's port (None: no control API)
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 def replay_run(journal_path: Path, run_id: str) -> Run:
@@ -52,12 +56,7 @@ def replay_run(journal_path: Path, run_id: str) -> Run:
     j = Journal(journal_path)
     try:
         j.run_info(run_id)
-        events = iter(j.events(run_id))
-        first = next(events)
-        run = Run.from_created(run_id, first["data"])
-        for ev in events:
-            run.apply(ev["kind"], ev["data"], ev["ts"])
-        return run
+        return replay(run_id, j.events(run_id))
     finally:
         j.close()
 
@@ -81,59 +80,63 @@ def run_service(opts: ServiceOptions) -> str | None:
 
 
 async def _main(opts: ServiceOptions) -> str | None:
-    journal = Journal(opts.journal)
-    orch = Orchestrator(journal, OrchestratorConfig(device_timeout=opts.device_timeout,
-                                                     unplaceable_timeout=opts.unplaceable_timeout))
-    ui = None
-    if opts.ui:
-        from paperlab.galaxy.dashboard import Dashboard
-
-        ui = Dashboard(orch)
+    replanner = None
     if opts.replan:
         from paperlab.galaxy.replanner import RuleReplanner
 
-        RuleReplanner().attach(orch)
-    server = OrchestratorServer(orch, opts.token, opts.host, opts.port, ui=ui)
+        replanner = RuleReplanner()
+    config = OrchestratorConfig(device_timeout=opts.device_timeout,
+                                unplaceable_timeout=opts.unplaceable_timeout)
+    from paperlab.galaxy.tls import server_context
+
+    async with start_orchestrator(opts.journal, opts.token, host=opts.host, port=opts.port,
+                                  config=config, ui=opts.ui, replanner=replanner,
+                                  api_port=opts.api_port,
+                                  ssl_context=server_context(opts.tls_cert, opts.tls_key)) as g:
+        return await _serve(opts, g)
+
+
+async def _serve(opts: ServiceOptions, g: Started) -> str | None:
+    orch = g.orch
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    port = await server.start()
     console = Console(stderr=True)
-    print(f"listening ws://{opts.host}:{port}/aip", flush=True)
-    if ui is not None:
-        print(f"dashboard http://{opts.host}:{port}/ui?token=<token>", flush=True)
+    print(f"listening {g.server.url}", flush=True)
+    if g.control is not None:
+        print(f"control api {g.control.url}", flush=True)
+    if g.ui is not None:
+        scheme = "https" if g.server.ssl_context else "http"
+        print(f"dashboard {scheme}://{opts.host}:{g.server.port}/ui?token=<viewer or admin token> "
+              "(`paperlab galaxy token --viewer` prints the read-only one)", flush=True)
     run_id = None
-    try:
-        if opts.resume:
-            run_id = orch.resume(opts.resume)
-        elif opts.plan is not None:
-            run_id = orch.submit(load_constellation(opts.plan), opts.run_id)
-        if run_id is not None:
-            print(f"run {run_id}", flush=True)
-        if not opts.exit_when_done or run_id is None:
-            await stop.wait()
-            return None
-        done = asyncio.ensure_future(orch.wait(run_id))
-        stopper = asyncio.ensure_future(stop.wait())
-        live = opts.live and console.is_terminal
-        with Live(task_table(orch.runs[run_id]), console=console, refresh_per_second=4,
-                  transient=False) if live else contextlib.nullcontext() as view:
-            while not done.done() and not stopper.done():
-                await asyncio.wait({done, stopper}, timeout=0.25)
-                if view is not None:
-                    view.update(task_table(orch.runs[run_id]))
-        stopper.cancel()
-        if not done.done():
-            done.cancel()
-            return None
-        state = done.result().value
-        if not live:
-            Console().print(task_table(orch.runs[run_id]))
-        m = orch.runs[run_id].constellation.metrics()
-        print(f"run {run_id} finished: {state}; critical path {m['critical_path']:.2f}s, "
-              f"work {m['total_work']:.2f}s, parallel width {m['parallel_width']:.2f}", flush=True)
-        return state
-    finally:
-        await server.close()
-        journal.close()
+    if opts.resume:
+        run_id = orch.resume(opts.resume)
+    elif opts.plan is not None:
+        run_id = orch.submit(load_constellation(opts.plan), opts.run_id)
+    if run_id is not None:
+        print(f"run {run_id}", flush=True)
+    if not opts.exit_when_done or run_id is None:
+        await stop.wait()
+        return None
+    done = asyncio.ensure_future(orch.wait(run_id))
+    stopper = asyncio.ensure_future(stop.wait())
+    live = opts.live and console.is_terminal
+    with Live(task_table(orch.runs[run_id]), console=console, refresh_per_second=4,
+              transient=False) if live else contextlib.nullcontext() as view:
+        while not done.done() and not stopper.done():
+            await asyncio.wait({done, stopper}, timeout=0.25)
+            if view is not None:
+                view.update(task_table(orch.runs[run_id]))
+    stopper.cancel()
+    if not done.done():
+        done.cancel()
+        return None
+    state = done.result().value
+    if not live:
+        Console().print(task_table(orch.runs[run_id]))
+    m = orch.runs[run_id].constellation.metrics()
+    print(f"run {run_id} finished: {state}; critical path {m['critical_path']:.2f}s, "
+          f"work {m['total_work']:.2f}s, parallel width {m['parallel_width']:.2f}", flush=True)
+    return state

@@ -84,6 +84,8 @@ class HFLocalLLM(LLM):
 
         hf_logging.disable_progress_bar()  # our CLI draws its own progress; keep stderr clean
         kw: dict[str, Any] = {"gguf_file": self.gguf_file} if self.gguf_file else {}
+        if not self.gguf_file and '"instella"' in (self.path / "config.json").read_text():
+            import paperlab.instella  # noqa: F401 - registers model_type "instella" natively
         try:
             tok = AutoTokenizer.from_pretrained(self.path, **kw)
             model = AutoModelForCausalLM.from_pretrained(self.path, **kw)

@@ -161,7 +161,7 @@ class Checkpoint:
             if fh is None:
                 fh = self._handles[info.file] = open(info.file, "rb", buffering=0)  # noqa: SIM115
             fh.seek(info.start + start * item)
-            view = memoryview(buf.numpy())
+            view = memoryview(buf.numpy())  # type: ignore[arg-type]  # numpy arrays are buffers
             got = 0
             while got < len(view):
                 n = fh.readinto(view[got:])

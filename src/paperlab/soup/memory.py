@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,7 +78,7 @@ class ExpertBank:
         m = get_method(method)
         if m.needs_base and self.base is None:
             raise WeightsError(f"method {method!r} needs a base model; build the ExpertBank with base=")
-        norm = normalize if normalize is not None else m.name == "linear"
+        norm = normalize if normalize is not None else m.default_normalize
         w = m.resolve(weights, len(self.experts), normalize=norm)
         return m, MethodParams(weights=w, normalize=norm, scale=scale, density=density)
 
@@ -94,6 +95,8 @@ class ExpertBank:
                 most = max(self.plan.infos[n].numel for n in self.names)
                 self._scratch = torch.empty(most, dtype=torch.float32, device=self.device)
             out = self._scratch
+        # The same per-tensor fields the disk engine resolves (row-wise methods, seeded drops).
+        params = replace(params, shape=self.plan.infos[name].shape, key=name)
         return method.combine(inputs, self.base[name] if self.base else None, params, out=out)
 
     def build(
@@ -150,4 +153,4 @@ class ExpertBank:
         from transformers import AutoModelForCausalLM
 
         model = AutoModelForCausalLM.from_pretrained(str(self.paths[0]), **kwargs)
-        return model.to(self.device).eval()
+        return model.to(self.device).eval()  # type: ignore[arg-type]  # transformers types .to() narrowly

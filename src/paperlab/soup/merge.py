@@ -17,6 +17,7 @@ that looks like a finished model.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import queue
@@ -33,9 +34,10 @@ import yaml
 from paperlab.io.atomic import atomic_directory
 from paperlab.soup.checkpoint import FLOAT_DTYPES, Checkpoint, open_checkpoint
 from paperlab.soup.config import MergeSpec
-from paperlab.soup.errors import CheckpointError, SoupError, WeightsError
+from paperlab.soup.errors import CheckpointError, MergeConfigError, SoupError, WeightsError
+from paperlab.soup.jobs import Job, check_parameter_names, model_jobs, resolve_job, slice_jobs
 from paperlab.soup.methods import MergeMethod, MethodParams, get_method
-from paperlab.soup.validate import MergePlan, check_finite, plan_merge
+from paperlab.soup.validate import MergePlan, check_finite_jobs, plan_merge, plan_slices
 from paperlab.soup.writer import OutTensor, ShardedWriter
 
 log = logging.getLogger(__name__)
@@ -75,47 +77,129 @@ class MergeResult:
 
 @dataclass
 class PreparedMerge:
-    """A validated merge, ready to run: opened checkpoints, method, parameters and plan."""
+    """A validated merge, ready to run: opened checkpoints, method, per-tensor jobs and plan."""
 
-    models: list[Checkpoint]
-    base: Checkpoint | None
+    readers: list[Checkpoint]
+    jobs: list[Job]
     method: MergeMethod
-    params: MethodParams
     plan: MergePlan
     source: Path
+    out_layers: int | None = None  # slices: the output's layer count
+    layer_sources: list[tuple[int, int]] = field(default_factory=list)
+    weights_used: list[float] | None = None
+
+    @property
+    def params(self) -> MethodParams | None:
+        """The first floating job's parameters (the record's ``weights_used``)."""
+        return next((j.params for j in self.jobs if j.params is not None), None)
+
+
+def _same(a: str | Path, b: str | Path) -> bool:
+    return Path(a).resolve() == Path(b).resolve()
+
+
+def _check_union(models: list[Checkpoint]) -> str:
+    """tokenizer_source: union. Honoured when every model has the same tokenizer (the union is
+    then that tokenizer); a real union needs the embeddings permuted, which we refuse."""
+    def fingerprint(ck: Checkpoint) -> bytes | None:
+        for name in ("tokenizer.json", "tokenizer.model", "vocab.json"):
+            f = ck.path / name
+            if f.is_file():
+                return f.read_bytes()
+        return None
+
+    prints = [fingerprint(ck) for ck in models]
+    if any(p is None for p in prints):
+        missing = next(ck.path for ck, p in zip(models, prints, strict=True) if p is None)
+        raise MergeConfigError(f"tokenizer_source: union needs tokenizer files in every model; {missing} has none")
+    if len(set(prints)) > 1:
+        raise MergeConfigError(
+            "tokenizer_source: union with models whose tokenizers differ needs their embedding rows permuted to a "
+            "union vocabulary, which paperlab does not do; use tokenizer_source: base or align the tokenizers first"
+        )
+    return "tokenizer_source: union: every model has the same tokenizer, so the union is that tokenizer"
 
 
 def prepare(spec: MergeSpec) -> PreparedMerge:
-    """Open and validate every input, with no tensor data read (except for ``check_finite``).
+    """Open and validate every input and resolve every tensor's parameters, with no tensor
+    data read (except for ``check_finite``).
 
     Raises:
         SoupError: a one-line error for each bad-input class (see :mod:`paperlab.soup.validate`).
     """
     method = get_method(spec.method)
-    if method.needs_base and not spec.base_model:
-        raise WeightsError(f"method {method.name!r} needs a base model; give base_model (or --base)")
-    if not method.needs_base and spec.base_model:
-        raise WeightsError(f"method {method.name!r} takes no base model; drop base_model or use task_arithmetic/ties")
-    normalize = spec.normalize if spec.normalize is not None else method.name == "linear"
-    weights = method.resolve(spec.weights, len(spec.models), normalize=normalize)
-    models = [open_checkpoint(m.model, allow_pickle=spec.allow_pickle) for m in spec.models]
-    base = open_checkpoint(spec.base_model, allow_pickle=spec.allow_pickle) if spec.base_model else None
-    plan = plan_merge(models, base=base, out_dtype=spec.dtype)
+    check_parameter_names(method, spec)
+    notes: list[str] = []
+    if "int8_mask" in spec.shared_scope():
+        notes.append("int8_mask: honoured as a no-op: paperlab's sign masks are booleans already (same result)")
+    open_ck = lambda p: open_checkpoint(p, allow_pickle=spec.allow_pickle)  # noqa: E731
+    if spec.slices:
+        if spec.models:
+            raise MergeConfigError("give either models: or slices:, not both")
+        sp = slice_jobs(spec, method, open_ck)
+        readers, jobs = sp.readers, sp.jobs
+        plan = plan_slices(readers, jobs, out_dtype=spec.dtype)
+        jobs = [j for j in jobs if j.name in plan.infos]
+        out_layers: int | None = sp.n_layers
+        layer_sources = sp.layer_sources
+        models = readers
+    else:
+        if not spec.models:
+            raise MergeConfigError("no models to merge; give models: (or slices:)")
+        entries = list(spec.models)
+        if spec.base_model and (method.needs_base or method.base_optional):
+            # The base listed under models as well (mergekit's common TIES layout) is the base;
+            # mergekit ignores its weight and density, and so do we.
+            listed = [e for e in entries if _same(e.model, spec.base_model)] if Path(spec.base_model).exists() else []
+            if listed:
+                entries = [e for e in entries if not _same(e.model, spec.base_model)]
+                if any(e.parameters or e.weight is not None for e in listed):
+                    notes.append(f"the base model {spec.base_model} is also under models: its parameters are ignored")
+        if method.needs_base and not spec.base_model:
+            raise WeightsError(f"method {method.name!r} needs a base model; give base_model (or --base)")
+        if not (method.needs_base or method.base_optional) and spec.base_model:
+            raise WeightsError(f"method {method.name!r} takes no base model; drop base_model or use a "
+                               "task-vector method (task_arithmetic, ties, ...)")
+        n = len(entries)
+        if n < method.min_models or (method.max_models is not None and n > method.max_models):
+            want = (f"exactly {method.min_models}" if method.max_models == method.min_models
+                    else f"at least {method.min_models}")
+            extra = " besides the base" if method.needs_base else ""
+            raise WeightsError(f"method {method.name!r} takes {want} model(s){extra}, got {n}")
+        if method.takes_weights and spec.weights is not None:
+            normalize = spec.shared_scope().get("normalize", method.default_normalize)
+            method.resolve(spec.weights, n, normalize=bool(normalize) if isinstance(normalize, bool) else True)
+        elif not method.takes_weights:
+            method.resolve(spec.weights, n, normalize=True)
+        models = [open_ck(e.model) for e in entries]
+        base = open_ck(spec.base_model) if spec.base_model else None
+        plan = plan_merge(models, base=base, out_dtype=spec.dtype)
+        readers = [*models, *([base] if base else [])]
+        jobs = model_jobs(plan.names, models, len(models) if base else None, spec, entries)
+        out_layers, layer_sources = None, []
+    for job in jobs:
+        info = plan.infos[job.name]
+        if info.dtype in FLOAT_DTYPES:
+            job.params = resolve_job(method, job, info.shape, spec.seed)
+    if spec.tokenizer_union:
+        notes.append(_check_union(models))
     if spec.check_finite:
-        check_finite([*models, *([base] if base else [])], plan.names)
+        check_finite_jobs(readers, jobs)
     source = Path(spec.source) if spec.source else models[0].path
     if not (source / "config.json").is_file():
         raise CheckpointError(f"config source {source} has no config.json; choose a model directory as source")
-    params = MethodParams(weights=weights, normalize=normalize, scale=spec.scale, density=spec.density)
-    return PreparedMerge(models, base, method, params, plan, source)
+    plan.notes.extend(notes)
+    first = next((j.params for j in jobs if j.params is not None), None)
+    return PreparedMerge(readers, jobs, method, plan, source, out_layers, layer_sources,
+                         list(first.weights) if first else None)
 
 
-def _pieces(prep: PreparedMerge, chunk_elements: int) -> Iterator[tuple[str, int, int]]:
-    for name in prep.plan.names:
-        n = prep.plan.infos[name].numel
+def _pieces(prep: PreparedMerge, chunk_elements: int) -> Iterator[tuple[Job, int, int]]:
+    for job in prep.jobs:
+        n = prep.plan.infos[job.name].numel
         step = chunk_elements if prep.method.elementwise else max(n, 1)
         for start in range(0, max(n, 1), step):
-            yield name, start, min(n, start + step)
+            yield job, start, min(n, start + step)
 
 
 class _Pipeline:
@@ -150,6 +234,11 @@ class _Pipeline:
 
 class _Stopped(Exception):
     pass
+
+
+def _quiet(fn: Callable[[], None]) -> None:
+    with contextlib.suppress(OSError):
+        fn()
 
 
 class _Pool:
@@ -189,20 +278,21 @@ def run_prepared(
     pipe = _Pipeline()
     q_in: queue.Queue[Any] = queue.Queue(_QUEUE_DEPTH)
     q_out: queue.Queue[Any] = queue.Queue(_QUEUE_DEPTH)
-    readers = [*prep.models, *([prep.base] if prep.base else [])]
-    n_models = len(prep.models)
+    readers = prep.readers
     in_flight = _QUEUE_DEPTH + 2  # queued + being produced + being consumed
-    in_pool = _Pool(pipe, chunk_elements * 8, len(readers) * in_flight)
+    width = max(len(j.inputs) + (1 if j.base else 0) for j in prep.jobs) if prep.jobs else 1
+    in_pool = _Pool(pipe, chunk_elements * 8, width * in_flight)
     out_pool = _Pool(pipe, chunk_elements * 8, in_flight)
     acc = torch.empty(chunk_elements, dtype=torch.float32) if prep.method.elementwise else None
 
     def read_loop() -> None:
         try:
-            for name, a, b in _pieces(prep, chunk_elements):
-                need = (b - a) * plan.infos[name].itemsize
-                bufs = [in_pool.take(need) for _ in readers]
-                tensors = [ck.read(name, a, b, out=buf) for ck, buf in zip(readers, bufs, strict=True)]
-                if not pipe.put(q_in, (name, tensors, bufs)):
+            for job, a, b in _pieces(prep, chunk_elements):
+                sources = [*job.inputs, *([job.base] if job.base else [])]
+                need = (b - a) * plan.infos[job.name].itemsize
+                bufs = [in_pool.take(need) for _ in sources]
+                tensors = [readers[r].read(n, a, b, out=buf) for (r, n), buf in zip(sources, bufs, strict=True)]
+                if not pipe.put(q_in, (job, tensors, bufs)):
                     return
             pipe.put(q_in, None)
         except _Stopped:
@@ -225,10 +315,12 @@ def run_prepared(
                 if progress is not None:
                     progress(done, total)
         except _Stopped:
-            writer.abort()
+            _quiet(writer.abort)
         except BaseException as exc:
-            writer.abort()
+            # Stop the pipeline first: closing a file on a full disk raises again, and a writer
+            # that died before saying so would leave the others waiting for ever.
             pipe.fail(exc)
+            _quiet(writer.abort)
 
     threads = [
         threading.Thread(target=read_loop, name="soup-read", daemon=True),
@@ -246,14 +338,16 @@ def run_prepared(
             if item is None:
                 pipe.put(q_out, None)
                 break
-            name, tensors, bufs = item
+            job, tensors, bufs = item
+            name = job.name
             out_dtype = getattr(torch, plan.out_dtype_of(name))
             n_out = tensors[0].numel() * torch.empty((), dtype=out_dtype).element_size()
             out_buf = out_pool.take(n_out)
             out_view = out_buf[:n_out].view(out_dtype)
-            if plan.infos[name].dtype in FLOAT_DTYPES:
-                base = tensors[n_models] if prep.base else None
-                out_view.copy_(prep.method.combine(tensors[:n_models], base, prep.params, out=acc))
+            if job.params is not None:
+                k = len(job.inputs)
+                base = tensors[k] if job.base else None
+                out_view.copy_(prep.method.combine(tensors[:k], base, job.params, out=acc))
             else:
                 out_view.copy_(tensors[0])  # integer/bool buffers are copied from the first model
             for buf in bufs:
@@ -277,7 +371,11 @@ def run_prepared(
     return len(writer.files)
 
 
-def _copy_side_files(source: Path, out_tmp: Path, out_dtype: str) -> None:
+RECORD = "paperlab_merge.yaml"
+
+
+def _copy_side_files(prep: PreparedMerge, out_tmp: Path) -> None:
+    source = prep.source
     for name in SIDE_FILES:
         src = source / name
         if src.is_file():
@@ -285,10 +383,68 @@ def _copy_side_files(source: Path, out_tmp: Path, out_dtype: str) -> None:
     cfg_path = out_tmp / "config.json"
     cfg = json.loads(cfg_path.read_text())
     # transformers 5 reads `dtype`, older versions `torch_dtype`; keep both in step.
-    cfg["torch_dtype"] = out_dtype
+    cfg["torch_dtype"] = prep.plan.out_dtype
     if "dtype" in cfg:
-        cfg["dtype"] = out_dtype
+        cfg["dtype"] = prep.plan.out_dtype
+    if prep.out_layers is not None:
+        for key in ("num_hidden_layers", "n_layer", "num_layers"):
+            if key in cfg:
+                cfg[key] = prep.out_layers
+        # Per-layer lists (Qwen3's layer_types) follow the layers they describe.
+        for key, value in list(cfg.items()):
+            if isinstance(value, list) and key == "layer_types":
+                src_cfgs = [prep.readers[r].config.get(key) for r, _ in prep.layer_sources]
+                cfg[key] = [c[i] if isinstance(c, list) and i < len(c) else value[0]
+                            for c, (_, i) in zip(src_cfgs, prep.layer_sources, strict=True)]
     cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+
+
+def _spec_paths(spec: MergeSpec) -> list[str]:
+    paths = [m.model for m in spec.models]
+    for sl in spec.slices or []:
+        paths += [s.model for s in sl.sources] + ([sl.base_model] if sl.base_model else [])
+    return paths + [p for p in (spec.base_model, spec.source) if p]
+
+
+def check_output(out: Path, spec: MergeSpec, *, force: bool) -> None:
+    """Refuse an output that would destroy something: an existing directory without ``force``,
+    with ``force`` one that is neither empty nor an earlier paperlab merge, or any directory
+    that is, or holds, an input model.
+
+    Raises:
+        SoupError: naming the directory and the fix.
+    """
+    target = out.resolve()
+    for p in _spec_paths(spec):
+        q = Path(p).resolve()
+        if target == q or target in q.parents:
+            raise SoupError(f"output directory {out} is (or holds) the input model {p}; choose another output directory")
+    if not out.exists():
+        return
+    if not force:
+        raise SoupError(f"output directory {out} already exists; choose another path or pass --force")
+    if not out.is_dir():
+        raise SoupError(f"output path {out} exists and is not a directory; remove it or choose another path")
+    if any(out.iterdir()) and not (out / RECORD).is_file():
+        raise SoupError(f"--force replaces only an earlier paperlab merge output, and {out} is not one "
+                        f"(no {RECORD}) and not empty; choose another output directory")
+
+
+def _os_error(exc: OSError, out: Path) -> SoupError:
+    import errno
+
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return SoupError(f"no space left on the device of {out.parent}; free space or choose another output directory")
+    what = exc.strerror or str(exc)
+    return SoupError(f"cannot write the merge output {out}: {what}; check the directory and its permissions")
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised in the main thread so that the partial output is removed on the way out."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise _Terminated(f"signal {signum}")
 
 
 def merge(
@@ -302,7 +458,8 @@ def merge(
 
     Args:
         spec: models, weights, method and options.
-        out_dir: the output directory; must not exist unless ``force``.
+        out_dir: the output directory; must not exist unless ``force`` (which replaces only an
+            earlier paperlab output or an empty directory, never an input model).
         force: replace an existing ``out_dir`` (only once the new one is complete).
         progress: called with (bytes written, total bytes) as shards fill.
 
@@ -310,23 +467,35 @@ def merge(
         A :class:`MergeResult`.
 
     Raises:
-        SoupError: invalid inputs, found before any tensor data is read.
+        SoupError: invalid inputs, found before any tensor data is read; a full disk or another
+            write error (the partial output is removed). SIGTERM and Ctrl-C also remove it.
     """
+    import signal
+
     import torch  # noqa: F401  (imported before the clock starts: its start-up is not merge time)
 
     start = time.perf_counter()
     out = Path(out_dir)
-    if out.exists() and not force:
-        raise SoupError(f"output directory {out} already exists; choose another path or pass --force")
+    check_output(out, spec, force=force)
     prep = prepare(spec)
-    with atomic_directory(out, force=force, error=SoupError) as tmp:
-        shards = run_prepared(
-            prep, tmp, shard_size=spec.shard_size, chunk_elements=spec.chunk_elements, progress=progress
-        )
-        _copy_side_files(prep.source, tmp, prep.plan.out_dtype)
-        record = spec.model_dump(mode="json")
-        record["weights_used"] = list(prep.params.weights)
-        (tmp / "paperlab_merge.yaml").write_text(yaml.safe_dump(record, sort_keys=False))
+    old_handler = None
+    if threading.current_thread() is threading.main_thread():
+        old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        with atomic_directory(out, force=force, error=SoupError) as tmp:
+            shards = run_prepared(
+                prep, tmp, shard_size=spec.shard_size, chunk_elements=spec.chunk_elements, progress=progress
+            )
+            _copy_side_files(prep, tmp)
+            record = spec.model_dump(mode="json")
+            record["weights_used"] = prep.weights_used
+            record["notes"] = prep.plan.notes
+            (tmp / RECORD).write_text(yaml.safe_dump(record, sort_keys=False))
+    except OSError as exc:
+        raise _os_error(exc, out) from None
+    finally:
+        if old_handler is not None:
+            signal.signal(signal.SIGTERM, old_handler)
     total = sum(prep.plan.out_nbytes(n) for n in prep.plan.names)
     return MergeResult(out, len(prep.plan.names), total, shards, time.perf_counter() - start, prep.plan.notes)
 

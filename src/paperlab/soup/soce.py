@@ -143,7 +143,7 @@ def run_soce(cfg: SoceConfig, *, progress: Callable[[str, int | None], Callable[
     import torch
     from transformers import AutoTokenizer
 
-    from paperlab.soup.config import MergeSpec
+    from paperlab.soup.config import MergeSpec, ModelEntry
     from paperlab.soup.evaluators import make_evaluator
     from paperlab.soup.memory import ExpertBank
     from paperlab.soup.merge import merge
@@ -270,7 +270,7 @@ def run_soce(cfg: SoceConfig, *, progress: Callable[[str, int | None], Callable[
     result_rows = table_rows
     with atomic_directory(out, force=cfg.force, error=SoupError) as tmp:
         plot_heatmap(sel, tmp / "heatmap.png", title="SoCE: category correlation over the candidates")
-        spec = MergeSpec(models=[{"model": c, "weight": w} for c, w in zip(candidates, best, strict=True) if w > 0],
+        spec = MergeSpec(models=[ModelEntry(model=c, weight=w) for c, w in zip(candidates, best, strict=True) if w > 0],
                          normalize=False)
         merge(spec, tmp / "model")
         tok = AutoTokenizer.from_pretrained(str(tmp / "model"))

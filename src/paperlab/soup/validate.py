@@ -12,6 +12,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from paperlab.soup.checkpoint import FLOAT_DTYPES, Checkpoint, TensorInfo
 from paperlab.soup.errors import CheckpointError, MergeConfigError
@@ -154,6 +155,53 @@ def check_finite(
                 raise CheckpointError(f"tensor {name!r} in {_label(ck)} contains NaN or Inf; fix or drop that model")
             if progress is not None:
                 progress(info.nbytes)
+
+
+def check_finite_jobs(readers: Sequence[Checkpoint], jobs: Sequence[Any]) -> None:
+    """:func:`check_finite` over the tensors that jobs read (each once).
+
+    Raises:
+        CheckpointError: naming the first tensor and model with a non-finite value.
+    """
+    import torch
+
+    seen: set[tuple[int, str]] = set()
+    for job in jobs:
+        for r, name in [*job.inputs, *([job.base] if job.base else [])]:
+            if (r, name) in seen:
+                continue
+            seen.add((r, name))
+            ck = readers[r]
+            if ck.tensors[name].dtype in FLOAT_DTYPES and not bool(torch.isfinite(ck.read(name)).all()):
+                raise CheckpointError(f"tensor {name!r} in {_label(ck)} contains NaN or Inf; fix or drop that model")
+
+
+def plan_slices(readers: Sequence[Checkpoint], jobs: Sequence[Any], *, out_dtype: str | None = None) -> MergePlan:
+    """The output plan of a ``slices:`` merge (jobs already checked for names and shapes).
+
+    Raises:
+        CheckpointError: models of different architectures or vocabularies.
+        MergeConfigError: an unknown output dtype.
+    """
+    _check_architecture(readers)
+    _check_vocab(readers)
+    _check_tied(readers)
+    tied = readers[0].tied_embeddings
+    infos = {}
+    names = []
+    for job in jobs:
+        if tied and job.name == LM_HEAD:
+            continue
+        r, n = job.inputs[0]
+        infos[job.name] = readers[r].tensors[n]
+        names.append(job.name)
+    if out_dtype is None:
+        out_dtype = Counter(i.dtype for i in infos.values()).most_common(1)[0][0] if infos else "float32"
+        if out_dtype not in OUT_DTYPES:
+            out_dtype = "float32"
+    if out_dtype not in OUT_DTYPES:
+        raise MergeConfigError(f"unknown output dtype {out_dtype!r}; use one of {', '.join(OUT_DTYPES)}")
+    return MergePlan(names, infos, out_dtype, [])
 
 
 def plan_merge(

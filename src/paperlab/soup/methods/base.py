@@ -25,19 +25,58 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class MethodParams:
-    """The numbers a method needs besides the tensors.
+    """The numbers a method needs besides the tensors, resolved for one tensor.
 
     Attributes:
-        weights: one weight per model (already validated and, if asked, normalised).
-        normalize: divide the weights by their sum (linear, task_arithmetic).
-        scale: lambda, the factor on the merged task vector (task_arithmetic, ties).
-        density: fraction of each task vector kept by magnitude (ties).
+        weights: one weight per (non-base) model, validated; divided by their sum beforehand
+            only by methods that average (linear, uniform), others apply ``normalize`` themselves.
+        normalize: linear: divide by the weight sum; task-vector methods: divide the merged
+            delta by the sum of the weights that took part (mergekit's rule).
+        scale: lambda, the factor on the merged task vector.
+        density: the fraction kept, when every model has the same one.
+        densities / gammas / epsilons: per model, when given (else ``density`` / 0.01 / 0.15).
+        rescale: after dropping entries, rescale to the delta's L1 norm (None: the method's default).
+        t: the interpolation position of slerp (0: the base model, 1: the other).
+        options: method switches (filter_wise, nuslerp_flatten, nuslerp_row_wise).
+        shape: the tensor's shape (methods that work row by row need it).
+        key: the tensor name and ``seed``, which seed the random drops (see :func:`rng_for`).
     """
 
     weights: tuple[float, ...]
     normalize: bool = True
     scale: float = 1.0
     density: float = 1.0
+    densities: tuple[float, ...] | None = None
+    gammas: tuple[float, ...] | None = None
+    epsilons: tuple[float, ...] | None = None
+    rescale: bool | None = None
+    t: float = 0.5
+    options: tuple[tuple[str, bool], ...] = ()
+    shape: tuple[int, ...] | None = None
+    key: str = ""
+    seed: int = 0
+
+    def density_of(self, i: int) -> float:
+        return self.densities[i] if self.densities is not None else self.density
+
+    def option(self, name: str, default: bool) -> bool:
+        return dict(self.options).get(name, default)
+
+
+def rng_for(params: MethodParams, model_index: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The random generator for model ``model_index``'s drops in one tensor.
+
+    Seeded with the first 8 bytes of sha256("SEED:TENSOR_NAME:MODEL_INDEX"), so a merge is
+    reproducible, and independent of tensor order, piece size and thread count.
+    """
+    import hashlib
+
+    import torch
+
+    digest = hashlib.sha256(f"{params.seed}:{params.key}:{model_index}".encode()).digest()
+    g = torch.Generator(device=device)
+    g.manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
+    return g
 
 
 class MergeMethod:
@@ -52,7 +91,16 @@ class MergeMethod:
     """
 
     name: ClassVar[str] = ""
+    mergekit: ClassVar[str] = ""  # mergekit's name for the same computation ("" when it has none)
     needs_base: ClassVar[bool] = False
+    base_optional: ClassVar[bool] = False  # takes a base model when given (nuslerp)
+    min_models: ClassVar[int] = 1  # non-base models
+    max_models: ClassVar[int | None] = None
+    prenormalize: ClassVar[bool] = True  # weights divided by their sum before combine()
+    default_normalize: ClassVar[bool] = False
+    # Parameters a user may set: shared (top level or slice) and per model (non-base).
+    shared_params: ClassVar[tuple[str, ...]] = ("normalize",)
+    model_params: ClassVar[tuple[str, ...]] = ("weight",)
     elementwise: ClassVar[bool] = True
     takes_weights: ClassVar[bool] = True
     allow_negative: ClassVar[bool] = False
@@ -78,7 +126,7 @@ class MergeMethod:
             raise WeightsError(f"method {self.name!r} needs non-negative weights, got {w}")
         if all(x == 0 for x in w):
             raise WeightsError("all weights are zero; at least one model must have a non-zero weight")
-        if normalize:
+        if normalize and self.prenormalize:
             total = sum(w)
             if total == 0:
                 raise WeightsError(f"weights {w} sum to zero and cannot be normalised; pass normalize: false")

@@ -15,7 +15,8 @@ if TYPE_CHECKING:
 class Linear(MergeMethod):
     """The weighted average that SoCE uses."""
 
-    name = "linear"
+    name = mergekit = "linear"
+    default_normalize = True
 
     def combine(
         self,

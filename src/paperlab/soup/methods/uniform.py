@@ -14,4 +14,6 @@ class Uniform(Linear):
     """
 
     name = "uniform"
+    mergekit = ""  # mergekit's linear with equal weights
     takes_weights = False
+    model_params = ()

@@ -1,0 +1,10 @@
+"""The one set of orchestrator defaults, shared by the Python API, the CLI and the services.
+
+Kept free of imports so the CLI can show them in ``--help`` without loading the orchestrator.
+"""
+
+DEVICE_TIMEOUT = 5.0  # seconds without a message before a device is declared lost
+UNPLACEABLE_TIMEOUT = 10.0  # seconds a ready task may wait for a capable device before failing
+EVICT_AFTER = 600.0  # seconds a device may stay offline before its registry entry is dropped
+TICK = 0.05  # seconds between periodic orchestrator steps when nothing wakes it earlier
+MAX_INFO_BYTES = 16_384  # the largest DEVICE_INFO / REGISTER info a device may keep with us

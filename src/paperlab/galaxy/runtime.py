@@ -1,0 +1,74 @@
+"""One way to start an orchestrator: journal + orchestrator + server (+ dashboard, replanner).
+
+``serve``, ``run``, ``ask``, the demo and the benchmarks all go through
+:func:`start_orchestrator`, so they share defaults, start-up order and shutdown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from paperlab.galaxy.journal import Journal
+from paperlab.galaxy.orchestrator import Orchestrator, OrchestratorConfig
+from paperlab.galaxy.server import OrchestratorServer
+
+if TYPE_CHECKING:
+    from paperlab.galaxy.replanner import RuleReplanner
+
+__all__ = ["Started", "start_orchestrator"]
+
+
+@dataclass
+class Started:
+    journal: Journal
+    orch: Orchestrator
+    server: OrchestratorServer
+    ui: Any = None
+    control: Any = None
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+
+@contextlib.asynccontextmanager
+async def start_orchestrator(journal: str | Path, token: str, *, host: str = "127.0.0.1",
+                             port: int = 0, config: OrchestratorConfig | None = None,
+                             ui: bool = False, replanner: RuleReplanner | None = None,
+                             clock: Callable[[], float] = time.time, api_port: int | None = None,
+                             ssl_context: ssl.SSLContext | None = None,
+                             **server_kw: Any) -> AsyncIterator[Started]:
+    """Open the journal, start the orchestrator and its server (and, with ``api_port``, the
+    control API on that port, 0 for any); close them all on exit."""
+    j = Journal(journal)
+    try:
+        orch = Orchestrator(j, config or OrchestratorConfig(), clock=clock)
+        if replanner is not None:
+            replanner.attach(orch)
+        dash = None
+        if ui:
+            from paperlab.galaxy.dashboard import Dashboard
+
+            dash = Dashboard(orch)
+        server = OrchestratorServer(orch, token, host, port, ui=dash, ssl_context=ssl_context, **server_kw)
+        await server.start()
+        control = None
+        try:
+            if api_port is not None:
+                from paperlab.galaxy.control import ControlServer
+
+                control = ControlServer(orch, token, host, api_port, ssl_context=ssl_context)
+                await control.start()
+            yield Started(j, orch, server, dash, control)
+        finally:
+            if control is not None:
+                await control.close()
+            await server.close()
+    finally:
+        j.close()

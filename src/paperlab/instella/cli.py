@@ -1,0 +1,138 @@
+"""``paperlab instella``: inspect, generate with, create and convert Instella checkpoints.
+
+Heavy imports (torch, transformers) happen inside the commands so that ``paperlab --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Instella: a native Hugging Face model for AMD's fully open 3B LMs.")
+err = Console(stderr=True)
+
+DirArg = Annotated[Path, typer.Argument(help="An Instella checkpoint directory.")]
+DtypeOpt = Annotated[str | None, typer.Option(
+    help="float32, bfloat16 or float16 (default: the dtype the weights are stored in).")]
+PickleOpt = Annotated[bool, typer.Option(
+    "--allow-pickle", help="Accept pytorch_model.bin weights (unpickling can run code).")]
+ForceOpt = Annotated[bool, typer.Option(help="Replace OUT if it exists.")]
+
+
+@app.command()
+def info(path: DirArg, allow_pickle: PickleOpt = False) -> None:
+    """Config, parameter count and memory estimate per dtype of a checkpoint."""
+    from paperlab.instella.checkpoint import check_checkpoint, parse_config
+    from paperlab.instella.info import BYTES, human_bytes, model_size
+
+    checked = check_checkpoint(path, allow_pickle=allow_pickle)
+    cfg = parse_config(checked.config, checked.path / "config.json")
+    size = model_size(cfg)
+    t = Table(title=f"Instella checkpoint {checked.path}")
+    t.add_column("setting")
+    t.add_column("value")
+    rows = [
+        ("layers x hidden", f"{cfg.num_hidden_layers} x {cfg.hidden_size}"),
+        ("heads / kv heads / head dim", f"{cfg.num_attention_heads} / {cfg.num_key_value_heads} / {cfg.head_dim}"),
+        ("MLP (SwiGLU) width", str(cfg.intermediate_size)),
+        ("vocabulary rows", str(cfg.vocab_size)),
+        ("max positions", str(cfg.max_position_embeddings)),
+        ("rope", f"{cfg.rope_type}, theta {cfg.rope_base:g}"
+                 + (f", factor {cfg.rope_factor:g}" if cfg.rope_type != "default" else "")),
+        ("parameters", f"{size.parameters:,}"),
+        ("weight files", f"{len(checked.weight_files)} ({'safetensors' if checked.safetensors else 'pickle'})"),
+        ("layout", "remote code (auto_map); `convert` makes it native" if checked.remote_code else "native"),
+    ]
+    for k in BYTES:
+        kv4k = size.kv_bytes_per_token[k] * cfg.max_position_embeddings
+        rows.append((f"memory {k}", f"weights {human_bytes(size.weight_bytes[k])} + KV cache "
+                                    f"{human_bytes(kv4k)} per sequence of {cfg.max_position_embeddings}"))
+    for k, v in rows:
+        t.add_row(k, v)
+    Console().print(t)
+
+
+@app.command()
+def generate(
+    path: DirArg,
+    prompt: Annotated[str, typer.Argument(help="The user message (or raw text with --raw).")],
+    raw: Annotated[bool, typer.Option(help="Feed PROMPT as raw text, without the chat template.")] = False,
+    system: Annotated[str | None, typer.Option(help="A system message (chat mode).")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate at most.")] = 128,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0)] = 1.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    dtype: DtypeOpt = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda (default: cuda when present).")] = None,
+    rope_theta: Annotated[float | None, typer.Option(
+        help="Override the RoPE base at load time (long context).")] = None,
+    allow_pickle: PickleOpt = False,
+) -> None:
+    """Generate from a checkpoint, streaming tokens to the terminal."""
+    import torch
+    from transformers import TextStreamer
+
+    from paperlab.instella.checkpoint import load_model, load_tokenizer_for
+
+    model = load_model(path, dtype=dtype, device=device, rope_theta=rope_theta, allow_pickle=allow_pickle)
+    tok = load_tokenizer_for(path)
+    if raw:
+        text = prompt
+    else:
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": prompt}
+        ]
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    ids = tok(text, return_tensors="pt", add_special_tokens=False).to(model.device)
+    torch.manual_seed(seed)
+    streamer = TextStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+    sample = temperature > 0
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        out = model.generate(
+            **ids, max_new_tokens=max_new_tokens, do_sample=sample,
+            temperature=temperature if sample else None, top_p=top_p if sample else None,
+            top_k=None, streamer=streamer, pad_token_id=tok.pad_token_id,
+            eos_token_id=model.config.eos_token_id,
+        )
+    n = out.shape[1] - ids["input_ids"].shape[1]
+    dt = time.perf_counter() - t0
+    err.print(f"[dim]{n} tokens in {dt:.2f} s ({n / dt:.1f} tokens/s)[/dim]")
+
+
+@app.command()
+def init(
+    out: Annotated[Path, typer.Argument(help="Directory to write.")],
+    preset: Annotated[str, typer.Option(help="tiny, small or 3b.")] = "tiny",
+    seed: Annotated[int, typer.Option()] = 0,
+    dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16.")] = "float32",
+    max_shard_size: Annotated[str, typer.Option(help="Largest safetensors shard, e.g. 2GB.")] = "2GB",
+    force: ForceOpt = False,
+) -> None:
+    """Write a randomly initialised checkpoint in the released layout, with the real tokenizer."""
+    from paperlab.instella.checkpoint import init_checkpoint
+
+    path = init_checkpoint(preset, out, seed=seed, dtype=dtype, max_shard_size=max_shard_size, force=force)
+    err.print(f"wrote {preset} checkpoint to {path}")
+
+
+@app.command()
+def convert(
+    path: DirArg,
+    out: Annotated[Path, typer.Argument(help="Directory for the native checkpoint.")],
+    max_shard_size: Annotated[str, typer.Option(help="Largest safetensors shard, e.g. 2GB.")] = "2GB",
+    allow_pickle: PickleOpt = False,
+    force: ForceOpt = False,
+) -> None:
+    """Rewrite a remote-code checkpoint as a native one (no auto_map, re-sharded safetensors)."""
+    from paperlab.instella.checkpoint import convert_checkpoint
+
+    dst = convert_checkpoint(path, out, max_shard_size=max_shard_size, allow_pickle=allow_pickle, force=force)
+    err.print(f"wrote native checkpoint to {dst}")

@@ -1,0 +1,99 @@
+"""Dropping entries of a task vector: by magnitude (TIES), magnitude without outliers
+(breadcrumbs), at random (DARE), at random by magnitude rank (DELLA).
+
+All work on a flat float32 tensor and return a new one; the semantics are mergekit's
+(``mergekit/sparsify.py``), with two choices of ours where it leaves things to chance:
+- entries tied in magnitude at the cut are kept in index order (a stable sort), so the kept
+  count is exactly ``k`` and the result does not depend on the sort implementation;
+- random drops draw ``u ~ U[0, 1)`` per entry from :func:`~paperlab.soup.methods.base.rng_for`
+  and keep the entry when ``u < p`` (a Bernoulli(p) draw), so a merge is reproducible.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+RESCALE_EPS = 1e-7
+
+
+def rescale_l1(delta: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
+    """``kept`` scaled so that its L1 norm equals ``delta``'s (left alone when either is ~0)."""
+    before = float(delta.abs().sum())
+    after = float(kept.abs().sum())
+    if before < RESCALE_EPS or after < RESCALE_EPS:
+        return kept
+    import torch
+
+    return kept.mul_(torch.tensor(before, dtype=torch.float32) / torch.tensor(after, dtype=torch.float32))
+
+
+def _finish(delta: torch.Tensor, mask: torch.Tensor, rescale: bool) -> torch.Tensor:
+    kept = delta * mask
+    return rescale_l1(delta, kept) if rescale else kept
+
+
+def magnitude(delta: torch.Tensor, density: float, rescale: bool = False) -> torch.Tensor:
+    """Keep the ``max(1, int(density * n))`` entries of largest magnitude."""
+    import torch
+
+    n = delta.numel()
+    if density >= 1 or n == 0:
+        return delta.clone()
+    k = max(1, int(density * n))
+    order = torch.argsort(delta.abs(), descending=True, stable=True)
+    mask = torch.zeros(n, dtype=torch.float32, device=delta.device)
+    mask[order[:k]] = 1
+    return _finish(delta, mask, rescale)
+
+
+def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float, rescale: bool = False) -> torch.Tensor:
+    """Breadcrumbs: drop the ``int(gamma * n)`` largest entries and then the smallest, keeping
+    ``int(density * n)`` (fewer outliers are dropped when both cannot be met)."""
+    import torch
+
+    n = delta.numel()
+    if density >= 1 or n == 0:
+        return delta.clone()
+    target = int(density * n)
+    top = int(gamma * n)
+    bottom = max(0, n - target - top)
+    order = torch.argsort(delta.abs(), descending=False, stable=True)
+    mask = torch.zeros(n, dtype=torch.float32, device=delta.device)
+    mask[order[bottom: bottom + target]] = 1
+    return _finish(delta, mask, rescale)
+
+
+def bernoulli(delta: torch.Tensor, density: float, gen: torch.Generator, rescale: bool = True) -> torch.Tensor:
+    """DARE: keep each entry with probability ``density``."""
+    import torch
+
+    if density >= 1:
+        return delta.clone()
+    u = torch.rand(delta.numel(), generator=gen, dtype=torch.float32, device=delta.device)
+    return _finish(delta, (u < density).to(torch.float32), rescale)
+
+
+def della_magprune(delta: torch.Tensor, shape: tuple[int, ...] | None, density: float, epsilon: float,
+                   gen: torch.Generator, rescale: bool = True) -> torch.Tensor:
+    """DELLA: keep each entry with a probability that grows with its magnitude rank in its row,
+    from ``density - epsilon`` (smallest) to ``density + epsilon`` (largest).
+
+    Rows are the first axis of a 2-D or larger tensor (the rest flattened); a 1-D tensor is one
+    row; an entry alone in its row is kept with probability ``density``.
+    """
+    import torch
+
+    if density >= 1:
+        return delta.clone()
+    rows = shape[0] if shape is not None and len(shape) >= 2 else 1
+    m = delta.reshape(rows, -1)
+    cols = m.shape[1]
+    rank = torch.argsort(torch.argsort(m.abs(), dim=1, stable=True), dim=1).to(torch.float32)
+    rank_norm = rank / (cols - 1) if cols > 1 else torch.full_like(rank, 0.5)
+    probs = (density - epsilon) + rank_norm * (2 * epsilon)
+    u = torch.rand(delta.numel(), generator=gen, dtype=torch.float32, device=delta.device)
+    mask = (u < probs.reshape(-1)).to(torch.float32)
+    return _finish(delta, mask, rescale)

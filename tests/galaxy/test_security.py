@@ -1,0 +1,282 @@
+"""Hardening as an attacker and an operator meet it: identities, the control API, the dashboard
+cookie, attempt ids, bounded memory under spam, and TLS with a self-signed pair.
+
+The orchestrator and its real servers run in this process; devices are real DeviceAgents or raw
+websockets clients playing a hostile device (the far side of the protocol boundary).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import json
+import shutil
+import subprocess
+import tracemalloc
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from paperlab.galaxy.agent import DeviceAgent
+from paperlab.galaxy.auth import DEVICE_HEADER, device_token, viewer_token
+from paperlab.galaxy.client import call
+from paperlab.galaxy.constellation import Constellation, ConstellationState, TaskStatus
+from paperlab.galaxy.errors import GalaxyError
+from paperlab.galaxy.executors import DeviceConfig
+from paperlab.galaxy.orchestrator import OrchestratorConfig
+from paperlab.galaxy.protocol import DeviceInfo, Register, encode
+from paperlab.galaxy.runtime import Started, start_orchestrator
+from paperlab.galaxy.tls import client_context, server_context
+
+SECRET = "s3cret-admin"
+
+
+def dev(name: str, **kw: Any) -> DeviceConfig:
+    return DeviceConfig(device_id=name, max_concurrency=2, heartbeat_interval=0.2, **kw)
+
+
+async def online(g: Started, n: int, tscale: float) -> None:
+    for _ in range(int(200 * tscale)):
+        if sum(d.online for d in g.orch.devices.values()) >= n:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("devices did not register")
+
+
+def test_device_tokens_bind_ids_and_one_live_connection_per_id(tmp_path: Path, tscale: float) -> None:
+    async def main() -> None:
+        async with start_orchestrator(tmp_path / "j.sqlite", SECRET) as g:
+            own = {"Authorization": f"Bearer {device_token(SECRET, 'a')}", DEVICE_HEADER: "a"}
+            # a's token claiming b's id, or the viewer token: refused at the handshake or REGISTER
+            for hdr in ({"Authorization": f"Bearer {device_token(SECRET, 'a')}", DEVICE_HEADER: "b"},
+                        {"Authorization": f"Bearer {viewer_token(SECRET)}"}):
+                with pytest.raises(InvalidStatus) as info:
+                    async with connect(g.url, additional_headers=hdr):
+                        pass
+                assert info.value.response.status_code == 401
+            async with connect(g.url, additional_headers=own) as ws:
+                await ws.send(encode(Register(device_id="b")))  # right token, wrong REGISTER id
+                reply = json.loads(await asyncio.wait_for(ws.recv(), 10 * tscale))
+                assert reply["code"] == "identity" and "belongs to device 'a'" in reply["message"]
+            agent = DeviceAgent(dev("a"), g.url, device_token(SECRET, "a"), seed=1)
+            task = asyncio.create_task(agent.run())
+            try:
+                await online(g, 1, tscale)
+                # A second live connection under a's id (even with a's own token) is refused
+                # and the real device keeps its identity.
+                async with connect(g.url, additional_headers=own) as rogue:
+                    await rogue.send(encode(Register(device_id="a")))
+                    reply = json.loads(await asyncio.wait_for(rogue.recv(), 10 * tscale))
+                    assert reply["code"] == "identity" and "live connection" in reply["message"]
+                    with pytest.raises(ConnectionClosed):
+                        await asyncio.wait_for(rogue.recv(), 10 * tscale)
+                assert g.orch.devices["a"].online and agent.connections == 1
+                rid = g.orch.submit(Constellation.from_plan({"tasks": [{"id": "x", "executor": {"kind": "echo"}}]}))
+                assert await g.orch.wait(rid, 20 * tscale) is ConstellationState.COMPLETED
+                assert g.orch.runs[rid].constellation.tasks["x"].assigned_device == "a"
+            finally:
+                agent.stop()
+                await task
+
+    asyncio.run(main())
+
+
+def test_control_api_submit_status_edit_cancel_devices(tmp_path: Path, tscale: float) -> None:
+    plan = {"tasks": [{"id": "slow", "executor": {"kind": "sleep", "args": {"seconds": 30}}},
+                      {"id": "quick", "executor": {"kind": "echo", "args": {"value": 1}}}]}
+
+    async def main() -> None:
+        async with start_orchestrator(tmp_path / "j.sqlite", SECRET, api_port=0) as g:
+            api = g.control.url
+            agent = DeviceAgent(dev("a"), g.url, device_token(SECRET, "a"), seed=1)
+            task = asyncio.create_task(agent.run())
+
+            def http(method: str, path: str, body: Any = None, token: str = SECRET) -> Any:
+                data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+                return call(api, token, method, path, data, timeout=10 * tscale)
+
+            async def ahttp(*a: Any, **kw: Any) -> Any:
+                return await asyncio.to_thread(http, *a, **kw)
+
+            try:
+                await online(g, 1, tscale)
+                with pytest.raises(GalaxyError, match="admin token"):
+                    await ahttp("GET", "/devices", token=viewer_token(SECRET))
+                assert [d["device"] for d in await ahttp("GET", "/devices")] == ["a"]
+                yaml_plan = b"tasks:\n- {id: a, executor: {kind: echo}}\n- {id: b, executor: {kind: echo}, after: [a]}\n"
+                with pytest.raises(GalaxyError, match="cycle"):
+                    await ahttp("POST", "/runs", yaml_plan.replace(b"[a]}\n", b"[a]}\n") + b"edges: [{source: b, target: a}]\n")
+                rid = (await ahttp("POST", "/runs", plan))["run_id"]
+                for _ in range(int(100 * tscale)):
+                    if g.orch.runs[rid].constellation.tasks["slow"].status is TaskStatus.RUNNING:
+                        break
+                    await asyncio.sleep(0.05)
+                rejected = await ahttp("POST", f"/runs/{rid}/edits", {"edits": [{"op": "remove_task", "task_id": "slow"}]})
+                assert not rejected["accepted"] and "running" in rejected["reason"]
+                edit = {"reason": "one more", "edits": [{"op": "add_task", "after": ["quick"],
+                                                         "task": {"id": "late", "executor": {"kind": "echo"}}}]}
+                assert (await ahttp("POST", f"/runs/{rid}/edits", edit))["accepted"]
+                await ahttp("POST", f"/runs/{rid}/cancel", {"task": "slow"})
+                assert await g.orch.wait(rid, 20 * tscale) is ConstellationState.PARTIALLY_FAILED
+                status = await ahttp("GET", f"/runs/{rid}")
+                by_id = {t["id"]: t["status"] for t in status["tasks"]}
+                assert by_id == {"slow": "cancelled", "quick": "completed", "late": "completed"}
+                with pytest.raises(GalaxyError, match="no run 'nope'"):
+                    await ahttp("GET", "/runs/nope")
+            finally:
+                agent.stop()
+                await task
+
+    asyncio.run(main())
+
+
+def test_dashboard_token_moves_to_a_cookie(tmp_path: Path, tscale: float) -> None:
+    async def main() -> None:
+        async with start_orchestrator(tmp_path / "j.sqlite", SECRET, ui=True) as g:
+            base = f"http://127.0.0.1:{g.server.port}/ui"
+
+            def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
+                req = urllib.request.Request(url, headers=headers or {})
+                try:
+                    with urllib.request.urlopen(req, timeout=10 * tscale) as r:
+                        return r.status, dict(r.headers)
+                except urllib.error.HTTPError as exc:
+                    exc.close()
+                    return exc.code, {}
+
+            view = viewer_token(SECRET)
+            status, headers = await asyncio.to_thread(get, f"{base}?token={view}")
+            assert status == 200
+            cookie = headers["Set-Cookie"]
+            assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+            assert (await asyncio.to_thread(get, base, {"Cookie": cookie.split(";")[0]}))[0] == 200
+            assert (await asyncio.to_thread(get, base))[0] == 401
+            assert (await asyncio.to_thread(get, f"{base}?token={device_token(SECRET, 'a')}"))[0] == 401
+            # the viewer's socket gets frames but its cancel is ignored
+            rid = g.orch.submit(Constellation.from_plan({"tasks": [{"id": "x", "executor": {"kind": "echo"}}]}))
+            ws_url = f"ws://127.0.0.1:{g.server.port}/ui/ws"
+            async with connect(ws_url, additional_headers={"Cookie": cookie.split(";")[0]}) as ws:
+                assert json.loads(await ws.recv()) == {"role": "viewer"}
+                await ws.send(json.dumps({"op": "cancel", "run": rid}))
+                frame = json.loads(await asyncio.wait_for(ws.recv(), 10 * tscale))
+                assert "dag" in frame
+                await asyncio.sleep(0.3)
+                assert not g.orch.runs[rid].cancelled
+            async with connect(ws_url, additional_headers={"Authorization": f"Bearer {SECRET}"}) as ws:
+                assert json.loads(await ws.recv()) == {"role": "admin"}
+                await ws.send(json.dumps({"op": "cancel", "run": rid}))
+                assert await g.orch.wait(rid, 10 * tscale) is ConstellationState.CANCELLED
+
+    asyncio.run(main())
+
+
+SIDE_EFFECT = """
+from pathlib import Path
+
+
+def record_attempt(attempt_id: str, out: str) -> str:
+    # An idempotent side effect keyed on the attempt id: a re-run of the same attempt
+    # finds its marker and does nothing new.
+    marker = Path(out) / attempt_id.replace("/", "_")
+    marker.touch(exist_ok=True)
+    return attempt_id
+"""
+
+
+def test_attempt_ids_reach_shell_and_python_tasks(tmp_path: Path, tscale: float,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "galaxy_side_effect.py").write_text(SIDE_EFFECT)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    plan = Constellation.from_plan({"tasks": [
+        {"id": "sh", "executor": {"kind": "shell", "args": {"argv": ["printenv", "GALAXY_ATTEMPT_ID"]}}},
+        {"id": "py", "executor": {"kind": "python", "args": {"function": "rec", "kwargs": {"out": str(tmp_path)}}}},
+    ]})
+
+    async def main() -> None:
+        async with start_orchestrator(tmp_path / "j.sqlite", SECRET) as g:
+            cfg = dev("a", shell_allow=["printenv"],
+                      python_allow={"rec": "galaxy_side_effect:record_attempt"})
+            agent = DeviceAgent(cfg, g.url, device_token(SECRET, "a"), seed=1)
+            task = asyncio.create_task(agent.run())
+            try:
+                await online(g, 1, tscale)
+                rid = g.orch.submit(plan, "ids")
+                assert await g.orch.wait(rid, 20 * tscale) is ConstellationState.COMPLETED
+                tasks = g.orch.runs[rid].constellation.tasks
+                assert tasks["sh"].result["stdout"].strip() == "ids/sh/1"
+                assert tasks["py"].result == "ids/py/1"
+                assert (tmp_path / "ids_py_1").exists()
+            finally:
+                agent.stop()
+                await task
+
+    asyncio.run(main())
+
+
+def test_spam_keeps_memory_bounded(tmp_path: Path, tscale: float) -> None:
+    """A token holder floods DEVICE_INFO and churns through fake ids: the orchestrator keeps
+    at most max_info_bytes per device and forgets devices gone for longer than evict_after."""
+    cfg = OrchestratorConfig(evict_after=0.2, max_info_bytes=4096, device_timeout=60)
+
+    async def main() -> None:
+        async with start_orchestrator(tmp_path / "j.sqlite", SECRET, config=cfg, rate=2000, burst=4000) as g:
+            hdr = {"Authorization": f"Bearer {SECRET}"}
+            tracemalloc.start()
+            base = tracemalloc.get_traced_memory()[0]
+            async with connect(g.url, additional_headers=hdr, max_size=None) as ws:
+                await ws.send(encode(Register(device_id="spammer")))
+                blob = "x" * 900
+                for i in range(1500):  # ~1.4 MB of distinct keys, each frame small
+                    await ws.send(encode(DeviceInfo(info={f"k{i}": blob})))
+                await asyncio.sleep(0.3)
+            for i in range(150):  # fake ids, each connecting once
+                async with connect(g.url, additional_headers=hdr) as ws:
+                    await ws.send(encode(Register(device_id=f"fake{i}")))
+                    await asyncio.sleep(0)
+            await asyncio.sleep(0.5)
+            g.orch.step()  # eviction runs in the step
+            gc.collect()
+            held = tracemalloc.get_traced_memory()[0] - base
+            tracemalloc.stop()
+            spam = g.orch.devices.get("spammer")
+            assert spam is None or len(json.dumps(spam.info)) <= 4096
+            assert len(g.orch.devices) <= 5, sorted(g.orch.devices)
+            assert held < 1_000_000, held  # well under the 1.4 MB sent
+
+    asyncio.run(main())
+
+
+def test_tls_with_a_self_signed_pair(tmp_path: Path, tscale: float) -> None:
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command to make a self-signed pair")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+
+    async def main() -> None:
+        async with start_orchestrator(tmp_path / "j.sqlite", SECRET, api_port=0,
+                                      ssl_context=server_context(cert, key)) as g:
+            assert g.url.startswith("wss://") and g.control.url.startswith("https://")
+            agent = DeviceAgent(dev("a"), g.url, device_token(SECRET, "a"), seed=1,
+                                ssl_context=client_context(cert))
+            task = asyncio.create_task(agent.run())
+            try:
+                await online(g, 1, tscale)
+                rid = g.orch.submit(Constellation.from_plan({"tasks": [{"id": "x", "executor": {"kind": "echo"}}]}))
+                assert await g.orch.wait(rid, 20 * tscale) is ConstellationState.COMPLETED
+                got = await asyncio.to_thread(call, g.control.url, SECRET, "GET", f"/runs/{rid}",
+                                              None, 10 * tscale, cert)
+                assert got["state"] == "completed"
+                with pytest.raises(GalaxyError):  # a client that does not trust the pair
+                    await asyncio.to_thread(call, g.control.url, SECRET, "GET", "/devices", None, 10 * tscale)
+            finally:
+                agent.stop()
+                await task
+
+    asyncio.run(main())
