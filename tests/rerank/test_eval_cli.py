@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -39,7 +40,7 @@ def _scripted() -> Any:
 _S = _scripted()
 ScriptedLLM, score_by_number = _S.ScriptedLLM, _S.score_by_number
 REPO = HERE.parents[1]
-N_QUERIES = 6
+N_QUERIES = 8
 
 
 def write_dataset(root: Path) -> Path:
@@ -92,17 +93,30 @@ def test_killed_eval_resumes_without_redoing_queries(tmp_path: Path, scoring_ser
             "grouprank", "--llm", scoring_server, "--group-size", "2", "--repeats", "1",
             "--top-k", "4", "--out", str(out)]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     rows = out / "queries.jsonl"
-    deadline = time.monotonic() + 120 * tscale
-    while time.monotonic() < deadline and proc.poll() is None:
-        if rows.is_file() and len(rows.read_text().splitlines()) >= 2:
-            break
-        time.sleep(0.05)
-    proc.kill()  # SIGKILL: no cleanup handler runs, as after a power cut
-    proc.communicate(timeout=30 * tscale)
+
+    def start_and_stop_after(n_done: int, sig: int) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120 * tscale
+        while time.monotonic() < deadline and proc.poll() is None:
+            if rows.is_file() and len(rows.read_text().splitlines()) >= n_done:
+                break
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        stdout, stderr = proc.communicate(timeout=60 * tscale)
+        return subprocess.CompletedProcess(argv, proc.returncode, stdout, stderr)
+
+    # Ctrl-C: one line saying what was kept and how to go on
+    first = start_and_stop_after(1, signal.SIGINT)
+    assert first.returncode == 2, first.stderr
+    kept = len(rows.read_text().splitlines())
+    assert first.stderr.strip().splitlines()[-1] == (
+        f"error: interrupted after {kept} of {N_QUERIES} queries, all kept in {out}; "
+        "rerun the same command to resume")
+    # SIGKILL: no handler runs at all, as after a power cut
+    start_and_stop_after(kept + 1, signal.SIGKILL)
     done_before = [json.loads(x)["qid"] for x in rows.read_text().splitlines()]
-    assert 2 <= len(done_before) < N_QUERIES, "the run finished before it could be killed"
+    assert kept + 1 <= len(done_before) < N_QUERIES, "the run finished before it could be killed"
     asked_before = len((tmp_path / "requests.jsonl").read_text().splitlines())
 
     again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300 * tscale)

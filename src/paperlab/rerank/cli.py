@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from paperlab.errors import RerankError
 from paperlab.rerank.errors import RerankDataError
 
 if TYPE_CHECKING:
@@ -268,10 +269,13 @@ def eval_(
                    f"{fs['nDCG@10']:.4f})  {row.get('wall_s', 0.0):.1f} s{scored}  "
                    f"fallbacks {sum((row.get('fallbacks') or {}).values())}  {row['tag']}", err=True)
 
-    res = evaluate_method(ds, method, cands, load_model if reranking else None, cfg,
-                          llm_spec=llm if reranking else "", on_query=progress if reranking else None,
-                          first_stage=fs_name,
-                          log=log)
+    try:
+        res = evaluate_method(ds, method, cands, load_model if reranking else None, cfg,
+                              llm_spec=llm if reranking else "", on_query=progress if reranking else None,
+                              first_stage=fs_name, log=log)
+    except KeyboardInterrupt:
+        raise RerankError(f"interrupted after {log.n_done_on_disk()} of {len(qids)} queries, all kept in {out}; "
+                          "rerun the same command to resume") from None
     if ds.issues.counts:
         res.extra["data_issues"] = dict(ds.issues.counts)
     if recorder and hasattr(recorder[0], "counts"):

@@ -27,7 +27,8 @@ def run(ctx: DemoContext) -> Section:
     llm = load_llm("smollm2")
     # Logit mode: the expected 0-10 score from token probabilities. A 135M model rarely writes a
     # valid 8-entry JSON object, and reading probabilities costs a fraction of generating.
-    reranker = Reranker(llm, "grouprank", mode="logit", group_size=4, repeats=2, max_chars=300)
+    reranker = Reranker(llm, "grouprank", mode="logit", group_size=4, repeats=2, max_chars=300,
+                        profile="published")
     from paperlab.rerank.aggregate import minmax
 
     before_run, after_run, fused_run, tables = {}, {}, {}, []

