@@ -94,8 +94,16 @@ table{border-collapse:collapse;font-size:13px} td,th{padding:2px 8px;text-align:
 """
 
 
-def render_svg(c: Constellation) -> str:
-    """The DAG as SVG: columns by depth, one node per task, coloured by status."""
+_LAYOUT: dict[int, tuple[int, dict[str, tuple[int, int]], int, int]] = {}
+
+
+def _layout(c: Constellation) -> tuple[dict[str, tuple[int, int]], int, int]:
+    """Node positions by depth. Cached per constellation object and edge count: the structure
+    only changes through an edit, which swaps in a new object, so a redraw recolours only."""
+    key = id(c)
+    hit = _LAYOUT.get(key)
+    if hit is not None and hit[0] == len(c.edges) + 100_000 * len(c.tasks):
+        return hit[1], hit[2], hit[3]
     depth: dict[str, int] = {}
     for t in c.topological_order():
         depth[t] = max((depth[e.source] + 1 for e in c.predecessors(t)), default=0)
@@ -106,6 +114,16 @@ def render_svg(c: Constellation) -> str:
     pos = {t: (12 + d * (w + gx), 12 + i * (h + gy)) for d, ts in columns.items() for i, t in enumerate(ts)}
     width = 24 + len(columns) * (w + gx)
     height = 24 + max((len(ts) for ts in columns.values()), default=1) * (h + gy)
+    if len(_LAYOUT) > 8:
+        _LAYOUT.clear()
+    _LAYOUT[key] = (len(c.edges) + 100_000 * len(c.tasks), pos, width, height)
+    return pos, width, height
+
+
+def render_svg(c: Constellation) -> str:
+    """The DAG as SVG: columns by depth, one node per task, coloured by status."""
+    pos, width, height = _layout(c)
+    w, h = 110, 26
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" id="dag-svg">']
     for e in c.edges:
         (x1, y1), (x2, y2) = pos[e.source], pos[e.target]
@@ -127,7 +145,7 @@ def render_svg(c: Constellation) -> str:
 class Dashboard:
     """Implements the server's UI hook: the page over HTTP, diffs over WebSocket."""
 
-    def __init__(self, orch: Orchestrator, max_events: int = 40, max_fps: float = 4.0) -> None:
+    def __init__(self, orch: Orchestrator, max_events: int = 40, max_fps: float = 2.0) -> None:
         self.orch = orch
         self.version = 0
         self.events: list[str] = []
@@ -138,6 +156,8 @@ class Dashboard:
         self._frame_version = -1
         self._clients: set[asyncio.Queue[dict[str, str]]] = set()
         self._renderer: asyncio.Task[None] | None = None
+        self._metrics: dict[str, float] = {"critical_path": 0.0, "parallel_width": 0.0}
+        self._metrics_at = 0.0
         orch.listeners.append(self._on_event)
 
     def _on_event(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
@@ -186,7 +206,10 @@ class Dashboard:
             counts: dict[str, int] = {}
             for t in c.tasks.values():
                 counts[t.status.value] = counts.get(t.status.value, 0) + 1
-            m = c.metrics()
+            # The critical path walks the whole DAG: at most once a second while running.
+            if run.finished is not None or time.monotonic() - self._metrics_at > 1.0:
+                self._metrics, self._metrics_at = c.metrics(), time.monotonic()
+            m = self._metrics
             state = run.finished.value if run.finished else "running"
             metrics = (f'<p id="run-state" data-state="{state}" data-run="{html.escape(run.run_id)}">'
                        f"run <b>{html.escape(run.run_id)}</b>: "
