@@ -101,8 +101,12 @@ async def _runs(g: Started, token: str, plans: list[Constellation], devices: int
         watch = subprocess.Popen([sys.executable, str(work / "viewers.py"), ui_url, token, str(viewers)])
         try:
             dash = g.ui
-            while len(dash._clients) < viewers:
+            for _ in range(600):
+                if len(dash._clients) >= viewers or watch.poll() is not None:
+                    break
                 await asyncio.sleep(0.05)
+            if len(dash._clients) < viewers:
+                raise RuntimeError(f"the {viewers} dashboard viewers did not connect")
             renders = dash.renders
             c = plans[0].model_copy(deep=True)
             t0 = time.perf_counter()
