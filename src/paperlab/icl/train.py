@@ -106,7 +106,11 @@ def heldout_loss(model: Any, windows: list[np.ndarray], start: int = SCORE_FROM)
 
 
 def train_dna(
-    cfg: DNAModelConfig, out_dir: Path, on_step: StepCallback | None = None, split: DNASplit | None = None
+    cfg: DNAModelConfig,
+    out_dir: Path,
+    on_step: StepCallback | None = None,
+    split: DNASplit | None = None,
+    time_budget_s: float | None = None,
 ) -> TrainReport:
     """Train a DNA model with ``cfg`` and save it (safetensors) to ``out_dir``.
 
@@ -115,28 +119,39 @@ def train_dna(
         out_dir: the model directory (replaced atomically).
         on_step: called after every step with (step, loss), e.g. to drive a progress bar.
         split: pre-loaded DNA (loaded from the packages when omitted).
+        time_budget_s: stop after this many seconds of training even if ``cfg.steps`` are not
+            done; the learning-rate schedule then follows the elapsed fraction of the budget
+            (whichever of steps and time is further along), so a run cut short by a busy machine
+            still ends its cosine decay. The steps actually run are recorded as ``steps_done``.
     """
     import torch
 
     threads = set_threads()
-    split = split or load_split()
+    split = split or load_split(tuple(cfg.sources))
     t0 = time.perf_counter()
     model = build_model(cfg)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             betas=(0.9, 0.95))
 
-    def lr_at(step: int) -> float:  # linear warmup, cosine decay to 10%
+    def lr_at(step: int, elapsed: float) -> float:  # linear warmup, cosine decay to 10%
         if step < cfg.warmup:
             return cfg.lr * (step + 1) / cfg.warmup
         p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-        return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * p)))
+        if time_budget_s:
+            p = max(p, elapsed / time_budget_s)
+        return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(1.0, p))))
 
     rng = np.random.default_rng(cfg.seed)
     losses: list[float] = []
+    t_train = time.perf_counter()
     for step in range(cfg.steps):
+        elapsed = time.perf_counter() - t_train
+        if time_budget_s is not None and elapsed >= time_budget_s:
+            log.info("time budget of %.0f s reached after %d steps", time_budget_s, step)
+            break
         for g in opt.param_groups:
-            g["lr"] = lr_at(step)
+            g["lr"] = lr_at(step, elapsed)
         x = torch.as_tensor(_batch(split.train, rng, cfg.batch_size, cfg.context).astype(np.int64))
         loss = model(input_ids=x, labels=x).loss
         opt.zero_grad(set_to_none=True)
@@ -152,7 +167,14 @@ def train_dna(
     mk = markov_table(split.train, windows, SCORE_FROM)
     log.info("trained DNA model in %.0fs on %d threads: held-out %.4f nats/base", seconds, threads, nats)
     report = TrainReport(out_dir, cfg.model_dump(), nats, mk, seconds, losses)
-    meta = report.as_dict() | {"train_files": split.train_files, "held_out_files": split.held_out_files}
+    meta = report.as_dict() | {
+        "train_files": split.train_files,
+        "held_out_files": split.held_out_files,
+        "steps_done": len(losses),
+        "train_bases": len(losses) * cfg.batch_size * cfg.context,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "time_budget_s": time_budget_s,
+    }
     save_model(model, out_dir, meta)
     return report
 
