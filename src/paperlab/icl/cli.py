@@ -90,6 +90,8 @@ def train_dna_cmd(
     retrain: Annotated[bool, typer.Option(help="Train even if a cached model exists.")] = False,
     time_budget: Annotated[float | None, typer.Option(
         help="Stop training after this many seconds (the LR schedule follows the budget); needs --out.")] = None,
+    init_from: Annotated[Path | None, typer.Option(
+        help="Continue from the weights of a model trained with the same preset; needs --out.")] = None,
 ) -> None:
     """Train the character-level DNA model on real genomes and report held-out loss."""
     from rich.progress import (
@@ -100,17 +102,16 @@ def train_dna_cmd(
         TimeRemainingColumn,
     )
 
-    from paperlab.icl.dnamodel import PRESETS, cached_model_dir
+    from paperlab.icl.dnamodel import cached_model_dir, preset_config
     from paperlab.icl.markov import bits
     from paperlab.icl.train import ensure_dna_model, train_dna
 
-    if preset not in PRESETS:
-        raise ICLError(f"unknown preset {preset!r}; choose from: {', '.join(PRESETS)}")
-    if time_budget is not None and out is None:
-        raise ICLError("--time-budget trains a model its config does not describe; give it an --out directory")
+    if (time_budget is not None or init_from is not None) and out is None:
+        raise ICLError("--time-budget and --init-from train a model its config does not describe; "
+                       "give it an --out directory")
     if time_budget is not None and time_budget <= 0:
         raise ICLError(f"--time-budget must be positive seconds, got {time_budget}")
-    cfg = PRESETS[preset] if steps is None else PRESETS[preset].model_copy(update={"steps": steps})
+    cfg = preset_config(preset, steps=steps)
     cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
             TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*cols, console=console) as bar:
@@ -122,7 +123,7 @@ def train_dna_cmd(
         if out is None:
             report = ensure_dna_model(cfg, on_step=on_step, retrain=retrain)
         else:
-            report = train_dna(cfg, out, on_step=on_step, time_budget_s=time_budget)
+            report = train_dna(cfg, out, on_step=on_step, time_budget_s=time_budget, init_from=init_from)
     if report.cached:
         console.print(f"using the cached model at {report.path} (--retrain to train again)")
     rows: list[list[object]] = [["DNA transformer", f"{report.heldout_nats:.4f}", f"{bits(report.heldout_nats):.4f}"]]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from paperlab.errors import ICLError
+from paperlab.errors import ConfigError, ICLError, config_error
 from paperlab.icl.dna import LARGE_SOURCES, SOURCES
 from paperlab.io.cache import cache_dir
 
@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 
 VOCAB = {"A": 0, "C": 1, "G": 2, "T": 3, "N": 4, "<eos>": 5}
 VOCAB_SIZE = 8  # padded to a multiple of 8; ids 6 and 7 never occur
+
+
+class ICLConfigError(ConfigError, ICLError):
+    """An invalid DNA model config or override (a bad --steps, an unknown preset)."""
 
 
 class DNAModelConfig(BaseModel):
@@ -65,6 +69,23 @@ LARGE = DNAModelConfig(d_model=192, n_layers=6, n_heads=6, d_ff=576, context=128
                        lr=2e-3, warmup=50, sources=LARGE_SOURCES)
 PRESETS: dict[str, DNAModelConfig] = {"default": DNAModelConfig(), "tiny": TINY, "long": LONG,
                                       "large": LARGE}
+
+
+def preset_config(name: str, **overrides: Any) -> DNAModelConfig:
+    """The preset called ``name`` with ``overrides`` (None values ignored), validated.
+
+    Raises:
+        ICLConfigError: an unknown preset, or an override the config rejects (one line).
+    """
+    from pydantic import ValidationError
+
+    if name not in PRESETS:
+        raise ICLConfigError(f"unknown preset {name!r}; choose from: {', '.join(PRESETS)}")
+    fields = PRESETS[name].model_dump() | {k: v for k, v in overrides.items() if v is not None}
+    try:
+        return DNAModelConfig.model_validate(fields)
+    except ValidationError as exc:
+        raise config_error(exc, f"DNA model preset {name!r}", ICLConfigError) from None
 
 
 def cache_root() -> Path:
