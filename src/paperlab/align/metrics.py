@@ -50,8 +50,8 @@ def check_degenerate(x: Any, ops: Ops, side: str = "") -> str | None:
         msg = (f"{who} are constant (all {n} rows identical): neighbour ranks are index ties and "
                "kernel metrics are undefined; check the feature extraction")
     elif unique < n:
-        msg = (f"{who} have {n - unique} duplicate rows ({(n - unique) / n:.1%} of items): their "
-               "neighbour order is decided by item index; de-duplicate the items")
+        msg = (f"{who} have {n - unique} duplicate rows ({(n - unique) / n:.1%} of items): k-NN "
+               "ranks among them are index ties and kernels count them twice; de-duplicate the items")
     elif zero:
         msg = f"{who} have {zero} all-zero rows: their cosine neighbours are index ties"
     if msg:
