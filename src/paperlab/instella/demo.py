@@ -31,6 +31,7 @@ def run(ctx: DemoContext) -> Section:
     ids = tok(prompt, return_tensors="pt", add_special_tokens=False)
     n_new = 24
     with torch.inference_mode():
+        model.generate(**ids, max_new_tokens=2, do_sample=False, pad_token_id=tok.pad_token_id)  # warm-up
         t1 = time.perf_counter()
         out = model.generate(**ids, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
                              pad_token_id=tok.pad_token_id)

@@ -71,6 +71,12 @@ def gsm8k_exact_match(model: Any, tok: Any, problems: list[Problem], *, chat: bo
                                            add_generation_prompt=True) for p in problems]
     else:
         prompts = [raw_math(Problem(p.question, "")).rstrip() + " " for p in problems]
+    from transformers.utils import logging as hf_logging
+
+    # Answers may run past the short training context (RoPE has no hard limit); transformers
+    # warns about that on every call, which is noise here.
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
     tok.padding_side = "left"
     right = 0
     for i in range(0, len(prompts), 16):
@@ -82,6 +88,7 @@ def gsm8k_exact_match(model: Any, tok: Any, problems: list[Problem], *, chat: bo
             m = _first_answer(text)
             right += int(m is not None and m == p.answer)
     tok.padding_side = "right"
+    hf_logging.set_verbosity(verbosity)
     return right / len(problems)
 
 
