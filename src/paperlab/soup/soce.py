@@ -29,7 +29,15 @@ from paperlab.io.atomic import atomic_directory
 from paperlab.soup.baselines import greedy_soup, one_hot, uniform_over
 from paperlab.soup.errors import EvaluatorError, MergeConfigError, SoupError
 from paperlab.soup.scores import ScoreTable
-from paperlab.soup.search import SEARCHES, Journal, aggregate, get_search, grid, grid_search, to_weights
+from paperlab.soup.search import (
+    SEARCHES,
+    Journal,
+    aggregate,
+    get_search,
+    grid,
+    grid_search,
+    to_weights,
+)
 from paperlab.soup.select import DEFAULT_TAU, Selection, plot_heatmap, select_experts
 
 log = logging.getLogger(__name__)
