@@ -19,7 +19,7 @@ import os
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -27,6 +27,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from paperlab.errors import ConfigError
 from paperlab.galaxy.constellation import ID_PATTERN
 from paperlab.galaxy.errors import ExecutorError
+
+if TYPE_CHECKING:
+    from paperlab.llm import LLM
 
 __all__ = ["EXECUTORS", "DeviceConfig", "get_executor", "load_device_config", "run_executor"]
 
@@ -144,7 +147,7 @@ async def _python(args: dict[str, Any], inputs: dict[str, Any], cfg: DeviceConfi
     return await asyncio.to_thread(fn, **kwargs)
 
 
-_LLMS: dict[str, Any] = {}
+_LLMS: dict[str, LLM] = {}
 
 
 async def _llm(args: dict[str, Any], inputs: dict[str, Any], cfg: DeviceConfig) -> Any:
