@@ -35,7 +35,7 @@ _NEEDS = ("logit mode needs an hf backend (next-token distributions; OpenAI-comp
           "such as `transformers serve` return none); use --llm smollm2 or hf:DIR, or --mode generate")
 
 
-def require_next_tokens(llm: object) -> LLM:
+def require_next_tokens(llm: LLM) -> LLM:
     """``llm`` as an LLM that serves next-token distributions, or a clear error naming the fix."""
     if not isinstance(llm, LLM) or not llm.supports_next_tokens:
         raise RerankConfigError(_NEEDS)
@@ -66,7 +66,7 @@ class LogitScorer:
     """Expected 0-10 scores for the numbered passages of chat prompts, from next-token
     distributions of an LLM (see the module docstring)."""
 
-    def __init__(self, llm: object) -> None:
+    def __init__(self, llm: LLM) -> None:
         self.llm = require_next_tokens(llm)
         self.digits = _digit_ids(self.llm)
         self.n_prompt_tokens = 0
@@ -125,7 +125,7 @@ def _slot_distribution(digit_logprobs: list[float], logprob_0_after_1: float) ->
     return dist
 
 
-async def logit_observations(llm: object, template: PromptTemplate, query: str, texts: Sequence[str],
+async def logit_observations(llm: LLM, template: PromptTemplate, query: str, texts: Sequence[str],
                              groups: Sequence[Group], stats: RerankStats) -> list[tuple[int, float]]:
     """(passage index, expected score) for every member of every group, all groups batched."""
     scorer = LogitScorer(llm)
