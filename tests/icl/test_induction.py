@@ -17,6 +17,9 @@ from paperlab.cli import app
 from paperlab.errors import ICLError
 from paperlab.icl.dnamodel import DNAModelConfig, build_model, build_tokenizer
 from paperlab.icl.induction import alphabet_token_ids, induction_probe, result_rows
+from paperlab.icl.scoring import as_llm
+from paperlab.llm import LLM
+from paperlab.llm.types import NextTokens, TokenDist
 
 
 class MatchCopier(torch.nn.Module):
@@ -42,8 +45,41 @@ class MatchCopier(torch.nn.Module):
         return SimpleNamespace(logits=logits)
 
 
+class CopierLLM(LLM):
+    """:class:`MatchCopier` behind the LLM door, reading ``next_tokens`` from its logits (the
+    probe reaches every model through the door; a plain module has no KV cache to serve it)."""
+
+    def __init__(self) -> None:
+        super().__init__("copier")
+        self.copier, self.tok = MatchCopier(), build_tokenizer()
+
+    def tokenize(self, text: str) -> list[int]:
+        return [int(t) for t in self.tok(text, add_special_tokens=False)["input_ids"]]
+
+    @property
+    def context_length(self) -> int | None:
+        return 4096
+
+    async def _anext_tokens(self, prompts: list[Any], candidates: list[str], prefills: list[str],
+                            forced: list[str]) -> list[NextTokens]:
+        cand = [self.tokenize(c)[0] for c in candidates]
+        out = []
+        for p, pre, f in zip(prompts, prefills, forced, strict=True):
+            ids = self.tokenize(p + pre + f)
+            logp = torch.log_softmax(self.copier(torch.tensor([ids])).logits[0], -1)
+            out.append(NextTokens(dists=[TokenDist([float(row[c]) for c in cand], None, float(row.max()))
+                                         for row in logp], prompt_tokens=len(ids), new_tokens=len(ids)))
+        return out
+
+    async def _agenerate_batch(self, prompts: Any, params: Any) -> Any:
+        raise NotImplementedError
+
+    async def _ascore(self, prompt: Any, continuations: Any) -> Any:
+        raise NotImplementedError
+
+
 def test_a_copier_scores_the_second_copy_near_zero_and_the_first_at_chance() -> None:
-    res = induction_probe(MatchCopier(), build_tokenizer(), "ACGT", length=64, n_sequences=8, seed=1)
+    res = induction_probe(CopierLLM(), "ACGT", length=64, n_sequences=8, seed=1)
     assert res.chance_nats == pytest.approx(math.log(4))
     # random first copy: chance rarely beaten (only by spurious 8-mer repeats inside it)
     assert res.first_nats > 0.9 * math.log(4)
@@ -57,7 +93,7 @@ def test_a_copier_scores_the_second_copy_near_zero_and_the_first_at_chance() -> 
 
 def test_a_model_that_cannot_copy_scores_both_copies_alike() -> None:
     cfg = DNAModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, context=128)
-    res = induction_probe(build_model(cfg), build_tokenizer(), "ACGT", length=64, n_sequences=8)
+    res = induction_probe(as_llm(build_model(cfg), build_tokenizer()), "ACGT", length=64, n_sequences=8)
     # an untrained model is near uniform over the bases, on both copies
     assert abs(res.first_nats - math.log(4)) < 0.05
     assert abs(res.gain_nats) < 0.02
@@ -66,15 +102,15 @@ def test_a_model_that_cannot_copy_scores_both_copies_alike() -> None:
 
 
 def test_alphabet_and_length_errors() -> None:
-    tok = build_tokenizer()
-    assert alphabet_token_ids(tok, "ACGT") == [0, 1, 2, 3]
-    with pytest.raises(ICLError, match="not in this tokenizer's vocabulary"):
-        alphabet_token_ids(tok, "AB")  # B is read as the unknown token N
-    with pytest.raises(ICLError, match="two distinct"):
-        alphabet_token_ids(tok, "AA")
     model = build_model(DNAModelConfig(d_model=16, n_layers=1, n_heads=2, d_ff=32, context=64))
+    llm = as_llm(model, build_tokenizer())
+    assert alphabet_token_ids(llm, "ACGT") == [0, 1, 2, 3]
+    with pytest.raises(ICLError, match="share one token"):
+        alphabet_token_ids(llm, "ABX")  # B and X are both read as the unknown token N
+    with pytest.raises(ICLError, match="two distinct"):
+        alphabet_token_ids(llm, "AA")
     with pytest.raises(ICLError, match="--length 32"):
-        induction_probe(model, tok, length=40)
+        induction_probe(llm, length=40)
 
 
 def test_cli_induction_writes_json(tmp_path: Path, copy_model: Any) -> None:

@@ -158,9 +158,7 @@ def induction(
         symbols = ALPHABETS.get(name, name)
         with console.status(f"loading {spec}"):
             loaded = load_model(spec)
-        if loaded.model is None:
-            raise ICLError(f"the induction probe needs local weights, which {spec} does not expose")
-        results.append(induction_probe(loaded.model, loaded.tokenizer, symbols, length=length,
+        results.append(induction_probe(loaded.llm, symbols, length=length,
                                        n_sequences=sequences, seed=seed, name=spec))
     _print_table("induction probe (NLL in nats/symbol, softmax over the alphabet)", *result_rows(results))
     if json_out:

@@ -16,8 +16,8 @@ copy is also reported per offset band, since copying gets easier once a longer m
 (with 4 bases, one previous symbol matches a quarter of the first copy; a longer match is needed
 to find the right place).
 
-The probe needs a causal LM that returns ``.logits`` for ``input_ids`` (a ``transformers`` model;
-the DNA model trained here or the packaged SmolLM2) and its tokenizer.
+The probe reaches the model through :class:`paperlab.llm.LLM` (``next_tokens``), so any local
+backend works: the DNA model trained here, the packaged SmolLM2, an ``hf:`` directory.
 """
 
 from __future__ import annotations
@@ -25,11 +25,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from paperlab.errors import ICLError
+
+if TYPE_CHECKING:
+    from paperlab.llm import LLM
 
 #: Named alphabets: DNA bases for the DNA model, digits for text models (one token each in
 #: SmolLM2's tokenizer, which splits digits).
@@ -62,7 +65,7 @@ class InductionResult:
         return asdict(self) | {"gain_nats": self.gain_nats}
 
 
-def alphabet_token_ids(tokenizer: Any, symbols: str) -> list[int]:
+def alphabet_token_ids(llm: LLM, symbols: str) -> list[int]:
     """The single token id of each symbol, checked in context (a run of symbols must tokenize
     to one token per symbol, or the probe's sequences would not be what it scores).
 
@@ -73,33 +76,23 @@ def alphabet_token_ids(tokenizer: Any, symbols: str) -> list[int]:
         raise ICLError(f"alphabet {symbols!r} needs at least two distinct symbols")
     ids = []
     for s in symbols:
-        tok = tokenizer(s, add_special_tokens=False)["input_ids"]
+        tok = llm.tokenize(s)
         if len(tok) != 1:
             raise ICLError(f"symbol {s!r} is {len(tok)} tokens for this tokenizer; the induction "
                            "probe needs one token per symbol (use --alphabet digit for text models)")
-        if tokenizer.decode(tok).strip() != s:  # e.g. an unknown symbol read as <unk>
-            raise ICLError(f"symbol {s!r} is not in this tokenizer's vocabulary (it reads back as "
-                           f"{tokenizer.decode(tok)!r}); choose symbols the model knows")
         ids.append(int(tok[0]))
+    if len(set(ids)) != len(ids):  # e.g. unknown symbols all read as <unk>
+        raise ICLError(f"some symbols of {symbols!r} share one token (unknown to this tokenizer); "
+                       "choose symbols the model knows")
     probe = symbols * 3
-    if len(tokenizer(probe, add_special_tokens=False)["input_ids"]) != len(probe):
+    if len(llm.tokenize(probe)) != len(probe):
         raise ICLError(f"the tokenizer merges runs of {symbols!r} into multi-symbol tokens; "
                        "choose an alphabet it splits (--alphabet digit for text models)")
     return ids
 
 
-def _alphabet_logprobs(model: Any, x: Any, ids: Any) -> Any:
-    """(B, T-1, |A|) log-probabilities of the next symbol, softmax over the alphabet only."""
-    import torch
-
-    with torch.inference_mode():
-        logits = model(input_ids=x).logits[:, :-1, :].float()
-    return torch.log_softmax(logits[:, :, ids], dim=-1)
-
-
 def induction_probe(
-    model: Any,
-    tokenizer: Any,
+    llm: LLM,
     symbols: str = "ACGT",
     *,
     length: int = 128,
@@ -110,32 +103,37 @@ def induction_probe(
 ) -> InductionResult:
     """Score ``n_sequences`` random sequences of ``length`` symbols, each fed twice.
 
+    The model is reached through the LLM door: ``next_tokens`` teacher-forces each ``r r`` in
+    one batched forward pass and reads the next-token log-probs at the alphabet's symbols,
+    which are renormalised over the alphabet here.
+
     Raises:
         ICLError: a bad alphabet, a length below 8, or ``2 * length`` beyond the model's context.
+        paperlab.errors.LLMError: the backend returns no next-token distributions (HTTP).
     """
-    import torch
-
     if length < 8 or n_sequences < 1:
         raise ICLError(f"the probe needs length >= 8 and at least one sequence, got {length}, {n_sequences}")
-    ctx = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    ctx = llm.context_length
     if ctx is not None and 2 * length > ctx:
         raise ICLError(f"two copies of {length} symbols exceed the model's context of {ctx} "
                        f"tokens; use --length {ctx // 2} or less")
-    ids = alphabet_token_ids(tokenizer, symbols)
+    alphabet_token_ids(llm, symbols)
     rng = np.random.default_rng(seed)
     seqs = rng.integers(0, len(symbols), size=(n_sequences, length))  # alphabet indices
-    vocab = torch.as_tensor(ids)
-    model.eval()
-    nll_parts, hit_parts = [], []
+    nll_rows, hit_rows = [], []
     for s in range(0, n_sequences, batch_size):
-        r = torch.as_tensor(seqs[s : s + batch_size])
-        pair = torch.cat([r, r], dim=1)  # (B, 2L) alphabet indices
-        logp = _alphabet_logprobs(model, vocab[pair], vocab)  # (B, 2L-1, |A|): predicts pair[:, 1:]
-        tgt = pair[:, 1:]
-        nll_parts.append(-logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1))
-        hit_parts.append(logp.argmax(-1) == tgt)
-    nll = torch.cat(nll_parts).numpy()  # (N, 2L-1): column t predicts position t+1
-    hit = torch.cat(hit_parts).numpy()
+        pairs = np.concatenate([seqs[s : s + batch_size]] * 2, axis=1)  # (B, 2L) alphabet indices
+        texts = ["".join(symbols[i] for i in row) for row in pairs]
+        read = llm.next_tokens([t[0] for t in texts], list(symbols), forced=[t[1:] for t in texts])
+        for row, nt in zip(pairs, read, strict=True):
+            # dists[j] follows token j and predicts token j+1; the last one predicts past the end.
+            lp = np.array([d.logprobs for d in nt.dists[:-1]], dtype=np.float64)  # (2L-1, |A|)
+            lp -= np.logaddexp.reduce(lp, axis=1, keepdims=True)  # softmax over the alphabet only
+            tgt = row[1:]
+            nll_rows.append(-lp[np.arange(len(tgt)), tgt])
+            hit_rows.append(lp.argmax(axis=1) == tgt)
+    nll = np.stack(nll_rows)  # (N, 2L-1): column t predicts position t+1
+    hit = np.stack(hit_rows)
     first = slice(0, length - 1)  # positions 1..L-1
     second = slice(length, 2 * length - 1)  # positions L+1..2L-1 (offsets 1..L-1 of the copy)
     bands = {}
