@@ -88,3 +88,15 @@ def test_cli_induction_writes_json(tmp_path: Path, copy_model: Any) -> None:
     assert row["gain_nats"] == pytest.approx(row["first_nats"] - row["second_nats"])
     bad = CliRunner().invoke(app, ["icl", "induction", "--model", f"dna:{path}", "--alphabet", "XY"])
     assert bad.exit_code != 0 and isinstance(bad.exception, ICLError)
+
+
+def test_load_weights_resolves_specs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy_model: Any) -> None:
+    from paperlab.icl.induction import load_weights
+
+    monkeypatch.setenv("PAPERLAB_CACHE", str(tmp_path))
+    with pytest.raises(ICLError, match="train-dna --preset tiny"):
+        load_weights("dna:tiny")
+    model, tok = load_weights(f"dna:{copy_model[2]}")
+    assert model.config.max_position_embeddings == 128 and tok("A")["input_ids"] == [0]
+    with pytest.raises(ICLError, match="local weights"):
+        load_weights("openai:http://127.0.0.1:9/v1#m")  # an HTTP backend returns no logits

@@ -146,8 +146,7 @@ def induction(
     """Induction probe: NLL on the second copy of a repeated random sequence vs the first."""
     import json
 
-    from paperlab.icl.induction import ALPHABETS, induction_probe, result_rows
-    from paperlab.icl.models import load_model
+    from paperlab.icl.induction import ALPHABETS, induction_probe, load_weights, result_rows
     from paperlab.icl.train import set_threads
     from paperlab.io.atomic import atomic_write_text
 
@@ -157,10 +156,8 @@ def induction(
         name = alphabet or ("nucleotide" if spec.startswith("dna") else "digit")
         symbols = ALPHABETS.get(name, name)
         with console.status(f"loading {spec}"):
-            loaded = load_model(spec)
-        if loaded.model is None:
-            raise ICLError(f"the induction probe needs local weights, which {spec} does not expose")
-        results.append(induction_probe(loaded.model, loaded.tokenizer, symbols, length=length,
+            weights, tokenizer = load_weights(spec)
+        results.append(induction_probe(weights, tokenizer, symbols, length=length,
                                        n_sequences=sequences, seed=seed, name=spec))
     _print_table("induction probe (NLL in nats/symbol, softmax over the alphabet)", *result_rows(results))
     if json_out:

@@ -62,6 +62,30 @@ class InductionResult:
         return asdict(self) | {"gain_nats": self.gain_nats}
 
 
+def load_weights(spec: str) -> tuple[Any, Any]:
+    """(causal LM, tokenizer) for a model spec: ``dna``, ``dna:<preset>``, ``dna:<dir>``, or a
+    ``paperlab.llm`` spec whose backend holds local weights (``smollm2``, ``hf:<dir>``).
+
+    The probe reads logits at every position of one forward pass, which needs the weights
+    themselves; an HTTP backend does not return them.
+
+    Raises:
+        ICLError: an untrained preset, a missing directory, or a backend without local weights.
+    """
+    if spec == "dna" or spec.startswith("dna:"):
+        from paperlab.icl.dnamodel import load_model, resolve_dna_spec
+
+        return load_model(resolve_dna_spec(spec))
+    from paperlab.llm import load_llm
+
+    llm = load_llm(spec)
+    model, tok = getattr(llm, "model", None), getattr(llm, "tokenizer", None)
+    if model is None or tok is None:
+        raise ICLError(f"the induction probe needs local weights, which {spec} does not expose; "
+                       "use smollm2, hf:<model dir> or dna:<dir>")
+    return model, tok
+
+
 def alphabet_token_ids(tokenizer: Any, symbols: str) -> list[int]:
     """The single token id of each symbol, checked in context (a run of symbols must tokenize
     to one token per symbol, or the probe's sequences would not be what it scores).
