@@ -28,7 +28,8 @@ def _pairs(items: list[str]) -> list[tuple[str, Path]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", action="append", default=[], help="NAME=MODEL_DIR")
-    ap.add_argument("--induction", action="append", default=[], help="NAME=induction.json")
+    ap.add_argument("--induction", action="append", default=[],
+                    help="NAME=induction.json (NAME '-' keeps each row's own model name)")
     args = ap.parse_args()
 
     print("| model | parameters | context | steps | training bases | train wall (s) | held-out nats/base | best Markov (order) |")
@@ -51,7 +52,7 @@ def main() -> None:
     for name, path in _pairs(args.induction):
         for r in json.loads(path.read_text()):
             bands = " ".join(f"{k}: {v:.2f}" for k, v in r["second_nats_by_band"].items())
-            print(f"| {name} | {r['alphabet']} | {r['length']} | {r['n_sequences']} | {r['chance_nats']:.3f} | "
+            print(f"| {r['model'] if name == '-' else name} | {r['alphabet']} | {r['length']} | {r['n_sequences']} | {r['chance_nats']:.3f} | "
                   f"{r['first_nats']:.3f} | {r['second_nats']:.3f} | {r['gain_nats']:+.3f} | "
                   f"{r['first_accuracy']:.3f} | {r['second_accuracy']:.3f} | {bands} |")
 

@@ -124,3 +124,17 @@ def test_cli_induction_writes_json(tmp_path: Path, copy_model: Any) -> None:
     assert row["gain_nats"] == pytest.approx(row["first_nats"] - row["second_nats"])
     bad = CliRunner().invoke(app, ["icl", "induction", "--model", f"dna:{path}", "--alphabet", "XY"])
     assert bad.exit_code != 0 and isinstance(bad.exception, ICLError)
+
+
+def test_probe_models_resolve_through_the_llm_door(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   copy_model: Any) -> None:
+    from paperlab.errors import LLMError
+    from paperlab.icl.models import load_model
+
+    monkeypatch.setenv("PAPERLAB_CACHE", str(tmp_path))
+    with pytest.raises(ICLError, match="train-dna --preset tiny"):
+        load_model("dna:tiny")
+    llm = load_model(f"dna:{copy_model[2]}").llm
+    assert llm.context_length == 128 and llm.tokenize("A") == [0]
+    with pytest.raises(LLMError, match="tokenizer"):  # an HTTP backend exposes no tokenizer or logits
+        induction_probe(load_model("openai:http://127.0.0.1:9/v1#m").llm)

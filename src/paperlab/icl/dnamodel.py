@@ -98,6 +98,23 @@ def cached_model_dir(cfg: DNAModelConfig) -> Path:
     return cache_root() / f"dna-{cfg.key()}"
 
 
+def resolve_dna_spec(spec: str) -> Path:
+    """The model directory of a ``dna`` spec: ``dna`` (the default preset's cached model),
+    ``dna:<preset>`` or ``dna:<dir>``.
+
+    Raises:
+        ICLError: a preset whose model is not trained yet.
+    """
+    arg = spec.partition(":")[2] or "default"
+    if arg in PRESETS:
+        path = cached_model_dir(PRESETS[arg])
+        if not (path / "config.json").is_file():
+            flag = "" if arg == "default" else f" --preset {arg}"
+            raise ICLError(f"the {arg} DNA model is not trained yet; run `paperlab icl train-dna{flag}`")
+        return path
+    return Path(arg).expanduser()
+
+
 def build_tokenizer() -> PreTrainedTokenizerFast:
     """A character-level tokenizer: every base is one token; no special tokens are added."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
