@@ -12,6 +12,16 @@ import torch
 import torch.nn.functional as F
 
 
+def token_nll(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """(B, T-1) negative log-likelihood of ``ids[:, t+1]`` under ``logits[:, t]``.
+
+    One fused ``cross_entropy`` call (log-softmax and gather in one kernel, float32 logits).
+    """
+    B, T, V = logits.shape
+    nll = F.cross_entropy(logits[:, :-1].reshape(-1, V).float(), ids[:, 1:].reshape(-1), reduction="none")
+    return nll.view(B, T - 1)
+
+
 def masked_lm_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of predicting ``ids[:, t+1]`` from position t, where ``mask[:, t+1]``.
 
@@ -20,9 +30,7 @@ def masked_lm_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) 
         ids: (B, T) the token ids.
         mask: (B, T) 1 where the token is a training target (0: prompt, padding).
     """
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, V)
-    target = ids[:, 1:]  # (B, T-1)
-    nll = -logp.gather(-1, target[..., None])[..., 0]  # (B, T-1)
+    nll = token_nll(logits, ids)  # (B, T-1)
     keep = mask[:, 1:].to(nll.dtype)
     return (nll * keep).sum() / keep.sum().clamp(min=1.0)
 
@@ -33,10 +41,8 @@ def sequence_logprobs(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tenso
     Returns:
         (B,) log-prob sums and (B,) response lengths in tokens.
     """
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)  # (B, T-1, V)
-    tok = logp.gather(-1, ids[:, 1:, None])[..., 0]  # (B, T-1)
-    keep = mask[:, 1:].to(tok.dtype)
-    return (tok * keep).sum(-1), keep.sum(-1)
+    keep = mask[:, 1:].to(torch.float32)
+    return -(token_nll(logits, ids) * keep).sum(-1), keep.sum(-1)
 
 
 def length_normalised_dpo_loss(
