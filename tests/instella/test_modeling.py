@@ -222,3 +222,25 @@ def test_labels_give_the_shifted_next_token_loss(tiny_model: InstellaForCausalLM
     logp = torch.log_softmax(out.logits[0].double(), -1)
     want = -(logp[0, 4] + logp[2, 6]) / 2
     assert abs(out.loss.item() - want.item()) < 1e-5
+
+
+def test_mitchell_init_as_released() -> None:
+    """Truncated normal, std 1/sqrt(fan-in), cut at 3 std; o_proj and down_proj further divided
+    by sqrt(2 (layer + 1)); norms start at 1."""
+    cfg = tiny_config(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=4)
+    torch.manual_seed(0)
+    model = InstellaForCausalLM(cfg)
+    layer1 = model.model.layers[1]
+    cases = {
+        "q_proj": (layer1.self_attn.q_proj.weight, 1 / math.sqrt(256)),
+        "o_proj": (layer1.self_attn.o_proj.weight, 1 / math.sqrt(256) / math.sqrt(4)),
+        "down_proj": (layer1.mlp.down_proj.weight, 1 / math.sqrt(512) / math.sqrt(4)),
+        "embed": (model.model.embed_tokens.weight, 1 / math.sqrt(256)),
+    }
+    for name, (w, std) in cases.items():
+        # a normal truncated at +-3 std has a std of 0.9866 std
+        assert w.std().item() == pytest.approx(0.9866 * std, rel=0.03), name
+        assert w.abs().max().item() <= 3 * std + 1e-7, name
+    assert torch.all(layer1.pre_attention_layernorm.weight == 1)
+    assert torch.all(layer1.self_attn.q_norm.weight == 1)

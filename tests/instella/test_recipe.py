@@ -64,6 +64,12 @@ def test_tiny_recipe_end_to_end(tmp_path: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(long_dir)
     assert model.config.max_position_embeddings == 4 * 48 and model.config.rope_base > 10_000
     assert (long_dir / "tokenizer.json").is_file()
+    # one stage alone from a given checkpoint (--stage dpo --from DIR) into a fresh directory
+    alone = load_recipe_config(preset="tiny", overrides={**SMALL, "corpus": _corpus(tmp_path), "stages": ["dpo"],
+                                                         "dpo": dict(steps=1, lr=1e-4, batch=2)})
+    report_alone = run_recipe(alone, tmp_path / "alone", from_dir=out / "sft" / "checkpoint")
+    assert list(report_alone["stages"]) == ["dpo"]
+    assert report_alone["stages"]["dpo"]["reference"] == str(out / "sft" / "checkpoint")
     # a rerun finds every stage done and changes nothing
     before = (out / "report.json").read_text()
     run_recipe(cfg, out)

@@ -419,8 +419,15 @@ class Recipe:
 
 def run_recipe(cfg: RecipeConfig, out: str | Path, *, from_dir: str | Path | None = None,
                console: Any = None) -> dict[str, Any]:
-    """Run the configured stages into ``out`` and return the report (also OUT/report.json)."""
-    return Recipe(cfg, out, from_dir=from_dir, console=console).run()
+    """Run the configured stages into ``out`` and return the report (also OUT/report.json).
+
+    torch's thread count is set for the run (see :func:`cpu_threads`) and restored after it.
+    """
+    threads = torch.get_num_threads()
+    try:
+        return Recipe(cfg, out, from_dir=from_dir, console=console).run()
+    finally:
+        torch.set_num_threads(threads)
 
 
 __all__ = ["Recipe", "run_recipe"]

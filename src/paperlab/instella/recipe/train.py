@@ -106,7 +106,7 @@ def train(
     step = start
     progress = Progress(TextColumn(f"[bold]{label}[/bold]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[tps]:.0f} tok/s"),
-                        TimeRemainingColumn(), console=console, transient=True)
+                        TimeRemainingColumn(), console=console, transient=True, refresh_per_second=2)
     try:
         with progress:
             task = progress.add_task(label, total=settings.steps, completed=start, loss=float("nan"), tps=0.0)
