@@ -76,9 +76,9 @@ def plot_rl(result: dict[str, Any], path: Path) -> Path:
     for arm, color in (("final", "C1"), ("trajectory", "C2")):
         hist = result["history"].get(arm, [])
         if hist:
-            xs = [h["update"] for h in hist]
-            ax.plot(xs, [h["final_reward"] for h in hist], color=color, label=f"{arm}: scorer reward (last step)")
-            ax.plot(xs, [h["reward"] for h in hist], ":", color=color, label=f"{arm}: reward optimised")
+            ups = [h["update"] for h in hist]
+            ax.plot(ups, [h["final_reward"] for h in hist], color=color, label=f"{arm}: scorer reward (last step)")
+            ax.plot(ups, [h["reward"] for h in hist], ":", color=color, label=f"{arm}: reward optimised")
     ax.set_xlabel("RL update")
     ax.set_ylabel("scorer reward")
     ax.legend(fontsize=7)
