@@ -101,6 +101,23 @@ def _curves(trained: Trained, examples: list[Example], traj: Trajectory) -> dict
     return curves
 
 
+def score_sampler(trained: Trained, model: Any, examples: list[Example], cond: torch.Tensor, sampler: str, *,
+                  seed: int = 0, batch: int = 64) -> dict[str, np.ndarray]:
+    """Decode ``cond`` with ``model`` (e.g. an RL-tuned copy) and score against ``examples``."""
+    results = [sample(model, cond[s:s + batch], sampler, trained.cfg.sample, seed=seed + s)
+               for s in range(0, len(examples), batch)]
+    text_ids = torch.cat([r.text for r in results])
+    codes = torch.cat([r.image for r in results])
+    texts = None if sampler == "image-only" else decode_text(text_ids)
+    return score(examples, texts, detect(decode_images(trained.vq, codes)))
+
+
+def summarise(raw: dict[str, np.ndarray], idx: np.ndarray) -> tuple[dict[str, float | None], dict[str, list[float]]]:
+    """Means and 95% bootstrap intervals of per-prompt scores (``idx``: resampled prompt indices)."""
+    return ({a: _mean(raw[a]) for a in AXES},
+            {a: _bootstrap(raw[a], idx) for a in AXES if not np.isnan(raw[a]).all()})
+
+
 def run_bench(trained: Trained, n_prompts: int | None = None, *, seed: int = 0, batch: int | None = None,
               curves: bool = True, on_progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Decode the held-out prompts with every sampler and score them.

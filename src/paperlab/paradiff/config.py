@@ -64,12 +64,13 @@ class SampleConfig(_Strict):
     """Sampler schedules (see paperlab.paradiff.sample)."""
 
     steps: int = Field(16, ge=1, description="joint steps of the parallel sampler")
-    text_steps: int = Field(8, ge=1, description="text steps of the sequential sampler")
+    text_steps: int = Field(16, ge=1, description="text steps of the sequential sampler")
     image_steps: int = Field(12, ge=1, description="image steps of the sequential and image-only samplers")
     image_start: float = Field(0.25, ge=0, lt=1, description="share of the parallel steps before the image starts")
     guidance: float = Field(2.0, ge=0, description="cfg scale: cond + g * (cond - uncond) on image logits")
     temperature: float = Field(1.0, ge=0, description="image sampling temperature (0: argmax)")
     noise: float = Field(1.0, ge=0, description="annealed Gumbel noise on image confidences")
+    text_temperature: float = Field(0.0, ge=0, description="0: greedy text as published; >0 samples words (RL rollouts)")
 
 
 class BenchConfig(_Strict):
@@ -122,12 +123,13 @@ def config_hash(part: BaseModel | dict[str, Any]) -> str:
 
 
 PRESETS: dict[str, ParadiffConfig] = {
-    # Trains VQ + model in about a minute on 2 idle CPU cores: tests and the demo.
+    # Trains VQ + model in about a minute on 2 idle CPU cores: tests and the demo. One code per
+    # 8x8 cell (16 image tokens) keeps the sequence short enough for that budget.
     "tiny": ParadiffConfig(
         name="tiny",
-        vq=VQConfig(steps=400),
-        model=ModelConfig(d_model=96, n_layers=3, n_heads=4, d_ff=384),
-        train=TrainConfig(steps=700, batch=32, lr=2e-3, warmup=50),
+        vq=VQConfig(patch=8, steps=300),
+        model=ModelConfig(d_model=64, n_layers=3, n_heads=4, d_ff=256),
+        train=TrainConfig(steps=1500, batch=32, lr=3e-3, warmup=50),
         bench=BenchConfig(n_prompts=300),
     ),
     # Tens of minutes on CPU.

@@ -129,12 +129,24 @@ class ParaDiffModel(nn.Module):
             raise ParadiffConfigError(f"model.d_model {cfg.d_model} is not divisible by model.n_heads {cfg.n_heads}")
         self.cfg, self.layout = cfg, layout
         self.tok = nn.Embedding(layout.vocab, cfg.d_model)
+        # Positions: one embedding per sequence slot, plus one per image cell shared by the input
+        # and the output image (so "the same place in both images" is known from the start),
+        # plus one per segment.
         self.pos = nn.Parameter(torch.randn(layout.length, cfg.d_model) * 0.02)
+        self.cell_pos = nn.Parameter(torch.randn(layout.n_image, cfg.d_model) * 0.02)
+        self.seg = nn.Embedding(4, cfg.d_model)
+        self.in_skip = nn.Linear(cfg.d_model, cfg.d_model)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.ln = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, layout.vocab)
         self.bias: torch.Tensor
         self.register_buffer("bias", layout.modality_bias(), persistent=False)
+        seg = torch.zeros(layout.length, dtype=torch.long)
+        seg[layout.in_image.start - 1: layout.in_image.stop + 1] = 1
+        seg[layout.out_image.start - 1: layout.out_image.stop + 1] = 2
+        seg[layout.text] = 3
+        self.segments: torch.Tensor
+        self.register_buffer("segments", seg, persistent=False)
         self.apply(self._init)
 
     @staticmethod
@@ -144,16 +156,30 @@ class ParaDiffModel(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        lay = self.layout
+        pos = self.pos + self.seg(self.segments)  # (L, C)
+        cells = torch.zeros_like(pos)
+        cells[lay.in_image] = self.cell_pos
+        cells[lay.out_image] = self.cell_pos
+        h = self.tok(x) + pos + cells  # (B, L, C)
+        # Each output-image slot also sees the input image's token at the same cell, the way
+        # image editors feed the source image alongside the noisy target (channel-wise in
+        # InstructPix2Pix); without it this small model did not learn even to copy a cell in
+        # the training budget. Generation rows hold <noimg> there, learned like any token.
+        skip = self.in_skip(self.tok(x[:, lay.in_image]))  # (B, N, C)
+        return torch.cat([h[:, : lay.out_image.start], h[:, lay.out_image] + skip, h[:, lay.out_image.stop:]], 1)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L) token ids -> (B, L, V) logits, restricted to each position's modality."""
-        h = self.tok(x) + self.pos  # (B, L, C)
+        h = self._embed(x)
         for blk in self.blocks:
             h = blk(h)
         return self.head(self.ln(h)).float() + self.bias
 
     def output_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Only the outputs' logits: (B, T, n_words) text and (B, N, codebook) image (codes 0..K-1)."""
-        h = self.tok(x) + self.pos
+        h = self._embed(x)
         for blk in self.blocks:
             h = blk(h)
         lay = self.layout

@@ -68,10 +68,19 @@ def _logits(model: ParaDiffModel, x: torch.Tensor, guidance: float, need_image: 
     return model.output_logits(x)
 
 
-def _text_update(x_text: torch.Tensor, logits: torch.Tensor, steps_left: int) -> torch.Tensor:
-    """Fix the most confident ceil(masked / steps_left) masked words of each row (greedy)."""
-    probs = logits.softmax(-1)
-    conf, pred = probs.max(-1)  # (B, T)
+def _text_update(x_text: torch.Tensor, logits: torch.Tensor, steps_left: int, temperature: float = 0.0,
+                 gen: torch.Generator | None = None) -> torch.Tensor:
+    """Fix the most confident ceil(masked / steps_left) masked words of each row.
+
+    Greedy (the published sampler) at temperature 0; otherwise each word is sampled and its
+    confidence is the probability of the sampled word.
+    """
+    if temperature > 0:
+        probs = (logits / temperature).softmax(-1)
+        pred = torch.multinomial(probs.view(-1, probs.shape[-1]), 1, generator=gen).view(x_text.shape)
+        conf = torch.gather(probs, -1, pred[..., None])[..., 0]
+    else:
+        conf, pred = logits.softmax(-1).max(-1)  # (B, T)
     masked = x_text == MASK
     conf = conf.masked_fill(~masked, float("-inf"))
     k = torch.ceil(masked.sum(-1) / max(1, steps_left)).long()  # (B,)
@@ -160,7 +169,7 @@ def sample(model: ParaDiffModel, cond: torch.Tensor, sampler: str, cfg: SampleCo
         text = x[:, lay.text]
         if what in ("text", "both"):
             steps_left = (cfg.steps - s) if sampler == "parallel" else (cfg.text_steps - s)
-            x[:, lay.text] = _text_update(text, tl, steps_left)
+            x[:, lay.text] = _text_update(text, tl, steps_left, cfg.text_temperature, gen)
         if need_img:
             if sampler == "parallel":
                 progress = (s - img_start + 1) / (cfg.steps - img_start)

@@ -10,7 +10,7 @@ VQ round trip because it only needs the right template to stay the nearest one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -63,6 +63,7 @@ def parse_cell(name: str) -> tuple[int, int]:
     return int(name[1]) - 1, "abcd".index(name[0])
 
 
+@cache
 def _shape_mask(shape: str, size: str) -> np.ndarray:
     """The (CELL, CELL) boolean footprint of a shape inside its cell."""
     import numpy as np

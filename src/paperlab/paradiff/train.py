@@ -65,9 +65,14 @@ class Trained:
         return self.model.layout
 
 
+# Bumped whenever the model code changes what a checkpoint means, so old caches are not reused.
+ARCH_VERSION = 3
+
+
 def model_hash(cfg: ParadiffConfig) -> str:
     """What the transformer's weights depend on: VQ, architecture and training (not sampling)."""
-    return config_hash({"vq": cfg.vq.model_dump(), "model": cfg.model.model_dump(), "train": cfg.train.model_dump()})
+    return config_hash({"vq": cfg.vq.model_dump(), "model": cfg.model.model_dump(), "train": cfg.train.model_dump(),
+                        "arch": ARCH_VERSION})
 
 
 def bench_examples(cfg: ParadiffConfig, n: int | None = None) -> list[Example]:

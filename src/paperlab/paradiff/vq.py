@@ -133,7 +133,7 @@ def train_vq(cfg: VQConfig, on_step: Callable[[int, float], None] | None = None)
                     vq.codebook[dead] = z[torch.randint(0, z.shape[0], (len(dead),))]
             usage.zero_()
         if on_step is not None:
-            on_step(step, float(loss))
+            on_step(step, loss.item())
     return vq.eval()
 
 

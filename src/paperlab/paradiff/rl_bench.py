@@ -1,0 +1,108 @@
+"""The ParaRL comparison: no RL, final-step reward, trajectory reward, on the benchmark prompts."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from paperlab.io import atomic_write_bytes, atomic_write_text
+from paperlab.paradiff.bench import AXES, conditions, score_sampler, summarise
+from paperlab.paradiff.rl import RLConfig, rl_train, train_prompts
+from paperlab.paradiff.scorer import ensure_scorer
+from paperlab.paradiff.train import Trained, bench_examples
+
+__all__ = ["ARMS", "plot_rl", "run_rl"]
+
+ARMS = ("none", "final", "trajectory")
+
+
+def run_rl(trained: Trained, out: Path, cfg: RLConfig, *, eval_prompts: int = 96, seed: int = 0,
+           on_update: Callable[[str, dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """Train the two RL arms from the same start (resuming from ``out/<arm>``) and score all three.
+
+    Every arm is scored on the same held-out benchmark prompts with the same sampler seeds.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    scorer, srep = ensure_scorer(cfg.scorer, trained.vq)
+    held = {e.key for e in bench_examples(trained.cfg)}
+    train_ex = train_prompts(cfg, held)
+    train_cond = conditions(trained, train_ex)
+    eval_ex = bench_examples(trained.cfg)[:eval_prompts]
+    eval_cond = conditions(trained, eval_ex)
+    rng = np.random.default_rng(trained.cfg.bench.seed)
+    idx = rng.integers(0, len(eval_ex), size=(trained.cfg.bench.bootstrap, len(eval_ex)))
+    result: dict[str, Any] = {"n_prompts": len(eval_ex), "rl_config": cfg.model_dump(mode="json"),
+                              "scorer": {"retrieval_top1": srep.retrieval,
+                                         "retrieval_top1_half_masked": srep.retrieval_half_masked},
+                              "ci95": {}, "history": {}, "seconds": {}}
+    for arm in ARMS:
+        t0 = time.perf_counter()
+        model = trained.model
+        if arm != "none":
+            arm_cfg = cfg.model_copy(update={"mode": arm})
+
+            def report(rec: dict[str, float], arm: str = arm) -> None:
+                if on_update is not None:
+                    on_update(arm, rec)
+
+            model, state = rl_train(copy.deepcopy(trained.model), scorer, train_cond, trained.cfg.sample, arm_cfg,
+                                    state_dir=out / arm, on_update=report)
+            result["history"][arm] = state.history
+        raw = score_sampler(trained, model, eval_ex, eval_cond, "parallel", seed=seed)
+        means, ci = summarise(raw, idx)
+        result[arm] = means
+        result["ci95"][arm] = ci
+        result["seconds"][arm] = round(time.perf_counter() - t0, 1)
+    atomic_write_text(out / "rl.json", json.dumps(result, indent=2))
+    plot_rl(result, out / "rl.png")
+    return result
+
+
+def plot_rl(result: dict[str, Any], path: Path) -> Path:
+    """Reward and KL over RL updates for both arms, and the benchmark axes of all three arms."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4))
+    for arm, color in (("final", "C1"), ("trajectory", "C2")):
+        hist = result["history"].get(arm, [])
+        if hist:
+            ups = [h["update"] for h in hist]
+            ax.plot(ups, [h["final_reward"] for h in hist], color=color, label=f"{arm}: scorer reward (last step)")
+            ax.plot(ups, [h["reward"] for h in hist], ":", color=color, label=f"{arm}: reward optimised")
+    ax.set_xlabel("RL update")
+    ax.set_ylabel("scorer reward")
+    ax.legend(fontsize=7)
+    width = 0.27
+    for j, arm in enumerate(ARMS):
+        xs: list[float] = []
+        ys: list[float] = []
+        err: list[list[float]] = [[], []]
+        for i, a in enumerate(AXES):
+            v = result[arm].get(a)
+            if v is None:
+                continue
+            lo, hi = result["ci95"][arm][a]
+            xs.append(i + (j - 1) * width)
+            ys.append(v)
+            err[0].append(v - lo)
+            err[1].append(hi - v)
+        bx.bar(xs, ys, width, yerr=err, capsize=2, label=arm)
+    bx.set_xticks(range(len(AXES)), [a.replace("_", "\n") for a in AXES], fontsize=7)
+    bx.set_ylim(0, 1.05)
+    bx.set_title(f"{result['n_prompts']} held-out prompts (95% bootstrap CI)")
+    bx.legend(fontsize=8)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
