@@ -182,6 +182,15 @@ def compare_outputs(a_dir: Path, b_dir: Path, inputs: list[Path]) -> dict:
             "agree": agree / total, "max_ulp_outside_cancellation": worst_non_cancelling, "tensors": len(fa)}
 
 
+def _data_bytes(f: Path) -> int:
+    """Tensor bytes of a safetensors file (its size less the header)."""
+    import struct
+
+    with open(f, "rb") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+    return f.stat().st_size - 8 - n
+
+
 def ulp_agreement(a_dir: Path, b_dir: Path) -> dict:
     """Share of bf16 elements identical and within 2 ulp between two outputs, and the worst gap."""
     import torch
@@ -226,9 +235,6 @@ def method_rows(root: Path, paths: list[Path], py: str, env: dict, mergekit: Pat
         if mergekit is not None:
             row["mergekit"] = timed([str(mergekit), str(cfg), str(root / f"mk-{name}"), "--no-copy-tokenizer",
                                      "--no-write-model-card"], {**env, "PYTHONPATH": ""})
-            row["vs_mergekit"] = ulp_agreement(root / f"ours-{name}", root / f"mk-{name}")
-            shutil.rmtree(root / f"mk-{name}")
-        shutil.rmtree(root / f"ours-{name}")
         rows[name] = row
     return rows
 
@@ -267,6 +273,7 @@ def main() -> None:
     ap.add_argument("--skip-mergekit", action="store_true")
     ap.add_argument("--mergekit", type=Path, default=None, help="an existing mergekit-yaml (its own venv)")
     ap.add_argument("--skip-rows", action="store_true", help="only the linear merge (no TIES, slerp)")
+    ap.add_argument("--inputs", type=Path, default=None, help="reuse m0..m3 written by an earlier run here (kept)")
     ap.add_argument("--generate", type=Path, help=argparse.SUPPRESS)  # internal: one checkpoint
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -275,7 +282,7 @@ def main() -> None:
         return
     mergekit = None if args.skip_mergekit else (args.mergekit or ensure_mergekit())
     cfg = llama_config(args.params)
-    root = Path(tempfile.mkdtemp(prefix="soup-bench-", dir=args.tmp))
+    root = args.inputs or Path(tempfile.mkdtemp(prefix="soup-bench-", dir=args.tmp))
     results: dict = {"config": {k: cfg[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "vocab_size")},
                      "models": 4, "weights": WEIGHTS, "cpu_count": os.cpu_count()}
     try:
@@ -283,6 +290,9 @@ def main() -> None:
         paths = [root / f"m{i}" for i in range(4)]
         size = 0
         for i, p in enumerate(paths):
+            if args.inputs:
+                size = _data_bytes(p / "model.safetensors")
+                continue
             # In a child process: this parent must stay small, since a forked child's peak RSS
             # (as wait4 reports it) starts from the parent's.
             size = int(subprocess.run([sys.executable, __file__, "--params", str(args.params), "--generate", str(p),
@@ -305,17 +315,29 @@ def main() -> None:
         if mergekit is not None:
             results["mergekit"] = timed([str(mergekit), str(yaml_cfg), str(root / "mk"), "--no-copy-tokenizer",
                                          "--no-write-model-card"], {**env, "PYTHONPATH": ""})
-            results["vs_mergekit"] = compare_outputs(root / "ours", root / "mk", paths)
-            shutil.rmtree(root / "mk")
         if not args.skip_rows:
             results["rows"] = method_rows(root, paths, py, env, mergekit)
+        # Comparisons load tensors in this process, so they come after every timed child: a
+        # child's peak RSS as wait4 reports it starts from this process's peak.
+        if mergekit is not None:
+            results["vs_mergekit"] = compare_outputs(root / "ours", root / "mk", paths)
+            for name, row in results.get("rows", {}).items():
+                row["vs_mergekit"] = ulp_agreement(root / f"ours-{name}", root / f"mk-{name}")
         results["in_memory"] = json.loads(subprocess.run(
             [sys.executable, "-c", f"import sys, json; sys.path.insert(0, {str(REPO / 'bench' / 'soup')!r}); "
              f"import merge as b; print(json.dumps(b.in_memory_rebuild({[str(p) for p in paths]!r}, "
              f"merged={str(root / 'ours')!r})))"],
             check=True, capture_output=True, text=True, env=env).stdout.strip().splitlines()[-1])
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        if args.inputs:
+            for d in root.iterdir():
+                if d.name not in {f"m{i}" for i in range(4)}:
+                    if d.is_dir():
+                        shutil.rmtree(d, ignore_errors=True)
+                    else:
+                        d.unlink()
+        else:
+            shutil.rmtree(root, ignore_errors=True)
     report(results)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.json}")

@@ -96,11 +96,15 @@ def test_tied_embeddings_merge_and_load(llama_factory, tmp_path: Path) -> None:
     ("uniform", {}),
     ("task_arithmetic", {"scale": 0.7}),
     ("ties", {"density": 0.5, "scale": 1.0}),
+    ("dare_ties", {"density": 0.5}),
+    ("breadcrumbs", {"density": 0.8}),
+    ("della", {"density": 0.5}),
+    ("model_stock", {}),
 ])
 def test_in_memory_soup_equals_disk_soup(three_llamas: list[Path], llama_factory, tmp_path: Path,
                                          method: str, extra: dict) -> None:
-    base = llama_factory("base", 99) if method in ("task_arithmetic", "ties") else None
-    weights = None if method == "uniform" else [0.6, 0.3, 0.1]
+    base = llama_factory("base", 99) if method not in ("linear", "uniform") else None
+    weights = None if method in ("uniform", "model_stock") else [0.6, 0.3, 0.1]
     merge(spec(three_llamas, weights, method=method, base_model=str(base) if base else None,
                chunk_elements=777, **extra), tmp_path / "disk")
     disk = AutoModelForCausalLM.from_pretrained(tmp_path / "disk")

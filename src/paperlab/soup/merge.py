@@ -296,6 +296,8 @@ def run_prepared(
             pipe.put(q_in, None)
         except _Stopped:
             pass
+        except OSError as exc:  # an input that cannot be read is not a write error
+            pipe.fail(CheckpointError(f"cannot read the input models: {exc.strerror or exc}; check the files"))
         except BaseException as exc:  # handed to the main thread, which re-raises it
             pipe.fail(exc)
 
