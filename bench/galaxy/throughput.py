@@ -7,8 +7,10 @@
    the same run: the ratio galaxy/ray. (Ray removed `local_mode` in 2.x; `ray.init(num_cpus=4)`
    on one machine is its local mode now.)
 3. Sleep DAGs of 32 tasks x 0.2 s with parallel width 1..16: measured speedup vs sequential.
-4. The no-op DAG again with 3 dashboard viewers connected (a separate process reading /ui/ws):
+4. The no-op DAG with 3 dashboard viewers connected (a separate process reading /ui/ws):
    tasks/s with viewers over tasks/s without, in the same run (goal >= 0.9).
+The no-op measurements run --repeat times (interleaved without/with viewers; Ray likewise
+repeats its DAG) and report medians: the shared machine's load swings single runs by 2x.
 
 Usage: PYTHONPATH=src python bench/galaxy/throughput.py [--tasks 1000] [--skip-ray]
 Writes bench/galaxy/results/throughput.json and prints a table.
@@ -22,6 +24,7 @@ import json
 import os
 import random
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,52 +74,61 @@ VIEWERS = textwrap.dedent("""
 
 
 async def galaxy_runs(plans: list[Constellation], devices: int, conc: int, work: Path,
-                      viewers: int = 3) -> list[dict[str, Any]]:
-    """Run each plan in turn; then the first plan again with ``viewers`` dashboard viewers."""
+                      viewers: int = 3, repeat: int = 3) -> dict[str, Any]:
+    """The no-op DAG ``repeat`` times without and with ``viewers`` dashboard viewers
+    (interleaved, so load changes on the machine hit both), then each sleep plan once."""
     token = secrets.token_hex(8)
     async with start_orchestrator(work / "journal.sqlite", token, ui=True,
                                   config=OrchestratorConfig(device_timeout=30.0)) as g:
-        return await _runs(g, token, plans, devices, conc, work, viewers)
+        return await _runs(g, token, plans, devices, conc, work, viewers, repeat)
+
+
+async def _one(g: Started, c: Constellation) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    rid = g.orch.submit(c.model_copy(deep=True))
+    state = await g.orch.wait(rid, 600)
+    wall = time.perf_counter() - t0
+    return {"state": state.value, "wall": wall, **run_metrics(g.orch.runs[rid])}
+
+
+async def _viewed(g: Started, token: str, c: Constellation, work: Path, viewers: int) -> dict[str, Any]:
+    (work / "viewers.py").write_text(VIEWERS)
+    ui_url = f"ws://127.0.0.1:{g.server.port}/ui/ws"
+    watch = subprocess.Popen([sys.executable, str(work / "viewers.py"), ui_url, token, str(viewers)])
+    dash = g.ui
+    try:
+        for _ in range(600):
+            if len(dash._clients) >= viewers or watch.poll() is not None:
+                break
+            await asyncio.sleep(0.05)
+        if len(dash._clients) < viewers:
+            raise RuntimeError(f"the {viewers} dashboard viewers did not connect")
+        renders = dash.renders
+        out = await _one(g, c)
+        out["renders"] = dash.renders - renders
+        return out
+    finally:
+        watch.terminate()
+        watch.wait()
+        while dash._clients:  # let the server see them go before the next no-viewer run
+            await asyncio.sleep(0.05)
 
 
 async def _runs(g: Started, token: str, plans: list[Constellation], devices: int, conc: int,
-                work: Path, viewers: int) -> list[dict[str, Any]]:
-    orch = g.orch
+                work: Path, viewers: int, repeat: int) -> dict[str, Any]:
     procs = [spawn_device(work / "dev", f"dev{i}", g.url, token, [], max_concurrency=conc,
                           heartbeat=1.0) for i in range(devices)]
-    out = []
     try:
-        while sum(d.online for d in orch.devices.values()) < devices:
+        while sum(d.online for d in g.orch.devices.values()) < devices:
             await asyncio.sleep(0.05)
-        warm = orch.submit(plan([[]] * 20, {"kind": "echo"}, "warmup"))
-        await orch.wait(warm, 120)
-        for c in plans:
-            t0 = time.perf_counter()
-            rid = orch.submit(c)
-            state = await orch.wait(rid, 600)
-            wall = time.perf_counter() - t0
-            out.append({"state": state.value, "wall": wall, **run_metrics(orch.runs[rid])})
-        (work / "viewers.py").write_text(VIEWERS)
-        ui_url = f"ws://127.0.0.1:{g.server.port}/ui/ws"
-        watch = subprocess.Popen([sys.executable, str(work / "viewers.py"), ui_url, token, str(viewers)])
-        try:
-            dash = g.ui
-            while len(dash._clients) < viewers:
-                await asyncio.sleep(0.05)
-            renders = dash.renders
-            c = plans[0].model_copy(deep=True)
-            t0 = time.perf_counter()
-            rid = orch.submit(c)
-            state = await orch.wait(rid, 600)
-            wall = time.perf_counter() - t0
-            out.append({"state": state.value, "wall": wall, "renders": dash.renders - renders,
-                        **run_metrics(orch.runs[rid])})
-        finally:
-            watch.terminate()
-            watch.wait()
+        await _one(g, plan([[]] * 20, {"kind": "echo"}, "warmup"))
+        plain, viewed = [], []
+        for _ in range(repeat):
+            plain.append(await _one(g, plans[0]))
+            viewed.append(await _viewed(g, token, plans[0], work, viewers))
+        return {"plain": plain, "viewed": viewed, "sleep": [await _one(g, c) for c in plans[1:]]}
     finally:
         await asyncio.gather(*(p.astop() for p in procs))
-    return out
 
 
 RAY_SCRIPT = textwrap.dedent("""
@@ -127,13 +139,15 @@ RAY_SCRIPT = textwrap.dedent("""
     def noop(*upstream):
         return None
     ray.get([noop.remote() for _ in range(200)])  # warm the worker pool
-    t0 = time.perf_counter()
-    refs = []
-    for d in deps:
-        refs.append(noop.remote(*[refs[j] for j in d]))
-    ray.get(refs)
-    wall = time.perf_counter() - t0
-    print(json.dumps({"wall": wall, "ray": ray.__version__}))
+    walls = []
+    for _ in range(int(sys.argv[2])):
+        t0 = time.perf_counter()
+        refs = []
+        for d in deps:
+            refs.append(noop.remote(*[refs[j] for j in d]))
+        ray.get(refs)
+        walls.append(time.perf_counter() - t0)
+    print(json.dumps({"walls": walls, "ray": ray.__version__}))
 """)
 
 
@@ -147,13 +161,13 @@ def ensure_ray() -> Path:
     return py
 
 
-def ray_run(deps: list[list[int]], work: Path) -> dict[str, Any]:
+def ray_run(deps: list[list[int]], work: Path, repeat: int) -> dict[str, Any]:
     py = ensure_ray()
     (work / "deps.json").write_text(json.dumps(deps))
     (work / "ray_dag.py").write_text(RAY_SCRIPT)
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     env.pop("PYTHONPATH", None)
-    res = subprocess.run([str(py), str(work / "ray_dag.py"), str(work / "deps.json")],
+    res = subprocess.run([str(py), str(work / "ray_dag.py"), str(work / "deps.json"), str(repeat)],
                          capture_output=True, text=True, env=env, timeout=900)
     if res.returncode != 0:
         raise RuntimeError(f"ray run failed:\n{res.stderr[-3000:]}")
@@ -168,6 +182,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--sleep", type=float, default=0.2)
+    ap.add_argument("--repeat", type=int, default=3, help="runs per no-op measurement (median)")
     args = ap.parse_args()
     deps = layered(args.tasks, args.width, fanin=2)
     sleep_widths = [1, 2, 4, 8, 16]
@@ -177,24 +192,32 @@ def main() -> None:
         plans.append(plan(chains, {"kind": "sleep", "args": {"seconds": args.sleep}}, f"sleep-w{w}"))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        runs = asyncio.run(galaxy_runs(plans, args.devices, args.concurrency, work))
-        noop = runs[0]
+        runs = asyncio.run(galaxy_runs(plans, args.devices, args.concurrency, work, repeat=args.repeat))
+        plain = statistics.median(r["wall"] for r in runs["plain"])
+        viewed = statistics.median(r["wall"] for r in runs["viewed"])
         result: dict[str, Any] = {
-            "tasks": args.tasks, "width": args.width, "devices": args.devices,
-            "galaxy": {"wall_s": noop["wall"], "tasks_per_s": args.tasks / noop["wall"],
-                       "overhead_ms_per_task": 1000 * noop["wall"] / args.tasks, "state": noop["state"]},
+            "tasks": args.tasks, "width": args.width, "devices": args.devices, "repeat": args.repeat,
+            "galaxy": {"wall_s": plain, "tasks_per_s": args.tasks / plain,
+                       "overhead_ms_per_task": 1000 * plain / args.tasks,
+                       "walls": [r["wall"] for r in runs["plain"]],
+                       "states": [r["state"] for r in runs["plain"]]},
+            "galaxy_3_viewers": {"wall_s": viewed, "tasks_per_s": args.tasks / viewed,
+                                 "walls": [r["wall"] for r in runs["viewed"]],
+                                 "renders": [r["renders"] for r in runs["viewed"]],
+                                 "states": [r["state"] for r in runs["viewed"]]},
             "sleep": [],
         }
+        result["ratio_viewers_over_none"] = plain / viewed
         if not args.skip_ray:
-            ray = ray_run(deps, work)
-            result["ray"] = {"wall_s": ray["wall"], "tasks_per_s": args.tasks / ray["wall"],
-                             "version": ray["ray"]}
+            ray = ray_run(deps, work, args.repeat)
+            ray_wall = statistics.median(ray["walls"])
+            result["ray"] = {"wall_s": ray_wall, "tasks_per_s": args.tasks / ray_wall,
+                             "walls": ray["walls"], "version": ray["ray"]}
             result["ratio_galaxy_over_ray"] = result["galaxy"]["tasks_per_s"] / result["ray"]["tasks_per_s"]
-        viewed = runs[-1]
-        result["galaxy_3_viewers"] = {"wall_s": viewed["wall"], "tasks_per_s": args.tasks / viewed["wall"],
-                                      "renders": viewed["renders"], "state": viewed["state"]}
-        result["ratio_viewers_over_none"] = result["galaxy_3_viewers"]["tasks_per_s"] / result["galaxy"]["tasks_per_s"]
-        for w, r in zip(sleep_widths, runs[1:-1], strict=True):
+            # The measure this benchmark used before --repeat: each side's first run (Ray's
+            # first DAG after its 200-task warm-up is much slower than its later ones).
+            result["ratio_first_run"] = ray["walls"][0] / result["galaxy"]["walls"][0]
+        for w, r in zip(sleep_widths, runs["sleep"], strict=True):
             sequential = 32 * args.sleep
             result["sleep"].append({"width": w, "parallel_width": r["parallel_width"],
                                     "makespan_s": r["wall"], "speedup": sequential / r["wall"],
@@ -210,9 +233,12 @@ def main() -> None:
     if "ray" in result:
         r = result["ray"]
         print(f"| ray {r['version']} (local, 4 CPUs) | {r['wall_s']:.2f} | {r['tasks_per_s']:.0f} | {1000 * r['wall_s'] / args.tasks:.2f} |")
-        print(f"\ngalaxy / ray tasks/s ratio: {result['ratio_galaxy_over_ray']:.2f}")
+        print(f"\ngalaxy / ray tasks/s ratio (medians of {args.repeat}): {result['ratio_galaxy_over_ray']:.2f}; "
+              f"first runs only: {result['ratio_first_run']:.2f}")
+        print("ray walls (s): " + ", ".join(f"{w:.2f}" for w in r["walls"]) + "; galaxy walls (s): "
+              + ", ".join(f"{w:.2f}" for w in g["walls"]))
     print(f"\nwith 3 viewers / without: {result['ratio_viewers_over_none']:.2f} "
-          f"({v['renders']} dashboard renders during the run)")
+          f"(medians of {args.repeat}; dashboard renders per run {v['renders']})")
     print("\n| parallel width | makespan (s) | speedup vs sequential |\n|---|---|---|")
     for s in result["sleep"]:
         print(f"| {s['parallel_width']:.0f} | {s['makespan_s']:.2f} | {s['speedup']:.2f} |")

@@ -49,7 +49,7 @@ from paperlab.rerank.types import Passage, RerankStats
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parents[1].parent / "shared" / "data" / "ir" / "msmarco-dl19"
-LABELS = ("grouprank", "grouprank-logit", "listwise", "pointwise", "pointwise-logit")
+LABELS = ("grouprank", "grouprank-free", "grouprank-logit", "listwise", "pointwise", "pointwise-logit")
 
 
 def start_server(model_dir: Path, log_path: Path, continuous_batching: bool,
@@ -72,6 +72,17 @@ def start_server(model_dir: Path, log_path: Path, continuous_batching: bool,
     return proc, f"openai:http://127.0.0.1:{port}/v1#{model_dir}"
 
 
+def free_template() -> str:
+    """grouprank-json/v1 without structured decoding, as a template file (same wording)."""
+    from dataclasses import asdict
+
+    from paperlab.rerank.prompts import GROUPWISE_JSON_V1
+
+    path = Path(tempfile.gettempdir()) / "paperlab-bench-grouprank-json-free.json"
+    atomic_write_text(path, json.dumps({**asdict(GROUPWISE_JSON_V1), "json_only": False}))
+    return str(path)
+
+
 def parse_methods(text: str, default_queries: int) -> dict[str, int]:
     """``grouprank:10,listwise:10,pointwise:2`` -> {label: queries}."""
     out: dict[str, int] = {}
@@ -88,13 +99,68 @@ def configs(args: argparse.Namespace) -> dict[str, tuple[str, RerankConfig]]:
                                   fallback="first_stage", concurrency=args.concurrency, template=None)
     group = {**common, "template": "grouprank-json/v1"}
     return {
+        # the score object alone, decoding held to its JSON schema (structured decoding)
         "grouprank": ("grouprank", RerankConfig(**group, max_tokens=args.tokens_group)),
+        # the same prompt, decoding free (the template file says json_only: false): the peer
+        "grouprank-free": ("grouprank", RerankConfig(**{**group, "template": free_template()},
+                                                     max_tokens=args.tokens_group)),
         "grouprank-logit": ("grouprank", RerankConfig(**group, mode="logit")),
         "listwise": ("listwise", RerankConfig(**common, max_tokens=args.tokens_list)),
         "pointwise": ("pointwise", RerankConfig(**{**group, "concurrency": args.pointwise_concurrency},
                                                 max_tokens=args.tokens_point)),
         "pointwise-logit": ("pointwise", RerankConfig(**group, mode="logit")),
     }
+
+
+def summarize(args: argparse.Namespace, cfgs: dict[str, tuple[str, RerankConfig]], per: dict[str, dict],
+              data: Any, cands: dict, spec: str, all_qids: list[str], bm25_all: dict, bm25_s: float,
+              t_run: float, final: bool) -> list[dict[str, Any]]:
+    """Rows of the results table; writes the JSON (after every query, so a stopped run keeps
+    what it measured) and, when ``final``, prints the table."""
+    rows = []
+    list_wall = per.get("listwise", {"wall": {}})["wall"]
+    for m, r in per.items():
+        n = len(r["wall"])
+        st: RerankStats = r["stats"]
+        metrics, _ = evaluate_run(data.qrels, r["run"]) if n else ({}, None)
+        bm25, _ = evaluate_run(data.qrels, {q: dict(cands[q]) for q in r["wall"]}) if n else ({}, None)
+        shared = [q for q in r["wall"] if q in list_wall]
+        ratio = (sum(r["wall"][q] for q in shared) / sum(list_wall[q] for q in shared)) if shared else float("nan")
+        # passages the model scored (no first-stage fallback) per 100 passage slots
+        slots = 100 * n * cfgs[m][1].repeats
+        scored = 100 * (1 - st.fallbacks.get("first_stage", 0) / slots) if n else float("nan")
+        rows.append({"method": m, "n_queries": n, "wall_s_per_query": sum(r["wall"].values()) / max(n, 1),
+                     "scored_per_100": scored,
+                     "ratio_to_listwise": ratio, "ratio_queries": len(shared),
+                     "calls_per_query": st.calls / max(n, 1),
+                     "prompt_tokens_per_query": st.prompt_tokens / max(n, 1),
+                     "completion_tokens_per_query": st.completion_tokens / max(n, 1),
+                     "nDCG@10": metrics.get("nDCG@10"), "bm25_nDCG@10_same_queries": bm25.get("nDCG@10"),
+                     "RR@10": metrics.get("RR@10"), "repairs": dict(st.repairs), "fallbacks": dict(st.fallbacks),
+                     "per_query_wall_s": [round(w, 2) for w in r["wall"].values()], "query_ids": list(r["wall"])})
+    if not final:
+        return write(args, cfgs, spec, all_qids, bm25_all, bm25_s, rows)
+    print(f"\nbackend {args.backend} ({spec}), total {time.perf_counter() - t_run:.0f} s")
+    print(f"{'method':<16} {'n':>2} {'wall/q s':>9} {'x listwise':>10} {'calls/q':>8} "
+          f"{'prompt tok/q':>12} {'compl tok/q':>11} {'nDCG@10':>8} {'BM25 same q':>11} {'scored/100':>10}")
+    for r in rows:
+        print(f"{r['method']:<16} {r['n_queries']:>2} {r['wall_s_per_query']:>9.1f} {r['ratio_to_listwise']:>10.3f} "
+              f"{r['calls_per_query']:>8.1f} {r['prompt_tokens_per_query']:>12.0f} "
+              f"{r['completion_tokens_per_query']:>11.0f} {r['nDCG@10'] or 0:>8.4f} "
+              f"{r['bm25_nDCG@10_same_queries'] or 0:>11.4f} {r['scored_per_100']:>10.1f}")
+    return write(args, cfgs, spec, all_qids, bm25_all, bm25_s, rows)
+
+
+def write(args: argparse.Namespace, cfgs: dict[str, tuple[str, RerankConfig]], spec: str,
+          all_qids: list[str], bm25_all: dict, bm25_s: float, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    settings = {**vars(args), "data": str(args.data), "out": str(args.out), "llm": spec,
+                "continuous_batching": args.backend == "serve" and not args.no_continuous_batching,
+                "machine": platform.platform(), "cpus": os.cpu_count(), "loadavg_at_write": os.getloadavg(),
+                "configs": {m: c.model_dump() for m, (_, c) in cfgs.items()}}
+    bm25_row = {"n_queries": len(all_qids), "metrics": bm25_all, "wall_s": round(bm25_s, 2)}
+    atomic_write_text(args.out, json.dumps({"settings": settings, "bm25_all_queries": bm25_row, "rows": rows},
+                                           indent=2, default=str))
+    return rows
 
 
 def main() -> int:
@@ -122,7 +188,8 @@ def main() -> int:
     from paperlab.llm.packaged import smollm2_dir
 
     wanted = parse_methods(args.methods, args.queries)
-    cfgs = {m: c for m, c in configs(args).items() if m in wanted}
+    every = configs(args)
+    cfgs = {m: every[m] for m in wanted}  # run in the order given
     data = load_beir(args.data)
     all_qids = data.judged_queries()
     qids = all_qids[: max(wanted.values())]
@@ -167,42 +234,12 @@ def main() -> int:
                       f"{ranking.stats.prompt_tokens}+{ranking.stats.completion_tokens} tokens, "
                       f"repairs {dict(ranking.stats.repairs)}, fallbacks {dict(ranking.stats.fallbacks)}",
                       flush=True)
+            summarize(args, cfgs, per, data, cands, spec, all_qids, bm25_all, bm25_s, t_run, final=False)
     finally:
         if proc is not None:
             proc.terminate()
             proc.wait(timeout=30)
-    rows = []
-    list_wall = per.get("listwise", {"wall": {}})["wall"]
-    for m, r in per.items():
-        n = len(r["wall"])
-        st: RerankStats = r["stats"]
-        metrics, _ = evaluate_run(data.qrels, r["run"]) if n else ({}, None)
-        bm25, _ = evaluate_run(data.qrels, {q: dict(cands[q]) for q in r["wall"]}) if n else ({}, None)
-        shared = [q for q in r["wall"] if q in list_wall]
-        ratio = (sum(r["wall"][q] for q in shared) / sum(list_wall[q] for q in shared)) if shared else float("nan")
-        rows.append({"method": m, "n_queries": n, "wall_s_per_query": sum(r["wall"].values()) / max(n, 1),
-                     "ratio_to_listwise": ratio, "ratio_queries": len(shared),
-                     "calls_per_query": st.calls / max(n, 1),
-                     "prompt_tokens_per_query": st.prompt_tokens / max(n, 1),
-                     "completion_tokens_per_query": st.completion_tokens / max(n, 1),
-                     "nDCG@10": metrics.get("nDCG@10"), "bm25_nDCG@10_same_queries": bm25.get("nDCG@10"),
-                     "RR@10": metrics.get("RR@10"), "repairs": dict(st.repairs), "fallbacks": dict(st.fallbacks),
-                     "per_query_wall_s": [round(w, 2) for w in r["wall"].values()], "query_ids": list(r["wall"])})
-    print(f"\nbackend {args.backend} ({spec}), total {time.perf_counter() - t_run:.0f} s")
-    print(f"{'method':<16} {'n':>2} {'wall/q s':>9} {'x listwise':>10} {'calls/q':>8} "
-          f"{'prompt tok/q':>12} {'compl tok/q':>11} {'nDCG@10':>8} {'BM25 same q':>11}")
-    for r in rows:
-        print(f"{r['method']:<16} {r['n_queries']:>2} {r['wall_s_per_query']:>9.1f} {r['ratio_to_listwise']:>10.3f} "
-              f"{r['calls_per_query']:>8.1f} {r['prompt_tokens_per_query']:>12.0f} "
-              f"{r['completion_tokens_per_query']:>11.0f} {r['nDCG@10'] or 0:>8.4f} "
-              f"{r['bm25_nDCG@10_same_queries'] or 0:>11.4f}")
-    settings = {**vars(args), "data": str(args.data), "out": str(args.out), "llm": spec,
-                "continuous_batching": args.backend == "serve" and not args.no_continuous_batching,
-                "machine": platform.platform(), "cpus": os.cpu_count(),
-                "configs": {m: c.model_dump() for m, (_, c) in cfgs.items()}}
-    bm25_row = {"n_queries": len(all_qids), "metrics": bm25_all, "wall_s": round(bm25_s, 2)}
-    atomic_write_text(args.out, json.dumps({"settings": settings, "bm25_all_queries": bm25_row, "rows": rows},
-                                           indent=2, default=str))
+    summarize(args, cfgs, per, data, cands, spec, all_qids, bm25_all, bm25_s, t_run, final=True)
     print(f"wrote {args.out}")
     return 0
 

@@ -9,9 +9,11 @@ What it does, in one run on one machine:
    same size as a merged model;
 3. the same linear merge (weights 0.4/0.3/0.2/0.1) by ``paperlab soup merge`` and by
    ``mergekit-yaml`` (installed into a separate venv under ~/.cache/paperlab/soup, torch==2.13.0
-   first so that pip never pulls a CUDA torch), each in its own process: wall time and peak RSS
-   (from wait4);
+   first so that pip never pulls a CUDA torch; or ``--mergekit PATH`` to an existing one), each
+   in its own process: wall time and peak RSS (from wait4);
 4. checks that our output equals mergekit's within 1 bf16 ulp, tensor by tensor;
+4b. the same for a TIES merge (m0 as base, m1-m3 at density 0.5) and a slerp (m0 -> m1, t = 0.3):
+   wall, peak RSS and the share of elements within 2 bf16 ulp of mergekit's;
 5. the in-memory soup: load the 4 experts once, rebuild the soup into a live model, vs a disk merge.
 Prints a table with the ratios and writes JSON. Never part of ``make test``.
 """
@@ -180,6 +182,57 @@ def compare_outputs(a_dir: Path, b_dir: Path, inputs: list[Path]) -> dict:
             "agree": agree / total, "max_ulp_outside_cancellation": worst_non_cancelling, "tensors": len(fa)}
 
 
+def ulp_agreement(a_dir: Path, b_dir: Path) -> dict:
+    """Share of bf16 elements identical and within 2 ulp between two outputs, and the worst gap."""
+    import torch
+    from safetensors.torch import load_file
+
+    def load(d: Path) -> dict:
+        out: dict = {}
+        for f in sorted(d.glob("*.safetensors")):
+            out.update(load_file(f))
+        return out
+
+    def ordered(x: torch.Tensor) -> torch.Tensor:
+        i = x.view(torch.int16).to(torch.int32)
+        return torch.where(i < 0, -32768 - i, i)
+
+    a, b = load(a_dir), load(b_dir)
+    total = same = within = worst = 0
+    for k in a:
+        u = (ordered(a[k]) - ordered(b[k].to(a[k].dtype))).abs()
+        total += u.numel()
+        same += int((u == 0).sum())
+        within += int((u <= 2).sum())
+        worst = max(worst, int(u.max()))
+    return {"elements": total, "identical": same / total, "within_2_ulp": within / total, "max_ulp": worst}
+
+
+def method_rows(root: Path, paths: list[Path], py: str, env: dict, mergekit: Path | None) -> dict:
+    """TIES and slerp on the same checkpoints, ours vs mergekit, each in its own process."""
+    head = "dtype: float32\nout_dtype: bfloat16\n"
+    configs = {
+        "ties": (f"merge_method: ties\nbase_model: {paths[0]}\n{head}models:\n" + "".join(
+            f"  - model: {p}\n    parameters: {{weight: {w}, density: 0.5}}\n"
+            for p, w in zip(paths[1:], (0.5, 0.3, 0.2), strict=True))),
+        "slerp": (f"merge_method: slerp\nbase_model: {paths[0]}\n{head}parameters: {{t: 0.3}}\nmodels:\n"
+                  f"  - model: {paths[0]}\n  - model: {paths[1]}\n"),
+    }
+    rows: dict = {}
+    for name, text in configs.items():
+        cfg = root / f"{name}.yml"
+        cfg.write_text(text)
+        row = {"ours": timed([py, "-m", "paperlab", "soup", "merge", str(cfg), str(root / f"ours-{name}")], env)}
+        if mergekit is not None:
+            row["mergekit"] = timed([str(mergekit), str(cfg), str(root / f"mk-{name}"), "--no-copy-tokenizer",
+                                     "--no-write-model-card"], {**env, "PYTHONPATH": ""})
+            row["vs_mergekit"] = ulp_agreement(root / f"ours-{name}", root / f"mk-{name}")
+            shutil.rmtree(root / f"mk-{name}")
+        shutil.rmtree(root / f"ours-{name}")
+        rows[name] = row
+    return rows
+
+
 def in_memory_rebuild(paths: list[str], merged: str, repeats: int = 3) -> dict:
     """Load the experts once, then time rebuilding the soup into a live model; also time loading
     the disk-merged soup with transformers (the other half of evaluating a soup via disk)."""
@@ -212,13 +265,15 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=REPO / "bench" / "soup" / "merge_results.json")
     ap.add_argument("--tmp", type=Path, default=None, help="where to put the ~5 GB of files")
     ap.add_argument("--skip-mergekit", action="store_true")
+    ap.add_argument("--mergekit", type=Path, default=None, help="an existing mergekit-yaml (its own venv)")
+    ap.add_argument("--skip-rows", action="store_true", help="only the linear merge (no TIES, slerp)")
     ap.add_argument("--generate", type=Path, help=argparse.SUPPRESS)  # internal: one checkpoint
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.generate:
         print(write_random_checkpoint(args.generate, llama_config(args.params), args.seed))
         return
-    mergekit = None if args.skip_mergekit else ensure_mergekit()
+    mergekit = None if args.skip_mergekit else (args.mergekit or ensure_mergekit())
     cfg = llama_config(args.params)
     root = Path(tempfile.mkdtemp(prefix="soup-bench-", dir=args.tmp))
     results: dict = {"config": {k: cfg[k] for k in ("hidden_size", "intermediate_size", "num_hidden_layers", "vocab_size")},
@@ -252,6 +307,8 @@ def main() -> None:
                                          "--no-write-model-card"], {**env, "PYTHONPATH": ""})
             results["vs_mergekit"] = compare_outputs(root / "ours", root / "mk", paths)
             shutil.rmtree(root / "mk")
+        if not args.skip_rows:
+            results["rows"] = method_rows(root, paths, py, env, mergekit)
         results["in_memory"] = json.loads(subprocess.run(
             [sys.executable, "-c", f"import sys, json; sys.path.insert(0, {str(REPO / 'bench' / 'soup')!r}); "
              f"import merge as b; print(json.dumps(b.in_memory_rebuild({[str(p) for p in paths]!r}, "
@@ -285,6 +342,15 @@ def report(r: dict) -> None:
         print(f"vs mergekit over {c['elements']:,} elements: {100 * c['identical']:.3f}% bit-identical, "
               f"{100 * c['within_1_ulp']:.4f}% within 1 bf16 ulp, {100 * c['agree']:.4f}% within 1 ulp or float32 "
               f"cancellation noise; max ulp outside cancellation: {c['max_ulp_outside_cancellation']} (target <= 1)")
+    for name, row in r.get("rows", {}).items():
+        o = row["ours"]
+        line = f"{name:6} ours {o['wall_s']:7.2f} s {o['peak_rss_mb']:7.0f} MB"
+        if "mergekit" in row:
+            m, c = row["mergekit"], row["vs_mergekit"]
+            line += (f" | mergekit {m['wall_s']:7.2f} s {m['peak_rss_mb']:7.0f} MB | wall {o['wall_s'] / m['wall_s']:.2f}x, "
+                     f"RSS {o['peak_rss_mb'] / m['peak_rss_mb']:.2f}x | {100 * c['within_2_ulp']:.4f}% within 2 bf16 ulp "
+                     f"({100 * c['identical']:.3f}% identical, max {c['max_ulp']} ulp)")
+        print(line)
     im = r["in_memory"]
     disk = ours.get("merge_phase_s", ours["wall_s"])
     print(f"in-memory: load 4 experts once {im['load_experts_s']:.2f} s; rebuild into a live model {im['rebuild_s']:.2f} s")

@@ -45,6 +45,7 @@ def test_cycle_knn_by_hand() -> None:
     assert cycle_knn(A4, _circle([0, 90, 10, 100]), k=1) == 0.0
 
 
+@pytest.mark.filterwarnings("ignore::paperlab.align.metrics.DegenerateFeaturesWarning")  # hand-made, with repeats
 def test_cka_linear_by_hand() -> None:
     x = np.array([[-1.0], [0.0], [1.0]])
     assert cka_linear(x, 3 * x + 5) == pytest.approx(1.0)
@@ -57,6 +58,7 @@ def test_cka_linear_by_hand() -> None:
     assert cka_linear(a, b) == pytest.approx(4 / (2 * np.sqrt(2) * 2))
 
 
+@pytest.mark.filterwarnings("ignore::paperlab.align.metrics.DegenerateFeaturesWarning")  # hand-made, with repeats
 def test_svcca_by_hand() -> None:
     h = np.array([[1, 1, 1, 1], [1, -1, 1, -1], [1, 1, -1, -1], [1, -1, -1, 1]], dtype=float)
     c1, c2, c3 = np.kron(h[1:], np.ones(2))  # three centred, mutually orthogonal columns, N = 8

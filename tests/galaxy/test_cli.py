@@ -75,3 +75,16 @@ def test_ask_with_a_plan_file_runs_after_devices_join(galaxy, tmp_path: Path) ->
             proc.kill()
     assert proc.returncode == 0, out
     assert "plan: " in out and "finished: completed" in out and "hello" in out
+
+
+def test_token_and_control_commands_fail_in_one_line(tmp_path: Path) -> None:
+    from paperlab.galaxy.auth import device_token
+
+    r = cli("token", "--device", "laptop", token="sekret")
+    assert r.returncode == 0 and r.stdout.strip() == device_token("sekret", "laptop")
+    plan = tmp_path / "p.yaml"
+    plan.write_text("tasks:\n- {id: a, executor: {kind: echo}}\n")
+    from paperlab.testing import free_port
+
+    r = cli("submit", str(plan), "--api", f"http://127.0.0.1:{free_port()}/api")
+    assert r.returncode == 2 and "cannot reach the control API" in r.stderr and "Traceback" not in r.stderr

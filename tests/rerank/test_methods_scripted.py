@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from paperlab.errors import LLMConnectionError
+from paperlab.llm import LLM
 from paperlab.rerank import Passage, RerankConfigError, Reranker, RerankLLMError, rank
 from paperlab.rerank.methods.listwise import window_starts
 
@@ -28,10 +29,11 @@ class Gen:
     finish_reason: str = "stop"
 
 
-class ScriptedLLM:
+class ScriptedLLM(LLM):
     """Answers each prompt with ``script(user_message)``; records concurrency and calls."""
 
     def __init__(self, script: Callable[[str], str], fail_first: int = 0, delay: float = 0.01) -> None:
+        super().__init__("scripted", max_concurrency=1024)
         self.script = script
         self.fail_first = fail_first
         self.delay = delay
@@ -53,6 +55,12 @@ class ScriptedLLM:
             return Gen(self.script(user), len(user) // 4, 5)
         finally:
             self.in_flight -= 1
+
+    async def _agenerate_batch(self, prompts, params):  # type: ignore[no-untyped-def]
+        return list(await asyncio.gather(*(self.agenerate(p) for p in prompts)))
+
+    async def _ascore(self, prompt, continuations):  # type: ignore[no-untyped-def]
+        raise NotImplementedError("the scripted far side only generates")
 
 
 def passages_in(user: str) -> list[str]:

@@ -32,8 +32,9 @@ def make_llama(
     vocab: int = VOCAB,
     hidden: int = 32,
     tokenizer: bool = True,
+    layers: int = 2,
 ) -> Path:
-    """Save a random 2-layer Llama with ``seed`` into ``out`` (optionally sharded)."""
+    """Save a random Llama (2 layers unless told) with ``seed`` into ``out`` (optionally sharded)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -42,7 +43,7 @@ def make_llama(
         vocab_size=vocab,
         hidden_size=hidden,
         intermediate_size=2 * hidden,
-        num_hidden_layers=2,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=64,

@@ -28,12 +28,12 @@ def spec(paths: list[Path], weights: list[float] | None, **kw: object) -> MergeS
 
 
 def direct_linear(states: list[dict[str, torch.Tensor]], weights: list[float]) -> dict[str, torch.Tensor]:
-    """The reference: sum_i w_i * x_i in float32, left to right."""
+    """The reference: sum_i w_i * x_i in float32, left to right, each multiply-add fused."""
     out = {}
     for name in states[0]:
         acc = states[0][name].float() * weights[0]
         for s, w in zip(states[1:], weights[1:], strict=False):
-            acc = acc + s[name].float() * w
+            acc = acc.add(s[name].float(), alpha=w)  # one rounding per multiply-add, as mergekit
         out[name] = acc
     return out
 

@@ -83,6 +83,8 @@ def test_bad_tables(tmp_path: Path, text: str, match: str) -> None:
 def test_missing_values_and_unknown_models(tmp_path: Path) -> None:
     t = load_scores(write(tmp_path / "s.csv", "model,a,b\nalpha,1,N/A\nbeta,3,4\ngamma,5,6\n"))
     with pytest.raises(ScoresError, match="missing score for model 'alpha' in category 'b'"):
+        t.select(["alpha", "beta"], missing="error")
+    with pytest.raises(ScoresError, match="only 1 model.*left"):  # the default drops alpha
         t.select(["alpha", "beta"])
     assert t.select(["alpha", "beta"], ["a"]).categories == ["a"]
     with pytest.raises(ScoresError, match="unknown model 'betta'.*did you mean 'beta'"):

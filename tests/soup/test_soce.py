@@ -106,3 +106,30 @@ def test_analyze_cli(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "paperlab", "soup", "analyze", str(p), "--model", "m9"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 2 and "error: unknown model 'm9'" in r.stderr
+
+
+def test_soce_without_tokenizer_files(small_zoo: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from paperlab.soup.errors import EvaluatorError, SoupError
+    from paperlab.soup.soce import TOKENIZER_FILES, SoceConfig, run_soce
+    from paperlab.soup.zoo.build import zoo_candidates
+
+    bare = []
+    for p in zoo_candidates(small_zoo):
+        q = tmp_path / p.name
+        shutil.copytree(p, q, ignore=shutil.ignore_patterns(*TOKENIZER_FILES, "special_tokens_map.json"))
+        bare.append(str(q))
+    # A jsonl evaluator needs a tokenizer: refused before any search, nothing written.
+    with pytest.raises(EvaluatorError, match="no tokenizer files.*module:function"):
+        run_soce(SoceConfig(candidates=bare, evaluator=f"jsonl:{small_zoo / 'val.jsonl'}", out=str(tmp_path / "o1")))
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o1.journal.jsonl").exists()
+    with pytest.raises(SoupError, match="unknown search 'annealing'; valid searches: grid, coarse_to_fine"):
+        run_soce(SoceConfig(candidates=bare, evaluator=f"zoo:{small_zoo / 'val.jsonl'}", search="annealing",
+                            out=str(tmp_path / "o2")))
+    # The zoo evaluator brings its own tokenizer: the run completes, and the record says what is missing.
+    res = run_soce(SoceConfig(candidates=bare, evaluator=f"zoo:{small_zoo / 'val.jsonl'}", out=str(tmp_path / "o3"),
+                              baselines=False, threads=1))
+    rec = yaml.safe_load((res.out_dir / "soce.yaml").read_text())
+    assert rec["tokenizer"] is None and any("no tokenizer files" in n for n in rec["notes"])
+    assert (res.out_dir / "model" / "model.safetensors").is_file()

@@ -8,27 +8,40 @@ load lazily: importing this package pulls numpy only.
 
 from __future__ import annotations
 
-from paperlab.align.aggregate import AGGREGATORS, ScalingGrid, aggregate, scaling_grid
-from paperlab.align.knn import knn_blockwise, knn_full, knn_torch
-from paperlab.align.layers import LayerPairResult, best_layer_pair
-from paperlab.align.metrics import (
-    METRICS,
-    cka_linear,
-    cka_rbf,
-    cknna,
-    cycle_knn,
-    get_metric,
-    mutual_knn,
-    score,
-    svcca,
-)
-from paperlab.align.scaling import PUBLISHED_FITS, ScalingFit, fit_scaling, scaling_law
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Loaded on first use, so `import paperlab.align` pulls no numpy.
+_EXPORTS = {
+    "AGGREGATORS": "paperlab.align.aggregate",
+    "ScalingGrid": "paperlab.align.aggregate",
+    "aggregate": "paperlab.align.aggregate",
+    "scaling_grid": "paperlab.align.aggregate",
+    "knn_blockwise": "paperlab.align.knn",
+    "knn_full": "paperlab.align.knn",
+    "knn_torch": "paperlab.align.knn",
+    "LayerPairResult": "paperlab.align.layers",
+    "best_layer_pair": "paperlab.align.layers",
+    "METRICS": "paperlab.align.metrics",
+    "cka_linear": "paperlab.align.metrics",
+    "cka_rbf": "paperlab.align.metrics",
+    "cknna": "paperlab.align.metrics",
+    "cycle_knn": "paperlab.align.metrics",
+    "get_metric": "paperlab.align.metrics",
+    "mutual_knn": "paperlab.align.metrics",
+    "score": "paperlab.align.metrics",
+    "svcca": "paperlab.align.metrics",
+    "PUBLISHED_FITS": "paperlab.align.scaling",
+    "ScalingFit": "paperlab.align.scaling",
+    "fit_scaling": "paperlab.align.scaling",
+    "scaling_law": "paperlab.align.scaling",
+}
 
 __all__ = [
     "AGGREGATORS",
+    "LayerPairResult",
     "METRICS",
     "PUBLISHED_FITS",
-    "LayerPairResult",
     "ScalingFit",
     "ScalingGrid",
     "aggregate",
@@ -48,3 +61,29 @@ __all__ = [
     "score",
     "svcca",
 ]
+
+if TYPE_CHECKING:
+    from paperlab.align.aggregate import AGGREGATORS, ScalingGrid, aggregate, scaling_grid
+    from paperlab.align.knn import knn_blockwise, knn_full, knn_torch
+    from paperlab.align.layers import LayerPairResult, best_layer_pair
+    from paperlab.align.metrics import (
+        METRICS,
+        cka_linear,
+        cka_rbf,
+        cknna,
+        cycle_knn,
+        get_metric,
+        mutual_knn,
+        score,
+        svcca,
+    )
+    from paperlab.align.scaling import PUBLISHED_FITS, ScalingFit, fit_scaling, scaling_law
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'paperlab.align' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

@@ -27,6 +27,21 @@ def score(
         str, typer.Option(help="mutual_knn, cknna, cycle_knn, cka_linear, cka_rbf, svcca.")
     ] = "mutual_knn",
     k: Annotated[int, typer.Option(help="Neighbours for the k-NN metrics.")] = 10,
+    variant: Annotated[
+        str | None,
+        typer.Option(
+            help="Definition, for metrics published in several: cknna: double-centred (default), "
+            "paper (row-centred, the paper's formula), platonic-rep (the authors' reference code); "
+            "svcca: variance (default, keep --keep of the variance) or platonic-rep (z-scored, "
+            "--dims fixed directions)."
+        ),
+    ] = None,
+    keep: Annotated[
+        float, typer.Option(help="svcca variance: fraction of variance kept per side.")
+    ] = 0.99,
+    dims: Annotated[
+        int, typer.Option(help="svcca platonic-rep: singular directions kept per side.")
+    ] = 10,
     key_a: Annotated[
         str | None, typer.Option(help="Tensor name in A's .safetensors (default: all, as layers).")
     ] = None,
@@ -41,31 +56,55 @@ def score(
     ] = None,
 ) -> None:
     """Alignment between two feature sets; with several layers per side, the best layer pair."""
+    import warnings
+
     from paperlab.align.layers import best_layer_pair
-    from paperlab.align.metrics import get_metric
+    from paperlab.align.metrics import (
+        VARIANTS,
+        DegenerateFeaturesWarning,
+        check_variant,
+        get_metric,
+    )
     from paperlab.align.stacks import load_stack
     from paperlab.io.atomic import atomic_write_text
 
     get_metric(metric)  # fail on a bad name before loading anything
+    check_variant(metric, variant)
+    options: dict[str, object] = {}
+    if variant is not None:
+        options["variant"] = variant
+    if metric == "svcca":
+        options.update(keep=keep, dims=dims)
     names_a, layers_a = load_stack(a, key_a)
     names_b, layers_b = load_stack(b, key_b)
-    res = best_layer_pair(layers_a, layers_b, metric, k=k, backend=backend)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DegenerateFeaturesWarning)
+        res = best_layer_pair(layers_a, layers_b, metric, k=k, backend=backend, **options)
+    notes = list(dict.fromkeys(
+        str(w.message) for w in caught if issubclass(w.category, DegenerateFeaturesWarning)
+    ))
+    for note in notes:
+        console.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
+    used = variant or (VARIANTS[metric][0] if metric in VARIANTS else None)
     out: dict[str, object] = {
         "metric": metric,
+        "variant": used,
         "k": k,
         "n_items": int(layers_a[0].shape[0]),
         "score": res.best_score,
         "layer_a": names_a[res.best_a],
         "layer_b": names_b[res.best_b],
+        "warnings": notes,
     }
+    if metric == "svcca":
+        out["keep" if used == "variance" else "dims"] = keep if used == "variance" else dims
     if len(layers_a) * len(layers_b) > 1:
         out["all_scores"] = res.scores.tolist()
         out["layers_a"], out["layers_b"] = names_a, names_b
     if metric == "mutual_knn":
         out["chance"] = k / (out["n_items"] - 1)  # type: ignore[operator]
-    table = Table(
-        title=f"{metric} (k={k})" if metric in ("mutual_knn", "cknna", "cycle_knn") else metric
-    )
+    title = metric + (f" [{used}]" if used else "")
+    table = Table(title=f"{title} (k={k})" if metric in ("mutual_knn", "cknna", "cycle_knn") else title)
     for col in ("layer A", "layer B", "score", "items"):
         table.add_column(col)
     table.add_row(
@@ -102,9 +141,13 @@ def scaling(
     table.add_column("value")
     table.add_column("± 1 s.e.")
     for name in PARAM_NAMES:
-        table.add_row(name, f"{fit.params[name]:.4f}", f"{fit.stderr[name]:.4f}")
+        side = fit.at_bounds.get(name)
+        err = f"at {side} bound" if side else f"{fit.stderr[name]:.4f}"
+        table.add_row(name, f"{fit.params[name]:.4f}", err)
     console.print(table)
     console.print(f"score = {fit.formula()}   R^2 = {fit.r2:.4f}   RMSE = {fit.rmse:.4g}")
+    for note in fit.notes():
+        console.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
     if json_out:
         atomic_write_text(json_out, json.dumps(fit.to_dict(), indent=2))
 

@@ -61,7 +61,9 @@ def run(ctx: DemoContext) -> Section:
     result = run_scaling(DEMO_SPEC, repeats=3, k=10)
     surface, curves = write_outputs(result, work_dir)
     g = result.grid
-    grid_rows = [[f"n_f={nf}", *(f"{v:.3f}" for v in g.mean[i])] for i, nf in enumerate(g.n_frames)]
+    grid_rows: list[list[object]] = [
+        [f"n_f={nf}", *(f"{v:.3f}" for v in g.mean[i])] for i, nf in enumerate(g.n_frames)
+    ]
     s = DEMO_SPEC
     return Section(
         system="align",

@@ -22,7 +22,7 @@ import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol, cast
 
 import numpy as np
 
@@ -38,6 +38,26 @@ class Encoder(Protocol):
     dim: int
 
     def encode(self, items: Sequence[Any], batch_size: int = 32) -> np.ndarray: ...
+
+
+#: ``image_size`` value meaning "the encoder's own setting".
+DEFAULT_SIZE: Literal["default"] = "default"
+
+
+class ImageEncoder(Protocol):
+    """An :class:`Encoder` of images that can also be told the resolution to work at:
+    ``image_size`` = S resizes to S x S, ``None`` keeps the native size, ``"default"`` uses the
+    encoder's own setting."""
+
+    name: str
+    dim: int
+
+    def encode(
+        self,
+        items: Sequence[Any],
+        batch_size: int = 32,
+        image_size: int | None | Literal["default"] = DEFAULT_SIZE,
+    ) -> np.ndarray: ...
 
 
 EncoderFactory = Callable[[], Encoder]
@@ -66,6 +86,18 @@ def get_encoder(name: str) -> Encoder:
     if name not in ENCODERS:
         raise AlignError(f"unknown encoder {name!r}; choose one of: {', '.join(sorted(ENCODERS))}")
     return _cached(name)
+
+
+def get_image_encoder(name: str) -> ImageEncoder:
+    """:func:`get_encoder` for an encoder whose ``encode`` takes ``image_size``.
+
+    Raises:
+        AlignError: unknown name, or an encoder without an ``image_size`` parameter.
+    """
+    enc = get_encoder(name)
+    if "image_size" not in inspect.signature(enc.encode).parameters:
+        raise AlignError(f"encoder {name!r} takes no image_size; it is not an image encoder")
+    return cast(ImageEncoder, enc)
 
 
 @functools.cache
@@ -112,12 +144,16 @@ class EfficientNetLite0Encoder:
 
         from paperlab.align.effnet import load_efficientnet_lite0
 
-        # channels-last makes the depthwise convolutions markedly faster on CPU
-        self.model = load_efficientnet_lite0(weights).to(memory_format=torch.channels_last)
+        # channels-last makes the depthwise convolutions markedly faster on CPU (torch's stubs
+        # omit Module.to's memory_format keyword, which it accepts)
+        self.model = load_efficientnet_lite0(weights).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.image_size = image_size
 
     def encode(
-        self, items: Sequence[Any], batch_size: int = 32, image_size: int | None | str = "default"
+        self,
+        items: Sequence[Any],
+        batch_size: int = 32,
+        image_size: int | None | Literal["default"] = DEFAULT_SIZE,
     ) -> np.ndarray:
         """Images (uint8 (H, W, 3)) -> (N, 1280). ``image_size``: resize to S x S (default: the
         encoder's setting, 224), or ``None`` for the native resolution."""
@@ -125,7 +161,7 @@ class EfficientNetLite0Encoder:
 
         from paperlab.align.effnet import preprocess
 
-        size = self.image_size if image_size == "default" else image_size
+        size = self.image_size if isinstance(image_size, str) else image_size
 
         feats = []
         with torch.inference_mode():
@@ -152,6 +188,22 @@ def _effnet() -> Encoder:
     return EfficientNetLite0Encoder()
 
 
+def read_safetensors(p: Path) -> dict[str, np.ndarray]:
+    """Every tensor of a .safetensors file as numpy, with one clear error for a broken file.
+
+    Raises:
+        AlignError: not a safetensors file, truncated, or a dtype numpy cannot hold (bf16).
+    """
+    from safetensors.numpy import load_file
+
+    try:
+        return dict(load_file(str(p)))
+    except Exception as exc:  # safetensors raises its own SafetensorError, and OSError/TypeError
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise AlignError(f"{p} is not a readable .safetensors file ({first}); save the features "
+                         "with safetensors.numpy.save_file, as float16/32/64") from None
+
+
 def load_features(path: str | Path, key: str | None = None) -> np.ndarray:
     """Load an (N, D) feature array from .npy or .safetensors (``key`` picks the tensor; optional
     when the file holds exactly one).
@@ -163,14 +215,11 @@ def load_features(path: str | Path, key: str | None = None) -> np.ndarray:
     if not p.is_file():
         raise AlignError(f"feature file {p} does not exist")
     if p.suffix == ".npy":
-        try:
-            arr = np.load(p, allow_pickle=False)
-        except ValueError as exc:
-            raise AlignError(f"{p} is not a plain numeric .npy file ({exc})") from None
-    elif p.suffix == ".safetensors":
-        from safetensors.numpy import load_file
+        from paperlab.align.stacks import read_npy
 
-        tensors = load_file(str(p))
+        arr = read_npy(p)
+    elif p.suffix == ".safetensors":
+        tensors = read_safetensors(p)
         if key is None:
             if len(tensors) != 1:
                 raise AlignError(f"{p} holds {sorted(tensors)}; pick one with --key NAME")

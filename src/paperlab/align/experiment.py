@@ -49,10 +49,12 @@ def encode_clips(
         with np.load(path, allow_pickle=False) as z:
             log.info("using cached clip features %s", path)
             return z["frames"], z["captions"], json.loads(str(z["facts"]))
-    from paperlab.align.encoders import get_encoder
+    from paperlab.align.encoders import get_encoder, get_image_encoder
 
-    vis, txt = get_encoder("efficientnet_lite0"), get_encoder("minilm")
-    frames, caps, facts = [], [], []
+    vis, txt = get_image_encoder("efficientnet_lite0"), get_encoder("minilm")
+    frames: list[np.ndarray] = []
+    caps: list[np.ndarray] = []
+    facts: list[dict[str, str]] = []
     for batch in make_clips(spec):
         imgs = [f for clip in batch for f in clip.frames]
         frames.append(vis.encode(imgs, image_size=None).reshape(len(batch), spec.n_frames, -1))

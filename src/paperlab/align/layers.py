@@ -16,6 +16,8 @@ import numpy as np
 
 from paperlab.align.backend import get_ops
 from paperlab.align.metrics import (
+    check_degenerate,
+    check_variant,
     get_metric,
     knn_overlap,
     neighbors,
@@ -61,6 +63,7 @@ def best_layer_pair(
         AlignError: empty stacks, mismatched item counts, or an unknown metric.
     """
     get_metric(metric)
+    check_variant(metric, options.get("variant"))
     if not layers_a or not layers_b:
         raise AlignError("best_layer_pair needs at least one layer on each side")
     counts = {int(np.shape(x)[0]) for x in [*layers_a, *layers_b]}
@@ -71,8 +74,12 @@ def best_layer_pair(
     scores = np.empty((len(layers_a), len(layers_b)))
     if metric == "mutual_knn":
         ops = get_ops(backend, *layers_a, *layers_b)
-        nn_a = [neighbors(ops.asarray(x), k, ops) for x in layers_a]
-        nn_b = [neighbors(ops.asarray(x), k, ops) for x in layers_b]
+        xs_a, xs_b = [ops.asarray(x) for x in layers_a], [ops.asarray(x) for x in layers_b]
+        for side, xs in (("A", xs_a), ("B", xs_b)):
+            for i, x in enumerate(xs):
+                check_degenerate(x, ops, side if len(xs) == 1 else f"{side} (layer {i})")
+        nn_a = [neighbors(x, k, ops) for x in xs_a]
+        nn_b = [neighbors(x, k, ops) for x in xs_b]
         for i, na in enumerate(nn_a):
             for j, nb in enumerate(nn_b):
                 scores[i, j] = knn_overlap(na, nb).mean() / k

@@ -16,16 +16,47 @@ listing the valid names for an unknown one.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from paperlab.align.backend import Ops, get_ops
-from paperlab.align.knn import knn_blockwise, knn_torch
+from paperlab.align.cknna import CKNNA_VARIANTS, cknna_from_normalized
 from paperlab.errors import AlignError
 
 log = logging.getLogger(__name__)
+
+
+class DegenerateFeaturesWarning(UserWarning):
+    """Features on which a metric runs but means little: constant, duplicate or zero rows."""
+
+
+def check_degenerate(x: Any, ops: Ops, side: str = "") -> str | None:
+    """Warn (and return the message) when ``x`` is constant or has duplicate or all-zero rows.
+
+    Such rows make neighbour ranks ties broken by item index, so mutual k-NN of a constant
+    representation is not 0 but an artefact of the index order.
+    """
+    n = int(x.shape[0])
+    if n == 0:
+        raise AlignError(f"feature set {side or ''} has no items (0 rows)".replace("  ", " "))
+    who = f"features {side}" if side else "features"
+    unique = ops.n_unique_rows(x)
+    zero = int(ops.item(ops.sum(ops.sum(x * x, axis=1) == 0)))
+    msg = None
+    if unique == 1:
+        msg = (f"{who} are constant (all {n} rows identical): neighbour ranks are index ties and "
+               "kernel metrics are undefined; check the feature extraction")
+    elif unique < n:
+        msg = (f"{who} have {n - unique} duplicate rows ({(n - unique) / n:.1%} of items): k-NN "
+               "ranks among them are index ties and kernels count them twice; de-duplicate the items")
+    elif zero:
+        msg = f"{who} have {zero} all-zero rows: their cosine neighbours are index ties"
+    if msg:
+        warnings.warn(msg, DegenerateFeaturesWarning, stacklevel=3)
+    return msg
 
 
 def _pair(a: Any, b: Any, backend: str, device: str | None = None) -> tuple[Ops, Any, Any]:
@@ -36,6 +67,8 @@ def _pair(a: Any, b: Any, backend: str, device: str | None = None) -> tuple[Ops,
             f"the two feature sets describe different item counts ({xa.shape[0]} vs {xb.shape[0]}); "
             "row i of both must be the same item"
         )
+    check_degenerate(xa, ops, "A")
+    check_degenerate(xb, ops, "B")
     return ops, xa, xb
 
 
@@ -44,10 +77,7 @@ def neighbors(x: Any, k: int, ops: Ops, block_size: int | None = None) -> np.nda
 
     Features are L2-normalised, then ranked by inner product; ties go to the lower index.
     """
-    xn = ops.l2_normalize(x)
-    if ops.name == "numpy":
-        return knn_blockwise(xn.astype(np.float32), k, block_size=block_size)
-    return knn_torch(xn.float(), k, block_size=block_size, device=ops.device).cpu().numpy()
+    return ops.knn(ops.l2_normalize(x), k, block_size=block_size)
 
 
 def knn_overlap(nn_a: np.ndarray, nn_b: np.ndarray) -> np.ndarray:
@@ -97,53 +127,30 @@ def cycle_knn(
     return float(hit.mean())
 
 
-def _pair_dots(x: Any, nn: np.ndarray, ops: Ops, chunk: int = 2048) -> Any:
-    """<x_i, x_j> for j in nn[i]: (N, k), computed in row chunks (never N x N)."""
-    idx = ops.xp.as_tensor(nn, device=ops.device) if ops.name == "torch" else nn
-    parts = []
-    for s in range(0, x.shape[0], chunk):
-        rows = x[s : s + chunk]  # (C, D)
-        parts.append(ops.sum(rows[:, None, :] * x[idx[s : s + chunk]], axis=2))  # (C, k)
-    return ops.xp.concatenate(parts) if ops.name == "numpy" else ops.xp.cat(parts)
-
-
-def _centered_pairs(x: Any, nn: np.ndarray, ops: Ops) -> Any:
-    """Double-centred linear kernel Kc_ij = K_ij - m_i - m_j + g at the pairs (i, nn[i])."""
-    mu = ops.mean(x, axis=0)  # (D,)
-    m = x @ mu  # (N,) row means of K = X X^T
-    g = mu @ mu  # grand mean of K
-    idx = ops.xp.as_tensor(nn, device=ops.device) if ops.name == "torch" else nn
-    return _pair_dots(x, nn, ops) - m[:, None] - m[idx] + g
-
-
 def cknna(
-    a: Any, b: Any, k: int = 10, *, backend: str = "auto", block_size: int | None = None
+    a: Any,
+    b: Any,
+    k: int = 10,
+    *,
+    variant: str = "double-centred",
+    backend: str = "auto",
+    block_size: int | None = None,
 ) -> float:
     """CKNNA: centred kernel alignment restricted to mutual nearest neighbours.
 
-    Formula: K = A_n A_n^T, L = B_n B_n^T on L2-normalised rows; Kc = H K H, Lc = H L H with
-    H = I - 11^T/N; alpha_ij(P, Q) = 1[j ∈ NN_P(i) and j ∈ NN_Q(i)] (j != i);
-        Align(P, Q) = sum_ij alpha_ij(P, Q) Pc_ij Qc_ij,
-        CKNNA = Align(K, L) / sqrt(Align(K, K) * Align(L, L)).
-    Align(K, K) sums over NN_K only. Kc_ij is computed at the listed pairs from row means
-    (K's row mean is <a_i, mean(A)>), so memory stays O(N k). Identical inputs give 1.
+    ``variant`` picks the definition (:data:`paperlab.align.cknna.CKNNA_VARIANTS`):
+    ``double-centred`` (default: Kc = H K H at the neighbour pairs), ``paper`` (the paper's
+    printed formula: row-centred K_ij - E_l[K_il]) or ``platonic-rep`` (the authors' reference
+    code: masked, uncentred kernels through the unbiased HSIC estimator). The formulas are in
+    :mod:`paperlab.align.cknna`. All work on L2-normalised rows, with memory O(N k); identical
+    inputs give 1.
     """
+    if variant not in CKNNA_VARIANTS:
+        raise AlignError(f"unknown CKNNA variant {variant!r}; choose one of: {', '.join(CKNNA_VARIANTS)}")
     ops, xa, xb = _pair(a, b, backend)
     xa, xb = ops.l2_normalize(xa), ops.l2_normalize(xb)
     nn_a, nn_b = neighbors(xa, k, ops, block_size), neighbors(xb, k, ops, block_size)
-    ka, lb = _centered_pairs(xa, nn_a, ops), _centered_pairs(xb, nn_b, ops)  # (N, k) each
-    self_kk = ops.item(ops.sum(ka * ka))
-    self_ll = ops.item(ops.sum(lb * lb))
-    # cross term: pairs present in both lists; match positions row-wise
-    match = nn_a[:, :, None] == nn_b[:, None, :]  # (N, k, k)
-    ii, pa, pb = np.nonzero(match)
-    ka_np = ka if ops.name == "numpy" else ka.cpu().numpy()
-    lb_np = lb if ops.name == "numpy" else lb.cpu().numpy()
-    cross = float((ka_np[ii, pa] * lb_np[ii, pb]).sum())
-    denom = np.sqrt(self_kk * self_ll)
-    if denom <= 0:
-        raise AlignError("CKNNA is undefined: a centred kernel is zero on every neighbour pair")
-    return cross / float(denom)
+    return cknna_from_normalized(xa, xb, nn_a, nn_b, ops, variant)
 
 
 def _center_gram(k: Any, ops: Ops) -> Any:
@@ -210,15 +217,8 @@ def _rbf_gram(x: Any, ops: Ops, sigma_scale: float) -> Any:
     sq = ops.sum(x * x, axis=1)
     d2 = sq[:, None] + sq[None, :] - 2.0 * (x @ x.T)
     d2 = d2 * (d2 > 0)  # round-off can make tiny negatives
-    n = x.shape[0]
-    iu = np.triu_indices(n, 1)
-    if ops.name == "numpy":
-        off = d2[iu]
-    else:
-        off = d2[
-            ops.xp.as_tensor(iu[0], device=ops.device), ops.xp.as_tensor(iu[1], device=ops.device)
-        ]
-    med = ops.median(off)
+    iu = np.triu_indices(x.shape[0], 1)
+    med = ops.median(d2[ops.index(iu[0]), ops.index(iu[1])])
     if med <= 0:
         raise AlignError("RBF CKA is undefined: the median pairwise distance is zero")
     sigma2 = (sigma_scale**2) * med
@@ -245,42 +245,77 @@ def cka_rbf(
     )
 
 
+#: SVCCA definitions, the first is the default.
+SVCCA_VARIANTS = ("variance", "platonic-rep")
+
+
 def _svd_reduce(x: Any, ops: Ops, keep: float) -> Any:
     """Centre, then keep the top singular directions explaining ``keep`` of the variance."""
     x = x - ops.mean(x, axis=0, keepdims=True)
-    u, s, _ = ops.xp.linalg.svd(x, full_matrices=False)
+    u, s, _ = ops.svd(x)
     var = s * s
     total = ops.item(ops.sum(var))
     if total <= 0:
         raise AlignError("SVCCA is undefined for a constant representation (zero variance)")
-    frac = np.cumsum(var if ops.name == "numpy" else var.cpu().numpy()) / total
+    frac = np.cumsum(ops.to_numpy(var)) / total
     r = int(np.searchsorted(frac, keep - 1e-12) + 1)
     return u[:, :r] * s[:r]
 
 
-def svcca(a: Any, b: Any, *, keep: float = 0.99, backend: str = "auto") -> float:
+def _zscore_top_dirs(x: Any, ops: Ops, dims: int) -> Any:
+    """The reference code's reduction: L2-normalised rows, each column z-scored (sample std,
+    + 1e-8), then the top ``dims`` left singular vectors (unscaled)."""
+    x = ops.l2_normalize(x)
+    x = x - ops.mean(x, axis=0, keepdims=True)
+    x = x / (ops.std(x, axis=0) + 1e-8)
+    if ops.item(ops.sum(x * x)) <= 0:
+        raise AlignError("SVCCA is undefined for a constant representation (zero variance)")
+    if dims > min(x.shape):
+        raise AlignError(f"--dims {dims} exceeds the features' rank bound min(N, D) = {min(x.shape)}; "
+                         "lower --dims")
+    return ops.svd(x)[0][:, :dims]
+
+
+def svcca(
+    a: Any,
+    b: Any,
+    *,
+    variant: str = "variance",
+    keep: float = 0.99,
+    dims: int = 10,
+    backend: str = "auto",
+) -> float:
     """SVCCA (Raghu et al. 2017): SVD reduction, then mean canonical correlation.
 
-    Formula: centre A and B; keep the top r_A (r_B) singular directions that explain a fraction
-    ``keep`` of the variance: A' = U_r S_r; CCA between A' and B' via orthonormal bases
-    Q_A = qr(A'), Q_B = qr(B'): the canonical correlations rho_1..rho_m (m = min(r_A, r_B)) are
-    the singular values of Q_A^T Q_B;
+    ``variant="variance"`` (default, Raghu et al.): centre A and B; keep the top r_A (r_B)
+    singular directions that explain a fraction ``keep`` of the variance: A' = U_r S_r.
+    ``variant="platonic-rep"`` (Huh et al.'s reference code, ``cca_dim=10``): L2-normalise rows,
+    z-score each column, keep the top ``dims`` left singular vectors. Then, for both, CCA between
+    A' and B' via orthonormal bases Q_A = qr(A'), Q_B = qr(B'): the canonical correlations
+    rho_1..rho_m (m = min(r_A, r_B)) are the singular values of Q_A^T Q_B;
         SVCCA = (1/m) * sum_i rho_i.
-    Invariant to any invertible linear map of either side (after the reduction). Needs
-    N > max(r_A, r_B) items, or the correlations are trivially 1.
+    The reference code takes a randomized SVD (``torch.svd_lowrank``) and fits sklearn's
+    iterative CCA; we compute both exactly, so its figures can differ from ours in the last
+    digits where the spectrum is flat. Invariant to any invertible linear map of either side
+    (after the reduction). Needs N > max(r_A, r_B) items, or the correlations are trivially 1.
     """
+    if variant not in SVCCA_VARIANTS:
+        raise AlignError(f"unknown SVCCA variant {variant!r}; choose one of: {', '.join(SVCCA_VARIANTS)}")
     if not 0 < keep <= 1:
         raise AlignError(f"keep={keep} must be in (0, 1]")
+    if dims < 1:
+        raise AlignError(f"dims={dims} must be at least 1")
     ops, xa, xb = _pair(a, b, backend)
-    ra, rb = _svd_reduce(xa, ops, keep), _svd_reduce(xb, ops, keep)
+    if variant == "variance":
+        ra, rb = _svd_reduce(xa, ops, keep), _svd_reduce(xb, ops, keep)
+    else:
+        ra, rb = _zscore_top_dirs(xa, ops, dims), _zscore_top_dirs(xb, ops, dims)
     if max(ra.shape[1], rb.shape[1]) >= xa.shape[0]:
         raise AlignError(
             f"SVCCA needs more items ({xa.shape[0]}) than kept directions "
-            f"({ra.shape[1]}, {rb.shape[1]}); add items or lower --keep"
+            f"({ra.shape[1]}, {rb.shape[1]}); add items or lower --keep / --dims"
         )
-    qa, _ = ops.xp.linalg.qr(ra)
-    qb, _ = ops.xp.linalg.qr(rb)
-    rho = ops.xp.linalg.svd(qa.T @ qb, full_matrices=False)[1]
+    rho = ops.svd(ops.qr(ra).T @ ops.qr(rb))[1]
     return ops.item(ops.mean(ops.xp.clip(rho, 0.0, 1.0)))
 
 
@@ -297,6 +332,8 @@ METRICS: dict[str, MetricFn] = {
 }
 #: Metrics that take the neighbour count ``k``.
 KNN_METRICS = frozenset({"mutual_knn", "cknna", "cycle_knn"})
+#: Metrics with several published definitions: name -> variants (the first is the default).
+VARIANTS: dict[str, tuple[str, ...]] = {"cknna": CKNNA_VARIANTS, "svcca": SVCCA_VARIANTS}
 
 
 def get_metric(name: str) -> MetricFn:
@@ -307,9 +344,26 @@ def get_metric(name: str) -> MetricFn:
         raise AlignError(f"unknown metric {name!r}; choose one of: {', '.join(METRICS)}") from None
 
 
-def score(name: str, a: Any, b: Any, *, k: int = 10, **options: Any) -> float:
-    """Score ``a`` against ``b`` with the metric called ``name`` (``k`` only for k-NN metrics)."""
+def check_variant(name: str, variant: str | None) -> None:
+    """Raise unless ``variant`` is None or one of metric ``name``'s variants."""
+    if variant is None:
+        return
+    if name not in VARIANTS:
+        with_variants = ", ".join(VARIANTS)
+        raise AlignError(f"metric {name!r} has one definition; --variant applies to: {with_variants}")
+    if variant not in VARIANTS[name]:
+        raise AlignError(f"unknown {name} variant {variant!r}; choose one of: {', '.join(VARIANTS[name])}")
+
+
+def score(
+    name: str, a: Any, b: Any, *, k: int = 10, variant: str | None = None, **options: Any
+) -> float:
+    """Score ``a`` against ``b`` with the metric called ``name`` (``k`` only for k-NN metrics;
+    ``variant`` only for metrics listed in :data:`VARIANTS`, default: their first)."""
     fn = get_metric(name)
+    check_variant(name, variant)
     if name in KNN_METRICS:
         options["k"] = k
+    if variant is not None:
+        options["variant"] = variant
     return fn(a, b, **options)

@@ -10,7 +10,10 @@ mutual k-NN (k = 10):
     DINOv2:     S_inf = 0.37, C_f = 0.05, alpha = 1.76, C_c = 0.13, beta = 1.40   (R^2 > 0.97)
 
 The fit is scipy's ``curve_fit`` (trust-region reflective, bounds C >= 0, 0 < exponent <= 10),
-restarted from a small grid of exponent guesses, keeping the lowest residual. Uncertainties are
+restarted from a small grid of exponent guesses, keeping the lowest residual. A parameter that
+ends at a bound (S_inf at ``s_inf_max``, a C at 0, an exponent at 1e-3 or 10) is flagged in
+``ScalingFit.at_bounds``: the optimum there is the bound's, not the data's, and its standard
+error (computed as if the bound were not there) is no confidence interval. Uncertainties are
 the square roots of the covariance diagonal (scaled by the residual variance, as curve_fit does
 without ``sigma``; with per-point ``sigma`` they are absolute).
 """
@@ -20,7 +23,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -61,6 +64,22 @@ class ScalingFit:
     r2: float
     rmse: float
     n_points: int
+    #: parameter name -> "lower" or "upper" for each parameter that ended at a bound of the fit
+    at_bounds: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def identifiable(self) -> bool:
+        """False when a parameter sits at a bound: the optimum is the bound, not the data's."""
+        return not self.at_bounds
+
+    def notes(self) -> list[str]:
+        """One line per parameter at a bound, saying why its value and error mean little."""
+        return [
+            f"{name} = {self.params[name]:.4g} is at its {side} bound: the fit is not identifiable "
+            f"there (the data do not pin {name} down; its ± {self.stderr[name]:.3g} is not a "
+            "confidence interval). Add grid points further out, or fix the bound knowingly."
+            for name, side in self.at_bounds.items()
+        ]
 
     def predict(self, n_f: np.ndarray | float, n_c: np.ndarray | float) -> np.ndarray:
         p = self.params
@@ -81,6 +100,8 @@ class ScalingFit:
             "rmse": self.rmse,
             "n_points": self.n_points,
             "formula": self.formula(),
+            "at_bounds": self.at_bounds,
+            "identifiable": self.identifiable,
         }
 
 
@@ -182,6 +203,20 @@ def fit_scaling(
         for n, v in zip(PARAM_NAMES, diag, strict=True)
     }
     params = {n: float(v) for n, v in zip(PARAM_NAMES, popt, strict=True)}
-    fit = ScalingFit(params, stderr, float(r2), math.sqrt(sse / len(y)), len(y))
+    fit = ScalingFit(
+        params, stderr, float(r2), math.sqrt(sse / len(y)), len(y), _at_bounds(popt, lo, hi)
+    )
     log.info("scaling fit: %s (R^2 = %.4f)", fit.formula(), fit.r2)
+    for note in fit.notes():
+        log.warning(note)
     return fit
+
+
+def _at_bounds(popt: np.ndarray, lo: list[float], hi: list[float]) -> dict[str, str]:
+    """Parameters within a relative 1e-6 of a finite bound (trust-region fits stop just inside)."""
+    out = {}
+    for name, v, a, b in zip(PARAM_NAMES, popt, lo, hi, strict=True):
+        for bound, side in ((a, "lower"), (b, "upper")):
+            if math.isfinite(bound) and abs(v - bound) <= 1e-6 * max(1.0, abs(bound)):
+                out[name] = side
+    return out

@@ -115,10 +115,12 @@ def render_frames(
         draw = ImageDraw.Draw(img)
         for _ in range(int(rng.integers(2, 5))):  # distractors: grey, random shape and place
             g = int(rng.integers(60, 140))
+            cx, cy = (float(v) for v in rng.uniform(0, size, 2))
             _draw(
                 draw,
                 str(rng.choice(list(SHAPES))),
-                *rng.uniform(0, size, 2),
+                cx,
+                cy,
                 rng.uniform(0.05, 0.15) * size,
                 (g, g, g),
             )

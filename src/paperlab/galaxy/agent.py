@@ -176,7 +176,7 @@ class DeviceAgent:
             log.warning("refused %s: at capacity (%d running)", msg.attempt_id, len(self.running))
             self._finish(msg, "refused", None, f"device {self.cfg.device_id} is at capacity", time.time())
             return
-        log.info("start %s (%s)", msg.attempt_id, msg.executor.kind)
+        log.debug("start %s (%s)", msg.attempt_id, msg.executor.kind)
         self.running[msg.attempt_id] = asyncio.create_task(self._execute(msg))
 
     async def _execute(self, msg: Task) -> None:

@@ -20,6 +20,8 @@ TlsCertOpt = Annotated[Path | None, typer.Option(help="TLS certificate (PEM): se
 TlsKeyOpt = Annotated[Path | None, typer.Option(help="TLS private key (PEM) for --tls-cert.")]
 ApiOpt = Annotated[str, typer.Option("--api", envvar="GALAXY_API", help="Control API URL of a running orchestrator.")]
 DEFAULT_API = "http://127.0.0.1:8766/api"
+CaOpt = Annotated[Path | None, typer.Option("--ca-file", envvar="GALAXY_CA_FILE",
+                                            help="Certificate to trust for an https:// API (self-signed).")]
 
 
 def _need_token(token: str) -> str:
@@ -181,6 +183,7 @@ def status(
     journal: JournalOpt = DEFAULT_JOURNAL,
     api: Annotated[str | None, typer.Option("--api", envvar="GALAXY_API", help="Ask a running orchestrator's control API instead of reading the journal.")] = None,
     token: TokenOpt = "",
+    ca_file: CaOpt = None,
 ) -> None:
     """Show a run's tasks and state: from a running orchestrator (--api) or the journal."""
     from rich.console import Console
@@ -190,7 +193,7 @@ def status(
     if api:
         from paperlab.galaxy.client import call, print_run
 
-        print_run(call(api, _need_token(token), "GET", f"/runs/{run_id}"))
+        print_run(call(api, _need_token(token), "GET", f"/runs/{run_id}", ca_file=ca_file))
         return
     run = replay_run(journal, run_id)
     console = Console()
@@ -204,11 +207,12 @@ def submit(
     plan: Annotated[Path, typer.Argument(help="Plan file (YAML or JSON).")],
     api: ApiOpt = DEFAULT_API,
     token: TokenOpt = "",
+    ca_file: CaOpt = None,
 ) -> None:
     """Submit PLAN as a new run to a running orchestrator (admin token); prints the run id."""
     from paperlab.galaxy.client import call, read_body
 
-    print(call(api, _need_token(token), "POST", "/runs", read_body(plan))["run_id"])
+    print(call(api, _need_token(token), "POST", "/runs", read_body(plan), ca_file=ca_file)["run_id"])
 
 
 @app.command()
@@ -217,11 +221,12 @@ def edit(
     edits: Annotated[Path, typer.Argument(help="Edit batch (YAML or JSON): {edits: [...], reason: ...}.")],
     api: ApiOpt = DEFAULT_API,
     token: TokenOpt = "",
+    ca_file: CaOpt = None,
 ) -> None:
     """Apply an edit batch to a live run, all or nothing (exit 1 when rejected)."""
     from paperlab.galaxy.client import call, read_body
 
-    res = call(api, _need_token(token), "POST", f"/runs/{run_id}/edits", read_body(edits))
+    res = call(api, _need_token(token), "POST", f"/runs/{run_id}/edits", read_body(edits), ca_file=ca_file)
     print(("accepted" if res["accepted"] else "rejected") + f": {res['reason']}")
     raise typer.Exit(0 if res["accepted"] else 1)
 
@@ -232,6 +237,7 @@ def cancel(
     task: Annotated[str | None, typer.Argument(help="Cancel only this task.")] = None,
     api: ApiOpt = DEFAULT_API,
     token: TokenOpt = "",
+    ca_file: CaOpt = None,
 ) -> None:
     """Cancel a live run, or one task of it."""
     import json
@@ -239,15 +245,15 @@ def cancel(
     from paperlab.galaxy.client import call
 
     body = json.dumps({"task": task} if task else {}).encode()
-    print(f"cancelled {call(api, _need_token(token), 'POST', f'/runs/{run_id}/cancel', body)['cancelled']}")
+    print(f"cancelled {call(api, _need_token(token), 'POST', f'/runs/{run_id}/cancel', body, ca_file=ca_file)['cancelled']}")
 
 
 @app.command()
-def devices(api: ApiOpt = DEFAULT_API, token: TokenOpt = "") -> None:
+def devices(api: ApiOpt = DEFAULT_API, token: TokenOpt = "", ca_file: CaOpt = None) -> None:
     """List the devices a running orchestrator knows."""
     from paperlab.galaxy.client import call, print_devices
 
-    print_devices(call(api, _need_token(token), "GET", "/devices"))
+    print_devices(call(api, _need_token(token), "GET", "/devices", ca_file=ca_file))
 
 
 @app.command()

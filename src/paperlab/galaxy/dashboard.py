@@ -2,7 +2,8 @@
 
 No front-end library and no CDN: the server renders the DAG as SVG (tasks laid out by depth,
 filled by status) and the page replaces the panels that changed with each frame pushed over
-the ``/ui/ws`` WebSocket.
+the ``/ui/ws`` WebSocket: the SVG when the DAG's structure changes, otherwise only the tasks
+whose status changed (the page recolours those nodes).
 
 Access: the viewer token (read-only) or the admin token (may also cancel). The first load may
 carry ``?token=``; the response sets an HttpOnly, SameSite=Strict cookie and the page removes
@@ -61,6 +62,7 @@ table{border-collapse:collapse;font-size:13px} td,th{padding:2px 8px;text-align:
 </div>
 <script>
 (function(){
+  var FILL = %FILL%;
   if (location.search) history.replaceState(null, "", location.pathname);  // the cookie has it now
   var ws = null;
   document.getElementById("dag").addEventListener("click", function(e){
@@ -84,6 +86,13 @@ table{border-collapse:collapse;font-size:13px} td,th{padding:2px 8px;text-align:
                     document.getElementById("cancel-run").hidden = s.role !== "admin"; }
       for (var k of ["dag", "metrics", "devices", "events"])
         if (k in s) document.getElementById(k).innerHTML = s[k];
+      if (s.tasks) for (var id in s.tasks) {
+        var g = document.querySelector('g.task[data-task="' + CSS.escape(id) + '"]');
+        if (!g) continue;
+        g.dataset.status = s.tasks[id][0];
+        g.querySelector("rect").setAttribute("fill", FILL[s.tasks[id][0]]);
+        g.querySelector("title").textContent = s.tasks[id][1];
+      }
     };
     ws.onclose = function(){ document.getElementById("conn").textContent = "reconnecting...";
                              setTimeout(connect, 1000); };
@@ -94,8 +103,16 @@ table{border-collapse:collapse;font-size:13px} td,th{padding:2px 8px;text-align:
 """
 
 
-def render_svg(c: Constellation) -> str:
-    """The DAG as SVG: columns by depth, one node per task, coloured by status."""
+_LAYOUT: dict[int, tuple[int, dict[str, tuple[int, int]], int, int]] = {}
+
+
+def _layout(c: Constellation) -> tuple[dict[str, tuple[int, int]], int, int]:
+    """Node positions by depth. Cached per constellation object and edge count: the structure
+    only changes through an edit, which swaps in a new object, so a redraw recolours only."""
+    key = id(c)
+    hit = _LAYOUT.get(key)
+    if hit is not None and hit[0] == len(c.edges) + 100_000 * len(c.tasks):
+        return hit[1], hit[2], hit[3]
     depth: dict[str, int] = {}
     for t in c.topological_order():
         depth[t] = max((depth[e.source] + 1 for e in c.predecessors(t)), default=0)
@@ -106,6 +123,16 @@ def render_svg(c: Constellation) -> str:
     pos = {t: (12 + d * (w + gx), 12 + i * (h + gy)) for d, ts in columns.items() for i, t in enumerate(ts)}
     width = 24 + len(columns) * (w + gx)
     height = 24 + max((len(ts) for ts in columns.values()), default=1) * (h + gy)
+    if len(_LAYOUT) > 8:
+        _LAYOUT.clear()
+    _LAYOUT[key] = (len(c.edges) + 100_000 * len(c.tasks), pos, width, height)
+    return pos, width, height
+
+
+def render_svg(c: Constellation) -> str:
+    """The DAG as SVG: columns by depth, one node per task, coloured by status."""
+    pos, width, height = _layout(c)
+    w, h = 110, 26
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" id="dag-svg">']
     for e in c.edges:
         (x1, y1), (x2, y2) = pos[e.source], pos[e.target]
@@ -124,20 +151,30 @@ def render_svg(c: Constellation) -> str:
     return "".join(parts)
 
 
+def task_states(c: Constellation) -> dict[str, list[str]]:
+    """task id -> [status, tooltip]: what a redraw changes once the layout is drawn."""
+    return {tid: [t.status.value, f"{tid}: {t.status.value} {t.assigned_device or ''} {t.error or ''}"]
+            for tid, t in c.tasks.items()}
+
+
 class Dashboard:
     """Implements the server's UI hook: the page over HTTP, diffs over WebSocket."""
 
-    def __init__(self, orch: Orchestrator, max_events: int = 40, max_fps: float = 4.0) -> None:
+    def __init__(self, orch: Orchestrator, max_events: int = 40, max_fps: float = 2.0) -> None:
         self.orch = orch
         self.version = 0
         self.events: list[str] = []
         self.max_events = max_events
         self.min_interval = 1.0 / max_fps
         self.renders = 0
-        self._frame: dict[str, str] = {}
+        self._frame: dict[str, Any] = {}
+        self._dag_key = "-"
+        self._dag_svg = ""
         self._frame_version = -1
-        self._clients: set[asyncio.Queue[dict[str, str]]] = set()
+        self._clients: set[asyncio.Queue[dict[str, Any]]] = set()
         self._renderer: asyncio.Task[None] | None = None
+        self._metrics: dict[str, float] = {"critical_path": 0.0, "parallel_width": 0.0}
+        self._metrics_at = 0.0
         orch.listeners.append(self._on_event)
 
     def _on_event(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
@@ -158,7 +195,7 @@ class Dashboard:
     def http(self, path: str, query: dict[str, list[str]], identity: Identity,
              token: str) -> Response | None:
         if path in ("/ui", "/ui/"):
-            body = PAGE.encode()
+            body = PAGE.replace("%FILL%", json.dumps(STATUS_FILL)).encode()
             headers = Headers([("Content-Type", "text/html; charset=utf-8"),
                                ("Content-Length", str(len(body))), ("Cache-Control", "no-store"),
                                ("Referrer-Policy", "no-referrer")])
@@ -170,10 +207,17 @@ class Dashboard:
         body = b"not found\n"
         return Response(404, "Not Found", Headers([("Content-Length", str(len(body)))]), body)
 
-    def snapshot(self) -> dict[str, str]:
+    def snapshot(self) -> dict[str, Any]:
+        """The whole dashboard state. The SVG is drawn only when the DAG's structure changed
+        (a new run, an edit); otherwise a frame carries the task statuses, O(tasks) to build."""
         self.renders += 1
         runs = list(self.orch.runs.values())
         run = runs[-1] if runs else None
+        key = f"{run.run_id}:{id(run.constellation)}:{len(run.constellation.tasks)}:" \
+              f"{len(run.constellation.edges)}" if run else ""
+        if key != self._dag_key:
+            self._dag_key = key
+            self._dag_svg = render_svg(run.constellation) if run else "<p>no run yet</p>"
         devices = "".join(
             f'<tr id="dev-{html.escape(d.device_id)}" class="dev-{d.status()}" data-status="{d.status()}">'
             f"<td>{html.escape(d.device_id)}</td><td>{d.status()}</td>"
@@ -186,7 +230,10 @@ class Dashboard:
             counts: dict[str, int] = {}
             for t in c.tasks.values():
                 counts[t.status.value] = counts.get(t.status.value, 0) + 1
-            m = c.metrics()
+            # The critical path walks the whole DAG: at most once a second while running.
+            if run.finished is not None or time.monotonic() - self._metrics_at > 1.0:
+                self._metrics, self._metrics_at = c.metrics(), time.monotonic()
+            m = self._metrics
             state = run.finished.value if run.finished else "running"
             metrics = (f'<p id="run-state" data-state="{state}" data-run="{html.escape(run.run_id)}">'
                        f"run <b>{html.escape(run.run_id)}</b>: "
@@ -194,7 +241,9 @@ class Dashboard:
                        + f"; critical path {m['critical_path']:.2f}s, parallel width "
                        f"{m['parallel_width']:.2f}</p>")
         return {
-            "dag": render_svg(run.constellation) if run else "<p>no run yet</p>",
+            "dag_key": key,
+            "dag": self._dag_svg,
+            "tasks": task_states(run.constellation) if run else {},
             "metrics": metrics,
             "devices": "<table><tr><th>device</th><th>status</th><th>capabilities</th><th>running</th>"
                        f"<th>done</th></tr>{devices}</table>",
@@ -218,25 +267,38 @@ class Dashboard:
         self._renderer = None
 
     async def websocket(self, conn: ServerConnection, identity: Identity) -> None:
-        queue: asyncio.Queue[dict[str, str]] = asyncio.Queue(maxsize=1)
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1)
         self._clients.add(queue)
         if self._renderer is None:
             self._renderer = asyncio.get_running_loop().create_task(self._render_loop())
         reader = asyncio.get_running_loop().create_task(self._commands(conn, identity))
-        sent: dict[str, str] = {}
+        sent: dict[str, Any] = {}
         try:
             await conn.send(json.dumps({"role": identity.role}))
             while True:
                 frame = await queue.get()
-                diff = {k: v for k, v in frame.items() if sent.get(k) != v}
-                if diff:
-                    await conn.send(json.dumps(diff))
-                    sent = frame
+                await self._send_diff(conn, sent, frame)
+                sent = frame
         except ConnectionClosed:
             pass
         finally:
             self._clients.discard(queue)
             reader.cancel()
+
+    @staticmethod
+    async def _send_diff(conn: ServerConnection, sent: dict[str, Any], frame: dict[str, Any]) -> None:
+        """Send what this viewer has not seen: the SVG only after a structure change, else the
+        tasks whose status changed, and the small panels that changed."""
+        diff: dict[str, Any] = {k: frame[k] for k in ("metrics", "devices", "events") if sent.get(k) != frame[k]}
+        if sent.get("dag_key") != frame["dag_key"]:
+            diff["dag"], diff["tasks"] = frame["dag"], frame["tasks"]
+        else:
+            old = sent.get("tasks", {})
+            changed = {t: v for t, v in frame["tasks"].items() if old.get(t) != v}
+            if changed:
+                diff["tasks"] = changed
+        if diff:
+            await conn.send(json.dumps(diff))
 
     async def _commands(self, conn: ServerConnection, identity: Identity) -> None:
         """Cancel requests from an admin's page (a viewer's are ignored)."""

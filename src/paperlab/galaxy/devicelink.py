@@ -144,7 +144,7 @@ class DeviceLink:
         self.journal.append(run_id, ev)
         self._emit(run_id, ev)
 
-    def _emit(self, run_id: str, ev: Event) -> None:
+    def _emit(self, run_id: str, ev: Event, data: dict[str, Any] | None = None) -> None:
         raise NotImplementedError
 
     def _reconcile(self, d: DeviceState, reported: set[str]) -> None:

@@ -46,8 +46,7 @@ class _Event:
 
     def data(self) -> dict[str, Any]:
         """The journaled payload: every field but ``ts`` and in-memory-only ones."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
-                if f.name != "ts" and f.metadata.get("journal", True)}
+        return {name: getattr(self, name) for name in _journaled(type(self))}
 
 
 @dataclass(frozen=True)
@@ -202,6 +201,18 @@ class Reconciled(_Event):
     attempt: str
     action: str
     reason: str = ""
+
+
+_JOURNALED: dict[type, tuple[str, ...]] = {}
+
+
+def _journaled(cls: type) -> tuple[str, ...]:
+    # dataclasses.fields() is slow on the hot path (two calls per event): computed once per kind.
+    names = _JOURNALED.get(cls)
+    if names is None:
+        names = _JOURNALED[cls] = tuple(f.name for f in dataclasses.fields(cls)
+                                        if f.name != "ts" and f.metadata.get("journal", True))
+    return names
 
 
 Event = (Created | Edited | EditRejected | Dispatched | Result | Lost | Adopted | Refused | Skipped

@@ -20,7 +20,7 @@ import os
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -28,6 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from paperlab.errors import config_error
 from paperlab.galaxy.constellation import ID_PATTERN
 from paperlab.galaxy.errors import DeviceConfigError, ExecutorError
+
+if TYPE_CHECKING:
+    from paperlab.llm import LLM
 
 __all__ = ["ATTEMPT_ID", "EXECUTORS", "DeviceConfig", "get_executor", "load_device_config", "run_executor"]
 
@@ -151,7 +154,7 @@ async def _python(args: dict[str, Any], inputs: dict[str, Any], cfg: DeviceConfi
     return await asyncio.to_thread(fn, **kwargs)  # to_thread carries ATTEMPT_ID into the thread
 
 
-_LLMS: dict[str, Any] = {}
+_LLMS: dict[str, LLM] = {}
 
 
 async def _llm(args: dict[str, Any], inputs: dict[str, Any], cfg: DeviceConfig) -> Any:

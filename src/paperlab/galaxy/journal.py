@@ -87,9 +87,10 @@ class Journal:
         except sqlite3.IntegrityError:
             raise JournalError(f"run {run_id!r} already exists in {self.path}; use --resume {run_id}") from None
 
-    def append(self, run_id: str, ev: Event) -> None:
-        """Commit one event with its own timestamp (which replay uses, so it is deterministic)."""
-        data = ev.data()
+    def append(self, run_id: str, ev: Event, data: dict[str, Any] | None = None) -> None:
+        """Commit one event with its own timestamp (which replay uses, so it is deterministic).
+        ``data``: ``ev.data()`` when the caller has it already."""
+        data = ev.data() if data is None else data
         self._db.execute(
             "INSERT INTO events (run_id, ts, kind, task_id, attempt_id, data) VALUES (?,?,?,?,?,?)",
             (run_id, ev.ts, ev.kind, data.get("task"), data.get("attempt"), json.dumps(data)),

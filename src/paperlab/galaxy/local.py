@@ -83,7 +83,7 @@ def spawn_device(work_dir: Path, device_id: str, url: str, token: str, capabilit
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "paperlab", "galaxy", "device", "--config", str(cfg_path),
+            [sys.executable, "-m", "paperlab.galaxy", "device", "--config", str(cfg_path),
              "--connect", url, "--log-file", str(work_dir / f"{device_id}.agent.log"),
              *(extra_args or [])],
             stdout=log, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL)

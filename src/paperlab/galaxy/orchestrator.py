@@ -153,14 +153,18 @@ class Orchestrator(DeviceLink):
     def _record(self, run: Run, ev: Event) -> None:
         """Journal ``ev`` (commit first), fold it into the run, tell the listeners."""
         ev = dataclasses.replace(ev, ts=self.clock())
-        self.journal.append(run.run_id, ev)
+        data = ev.data()
+        self.journal.append(run.run_id, ev, data)
         run.apply(ev)
-        self._emit(run.run_id, ev)
+        self._emit(run.run_id, ev, data)
 
-    def _emit(self, run_id: str, ev: Event) -> None:
+    def _emit(self, run_id: str, ev: Event, data: dict[str, Any] | None = None) -> None:
+        if not self.listeners:
+            return
+        data = {**(ev.data() if data is None else data), "ts": ev.ts}
         for listener in list(self.listeners):
             try:
-                listener(run_id, ev.kind, {**ev.data(), "ts": ev.ts})
+                listener(run_id, ev.kind, data)
             except Exception:  # a broken UI listener must not stop the run
                 log.exception("listener failed")
 

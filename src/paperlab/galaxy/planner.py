@@ -17,12 +17,15 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from paperlab.galaxy.constellation import Constellation, load_constellation
 from paperlab.galaxy.edits import EditBatch, apply_batch, parse_batch
 from paperlab.galaxy.errors import EditError, PlanError, PlannerError
 from paperlab.galaxy.executors import EXECUTORS
+
+if TYPE_CHECKING:
+    from paperlab.llm import LLM, Message
 
 __all__ = ["PLANNERS", "DeclarativePlanner", "DeviceSummary", "LLMPlanner", "Planner",
            "extract_json", "get_planner"]
@@ -113,16 +116,16 @@ Independent tasks must not depend on each other, so they run in parallel."""
 
 
 class LLMPlanner:
-    """Plans with an LLM through paperlab.llm (anything with ``generate(messages, ...)``)."""
+    """Plans with a :class:`paperlab.llm.LLM`."""
 
-    def __init__(self, llm: Any, max_attempts: int = 3, max_tokens: int = 768) -> None:
+    def __init__(self, llm: LLM, max_attempts: int = 3, max_tokens: int = 768) -> None:
         self.llm = llm
         self.max_attempts = max_attempts
         self.max_tokens = max_tokens
         self.transcript: list[dict[str, str]] = []
 
     def _ask(self, messages: list[dict[str, str]]) -> str:
-        gen = self.llm.generate(messages, max_tokens=self.max_tokens, temperature=0.0)
+        gen = self.llm.generate(cast("list[Message]", messages), max_tokens=self.max_tokens, temperature=0.0)
         return str(gen.text)
 
     def plan(self, request: str, devices: list[DeviceSummary]) -> Constellation:

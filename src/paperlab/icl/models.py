@@ -6,58 +6,58 @@
 - anything else goes to :func:`paperlab.llm.load_llm` (``smollm2``, ``hf:<dir>``,
   ``openai:<url>#<model>``).
 
-The scorer is picked explicitly (``--scorer``): ``cached`` (default) needs local weights (a DNA
-model or an ``hf``-backed LLM exposing ``.model`` and ``.tokenizer``); ``api`` goes through
+Every model is reached through :class:`paperlab.llm.LLM` (a DNA model loaded here is wrapped by
+the ``hf`` backend). The scorer is picked explicitly (``--scorer``): ``cached`` (default) needs
+next-token distributions (a DNA model or an ``hf``-backed LLM); ``api`` goes through
 ``llm.generate``/``llm.score`` and works with every backend; ``naive`` is one-prompt-at-a-time
-``model.generate``, kept as the benchmark's peer.
+``llm.generate``, kept as the benchmark's peer.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from paperlab.errors import ICLError
-from paperlab.icl.scoring import LLMScorer, NaiveScorer, PrefixCacheScorer, Scorer
+from paperlab.icl.scoring import LLMScorer, NaiveScorer, PrefixCacheScorer, Scorer, as_llm
+from paperlab.llm import LLM
 
 SCORERS = ("cached", "api", "naive")
 
 
 @dataclass
 class LoadedModel:
-    """A resolved model: its display name, and the weights/tokenizer or the LLM handle."""
+    """A resolved model: its display name and the LLM that reaches it.
+
+    ``from_spec`` is False for DNA models loaded here (``dna`` specs), True for
+    ``paperlab.llm`` specs.
+    """
 
     name: str
-    model: Any = None
-    tokenizer: Any = None
-    llm: Any = None
+    llm: LLM
+    from_spec: bool = True
 
     def scorer(self, kind: str = "cached", context: int | None = None) -> Scorer:
         """Build the scorer ``kind`` (one of :data:`SCORERS`) for this model.
 
         Raises:
-            ICLError: unknown kind, or a local-weights scorer for a remote model.
+            ICLError: unknown kind, or a scorer the model's backend cannot serve.
         """
         if kind not in SCORERS:
             raise ICLError(f"unknown scorer {kind!r}; choose from: {', '.join(SCORERS)}")
         if kind == "api":
-            if self.llm is None:
+            if not self.from_spec:
                 raise ICLError(f"--scorer api needs a paperlab.llm spec; for {self.name} use "
                                "--model hf:<model dir> or --scorer cached")
-            ctx = context or _context_of(self.model)
-            return LLMScorer(self.llm, context=ctx)
-        if self.model is None:
+            return LLMScorer(self.llm, context=context or self.llm.context_length)
+        if kind == "naive":
+            return NaiveScorer(self.llm, context=context)
+        if not self.llm.supports_next_tokens:
             raise ICLError(
-                f"--scorer {kind} needs local weights, which {self.name} does not expose; "
+                f"--scorer cached needs next-token distributions, which {self.name} does not give; "
                 "use --scorer api (and --context N to skip prompts that do not fit)"
             )
-        cls = PrefixCacheScorer if kind == "cached" else NaiveScorer
-        return cls(self.model, self.tokenizer, context=context)
-
-
-def _context_of(model: Any) -> int | None:
-    return getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        return PrefixCacheScorer(self.llm, context=context)
 
 
 def load_model(spec: str) -> LoadedModel:
@@ -80,9 +80,7 @@ def load_model(spec: str) -> LoadedModel:
         else:
             path = Path(arg).expanduser()
         model, tok = load_dna(path)
-        return LoadedModel(name=spec, model=model, tokenizer=tok)
+        return LoadedModel(name=spec, llm=as_llm(model, tok, spec), from_spec=False)
     from paperlab.llm import load_llm
 
-    llm = load_llm(spec)
-    return LoadedModel(name=spec, model=getattr(llm, "model", None),
-                       tokenizer=getattr(llm, "tokenizer", None), llm=llm)
+    return LoadedModel(name=spec, llm=load_llm(spec))

@@ -11,10 +11,11 @@ answer fed in (teacher forcing), the answer's symbol wins at every position: bef
 wrong choice the decoded prefix *is* the answer's prefix. :class:`PrefixCacheScorer` uses that to
 score both criteria from one forward pass over ``query field_sep answer`` (17 tokens), on top of a
 key/value cache of the shared k-shot prefix: the longest prefix of a prompt set is encoded once
-and sliced for every shorter k, and all queries of a set run as one batch. (It needs one token
-per symbol, which it checks.) :class:`LLMScorer` does the same through the public
-``paperlab.llm`` API (``generate`` and ``score``) for backends without local weights, and
-:class:`NaiveScorer` is the one-prompt-at-a-time ``generate`` peer the benchmark compares with.
+and reused for every shorter k, and all queries of a set run as one batch, through
+``paperlab.llm``'s ``next_tokens`` (whose backend keeps the prefix cache). (It needs one token
+per symbol, which it checks.) :class:`LLMScorer` does the same with ``generate`` and ``score``
+for backends without next-token distributions (HTTP), and :class:`NaiveScorer` is the
+one-prompt-at-a-time ``generate`` peer the benchmark compares with.
 """
 
 from __future__ import annotations
@@ -22,11 +23,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from paperlab.errors import ICLError
-from paperlab.icl.prompts import SYMBOLS_PER_SHOT, PromptSet, fits
+from paperlab.icl.prompts import PromptSet, fits
 from paperlab.icl.tasks import N_BITS
+from paperlab.llm import LLM
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +58,13 @@ class Scorer(Protocol):
 
 
 def single_token_id(tokenizer: Any, symbol: str) -> int:
-    """The one token id of ``symbol``.
+    """The one token id of ``symbol`` (``tokenizer``: a transformers tokenizer or an LLM).
 
     Raises:
         ICLError: the tokenizer splits or merges the symbol (not exactly one token).
     """
-    ids = tokenizer(symbol, add_special_tokens=False)["input_ids"]
+    ids = tokenizer.tokenize(symbol) if isinstance(tokenizer, LLM) else (
+        tokenizer(symbol, add_special_tokens=False)["input_ids"])
     if len(ids) != 1:
         raise ICLError(
             f"symbol {symbol!r} is {len(ids)} tokens for this tokenizer; the scorer needs one token "
@@ -67,24 +73,44 @@ def single_token_id(tokenizer: Any, symbol: str) -> int:
     return int(ids[0])
 
 
+def as_llm(model: LLM | PreTrainedModel, tokenizer: Any = None, name: str = "model") -> LLM:
+    """``model`` itself when it is an LLM, else the in-memory ``model`` and ``tokenizer`` behind
+    the :class:`paperlab.llm.LLM` door (``hf`` backend)."""
+    if isinstance(model, LLM):
+        return model
+    from paperlab.llm.hf_backend import HFLocalLLM
+
+    if tokenizer is None:
+        raise ICLError("a model object needs its tokenizer; pass both, or an LLM from paperlab.llm")
+    return HFLocalLLM.from_model(name, model, tokenizer)
+
+
 class PrefixCacheScorer:
-    """Scores a prompt set with one cached pass over its longest prefix (local HF model).
+    """Scores a prompt set with one cached pass over its longest prefix.
+
+    Everything runs through :meth:`paperlab.llm.LLM.next_tokens`: for each k, the set's queries
+    are one batch whose answers are teacher-forced, read at the two bit symbols. The longest k
+    runs first; its k-shot prefix goes through the model once and sits in the backend's prefix
+    cache, and every shorter k reuses the first ``k * 18`` tokens of it.
 
     Args:
-        model: a causal LM (``transformers`` ``PreTrainedModel``).
-        tokenizer: its tokenizer; every symbol of the encoding must be one token.
-        context: the model's context length in tokens (default: ``max_position_embeddings``).
+        model: an LLM with next-token distributions (an hf backend), or a transformers causal LM
+            (wrapped with ``tokenizer``); every symbol of the encoding must be one token.
+        tokenizer: the model's tokenizer when ``model`` is a bare transformers model.
+        context: the model's context length in tokens (default: the model's own).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, context: int | None = None) -> None:
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.context = context or getattr(model.config, "max_position_embeddings", None)
+    def __init__(self, model: LLM | PreTrainedModel, tokenizer: Any = None, context: int | None = None) -> None:
+        self.llm = as_llm(model, tokenizer)
+        if not self.llm.supports_next_tokens:
+            raise ICLError(f"--scorer cached needs next-token distributions, which {self.llm.spec} does "
+                           "not give (HTTP backends); use --scorer api")
+        self.context = context or self.llm.context_length
         self._ids: dict[str, int] = {}
 
     def _id(self, symbol: str) -> int:
         if symbol not in self._ids:
-            self._ids[symbol] = single_token_id(self.tokenizer, symbol)
+            self._ids[symbol] = single_token_id(self.llm, symbol)
         return self._ids[symbol]
 
     def _ids_of(self, text: str) -> list[int]:
@@ -94,86 +120,49 @@ class PrefixCacheScorer:
         # Per-symbol ids must equal what the tokenizer makes of the whole text; a BPE merge
         # across symbols (e.g. "AC" in a text model) would make the scored tokens meaningless.
         text = ps.prompt(1, ps.queries[0]) + ps.answer(ps.queries[0])
-        joined = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if list(joined) != self._ids_of(text):
+        if self.llm.tokenize(text) != self._ids_of(text):
             raise ICLError(
                 f"this tokenizer merges symbols of the {ps.mapping.describe()} encoding; pick "
                 "another --encoding (digit for text models, nucleotide for DNA models)"
             )
 
     def score_set(self, ps: PromptSet, shots: Sequence[int]) -> list[QueryScore]:
-        import torch
-        from transformers import DynamicCache
-
         if not shots:
             return []
         self._check_joined(ps)
         m = ps.mapping
-        kmax = max(shots)
-        dev = self.model.device
-        prefix = torch.tensor([self._ids_of(ps.prefix_text(kmax))], device=dev)  # (1, kmax*18)
-        seqs = torch.tensor(
-            [self._ids_of(ps.query_text(q) + ps.answer(q)) for q in ps.queries], device=dev
-        )  # (Q, 17)
-        answers = seqs[:, N_BITS + 1 :]  # (Q, 8)
-        zero, one = self._id(m.zero), self._id(m.one)
-        others = torch.where(answers == zero, one, zero)
-        with torch.inference_mode():
-            # Only the cache is needed from the prefix: skipping the vocabulary projection of its
-            # 18k positions saves a fifth of SmolLM2's prefix cost (its 49k-row tied head).
-            out = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
-            kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-            results = []
-            for k in shots:
-                length = k * SYMBOLS_PER_SHOT
-                cache = DynamicCache(config=self.model.config)
-                for i, (keys, values) in enumerate(kv):
-                    n = seqs.shape[0]
-                    cache.update(keys[:, :, :length].expand(n, -1, -1, -1),
-                                 values[:, :, :length].expand(n, -1, -1, -1), i)
-                pos = torch.arange(length, length + seqs.shape[1], device=dev).unsqueeze(0).expand(seqs.shape[0], -1)
-                # positions 8..15 of `query sep answer` predict the 8 answer symbols
-                logits = self.model(input_ids=seqs, past_key_values=cache, position_ids=pos,
-                                    use_cache=True, logits_to_keep=N_BITS + 1).logits
-                pred = logits[:, :N_BITS].float()  # (Q, 8, V)
-                greedy = (pred.argmax(-1) == answers).all(-1)
-                won = pred.gather(-1, answers.unsqueeze(-1)) > pred.gather(-1, others.unsqueeze(-1))
-                won = won.squeeze(-1)  # (Q, 8)
-                for qi in range(seqs.shape[0]):
-                    results.append(QueryScore(k, qi, bool(greedy[qi]), bool(won[qi].all()),
-                                              float(won[qi].float().mean())))
+        answers = [ps.answer(q) for q in ps.queries]
+        want = [[0 if ch == m.zero else 1 for ch in a] for a in answers]
+        got = {}
+        for k in sorted(set(shots), reverse=True):  # longest prefix first: shorter k reuse it
+            got[k] = self.llm.next_tokens([ps.prompt(k, q) for q in ps.queries], [m.zero, m.one],
+                                          forced=answers)
+        results = []
+        for k in shots:
+            for qi, nt in enumerate(got[k]):
+                dists = nt.dists[:N_BITS]  # the distributions before each of the 8 answer symbols
+                greedy = all(d.top == w for d, w in zip(dists, want[qi], strict=True))
+                won = [d.logprobs[w] > d.logprobs[1 - w] for d, w in zip(dists, want[qi], strict=True)]
+                results.append(QueryScore(k, qi, greedy, all(won), sum(won) / N_BITS))
         return results
 
 
 class NaiveScorer:
-    """One prompt at a time through ``model.generate`` (greedy, 8 new tokens): the slow peer.
+    """One prompt at a time through ``llm.generate`` (greedy, 8 new tokens): the slow peer.
 
     It scores only the greedy criterion; ``constrained`` repeats it and ``bit_accuracy`` is the
     fraction of generated symbols that match.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, context: int | None = None) -> None:
-        self.model = model.eval()
-        self.tokenizer = tokenizer
-        self.context = context or getattr(model.config, "max_position_embeddings", None)
+    def __init__(self, model: LLM | PreTrainedModel, tokenizer: Any = None, context: int | None = None) -> None:
+        self.llm = as_llm(model, tokenizer)
+        self.context = context or self.llm.context_length
 
     def score_set(self, ps: PromptSet, shots: Sequence[int]) -> list[QueryScore]:
-        import torch
-
         results = []
-        pad = self.tokenizer.pad_token_id
-        if pad is None:
-            pad = self.tokenizer.eos_token_id
         for k in shots:
             for qi, q in enumerate(ps.queries):
-                ids = self.tokenizer(ps.prompt(k, q), add_special_tokens=False, return_tensors="pt")
-                ids = ids.to(self.model.device)
-                with torch.inference_mode():
-                    out = self.model.generate(**ids, max_new_tokens=N_BITS, do_sample=False,
-                                              pad_token_id=pad)
-                # token by token: some tokenizers' decode() joins tokens with spaces
-                new = out[0, ids["input_ids"].shape[1] :].tolist()
-                text = "".join(self.tokenizer.decode([t]) for t in new)
+                text = self.llm.generate(ps.prompt(k, q), max_tokens=N_BITS, temperature=0.0).text
                 ans = ps.answer(q)
                 hits = sum(a == b for a, b in zip(text[:N_BITS], ans, strict=False))
                 ok = text[:N_BITS] == ans
@@ -189,7 +178,7 @@ class LLMScorer:
     the more likely symbol.
     """
 
-    def __init__(self, llm: Any, context: int | None = None, constrained: bool = True) -> None:
+    def __init__(self, llm: LLM, context: int | None = None, constrained: bool = True) -> None:
         self.llm = llm
         self.context = context
         self.constrained = constrained

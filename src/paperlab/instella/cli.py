@@ -136,3 +136,42 @@ def convert(
 
     dst = convert_checkpoint(path, out, max_shard_size=max_shard_size, allow_pickle=allow_pickle, force=force)
     err.print(f"wrote native checkpoint to {dst}")
+
+
+STAGES_HELP = "pretrain, stage2, soup, sft, dpo, long (comma-separated; default: all in order)"
+
+
+@app.command()
+def recipe(
+    config: Annotated[Path | None, typer.Argument(help="A recipe YAML (fields of RecipeConfig).")] = None,
+    preset: Annotated[str | None, typer.Option(help="tiny (~2 min CPU), small (tens of minutes), gpu.")] = None,
+    out: Annotated[Path, typer.Option(help="Output directory (resumed if it exists).")] = Path("instella-recipe"),
+    stage: Annotated[str | None, typer.Option(help=f"Stages to run: {STAGES_HELP}.")] = None,
+    from_dir: Annotated[Path | None, typer.Option("--from", help="Start from this checkpoint directory.")] = None,
+    corpus: Annotated[str | None, typer.Option(help="Stage-1 text file, or 'pydoc'.")] = None,
+    gsm8k: Annotated[str | None, typer.Option(help="GSM8K dir, 'auto' or 'synthetic'.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+) -> None:
+    """Run the Instella recipe: pretrain -> 3-seed stage 2 -> soup -> SFT -> DPO -> long."""
+    from paperlab.instella.recipe.config import load_recipe_config
+    from paperlab.instella.recipe.stages import run_recipe
+
+    overrides: dict[str, object] = {}
+    if stage:
+        overrides["stages"] = [s.strip() for s in stage.split(",") if s.strip()]
+    for key, value in (("corpus", corpus), ("gsm8k", gsm8k), ("device", device)):
+        if value is not None:
+            overrides[key] = value
+    cfg = load_recipe_config(config, preset=preset, overrides=overrides)
+    t0 = time.perf_counter()
+    report = run_recipe(cfg, out, from_dir=from_dir, console=err)
+    rows = report.get("stages", {})
+    t = Table(title=f"Instella recipe ({cfg.preset}) in {time.perf_counter() - t0:.0f} s -> {out}")
+    for h in ("stage", "text loss", "GSM8K loss", "GSM8K EM", "pref. acc", "margin", "tok/s"):
+        t.add_column(h)
+    for name, r in rows.items():
+        tps = r.get("train", {}).get("tokens_per_s")
+        t.add_row(name, f"{r['heldout_loss_text']:.3f}", f"{r['heldout_loss_gsm8k']:.3f}",
+                  f"{r['gsm8k_exact_match']:.2f}", f"{r['preference_accuracy']:.2f}",
+                  f"{r['reward_margin']:.3f}", f"{tps:.0f}" if tps else "-")
+    Console().print(t)

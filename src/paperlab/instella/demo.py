@@ -8,8 +8,9 @@ tokenizer, so the text is noise; what the demo shows is the machinery (load with
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
-from paperlab.demokit import DemoContext, Section, Table
+from paperlab.demokit import DemoContext, Figure, Section, Table
 
 
 def run(ctx: DemoContext) -> Section:
@@ -30,6 +31,7 @@ def run(ctx: DemoContext) -> Section:
     ids = tok(prompt, return_tensors="pt", add_special_tokens=False)
     n_new = 24
     with torch.inference_mode():
+        model.generate(**ids, max_new_tokens=2, do_sample=False, pad_token_id=tok.pad_token_id)  # warm-up
         t1 = time.perf_counter()
         out = model.generate(**ids, max_new_tokens=n_new, min_new_tokens=n_new, do_sample=False,
                              pad_token_id=tok.pad_token_id)
@@ -44,16 +46,48 @@ def run(ctx: DemoContext) -> Section:
         rows=[[f"{count_parameters(model.config):,}", ids["input_ids"].shape[1], len(new),
                f"{len(new) / dt:.0f}", "yes" if agree else "NO"]],
     )
+    paragraphs = [
+        "A randomly initialised tiny Instella was written with the real GPT-NeoX-20B PII "
+        "tokenizer and reloaded with plain AutoModelForCausalLM (no remote code).",
+        f"Chat prompt as rendered: {prompt!r}",
+        f"Generated (noise, random weights): {tok.decode(new, skip_special_tokens=True)!r}",
+    ]
+    tables, figures = [table], []
+    recipe_table, recipe_text, png = _recipe(ctx)
+    tables.append(recipe_table)
+    paragraphs.append(recipe_text)
+    if png.is_file():
+        figures.append(Figure(png, "Held-out losses after each recipe stage (orange: the soup)"))
     return Section(
         system="instella",
-        title="Instella: native Hugging Face model",
-        paragraphs=[
-            "A randomly initialised tiny Instella was written with the real GPT-NeoX-20B PII "
-            "tokenizer and reloaded with plain AutoModelForCausalLM (no remote code).",
-            f"Chat prompt as rendered: {prompt!r}",
-            f"Generated (noise, random weights): {tok.decode(new, skip_special_tokens=True)!r}",
-        ],
-        tables=[table],
+        title="Instella: native Hugging Face model and the recipe at tiny scale",
+        paragraphs=paragraphs,
+        tables=tables,
+        figures=figures,
         seconds=time.perf_counter() - t0,
         status="ok" if agree else "failed",
     )
+
+
+def _recipe(ctx: DemoContext) -> tuple[Table, str, Path]:
+    """The whole recipe at the tiny preset, on English shipped with Python (no ../shared)."""
+    from paperlab.instella.recipe.config import load_recipe_config
+    from paperlab.instella.recipe.stages import run_recipe
+
+    cfg = load_recipe_config(preset="tiny", overrides={"corpus": "pydoc", "gsm8k": "synthetic"})
+    out = ctx.work_dir / "instella-recipe"
+    with ctx.console.status("Instella recipe (tiny): pretrain, 3-seed stage 2, soup, SFT, DPO, long"):
+        report = run_recipe(cfg, out)
+    rows = []
+    for name, r in report["stages"].items():
+        rows.append([name, f"{r['heldout_loss_text']:.3f}", f"{r['heldout_loss_gsm8k']:.3f}",
+                     f"{r['gsm8k_exact_match']:.2f}", f"{r['preference_accuracy']:.2f}",
+                     f"{r['reward_margin']:+.3f}"])
+    soup = report["stages"]["soup"]["soup_vs_seeds"]["heldout_loss_text"]
+    text = (f"Recipe (tiny preset, {report['data']['tokenizer']}; math: {report['data']['math']}). "
+            f"Soup held-out text loss {soup['soup']:.4f} vs seed mean {soup['mean_of_seeds']:.4f} and best "
+            f"seed {soup['best_seed']:.4f}: below the mean {soup['soup_below_mean']}, below the best "
+            f"{soup['soup_below_best']}.")
+    table = Table(caption="Instella recipe, tiny preset: held-out measurements after each stage",
+                  headers=["stage", "text loss", "GSM8K loss", "GSM8K EM", "pref. acc", "margin"], rows=rows)
+    return table, text, out / "report.png"

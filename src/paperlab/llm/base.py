@@ -1,18 +1,23 @@
 """The one interface every backend implements, with sync and async forms.
 
-Backends implement two coroutines, ``_agenerate_batch`` and ``_ascore``. Everything else
-(single calls, sync wrappers, concurrency limits, parameter checking) lives here once.
+Backends implement ``_agenerate_batch`` and ``_ascore``, and, when they can read the model's
+logits, ``_anext_tokens``. Everything else lives here once: single calls, sync wrappers
+(:func:`run_sync`), parameter checking, and the gathering of concurrent single calls into
+batches for backends that batch (``gathers_single_calls``).
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
-import concurrent.futures
-from collections.abc import Coroutine, Sequence
+import json
+import threading
+import weakref
+from collections.abc import Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from paperlab.llm.types import Generation, GenerationParams, Prompt, ScoredContinuation
+from paperlab.llm.types import Generation, GenerationParams, NextTokens, Prompt, ScoredContinuation
 
 T = TypeVar("T")
 
@@ -21,21 +26,65 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion from synchronous code.
 
     When called inside a running event loop (a notebook, an async app) the coroutine runs on a
-    fresh loop in a worker thread, because the caller's loop cannot be re-entered.
+    fresh loop in a worker thread, because the caller's loop cannot be re-entered. Errors are
+    re-raised in the caller's thread, unchained.
     """
     try:
         asyncio.get_running_loop()
+        running = True
     except RuntimeError:
+        running = False
+    if not running:  # outside the except block, so errors do not chain onto the RuntimeError
         return asyncio.run(coro)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as e:  # re-raised in the caller's thread
+            box["error"] = e
+
+    t = threading.Thread(target=target)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]
+    value: T = box["value"]
+    return value
 
 
 def _params(
-    max_tokens: int, temperature: float, stop: str | Sequence[str] | None, seed: int | None
+    max_tokens: int, temperature: float, stop: str | Sequence[str] | None, seed: int | None,
+    schema: Mapping[str, Any] | None = None,
 ) -> GenerationParams:
+    from paperlab.errors import LLMError
+
     stops: tuple[str, ...] = (stop,) if isinstance(stop, str) else tuple(stop or ())
-    return GenerationParams(max_tokens=max_tokens, temperature=temperature, stop=stops, seed=seed)
+    schema_json = None
+    if schema is not None:
+        if not isinstance(schema, Mapping):
+            raise LLMError(f"schema must be a JSON schema object (a dict), got {type(schema).__name__}")
+        schema_json = json.dumps(schema, sort_keys=True)
+    return GenerationParams(max_tokens=max_tokens, temperature=temperature, stop=stops, seed=seed,
+                            schema=schema_json)
+
+
+def _per_prompt(value: str | Sequence[str], n: int, what: str) -> list[str]:
+    from paperlab.errors import LLMError
+
+    if isinstance(value, str):
+        return [value] * n
+    out = list(value)
+    if len(out) != n:
+        raise LLMError(f"{what} has {len(out)} entries for {n} prompts; give one string or one per prompt")
+    return out
+
+
+@dataclass
+class _Waiting:
+    prompt: Prompt
+    params: GenerationParams
+    future: asyncio.Future[Generation]
 
 
 class LLM(abc.ABC):
@@ -44,14 +93,25 @@ class LLM(abc.ABC):
     Attributes:
         spec: the spec string it was loaded from.
         max_concurrency: how many requests the async batch forms keep in flight at once.
+        supports_next_tokens: whether :meth:`next_tokens` works (it needs the model's logits,
+            so local backends only; HTTP servers do not return full distributions).
+        gathers_single_calls: concurrent :meth:`agenerate` calls on one event loop are
+            gathered into :meth:`_agenerate_batch` calls of up to ``max_concurrency`` prompts
+            (for backends where batching is where throughput comes from: one local model).
     """
 
     spec: str
     max_concurrency: int
+    supports_next_tokens: bool = False
+    gathers_single_calls: bool = False
 
     def __init__(self, spec: str, max_concurrency: int = 8) -> None:
         self.spec = spec
         self.max_concurrency = max(1, int(max_concurrency))
+        self._waiting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[_Waiting]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._drainers: set[asyncio.Task[None]] = set()
 
     # -- what a backend implements ------------------------------------------------------
     @abc.abstractmethod
@@ -63,6 +123,27 @@ class LLM(abc.ABC):
     @abc.abstractmethod
     async def _ascore(self, prompt: Prompt, continuations: list[str]) -> list[ScoredContinuation]:
         """Score each continuation after ``prompt``."""
+
+    async def _anext_tokens(self, prompts: list[Prompt], candidates: list[str], prefills: list[str],
+                            forced: list[str]) -> list[NextTokens]:
+        """Next-token distributions (see :meth:`anext_tokens`); local backends override it."""
+        from paperlab.errors import LLMError
+
+        raise LLMError(
+            f"{self.spec} returns no next-token distributions (they need the model's logits, which "
+            "OpenAI-compatible servers do not return); use an hf: backend or smollm2"
+        )
+
+    def tokenize(self, text: str) -> list[int]:
+        """The token ids of ``text`` (no special tokens added); local backends override it."""
+        from paperlab.errors import LLMError
+
+        raise LLMError(f"{self.spec} does not expose its tokenizer; use an hf: backend or smollm2")
+
+    @property
+    def context_length(self) -> int | None:
+        """The model's context window in tokens, when the backend knows it."""
+        return None
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook
         """Release connections or memory held by the backend."""
@@ -76,10 +157,18 @@ class LLM(abc.ABC):
         temperature: float = 0.0,
         stop: str | Sequence[str] | None = None,
         seed: int | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> Generation:
-        """Generate a completion for one prompt (raw text or chat messages)."""
-        params = _params(max_tokens, temperature, stop, seed)
-        return (await self._agenerate_batch([prompt], params))[0]
+        """Generate a completion for one prompt (raw text or chat messages).
+
+        ``schema`` (a JSON schema) asks for a reply that is one JSON value matching it: local
+        backends constrain decoding to it; HTTP backends send it as ``response_format`` and
+        fall back to plain generation when the server refuses it (the caller parses).
+        """
+        params = _params(max_tokens, temperature, stop, seed, schema)
+        if not self.gathers_single_calls:
+            return (await self._agenerate_batch([prompt], params))[0]
+        return await self._gathered(prompt, params)
 
     async def agenerate_batch(
         self,
@@ -89,9 +178,10 @@ class LLM(abc.ABC):
         temperature: float = 0.0,
         stop: str | Sequence[str] | None = None,
         seed: int | None = None,
+        schema: Mapping[str, Any] | None = None,
     ) -> list[Generation]:
         """Generate for many prompts, at most ``max_concurrency`` at a time; results in order."""
-        params = _params(max_tokens, temperature, stop, seed)
+        params = _params(max_tokens, temperature, stop, seed, schema)
         return await self._agenerate_batch(list(prompts), params)
 
     async def ascore(self, prompt: Prompt, continuations: Sequence[str]) -> list[ScoredContinuation]:
@@ -103,6 +193,74 @@ class LLM(abc.ABC):
         if any(not c for c in continuations):
             raise LLMError("score needs non-empty continuations; remove the empty strings")
         return await self._ascore(prompt, list(continuations))
+
+    async def anext_tokens(
+        self,
+        prompts: Sequence[Prompt],
+        candidates: Sequence[str],
+        *,
+        prefill: str | Sequence[str] = "",
+        forced: str | Sequence[str] = "",
+    ) -> list[NextTokens]:
+        """Next-token distributions along each prompt, read at ``candidates``; batched.
+
+        Each prompt is rendered as :meth:`generate` would (chat messages through the model's
+        chat template, ready for the assistant's reply), then ``prefill`` is appended: text the
+        reply is made to begin with. The distribution after that is the first entry; each token
+        of ``forced`` is then fed in (teacher forcing) and the distribution after it follows.
+        ``prefill`` and ``forced`` are one string for all prompts or one per prompt.
+
+        Every candidate must be exactly one token for this model. Local backends keep the key/
+        value cache of prompts seen before and run only what is new (a prompt that extends an
+        earlier one, or prompts of one batch sharing a prefix, pay for their shared part once).
+
+        Raises:
+            paperlab.errors.LLMError: the backend has no logits (HTTP), a candidate is not one
+                token, or a prompt is empty.
+        """
+        from paperlab.errors import LLMError
+
+        if not candidates:
+            raise LLMError("next_tokens needs at least one candidate token")
+        if not prompts:
+            return []
+        n = len(prompts)
+        return await self._anext_tokens(list(prompts), list(candidates),
+                                        _per_prompt(prefill, n, "prefill"), _per_prompt(forced, n, "forced"))
+
+    # -- gathering concurrent single calls into batches ---------------------------------
+    async def _gathered(self, prompt: Prompt, params: GenerationParams) -> Generation:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Generation] = loop.create_future()
+        queue = self._waiting.get(loop)
+        if queue is None:  # no drain task on this loop: start one
+            queue = self._waiting[loop] = []
+            task = loop.create_task(self._drain(loop, queue))
+            self._drainers.add(task)  # hold a reference until it finishes
+            task.add_done_callback(self._drainers.discard)
+        queue.append(_Waiting(prompt, params, fut))
+        return await fut
+
+    async def _drain(self, loop: asyncio.AbstractEventLoop, queue: list[_Waiting]) -> None:
+        """Run queued single requests in batches of equal parameters until the queue is empty."""
+        await asyncio.sleep(0)  # let every coroutine scheduled in this tick enqueue first
+        while queue:
+            params = queue[0].params
+            group = [w for w in queue if w.params == params][: self.max_concurrency]
+            for w in group:
+                queue.remove(w)
+            try:
+                results = await self._agenerate_batch([w.prompt for w in group], params)
+            except Exception as exc:  # every waiter of the failed batch gets the error
+                for w in group:
+                    if not w.future.done():
+                        w.future.set_exception(exc)
+                continue
+            for w, res in zip(group, results, strict=True):
+                if not w.future.done():
+                    w.future.set_result(res)
+            await asyncio.sleep(0)  # requests that arrived meanwhile join the next batch
+        del self._waiting[loop]
 
     # -- sync API -----------------------------------------------------------------------
     def generate(self, prompt: Prompt, **kwargs: Any) -> Generation:
@@ -116,6 +274,11 @@ class LLM(abc.ABC):
     def score(self, prompt: Prompt, continuations: Sequence[str]) -> list[ScoredContinuation]:
         """Synchronous :meth:`ascore`."""
         return run_sync(self._closing(self.ascore(prompt, continuations)))
+
+    def next_tokens(self, prompts: Sequence[Prompt], candidates: Sequence[str], *,
+                    prefill: str | Sequence[str] = "", forced: str | Sequence[str] = "") -> list[NextTokens]:
+        """Synchronous :meth:`anext_tokens`."""
+        return run_sync(self._closing(self.anext_tokens(prompts, candidates, prefill=prefill, forced=forced)))
 
     async def _closing(self, coro: Coroutine[Any, Any, T]) -> T:
         # A sync call owns its event loop: release per-loop resources (HTTP clients) before

@@ -24,11 +24,11 @@ def generate(
     retries: Annotated[int, typer.Option(help="Retries on transient HTTP failures.")] = 3,
 ) -> None:
     """Generate a completion and print it."""
-    from paperlab.llm import load_llm
+    from paperlab.llm import Message, Prompt, load_llm
 
     opts = {"timeout": timeout, "max_retries": retries} if llm.startswith("openai:") else {}
     model = load_llm(llm, **opts)
-    p = [{"role": "user", "content": prompt}] if chat else prompt
+    p: Prompt = [Message(role="user", content=prompt)] if chat else prompt
     g = model.generate(p, max_tokens=max_tokens, temperature=temperature)
     typer.echo(g.text)
 

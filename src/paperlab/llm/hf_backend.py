@@ -2,9 +2,10 @@
 
 Generation is batched: prompts are sorted by length, left-padded, generated together in chunks
 of ``batch_size``, and returned in the caller's order. Scoring runs prompt + continuation
-through the model once per continuation batch. The model runs on CUDA when present, else CPU.
-One lock serialises access to the model; the async forms run it in a worker thread so an event
-loop stays responsive.
+through the model once per continuation batch. Next-token distributions
+(:meth:`LLM.next_tokens`) run over a cache of prompt prefixes (:mod:`paperlab.llm.kvcache`). The
+model runs on CUDA when present, else CPU. One lock serialises access to the model; the async
+forms run it in a worker thread so an event loop stays responsive.
 """
 
 from __future__ import annotations
@@ -13,13 +14,13 @@ import asyncio
 import logging
 import os
 import threading
-import weakref
 from pathlib import Path
 from typing import Any
 
 from paperlab.errors import LLMError
 from paperlab.llm.base import LLM
-from paperlab.llm.types import Generation, GenerationParams, Prompt, ScoredContinuation
+from paperlab.llm.kvcache import PrefixCache, Row, forward_rows
+from paperlab.llm.types import Generation, GenerationParams, NextTokens, Prompt, ScoredContinuation
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +40,11 @@ class HFLocalLLM(LLM):
         gguf_file: the GGUF file name inside ``path`` when ``path`` is a directory.
         batch_size: prompts per forward batch in generation and scoring.
         device: "cuda", "cpu", or None for CUDA when present.
+        prefix_cache_mb: memory the key/value cache of earlier prompts may hold (next_tokens).
     """
+
+    supports_next_tokens = True
+    gathers_single_calls = True  # concurrent single calls become one batched forward
 
     def __init__(
         self,
@@ -50,6 +55,7 @@ class HFLocalLLM(LLM):
         batch_size: int = 8,
         device: str | None = None,
         max_concurrency: int = 8,
+        prefix_cache_mb: int = 1024,
     ) -> None:
         super().__init__(spec, max_concurrency=max_concurrency)
         p = Path(path).expanduser()
@@ -66,16 +72,38 @@ class HFLocalLLM(LLM):
             raise LLMError(f"GGUF file {p / gguf_file} does not exist")
         self.path = p
         self.gguf_file = gguf_file
-        self.batch_size = max(1, int(batch_size))
         self.device = device or _device()
+        self._setup(batch_size, prefix_cache_mb)
+        self.model, self.tokenizer = self._load()
+
+    def _setup(self, batch_size: int, prefix_cache_mb: int) -> None:
+        self.batch_size = max(1, int(batch_size))
         self._lock = threading.Lock()
-        self._pending: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, list[Any]] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._drainers: set[asyncio.Task[None]] = set()
+        self.prefix_cache = PrefixCache(max(0, int(prefix_cache_mb)) * 2**20)
         #: forward batches run by generation so far (a statistic for benchmarks and tests)
         self.generate_batches = 0
-        self.model, self.tokenizer = self._load()
+        self._ll_tokenizer: Any = None  # built on the first schema-constrained call
+        self._grammars: dict[str, str] = {}
+
+    @classmethod
+    def from_model(cls, spec: str, model: Any, tokenizer: Any, *, batch_size: int = 8,
+                   max_concurrency: int = 8, prefix_cache_mb: int = 1024) -> HFLocalLLM:
+        """Wrap a causal LM and tokenizer already in memory (a model just trained, say).
+
+        The model stays on its device and is put in eval mode.
+        """
+        self = cls.__new__(cls)
+        LLM.__init__(self, spec, max_concurrency=max_concurrency)
+        self.path = Path(str(getattr(model, "name_or_path", "") or "."))
+        self.gguf_file = None
+        params = getattr(model, "parameters", None)
+        first = next(iter(params()), None) if callable(params) else None
+        self.device = str(first.device) if first is not None else "cpu"
+        self._setup(batch_size, prefix_cache_mb)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.model, self.tokenizer = model.eval(), tokenizer
+        return self
 
     def _load(self) -> tuple[Any, Any]:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -91,7 +119,8 @@ class HFLocalLLM(LLM):
             model = AutoModelForCausalLM.from_pretrained(self.path, **kw)
         except (OSError, ValueError) as exc:
             raise LLMError(f"could not load a causal LM from {self.path}: {exc}") from None
-        model.to(self.device).eval()
+        model.eval()
+        model.to(self.device)  # type: ignore[arg-type]  # transformers types .to() oddly
         tok.padding_side = "left"  # generation continues from the right edge of every row
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
@@ -141,6 +170,8 @@ class HFLocalLLM(LLM):
             kw.update(stop_strings=list(params.stop), tokenizer=tok)
         if params.seed is not None:
             torch.manual_seed(params.seed)
+        if params.schema is not None:
+            kw["logits_processor"] = self._schema_processor(params.schema, len(texts))
         seqs = self.model.generate(**enc, **kw)
         new = seqs[:, enc["input_ids"].shape[1] :]
         eos = set(_as_list(self.model.generation_config.eos_token_id) or [tok.eos_token_id])
@@ -161,41 +192,21 @@ class HFLocalLLM(LLM):
         return results
 
     async def _agenerate_batch(self, prompts: list[Prompt], params: GenerationParams) -> list[Generation]:
-        if len(prompts) != 1:
-            return await asyncio.to_thread(self.generate_batch_sync, prompts, params)
-        # Single calls made concurrently (e.g. one per rerank group) are gathered into one
-        # batched forward pass: on one model, batching is where the throughput comes from.
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Generation] = loop.create_future()
-        queue = self._pending.get(loop)
-        if queue is None:  # no drain task on this loop: start one
-            queue = self._pending[loop] = []
-            task = loop.create_task(self._drain(loop, queue))
-            self._drainers.add(task)  # hold a reference until it finishes
-            task.add_done_callback(self._drainers.discard)
-        queue.append((prompts[0], params, fut))
-        return [await fut]
+        return await asyncio.to_thread(self.generate_batch_sync, prompts, params)
 
-    async def _drain(self, loop: asyncio.AbstractEventLoop, queue: list[Any]) -> None:
-        """Run queued single requests in batches of equal parameters until the queue is empty."""
-        await asyncio.sleep(0)  # let every coroutine scheduled in this tick enqueue first
-        while queue:
-            params = queue[0][1]
-            group = [item for item in queue if item[1] == params][: self.batch_size]
-            for item in group:
-                queue.remove(item)
-            try:
-                results = await asyncio.to_thread(self.generate_batch_sync, [g[0] for g in group], params)
-            except Exception as exc:  # every waiter of the failed batch gets the error
-                for _, _, fut in group:
-                    if not fut.done():
-                        fut.set_exception(exc)
-                continue
-            for (_, _, fut), res in zip(group, results, strict=True):
-                if not fut.done():
-                    fut.set_result(res)
-            await asyncio.sleep(0)  # requests that arrived meanwhile join the next batch
-        del self._pending[loop]
+    def _schema_processor(self, schema_json: str, rows: int) -> Any:
+        """A logits processor holding ``rows`` replies to the JSON schema (llguidance)."""
+        from transformers import LogitsProcessorList
+
+        from paperlab.llm.structured import SchemaLogitsProcessor, compile_schema, ll_tokenizer
+
+        if self._ll_tokenizer is None:
+            eos = _as_list(self.model.generation_config.eos_token_id) or [self.tokenizer.eos_token_id]
+            self._ll_tokenizer = ll_tokenizer(self.tokenizer, eos)
+        grammar = self._grammars.get(schema_json)
+        if grammar is None:
+            grammar = self._grammars[schema_json] = compile_schema(schema_json)
+        return LogitsProcessorList([SchemaLogitsProcessor(self._ll_tokenizer, grammar, rows)])
 
     # -- scoring ------------------------------------------------------------------------
     def score_sync(self, prompt: Prompt, continuations: list[str]) -> list[ScoredContinuation]:
@@ -244,7 +255,51 @@ class HFLocalLLM(LLM):
     async def _ascore(self, prompt: Prompt, continuations: list[str]) -> list[ScoredContinuation]:
         return await asyncio.to_thread(self.score_sync, prompt, continuations)
 
+    # -- next-token distributions -------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        return [int(t) for t in self.tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+    @property
+    def context_length(self) -> int | None:
+        n = getattr(getattr(self.model, "config", None), "max_position_embeddings", None)
+        return int(n) if isinstance(n, int) else None
+
+    def _candidate_ids(self, candidates: list[str]) -> list[int]:
+        ids = []
+        for c in candidates:
+            got = self.tokenize(c)
+            if len(got) != 1:
+                raise LLMError(f"candidate {c!r} is {len(got)} tokens for {self.spec}; next_tokens "
+                               "reads one token per candidate: pass single-token strings")
+            ids.append(got[0])
+        return ids
+
+    def next_tokens_sync(self, prompts: list[Prompt], candidates: list[str], prefills: list[str],
+                         forced: list[str]) -> list[NextTokens]:
+        """:meth:`LLM.next_tokens` in this thread (the async form runs it in a worker thread)."""
+        import torch
+
+        cand = self._candidate_ids(candidates)
+        rows = []
+        for p, pre, f in zip(prompts, prefills, forced, strict=True):
+            ids = self.tokenize(self.render(p) + pre)
+            if not ids:
+                raise LLMError("next_tokens needs a non-empty prompt: the first token has nothing to condition on")
+            rows.append(Row(ids, self.tokenize(f) if f else []))
+        pad = self.tokenizer.pad_token_id
+        out: list[NextTokens] = []
+        with self._lock, torch.inference_mode():
+            for start in range(0, len(rows), self.batch_size):
+                out += forward_rows(self.model, rows[start : start + self.batch_size], cand,
+                                    self.prefix_cache, 0 if pad is None else int(pad))
+        return out
+
+    async def _anext_tokens(self, prompts: list[Prompt], candidates: list[str], prefills: list[str],
+                            forced: list[str]) -> list[NextTokens]:
+        return await asyncio.to_thread(self.next_tokens_sync, prompts, candidates, prefills, forced)
+
     async def aclose(self) -> None:
+        self.prefix_cache.clear()
         self.model = None  # let the weights go; the object is unusable afterwards
 
 

@@ -6,6 +6,11 @@ of times with exponential backoff and jitter, so a dead or hanging server turns 
 :class:`LLMConnectionError` within a known time:
 ``(max_retries + 1) * timeout + sum of backoffs``.
 
+``generate(schema=...)`` sends ``response_format`` {"type": "json_schema", ...}; a server that
+refuses it (HTTP 400/422/501) gets the request again without it, and no schema from then on,
+and the caller parses the reply. ``transformers serve`` accepts the field but ignores it (it
+logs "Ignoring unsupported fields").
+
 ``score`` uses the legacy completions endpoint with ``echo`` and ``logprobs`` (prompt
 log-probabilities), which vLLM and OpenAI's legacy models return. ``transformers serve``
 accepts but ignores those fields; we then raise a clear error instead of inventing numbers.
@@ -30,6 +35,22 @@ from paperlab.llm.types import Generation, GenerationParams, Prompt, ScoredConti
 log = logging.getLogger(__name__)
 
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+#: what a server that does not know response_format answers (bad request, unprocessable, not implemented)
+_REFUSED_FORMAT = {400, 422, 501}
+
+
+class RefusedError(LLMResponseError):
+    """The server answered with a 4xx status that retrying will not change."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _response_format(schema_json: str) -> dict[str, Any]:
+    """The OpenAI structured-output request field (vLLM, SGLang, llama.cpp and OpenAI take it)."""
+    return {"type": "json_schema",
+            "json_schema": {"name": "reply", "schema": json.loads(schema_json), "strict": True}}
 
 
 class OpenAICompatibleLLM(LLM):
@@ -64,6 +85,8 @@ class OpenAICompatibleLLM(LLM):
         self.timeout = float(timeout)
         self.max_retries = max(0, int(max_retries))
         self.backoff = float(backoff)
+        #: whether the server honours response_format: None until a schema call tells
+        self.schema_supported: bool | None = None
         key = os.environ.get(api_key_env, "")
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         # httpx.AsyncClient is tied to the event loop it was first used on: keep one per loop.
@@ -115,8 +138,9 @@ class OpenAICompatibleLLM(LLM):
                 continue
             if resp.status_code >= 400:
                 hint = " (check the API key in $OPENAI_API_KEY)" if resp.status_code in (401, 403) else ""
-                raise LLMResponseError(
-                    f"{url} refused the request with HTTP {resp.status_code}{hint}: {resp.text[:300]}"
+                raise RefusedError(
+                    f"{url} refused the request with HTTP {resp.status_code}{hint}: {resp.text[:300]}",
+                    resp.status_code,
                 )
             try:
                 data = resp.json()
@@ -141,12 +165,22 @@ class OpenAICompatibleLLM(LLM):
         if params.seed is not None:
             body["seed"] = params.seed
         chat = not isinstance(prompt, str)
-        if chat:
-            body["messages"] = prompt
-            data = await self._post("/chat/completions", body)
+        path = "/chat/completions" if chat else "/completions"
+        body["messages" if chat else "prompt"] = prompt
+        if params.schema is not None and self.schema_supported is not False:
+            try:
+                data = await self._post(path, {**body, "response_format": _response_format(params.schema)})
+                self.schema_supported = True
+            except RefusedError as e:
+                if self.schema_supported or e.status not in _REFUSED_FORMAT:
+                    raise
+                # The server does not take response_format (400/422/501): generate plainly from
+                # now on; the caller parses and repairs the reply as it would without a schema.
+                log.warning("%s refused response_format (%s); generating without it", self.base_url, e)
+                self.schema_supported = False
+                data = await self._post(path, body)
         else:
-            body["prompt"] = prompt
-            data = await self._post("/completions", body)
+            data = await self._post(path, body)
         try:
             choice = data["choices"][0]
             text = choice["message"]["content"] if chat else choice["text"]

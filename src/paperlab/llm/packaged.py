@@ -69,7 +69,7 @@ def _convert(gguf: Path, target: Path) -> None:
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
     # The weights are already de-quantised to float32; drop the GGUF marker so that
     # save_pretrained writes them as a plain checkpoint.
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]  # transformers types it non-optional
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     with atomic_directory(target, force=True, error=LLMError) as tmp:

@@ -26,12 +26,14 @@ class GenerationParams:
         temperature: 0 means greedy decoding; above 0 samples.
         stop: strings that end generation; the returned text excludes them (OpenAI semantics).
         seed: seeds sampling where the backend supports it.
+        schema: a JSON schema (as canonical JSON text) the reply must match, or None.
     """
 
     max_tokens: int = 256
     temperature: float = 0.0
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    schema: str | None = None
 
     def __post_init__(self) -> None:
         from paperlab.errors import LLMError
@@ -70,3 +72,37 @@ class ScoredContinuation:
     @property
     def n_tokens(self) -> int:
         return len(self.token_logprobs)
+
+
+@dataclass(frozen=True)
+class TokenDist:
+    """The next-token distribution at one position, read at the caller's candidate tokens.
+
+    Attributes:
+        logprobs: log P(candidate) for each candidate, in the caller's order (natural log,
+            normalised over the whole vocabulary).
+        top: the index of the candidate that is the most likely token of the whole vocabulary
+            (what greedy decoding would pick), or None when no candidate is.
+        top_logprob: log P of the most likely token of the vocabulary.
+    """
+
+    logprobs: list[float]
+    top: int | None
+    top_logprob: float
+
+
+@dataclass(frozen=True)
+class NextTokens:
+    """What :meth:`paperlab.llm.LLM.next_tokens` read along one prompt.
+
+    Attributes:
+        dists: one distribution after the prompt (and prefill), then one after each forced
+            token: ``len(forced tokens) + 1`` entries.
+        prompt_tokens: tokens of the rendered prompt plus prefill.
+        new_tokens: tokens the model had to run for this row (the rest came from the prefix
+            cache): a cost figure.
+    """
+
+    dists: list[TokenDist]
+    prompt_tokens: int
+    new_tokens: int

@@ -8,11 +8,28 @@ BEIR-layout evaluation (paperlab PAPERS.md section 2).
 Heavy modules (torch, bm25s, ir-measures) are imported inside the functions that need them.
 """
 
-from paperlab.rerank.api import Reranker, rank, to_passages
-from paperlab.rerank.config import RerankConfig, load_config
-from paperlab.rerank.errors import RerankConfigError, RerankDataError, RerankLLMError
-from paperlab.rerank.methods import METHODS, get_method
-from paperlab.rerank.types import Passage, RankedResult, Ranking, RerankStats
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# Loaded on first use, so `import paperlab.rerank` pulls neither pydantic nor yaml.
+_EXPORTS = {
+    "Reranker": "paperlab.rerank.api",
+    "rank": "paperlab.rerank.api",
+    "to_passages": "paperlab.rerank.api",
+    "RerankConfig": "paperlab.rerank.config",
+    "load_config": "paperlab.rerank.config",
+    "RerankConfigError": "paperlab.rerank.errors",
+    "RerankDataError": "paperlab.rerank.errors",
+    "RerankLLMError": "paperlab.rerank.errors",
+    "METHODS": "paperlab.rerank.methods",
+    "get_method": "paperlab.rerank.methods",
+    "Passage": "paperlab.rerank.types",
+    "RankedResult": "paperlab.rerank.types",
+    "Ranking": "paperlab.rerank.types",
+    "RerankStats": "paperlab.rerank.types",
+}
 
 __all__ = [
     "METHODS",
@@ -30,3 +47,19 @@ __all__ = [
     "rank",
     "to_passages",
 ]
+
+if TYPE_CHECKING:
+    from paperlab.rerank.api import Reranker, rank, to_passages
+    from paperlab.rerank.config import RerankConfig, load_config
+    from paperlab.rerank.errors import RerankConfigError, RerankDataError, RerankLLMError
+    from paperlab.rerank.methods import METHODS, get_method
+    from paperlab.rerank.types import Passage, RankedResult, Ranking, RerankStats
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'paperlab.rerank' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value

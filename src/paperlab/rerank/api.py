@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paperlab.rerank.config import RerankConfig, load_config
 from paperlab.rerank.errors import RerankDataError
 from paperlab.rerank.methods import get_method
 from paperlab.rerank.methods.base import Method
 from paperlab.rerank.types import Passage, Ranking
+
+if TYPE_CHECKING:
+    from paperlab.llm import LLM
 
 DocLike = str | Passage | tuple[Any, ...] | Mapping[str, Any]
 
@@ -60,7 +63,7 @@ def to_passages(docs: Iterable[DocLike]) -> list[Passage]:
     return out
 
 
-def _load_llm(llm: Any, concurrency: int) -> Any:
+def _load_llm(llm: LLM | str, concurrency: int) -> LLM:
     if isinstance(llm, str):
         from paperlab.llm import load_llm
 
@@ -88,7 +91,7 @@ class Reranker:
         log_replies: append every raw reply, with its prompt, to this JSONL file.
     """
 
-    def __init__(self, llm: Any = "smollm2", method: str = "grouprank",
+    def __init__(self, llm: LLM | str = "smollm2", method: str = "grouprank",
                  config: RerankConfig | None = None, *, cache: bool | str | Path = False,
                  log_replies: str | Path | None = None, **overrides: Any) -> None:
         from paperlab.rerank.config import model_location, resolve_profile
@@ -117,7 +120,7 @@ class Reranker:
         return await self.method.arank(query, to_passages(docs))
 
 
-def rank(query: str, docs: Iterable[DocLike], llm: Any = "smollm2", method: str = "grouprank",
+def rank(query: str, docs: Iterable[DocLike], llm: LLM | str = "smollm2", method: str = "grouprank",
          **config: Any) -> Ranking:
     """Rerank ``docs`` for ``query`` with one call.
 

@@ -15,6 +15,7 @@ from paperlab.rerank.errors import RerankDataError
 if TYPE_CHECKING:
     from rich.console import Console
 
+    from paperlab.llm import LLM
     from paperlab.rerank.config import RerankConfig
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -222,6 +223,7 @@ def eval_(
     from paperlab.rerank.config import resolve_profile, spec_location
     from paperlab.rerank.evaluate import evaluate_method, evaluate_run, is_first_stage
     from paperlab.rerank.methods import get_method
+    from paperlab.rerank.replies import RecordingLLM
     from paperlab.rerank.runlog import RunLog
 
     reranking = not is_first_stage(method)
@@ -247,9 +249,9 @@ def eval_(
     resumed = sum(q in log.done for q in qids)
     if resumed:
         typer.echo(f"resuming {out}: {resumed} of {len(qids)} queries already done", err=True)
-    recorder: list[Any] = []
+    recorder: list[LLM] = []
 
-    def load_model() -> Any:
+    def load_model() -> LLM:
         from paperlab.llm import load_llm
         from paperlab.rerank.replies import wrap_llm
 
@@ -278,7 +280,7 @@ def eval_(
                           "rerun the same command to resume") from None
     if ds.issues.counts:
         res.extra["data_issues"] = dict(ds.issues.counts)
-    if recorder and hasattr(recorder[0], "counts"):
+    if recorder and isinstance(recorder[0], RecordingLLM):
         res.extra["reply_cache"] = recorder[0].counts()
     log.write_summary(res.summary())
 

@@ -100,6 +100,8 @@ def model_location(llm: object) -> str:
         return "unknown"
     if spec.startswith("openai:"):
         return "server"
+    if not (spec == "smollm2" or spec.startswith("hf:")):
+        return "unknown"  # a spec no backend of paperlab.llm wrote (e.g. a test double)
     import sys
 
     torch = sys.modules.get("torch")  # an in-process backend has imported it already

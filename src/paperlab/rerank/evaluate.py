@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from paperlab.io.atomic import atomic_directory
+from paperlab.llm import LLM
 from paperlab.rerank.beir import BeirData
 from paperlab.rerank.config import RerankConfig
 from paperlab.rerank.errors import RerankConfigError, RerankDataError
@@ -143,7 +144,7 @@ def first_stage_run(data: BeirData, index: Any, query_ids: Sequence[str], k: int
 
 
 def evaluate_method(data: BeirData, method: str, candidates: dict[str, list[tuple[str, float]]],
-                    llm: Any = None, config: RerankConfig | None = None, llm_spec: str = "",
+                    llm: LLM | Callable[[], LLM] | None = None, config: RerankConfig | None = None, llm_spec: str = "",
                     on_query: Callable[[str, dict[str, Any]], None] | None = None,
                     first_stage: str = FIRST_STAGE, log: RunLog | None = None) -> EvalResult:
     """Rerank each query's candidates with ``method`` (a first-stage name = no reranking) and
@@ -179,7 +180,7 @@ def evaluate_method(data: BeirData, method: str, candidates: dict[str, list[tupl
             scores = dict(hits)
         else:
             if impl is None:
-                model = llm() if callable(llm) and not hasattr(llm, "agenerate") else llm
+                model = llm if llm is None or isinstance(llm, LLM) else llm()
                 if model is None:
                     raise RerankConfigError(f"method {method!r} needs an LLM; pass --llm")
                 impl = get_method(method)(model, cfg)

@@ -7,36 +7,45 @@ digit tokens in tokenizers that split digits (SmolLM2, Llama 3, Qwen): P(10) = P
 P("0" | "1") and P(1) = P("1") * (1 - P("0" | "1")). The argmax score is then written into the
 skeleton so later slots see a well-formed object, like they would when generating.
 
-All slots of a group cost one prompt forward plus a few tokens per slot, thanks to the KV
-cache, and nothing can fail to parse. This needs raw logits, so it needs an hf backend
-(``llm.model`` and ``llm.tokenizer``): an OpenAI-compatible server such as ``transformers
-serve`` returns no logprobs.
+Everything goes through :meth:`paperlab.llm.LLM.next_tokens`: the backend renders the chat
+template, holds the model's lock, and keeps the key/value cache of the prompt, so each slot
+costs the few tokens the skeleton grew by. All groups of a query walk their slots in lockstep:
+slot k of every group is one batched call, and the prompt prefix the groups share is computed
+once. Nothing can fail to parse. This needs the model's logits, so an hf backend: an
+OpenAI-compatible server such as ``transformers serve`` returns no distributions.
 """
 
 from __future__ import annotations
 
-import threading
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from paperlab.errors import LLMError
+from paperlab.llm import LLM, Prompt
 from paperlab.rerank.errors import RerankConfigError
 
-_LOCK = threading.Lock()  # one forward at a time: the model object is shared across tasks
+if TYPE_CHECKING:
+    from paperlab.rerank.groups import Group
+    from paperlab.rerank.prompts import PromptTemplate
+    from paperlab.rerank.types import RerankStats
+
+DIGITS = [str(d) for d in range(10)]
+_NEEDS = ("logit mode needs an hf backend (next-token distributions; OpenAI-compatible servers "
+          "such as `transformers serve` return none); use --llm smollm2 or hf:DIR, or --mode generate")
 
 
-def require_hf(llm: Any) -> tuple[Any, Any]:
-    """(model, tokenizer) of an hf-backed LLM, or a clear error naming the fix."""
-    model, tok = getattr(llm, "model", None), getattr(llm, "tokenizer", None)
-    if model is None or tok is None or isinstance(model, str):
-        raise RerankConfigError(
-            "logit mode needs an hf backend with .model and .tokenizer (OpenAI-compatible servers "
-            "such as `transformers serve` return no logprobs); use --llm smollm2 or hf:DIR, or --mode generate")
-    return model, tok
+def require_next_tokens(llm: LLM) -> LLM:
+    """``llm`` as an LLM that serves next-token distributions, or a clear error naming the fix."""
+    if not isinstance(llm, LLM) or not llm.supports_next_tokens:
+        raise RerankConfigError(_NEEDS)
+    return llm
 
 
-def _digit_ids(tok: Any) -> list[int]:
+def _digit_ids(llm: LLM) -> list[int]:
     ids = []
-    for d in range(10):
-        enc = tok.encode(str(d), add_special_tokens=False)
+    for d in DIGITS:
+        enc = llm.tokenize(d)
         if len(enc) != 1:
             raise RerankConfigError(
                 f"logit mode needs single-token digits; this tokenizer splits {d!r} into {enc}; use --mode generate")
@@ -44,49 +53,86 @@ def _digit_ids(tok: Any) -> list[int]:
     return ids
 
 
-class LogitScorer:
-    """Expected 0-10 scores for the numbered passages of one prompt, from an hf model."""
+@dataclass
+class GroupScores:
+    """The expected scores of one group's passages and what reading them cost."""
 
-    def __init__(self, llm: Any) -> None:
-        self.model, self.tok = require_hf(llm)
-        self.digits = _digit_ids(self.tok)
+    scores: list[float] = field(default_factory=list)
+    prompt_tokens: int = 0
+    forced_tokens: int = 0
+
+
+class LogitScorer:
+    """Expected 0-10 scores for the numbered passages of chat prompts, from next-token
+    distributions of an LLM (see the module docstring)."""
+
+    def __init__(self, llm: LLM) -> None:
+        self.llm = require_next_tokens(llm)
+        self.digits = _digit_ids(self.llm)
         self.n_prompt_tokens = 0
         self.n_forced_tokens = 0
 
-    def _encode(self, text: str) -> Any:
-        import torch
+    async def ascore_groups(self, prompts: Sequence[Prompt],
+                            sizes: Sequence[int]) -> list[GroupScores]:
+        """Expected scores for passages 1..sizes[g] of each chat prompt ``prompts[g]``.
 
-        return torch.tensor([self.tok.encode(text, add_special_tokens=False)], dtype=torch.long)
-
-    def _forward(self, ids: Any, past: Any) -> tuple[Any, Any]:
-        out = self.model(input_ids=ids, past_key_values=past, use_cache=True)
-        self.n_forced_tokens += int(ids.shape[1])
-        return out.logits[0, -1].float().softmax(-1), out.past_key_values
-
-    def score(self, messages: list[dict[str, str]], n: int) -> list[float]:
-        """Expected scores for passages 1..n of the rendered chat ``messages``."""
-        import torch
-
-        prompt = self.tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        with _LOCK, torch.inference_mode():
-            ids = self._encode(prompt + '{"[1]": ')
-            self.n_prompt_tokens += int(ids.shape[1])
-            probs, past = self._forward(ids, None)
-            self.n_forced_tokens -= int(ids.shape[1])
-            out: list[float] = []
-            for k in range(1, n + 1):
-                p = probs[self.digits]
-                mass = float(p.sum()) or 1.0
-                p = (p / mass).tolist()
-                # P("0" | "1"): one extra token, then roll the cache back
-                probs1, past = self._forward(self._encode("1"), past)
-                q = float(probs1[self.digits[0]])
-                past.crop(-1)  # transformers 5: a negative value drops that many tokens
-                dist = list(p) + [0.0]
-                dist[10] = p[1] * q
-                dist[1] = p[1] * (1 - q)
-                out.append(sum(s * w for s, w in enumerate(dist)))
-                if k < n:
-                    best = max(range(11), key=lambda s: dist[s])
-                    probs, past = self._forward(self._encode(f'{best}, "[{k + 1}]": '), past)
+        Slot k of every group that has one is a single batched :meth:`LLM.anext_tokens` call.
+        """
+        out = [GroupScores() for _ in prompts]
+        skeleton = ['{"[1]": '] * len(prompts)
+        last_len = [0] * len(prompts)
+        for k in range(1, max(sizes, default=0) + 1):
+            live = [g for g, n in enumerate(sizes) if n >= k]
+            try:
+                got = await self.llm.anext_tokens([prompts[g] for g in live], DIGITS,
+                                                  prefill=[skeleton[g] for g in live], forced="1")
+            except LLMError as e:
+                raise RerankConfigError(f"logit mode could not read score tokens: {e}") from None
+            for g, nt in zip(live, got, strict=True):
+                res = out[g]
+                if k == 1:
+                    res.prompt_tokens = nt.prompt_tokens
+                else:  # the tokens the skeleton grew by, plus the forced "1"
+                    res.forced_tokens += nt.prompt_tokens - last_len[g]
+                res.forced_tokens += 1
+                last_len[g] = nt.prompt_tokens
+                dist = _slot_distribution(nt.dists[0].logprobs, nt.dists[1].logprobs[0])
+                res.scores.append(sum(s * w for s, w in enumerate(dist)))
+                best = max(range(11), key=lambda s: dist[s])
+                skeleton[g] += f'{best}, "[{k + 1}]": '
+        for res in out:
+            self.n_prompt_tokens += res.prompt_tokens
+            self.n_forced_tokens += res.forced_tokens
         return out
+
+    def score(self, messages: Prompt, n: int) -> list[float]:
+        """Expected scores for passages 1..n of the chat ``messages`` (one group, sync)."""
+        from paperlab.llm import run_sync
+
+        return run_sync(self.ascore_groups([messages], [n]))[0].scores
+
+
+def _slot_distribution(digit_logprobs: list[float], logprob_0_after_1: float) -> list[float]:
+    """P(score = s) for s = 0..10 from the digit log-probs and log P("0" | "1")."""
+    import math
+
+    p = [math.exp(x) for x in digit_logprobs]
+    mass = sum(p) or 1.0
+    p = [x / mass for x in p]
+    q = math.exp(logprob_0_after_1)
+    dist = p + [p[1] * q]
+    dist[1] = p[1] * (1 - q)
+    return dist
+
+
+async def logit_observations(llm: LLM, template: PromptTemplate, query: str, texts: Sequence[str],
+                             groups: Sequence[Group], stats: RerankStats) -> list[tuple[int, float]]:
+    """(passage index, expected score) for every member of every group, all groups batched."""
+    scorer = LogitScorer(llm)
+    prompts = [template.render(query, [texts[i] for i in g.members]) for g in groups]
+    got = await scorer.ascore_groups(prompts, [len(g.members) for g in groups])
+    obs: list[tuple[int, float]] = []
+    for g, res in zip(groups, got, strict=True):
+        stats.add_generation(res.prompt_tokens, res.forced_tokens)
+        obs.extend(zip(g.members, res.scores, strict=True))
+    return obs

@@ -17,9 +17,11 @@ import json
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from paperlab.llm.types import Message
 from paperlab.rerank.errors import RerankConfigError
 
 RUBRIC = """Scoring rubric (integers 0-10). Judge usefulness for answering the query first, topical relevance second.
@@ -33,19 +35,33 @@ RUBRIC = """Scoring rubric (integers 0-10). Judge usefulness for answering the q
 
 @dataclass(frozen=True)
 class PromptTemplate:
-    """A prompt as data. ``user`` is a ``str.format`` pattern over query/passages/n/example."""
+    """A prompt as data. ``user`` is a ``str.format`` pattern over query/passages/n/example.
+
+    ``json_only``: the answer is the score object alone, so decoding can be held to
+    :meth:`score_schema` (structured decoding, see :mod:`paperlab.llm.structured`).
+    """
 
     name: str
     version: str
     system: str
     user: str
+    json_only: bool = False
+
+    def score_schema(self, n: int) -> dict[str, Any] | None:
+        """The JSON schema of the answer ``{"[1]": s, ..., "[n]": s}`` (integers 0-10, every id,
+        in order) when the template asks for the object alone; None otherwise."""
+        if not self.json_only:
+            return None
+        keys = [f"[{i}]" for i in range(1, n + 1)]
+        return {"type": "object", "additionalProperties": False, "required": keys,
+                "properties": {k: {"type": "integer", "minimum": 0, "maximum": 10} for k in keys}}
 
     @property
     def key(self) -> str:
         """``name/version``: the identifier written into run summaries."""
         return f"{self.name}/{self.version}"
 
-    def render(self, query: str, passages: list[str]) -> list[dict[str, str]]:
+    def render(self, query: str, passages: list[str]) -> list[Message]:
         """Chat messages for ``query`` and already-truncated ``passages`` (numbered from 1)."""
         numbered = "\n".join(f"[{i}] {p}" for i, p in enumerate(passages, start=1))
         example = json.dumps({f"[{i}]": 0 for i in range(1, min(len(passages), 3) + 1)})
@@ -56,7 +72,7 @@ class PromptTemplate:
                 f"prompt template {self.key} has a bad field ({e}); use only "
                 "{query}, {passages}, {n}, {example} and double any literal braces"
             ) from e
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+        return [Message(role="system", content=self.system), Message(role="user", content=user)]
 
 
 GROUPWISE_V1 = PromptTemplate(
@@ -78,6 +94,7 @@ GROUPWISE_V1 = PromptTemplate(
 GROUPWISE_JSON_V1 = replace(
     GROUPWISE_V1,
     name="grouprank-json",
+    json_only=True,
     user=(
         "Query: {query}\n\n"
         "Passages:\n{passages}\n\n"
@@ -143,7 +160,8 @@ def load_template(path: str | Path) -> PromptTemplate:
     missing = [k for k in ("name", "version", "system", "user") if not isinstance(data, dict) or k not in data]
     if missing:
         raise RerankConfigError(f"prompt template {p} lacks {', '.join(missing)}; add them as strings")
-    tpl = PromptTemplate(str(data["name"]), str(data["version"]), str(data["system"]), str(data["user"]))
+    tpl = PromptTemplate(str(data["name"]), str(data["version"]), str(data["system"]), str(data["user"]),
+                         bool(data.get("json_only", False)))
     tpl.render("q", ["p"])  # validate the fields now, not in the middle of a run
     return tpl
 

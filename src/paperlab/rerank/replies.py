@@ -4,8 +4,8 @@
 ``agenerate_batch`` look each prompt up in the cache first (key: sha256 over the model spec,
 the prompt and the generation parameters, so a different budget or temperature is a different
 entry) and send only the misses, in one batch. Every reply, fresh or cached, is appended to
-the log when one is given. Anything else (``spec``, the logit mode's access, ``aclose`` ...)
-is passed through to the wrapped model unchanged, so logit mode is neither cached nor logged.
+the log when one is given. It is itself an :class:`~paperlab.llm.LLM`: scores and next-token
+distributions pass through to the wrapped model, so logit mode is neither cached nor logged.
 
 The cache is one small JSON file per entry under ``paperlab.io.cache_dir("rerank-replies")``,
 written atomically, so concurrent runs and a crash never leave a torn entry.
@@ -17,24 +17,14 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from paperlab.io import atomic_write_text, cache_dir
+from paperlab.llm import LLM
+from paperlab.llm.types import Generation, GenerationParams, NextTokens, Prompt, ScoredContinuation
 from paperlab.rerank.errors import RerankDataError
-
-
-@dataclass(frozen=True)
-class CachedGeneration:
-    """A reply read back from the cache (the fields the methods read from a Generation)."""
-
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    finish_reason: str = "stop"
-    cached: bool = True
 
 
 def reply_key(model: str, prompt: Any, params: dict[str, Any]) -> str:
@@ -53,11 +43,11 @@ class ReplyCache:
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"
 
-    def get(self, key: str) -> CachedGeneration | None:
+    def get(self, key: str) -> Generation | None:
         """The cached reply, or None (an unreadable entry counts as a miss)."""
         try:
             row = json.loads(self._path(key).read_text(encoding="utf-8"))
-            return CachedGeneration(str(row["text"]), int(row["prompt_tokens"]),
+            return Generation(str(row["text"]), int(row["prompt_tokens"]),
                                     int(row["completion_tokens"]), str(row.get("finish_reason", "stop")))
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -103,66 +93,82 @@ class ReplyLog:
         self._fh.close()
 
 
-class RecordingLLM:
-    """An LLM wrapper that caches and/or logs generation replies (see the module docstring).
+class RecordingLLM(LLM):
+    """An :class:`~paperlab.llm.LLM` in front of another: generations go through the reply
+    cache and log; scores and next-token distributions pass straight through.
 
     Args:
-        llm: the model (anything with ``agenerate``/``agenerate_batch`` and a ``spec``).
+        llm: the wrapped model.
         cache: a :class:`ReplyCache`, or None for no caching.
         log: a :class:`ReplyLog`, or None for no log.
     """
 
-    def __init__(self, llm: Any, cache: ReplyCache | None = None, log: ReplyLog | None = None) -> None:
+    def __init__(self, llm: LLM, cache: ReplyCache | None = None, log: ReplyLog | None = None) -> None:
+        super().__init__(llm.spec, llm.max_concurrency)
         self.inner = llm
         self.cache = cache
         self.log = log
         self.hits = 0
         self.misses = 0
-
-    def __getattr__(self, name: str) -> Any:
-        # only reached for attributes this wrapper lacks: everything else is the model's
-        return getattr(self.inner, name)
+        self.supports_next_tokens = llm.supports_next_tokens
+        # the wrapped model gathers concurrent single calls itself; gathering here as well
+        # would only add a queue in front of its queue
+        self.gathers_single_calls = False
 
     @property
     def model_name(self) -> str:
         """The wrapped model's spec (part of every cache key)."""
-        return str(getattr(self.inner, "spec", type(self.inner).__name__))
+        return self.inner.spec
 
-    async def agenerate(self, prompt: Any, **params: Any) -> Any:
-        """Like the model's ``agenerate``, through the cache and log."""
-        return (await self.agenerate_batch([prompt], **params))[0]
-
-    async def agenerate_batch(self, prompts: Sequence[Any], **params: Any) -> list[Any]:
-        """Like the model's ``agenerate_batch``: cached prompts answered from disk, the rest
-        sent together."""
-        keys = [reply_key(self.model_name, p, params) for p in prompts]
-        out: list[Any] = [self.cache.get(k) if self.cache else None for k in keys]
+    async def _agenerate_batch(self, prompts: list[Prompt], params: GenerationParams) -> list[Generation]:
+        # cached prompts are answered from disk, the rest sent to the model together
+        key_params = asdict(params)
+        keys = [reply_key(self.model_name, p, key_params) for p in prompts]
+        out: list[Generation | None] = [self.cache.get(k) if self.cache else None for k in keys]
         todo = [i for i, g in enumerate(out) if g is None]
         self.hits += len(prompts) - len(todo)
         self.misses += len(todo)
         if todo:
-            if len(todo) == 1 or not hasattr(self.inner, "agenerate_batch"):
-                import asyncio
-
-                fresh = list(await asyncio.gather(*(self.inner.agenerate(prompts[i], **params) for i in todo)))
-            else:
-                fresh = list(await self.inner.agenerate_batch([prompts[i] for i in todo], **params))
+            fresh = await self.inner.agenerate_batch(
+                [prompts[i] for i in todo], max_tokens=params.max_tokens,
+                temperature=params.temperature, stop=params.stop or None, seed=params.seed,
+                schema=json.loads(params.schema) if params.schema else None)
             for i, g in zip(todo, fresh, strict=True):
                 out[i] = g
                 if self.cache is not None:
                     self.cache.put(keys[i], g)
+        done = [g for g in out if g is not None]
         if self.log is not None:
             fresh_ids = set(todo)
-            for i, (p, g) in enumerate(zip(prompts, out, strict=True)):
-                self.log.write(self.model_name, p, params, g, cached=i not in fresh_ids)
-        return out
+            for i, (p, g) in enumerate(zip(prompts, done, strict=True)):
+                self.log.write(self.model_name, p, key_params, g, cached=i not in fresh_ids)
+        return done
+
+    async def _ascore(self, prompt: Prompt, continuations: list[str]) -> list[ScoredContinuation]:
+        return await self.inner.ascore(prompt, continuations)
+
+    async def _anext_tokens(self, prompts: list[Prompt], candidates: list[str], prefills: list[str],
+                            forced: list[str]) -> list[NextTokens]:
+        return await self.inner.anext_tokens(prompts, candidates, prefill=prefills, forced=forced)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.inner.tokenize(text)
+
+    @property
+    def context_length(self) -> int | None:
+        return self.inner.context_length
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+        if self.log is not None:
+            self.log.close()
 
     def counts(self) -> dict[str, int]:
         """Cache hits and misses so far."""
         return {"hits": self.hits, "misses": self.misses}
 
 
-def wrap_llm(llm: Any, cache: bool | str | Path = False, log_replies: str | Path | None = None) -> Any:
+def wrap_llm(llm: LLM, cache: bool | str | Path = False, log_replies: str | Path | None = None) -> LLM:
     """``llm`` wrapped in a :class:`RecordingLLM` when caching or logging is asked for.
 
     Args:

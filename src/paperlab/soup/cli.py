@@ -119,11 +119,16 @@ def analyze(
     category: Annotated[list[str] | None, typer.Option("--category", "-c", help="Category name or glob (repeat).")] = None,
     tau: Annotated[float, typer.Option(help="A category enters L when |rho| < tau with another.")] = 0.5,
     layout: Annotated[str, typer.Option(help="auto, wide, long or bfcl.")] = "auto",
+    missing: Annotated[str, typer.Option(help="Missing scores: drop-models, drop-categories or error.")] = "drop-models",
+    exclude_model: Annotated[list[str] | None, typer.Option("--exclude-model", help="Model name or glob to leave out (repeat).")] = None,
+    exclude_category: Annotated[list[str] | None, typer.Option("--exclude-category", help="Category or glob to leave out (repeat).")] = None,
+    lower_is_better: Annotated[str, typer.Option("--lower-is-better", help="BFCL v4 lower-is-better columns: exclude or flip.")] = "exclude",
     heatmap: Annotated[Path | None, typer.Option(help="Write the correlation heatmap PNG here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the selection as JSON here.")] = None,
 ) -> None:
     """SoCE steps 1-2 only: correlations, the low-correlation set L, and one expert per category."""
     import json
+    import sys
 
     from rich.console import Console
     from rich.table import Table
@@ -132,9 +137,15 @@ def analyze(
     from paperlab.soup.scores import load_scores
     from paperlab.soup.select import plot_heatmap, select_experts
 
-    table = load_scores(scores, layout=layout).select(model, category)
+    table = load_scores(scores, layout=layout, lower_is_better=lower_is_better).select(
+        model, category, exclude_models=exclude_model or (), exclude_categories=exclude_category or (), missing=missing
+    )
     sel = select_experts(table, tau)
-    console = Console()
+    err = Console(stderr=True, soft_wrap=True)
+    for note in table.notes:
+        err.print(f"note: {note}", markup=False, highlight=False)
+    # A pipe or file gets the whole table, not one cut to 80 columns.
+    console = Console() if sys.stdout.isatty() else Console(width=100_000)
     t = Table(title=f"Pearson correlation over {len(sel.models)} models (* = in L, tau = {tau})")
     t.add_column("category")
     short = [f"c{i + 1}" for i in range(len(sel.categories))]

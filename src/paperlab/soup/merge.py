@@ -166,11 +166,10 @@ def prepare(spec: MergeSpec) -> PreparedMerge:
                     else f"at least {method.min_models}")
             extra = " besides the base" if method.needs_base else ""
             raise WeightsError(f"method {method.name!r} takes {want} model(s){extra}, got {n}")
-        if method.takes_weights and spec.weights is not None:
-            normalize = spec.shared_scope().get("normalize", method.default_normalize)
-            method.resolve(spec.weights, n, normalize=bool(normalize) if isinstance(normalize, bool) else True)
-        elif not method.takes_weights:
-            method.resolve(spec.weights, n, normalize=True)
+        if not method.takes_weights:
+            given = [e.weight if e.weight is not None else e.parameters.get("weight") for e in entries]
+            if any(g is not None for g in given) and len({repr(g) for g in given}) > 1:
+                raise WeightsError(f"method {method.name!r} takes no weights; drop them or use 'linear'")
         models = [open_ck(e.model) for e in entries]
         base = open_ck(spec.base_model) if spec.base_model else None
         plan = plan_merge(models, base=base, out_dtype=spec.dtype)

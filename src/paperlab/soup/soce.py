@@ -24,14 +24,30 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from paperlab.errors import config_error
 from paperlab.io.atomic import atomic_directory
 from paperlab.soup.baselines import greedy_soup, one_hot, uniform_over
-from paperlab.soup.errors import MergeConfigError, SoupError
+from paperlab.soup.errors import EvaluatorError, MergeConfigError, SoupError
 from paperlab.soup.scores import ScoreTable
-from paperlab.soup.search import Journal, aggregate, coarse_to_fine, grid, grid_search, to_weights
+from paperlab.soup.search import (
+    SEARCHES,
+    Journal,
+    aggregate,
+    get_search,
+    grid,
+    grid_search,
+    to_weights,
+)
 from paperlab.soup.select import DEFAULT_TAU, Selection, plot_heatmap, select_experts
 
 log = logging.getLogger(__name__)
+
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
+def tokenizer_files(model_dir: Path) -> list[str]:
+    """The tokenizer files a model directory holds (none: transformers cannot load a tokenizer)."""
+    return [f for f in TOKENIZER_FILES if (model_dir / f).is_file()]
 
 
 class SoceConfig(BaseModel):
@@ -66,8 +82,7 @@ def load_soce_config(path: str | Path) -> SoceConfig:
     except yaml.YAMLError as exc:
         raise MergeConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise MergeConfigError(f"{p}: field {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
+        raise config_error(exc, f"SoCE config {p}", MergeConfigError) from None
     except TypeError:
         raise MergeConfigError(f"{p}: a SoCE config must be a YAML mapping") from None
 
@@ -156,6 +171,7 @@ def run_soce(cfg: SoceConfig, *, progress: Callable[[str, int | None], Callable[
     out = Path(cfg.out)
     if out.exists() and not cfg.force:
         raise SoupError(f"output directory {out} already exists; choose another `out:` or set force: true")
+    get_search(cfg.search)  # an unknown search fails here, before the zoo or any evaluation
     if cfg.zoo:
         from paperlab.soup.zoo.build import (
             ZooConfig,
@@ -188,6 +204,12 @@ def run_soce(cfg: SoceConfig, *, progress: Callable[[str, int | None], Callable[
             raise MergeConfigError("set `evaluator:` (jsonl:PATH, zoo:PATH or module:function)")
         val_spec, test_spec = cfg.evaluator, cfg.test_evaluator or cfg.evaluator
     n = len(candidates)
+    has_tokenizer = all(tokenizer_files(Path(c)) for c in candidates)
+    if not has_tokenizer and any(s.startswith("jsonl:") for s in (val_spec, test_spec)):
+        missing = next(c for c in candidates if not tokenizer_files(Path(c)))
+        raise EvaluatorError(f"the jsonl evaluator needs a tokenizer, and candidate {missing} has no tokenizer files "
+                             f"({', '.join(TOKENIZER_FILES)}); save the tokenizer beside each candidate, or use a "
+                             "module:function evaluator that brings its own")
     bank = ExpertBank(candidates)
     live = bank.load_model()
     val_ev = make_evaluator(val_spec, tokenizer_dir=candidates[0])
@@ -234,16 +256,19 @@ def run_soce(cfg: SoceConfig, *, progress: Callable[[str, int | None], Callable[
     search_journal = Journal(journal_path, {"candidates": candidates, "evaluator": val_spec, "experts": experts})
     counts: dict[str, int] = {}
     if k >= 2:
-        first, second = (grid_search, coarse_to_fine) if cfg.search == "grid" else (coarse_to_fine, grid_search)
-        if cfg.search not in ("grid", "coarse_to_fine"):
-            raise MergeConfigError(f"unknown search {cfg.search!r}; use grid or coarse_to_fine")
-        t1 = prog(f"weight search ({first.__name__}, {len(grid(k))} grid points)", len(grid(k)) if first is grid_search else None)
+        # The registry is the one place a search is looked up; the chosen one picks the weights,
+        # the others run too (on the same journal) so that their evaluation counts can be compared.
+        first = get_search(cfg.search)
+        t1 = prog(f"weight search ({cfg.search}, {len(grid(k))} grid points)", len(grid(k)) if first is grid_search else None)
         res = first(lambda w: score_full(expand(w)), k, search_journal, t1)
-        counts[res.method] = res.evaluations
-        other = second(lambda w: score_full(expand(w)), k, search_journal, None)
-        counts[other.method] = other.evaluations
-        grid_best = (res if res.method == "grid" else other).best_aggregate
-        cheap = res if res.method == "coarse_to_fine" else other
+        results = {res.method: res}
+        for name, search in SEARCHES.items():
+            if name != cfg.search:
+                other = search(lambda w: score_full(expand(w)), k, search_journal, None)
+                results[other.method] = other
+        counts.update({name: r.evaluations for name, r in results.items()})
+        grid_best = results["grid"].best_aggregate
+        cheap = results["coarse_to_fine"]
         notes.append(
             f"coarse_to_fine used {counts['coarse_to_fine']} evaluations vs the grid's {counts['grid']} "
             f"and reached {cheap.best_aggregate:.2f} (grid best {grid_best:.2f})"
@@ -273,7 +298,11 @@ def run_soce(cfg: SoceConfig, *, progress: Callable[[str, int | None], Callable[
         spec = MergeSpec(models=[ModelEntry(model=c, weight=w) for c, w in zip(candidates, best, strict=True) if w > 0],
                          normalize=False)
         merge(spec, tmp / "model")
-        tok = AutoTokenizer.from_pretrained(str(tmp / "model"))
+        # Candidates without tokenizer files (a module:function evaluator brings its own) give a
+        # soup without them too; the record says so instead of failing at the very end.
+        tok_name = type(AutoTokenizer.from_pretrained(str(tmp / "model"))).__name__ if has_tokenizer else None
+        if not has_tokenizer:
+            notes.append("the candidates have no tokenizer files, so neither has the souped model; copy one in")
         record = {
             "tau": cfg.tau, "low_correlation_set": sel.low_corr, "experts": [_short(e) for e in experts],
             "weights": {_short(c): w for c, w in zip(candidates, best, strict=True) if w > 0},
@@ -284,7 +313,7 @@ def run_soce(cfg: SoceConfig, *, progress: Callable[[str, int | None], Callable[
                 for p in search_journal.order
             ],
             "table": [{"method": r.method, "weights": list(r.weights), "val": r.val, "test": r.test} for r in result_rows],
-            "tokenizer": type(tok).__name__,
+            "tokenizer": tok_name,
         }
         (tmp / "soce.yaml").write_text(yaml.safe_dump(record, sort_keys=False, width=120))
         res_obj = SoceResult(sel, candidates, result_rows, counts, best, out, out / "heatmap.png", notes)

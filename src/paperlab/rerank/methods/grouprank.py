@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
+from paperlab.llm import LLM
 from paperlab.rerank.aggregate import aggregate_scores
 from paperlab.rerank.groups import Group, make_groups
 from paperlab.rerank.methods.base import CallRunner, Method, register
@@ -29,7 +30,8 @@ async def _ask(runner: CallRunner, template: PromptTemplate, query: str, texts: 
     scores: dict[int, float] = {}
     todo = list(members)
     for attempt in range(max_retries + 1):
-        reply = await runner.generate(template.render(query, [texts[i] for i in todo]))
+        reply = await runner.generate(template.render(query, [texts[i] for i in todo]),
+                                      schema=template.score_schema(len(todo)))
         if reply is None:
             return scores, todo, False
         parsed = parse_group_scores(reply, len(todo))
@@ -100,19 +102,10 @@ class GroupRank(Method):
         return scores
 
 
-async def _logit_observations(llm: object, template: PromptTemplate, query: str,
+async def _logit_observations(llm: LLM, template: PromptTemplate, query: str,
                               texts: Sequence[str], groups: Sequence[Group],
                               stats: RerankStats) -> list[tuple[int, float]]:
-    """Expected scores of every group from token probabilities (one forward pass per group
-    plus a few tokens per slot; run in a worker thread since it is CPU/GPU-bound)."""
-    from paperlab.rerank.logit import LogitScorer
+    """Expected scores of every group from token probabilities (see :mod:`paperlab.rerank.logit`)."""
+    from paperlab.rerank.logit import logit_observations
 
-    scorer = LogitScorer(llm)
-    obs: list[tuple[int, float]] = []
-    for g in groups:
-        before = (scorer.n_prompt_tokens, scorer.n_forced_tokens)
-        messages = template.render(query, [texts[i] for i in g.members])
-        got = await asyncio.to_thread(scorer.score, messages, len(g.members))
-        stats.add_generation(scorer.n_prompt_tokens - before[0], scorer.n_forced_tokens - before[1])
-        obs.extend(zip(g.members, got, strict=True))
-    return obs
+    return await logit_observations(llm, template, query, texts, groups, stats)

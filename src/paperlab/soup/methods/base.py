@@ -128,9 +128,9 @@ class MergeMethod:
             raise WeightsError("all weights are zero; at least one model must have a non-zero weight")
         if normalize and self.prenormalize:
             total = sum(w)
-            if total == 0:
-                raise WeightsError(f"weights {w} sum to zero and cannot be normalised; pass normalize: false")
             w = [x / total for x in w]
+        elif normalize and not self.allow_negative and sum(w) == 0:
+            raise WeightsError(f"weights {w} sum to zero and cannot be normalised; pass normalize: false")
         return tuple(w)
 
     def combine(
@@ -208,8 +208,9 @@ def _tmp(n: int, device: torch.device) -> torch.Tensor:
 def weighted_sum(
     tensors: Sequence[torch.Tensor], weights: Sequence[float], out: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """sum_i w_i * x_i in float32 over flat tensors, left to right, each product and sum
-    rounded once (so the result does not depend on the block size or thread count).
+    """sum_i w_i * x_i in float32 over flat tensors, left to right, each multiply-add rounded
+    once (a fused ``add(x, alpha=w)``, as mergekit's ``addcmul``), so the result does not depend
+    on the block size or thread count and matches mergekit's linear bit for bit.
 
     Args:
         tensors: flat tensors of one length, any float dtype.
@@ -231,6 +232,5 @@ def weighted_sum(
         a.mul_(weights[0])
         for x, w in zip(tensors[1:], weights[1:], strict=True):
             t.copy_(x[s:e])
-            t.mul_(w)
-            a.add_(t)
+            a.add_(t, alpha=w)
     return acc

@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -51,19 +50,22 @@ class Slerp(MergeMethod):
         out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         assert base is not None
+        import torch
+
         a, b = to_f32(base), to_f32(tensors[0])
-        t = params.t
-        na, nb = float(a.norm()), float(b.norm())
-        na = na if na > NORM_EPS else 1.0
-        nb = nb if nb > NORM_EPS else 1.0
-        dot = float((a / na).dot(b / nb)) if a.numel() else 1.0
-        dot = min(1.0, max(-1.0, dot))
-        if abs(dot) > DOT_THRESHOLD:
-            ca, cb = 1.0 - t, t
+        # Scalars stay float32 tensors, computed in mergekit's order, so that the coefficients
+        # (and with them the rounding of each element) are the same as mergekit's.
+        t = torch.tensor(params.t, dtype=torch.float32)
+        na, nb = torch.linalg.vector_norm(a), torch.linalg.vector_norm(b)
+        na = torch.where(na > NORM_EPS, na, 1.0)
+        nb = torch.where(nb > NORM_EPS, nb, 1.0)
+        dot = ((a / na) * (b / nb)).sum().clamp(-1, 1) if a.numel() else torch.tensor(1.0)
+        if bool(dot.abs() > DOT_THRESHOLD):
+            ca, cb = 1 - t, t
         else:
-            theta = math.acos(dot)
-            s = math.sin(theta)
-            ca, cb = math.sin((1 - t) * theta) / s, math.sin(t * theta) / s
+            theta = torch.acos(dot)
+            s = torch.sin(theta)
+            ca, cb = torch.sin((1 - t) * theta) / s, torch.sin(t * theta) / s
         return a.mul_(ca).add_(b.mul_(cb))
 
 

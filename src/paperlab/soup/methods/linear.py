@@ -1,4 +1,5 @@
-"""``linear``: theta = sum_i w_i * theta_i (weights divided by their sum when normalising)."""
+"""``linear``: theta = sum_i w_i * theta_i, divided by sum_i w_i when normalising (mergekit's order:
+the weighted sum first, one division at the end)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ class Linear(MergeMethod):
 
     name = mergekit = "linear"
     default_normalize = True
+    prenormalize = False
 
     def combine(
         self,
@@ -25,4 +27,12 @@ class Linear(MergeMethod):
         params: MethodParams,
         out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return weighted_sum(tensors, params.weights, out)
+        acc = weighted_sum(tensors, params.weights, out)
+        if params.normalize:
+            import torch
+
+            # The float32 sum of the float32 weights, as mergekit divides by it.
+            total = torch.tensor(params.weights, dtype=torch.float32).sum()
+            if float(total) != 1.0:
+                acc.div_(total)
+        return acc

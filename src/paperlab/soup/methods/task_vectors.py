@@ -102,8 +102,7 @@ class TaskArithmetic(TaskVectorMethod):
     """theta = base + lambda * sum_i w_i (x_i - base) (Ilharco et al. 2023); elementwise."""
 
     name = mergekit = "task_arithmetic"
-    shared_params = ("normalize", "lambda", "int8_mask", "weight")
-    model_params = ("weight",)
+    # density is accepted (mergekit's configs give it) and has no effect: nothing is dropped.
 
 
 @register_method

@@ -15,6 +15,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from paperlab.soup.errors import MergeConfigError
+
 CATEGORIES = ("simple", "multiple", "parallel", "irrelevance")
 FUNCS = {"weather": "get_weather", "time": "get_time", "taxi": "book_taxi", "hotel": "find_hotel"}
 PHRASES = {"weather": ("weather in", "forecast for"), "time": ("time in", "clock in"),
@@ -66,7 +68,7 @@ def make_example(category: str, rng: random.Random) -> Example:
         others = rng.sample([k for k in FUNCS if k != kind], 2)
         listing, _ = _listing(rng, others)
         return Example(category, f"{listing}Q:{phrase} {city}\nA:", "none")
-    raise ValueError(f"unknown zoo category {category!r}; categories: {', '.join(CATEGORIES)}")
+    raise MergeConfigError(f"unknown zoo category {category!r}; categories: {', '.join(CATEGORIES)}")
 
 
 def make_split(seed: int, per_category: int, categories: tuple[str, ...] = CATEGORIES,
@@ -85,7 +87,8 @@ def make_split(seed: int, per_category: int, categories: tuple[str, ...] = CATEG
                 seen.add(ex.prompt)
                 out.append(ex)
             if tries > 200 * per_category:
-                raise ValueError(f"cannot draw {per_category} distinct {cat} examples")
+                raise MergeConfigError(f"cannot draw {per_category} distinct {cat} examples; lower the zoo's "
+                                       "examples per category")
     return out
 
 

@@ -1,0 +1,209 @@
+"""``paperlab paradiff``: train the tiny joint model, decode prompts, watch trajectories, benchmark.
+
+Heavy imports (torch, numpy, matplotlib) happen inside the commands, so ``paperlab --help``
+stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from paperlab.paradiff.config import ParadiffConfig
+    from paperlab.paradiff.train import Trained
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="MMaDA-Parallel: joint text+image masked diffusion on a thinking-aware shapes task.")
+console = Console(stderr=True)
+
+Preset = Annotated[str, typer.Option(help="tiny (about a minute to train on 2 idle cores), small, or gpu (CUDA).")]
+Checkpoint = Annotated[Path | None, typer.Option(help="A directory written by `train --out` (default: the cache).")]
+Sampler = Annotated[str, typer.Option(help="parallel, sequential (think then draw) or image-only.")]
+Steps = Annotated[int | None, typer.Option(help="Override sample.steps (parallel joint steps).")]
+Guidance = Annotated[float | None, typer.Option(help="Override sample.guidance (CFG scale on image logits).")]
+
+
+def _config(preset: str, steps: int | None = None, guidance: float | None = None) -> ParadiffConfig:
+    from paperlab.paradiff.config import get_preset
+
+    cfg = get_preset(preset)
+    over: dict[str, Any] = {}
+    if steps is not None:
+        over["sample.steps"] = steps
+    if guidance is not None:
+        over["sample.guidance"] = guidance
+    return cfg.with_overrides(**over) if over else cfg
+
+
+def _trained(cfg: ParadiffConfig, checkpoint: Path | None = None, retrain: bool = False) -> Trained:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from paperlab.paradiff.train import ensure_model, load_trained, set_threads
+
+    set_threads()
+    if checkpoint is not None:
+        return load_trained(cfg, checkpoint)
+    cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+            TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn())
+    with Progress(*cols, console=console, transient=True) as bar:
+        tasks = {"vq": bar.add_task("VQ tokenizer", total=cfg.vq.steps, loss=float("nan"), visible=False),
+                 "model": bar.add_task(f"{cfg.name} model", total=cfg.train.steps, loss=float("nan"), visible=False)}
+
+        def on_step(stage: str, step: int, loss: float) -> None:
+            bar.update(tasks[stage], completed=step + 1, loss=loss, visible=True)
+
+        return ensure_model(cfg, retrain=retrain, on_step=on_step)
+
+
+@app.command()
+def train(
+    preset: Preset = "tiny",
+    retrain: Annotated[bool, typer.Option(help="Train again even if the cache has this config.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Also export the VQ and model to this directory.")] = None,
+) -> None:
+    """Train (or load from the cache) the VQ tokenizer and the joint model of a preset."""
+    from paperlab.paradiff.train import export_trained
+    from paperlab.paradiff.vq import roundtrip_accuracy
+
+    cfg = _config(preset)
+    trained = _trained(cfg, retrain=retrain)
+    state = "loaded from the cache" if trained.cached else f"trained in {trained.seconds:.0f} s"
+    rt = trained.vq_roundtrip if trained.vq_roundtrip >= 0 else roundtrip_accuracy(trained.vq)
+    console.print(f"{cfg.name} model {state}: {trained.path}")
+    console.print(f"VQ round trip: {rt:.3f} of 512 random scenes read back exactly by the detector")
+    if out is not None:
+        export_trained(trained, out)
+        console.print(f"exported to {out}")
+
+
+@app.command("sample")
+def sample_cmd(
+    prompt: Annotated[str, typer.Option(help="The instruction, in the task's words (see `vocab`).")],
+    image: Annotated[Path | None, typer.Option(help="Input image for an edit: a 32x32 RGB PNG.")] = None,
+    sampler: Sampler = "parallel",
+    out: Annotated[Path, typer.Option(help="Output image (PNG).")] = Path("paradiff-output.png"),
+    scale: Annotated[int, typer.Option(min=1, max=32, help="Enlarge the PNG (nearest pixel).")] = 1,
+    seed: int = 0,
+    preset: Preset = "tiny",
+    checkpoint: Checkpoint = None,
+    steps: Steps = None,
+    guidance: Guidance = None,
+) -> None:
+    """Decode one prompt: print the reasoning text, write the image, say whether they agree."""
+    from paperlab.paradiff.images import load_image, save_png
+    from paperlab.paradiff.pipeline import decode_prompt
+    from paperlab.paradiff.task import check_prompt
+
+    check_prompt(prompt)  # fail on a bad prompt before any training
+    arr = load_image(image) if image is not None else None
+    trained = _trained(_config(preset, steps, guidance), checkpoint)
+    res = decode_prompt(trained, prompt, arr, sampler=sampler, seed=seed)
+    save_png(res.image, out, scale)
+    det = " ; ".join(" ".join(o.words()) for o in res.detection.scene) or "(nothing)"
+    typer.echo(f"text:  {res.text or '(no reasoning: image-only)'}")
+    typer.echo(f"image: {det}  (detector confidence {res.detection.confidence:.2f}) -> {out}")
+    if res.words:
+        typer.echo(f"text and image agree: {'yes' if res.aligned else 'no'}")
+
+
+@app.command()
+def trajectory(
+    prompt: Annotated[str, typer.Option(help="The instruction, in the task's words.")],
+    image: Annotated[Path | None, typer.Option(help="Input image for an edit: a 32x32 RGB PNG.")] = None,
+    sampler: Sampler = "parallel",
+    out: Annotated[Path, typer.Option(help="trajectory.gif (animated) or trajectory.png (strip).")] = Path("trajectory.gif"),
+    every: Annotated[int, typer.Option(min=1, help="Keep every k-th step (the last is always kept).")] = 1,
+    seed: int = 0,
+    preset: Preset = "tiny",
+    checkpoint: Checkpoint = None,
+    steps: Steps = None,
+    guidance: Guidance = None,
+) -> None:
+    """Decode one prompt and write every step's partial text and image as a GIF or strip PNG."""
+    from paperlab.paradiff.errors import ParadiffConfigError
+    from paperlab.paradiff.images import load_image
+    from paperlab.paradiff.pipeline import decode_prompt, write_trajectory
+    from paperlab.paradiff.task import check_prompt
+
+    if out.suffix.lower() not in (".gif", ".png"):
+        raise ParadiffConfigError(f"--out {out} must end in .gif (animation) or .png (strip)")
+    check_prompt(prompt)
+    arr = load_image(image) if image is not None else None
+    trained = _trained(_config(preset, steps, guidance), checkpoint)
+    res = decode_prompt(trained, prompt, arr, sampler=sampler, seed=seed, record=True)
+    write_trajectory(trained, res, out, every)
+    typer.echo(f"text: {res.text or '(none)'}; {res.result.steps} steps -> {out}")
+
+
+@app.command()
+def bench(
+    out: Annotated[Path, typer.Option(help="Directory for bench.json and bench.png.")],
+    preset: Preset = "tiny",
+    n_prompts: Annotated[int | None, typer.Option(min=3, help="Held-out prompts (default 300; 2/3 edits).")] = None,
+    batch: Annotated[int | None, typer.Option(min=1, help="Prompts per model call.")] = None,
+    seed: int = 0,
+    checkpoint: Checkpoint = None,
+    steps: Steps = None,
+    guidance: Guidance = None,
+) -> None:
+    """Run the three samplers on the held-out prompts and score them (JSON + PNG)."""
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from paperlab.paradiff.bench import AXES, run_bench, write_bench
+
+    trained = _trained(_config(preset, steps, guidance), checkpoint)
+    with Progress(console=console, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(name, total=total)
+            bar.update(tasks[name], completed=done)
+
+        result = run_bench(trained, n_prompts, seed=seed, batch=batch, on_progress=progress)
+    js, png = write_bench(result, out)
+    t = Table(title=f"paradiff bench: {result['n_prompts']} held-out prompts, {result['preset']} preset")
+    t.add_column("axis")
+    for name in result["samplers"]:
+        t.add_column(name)
+    for a in AXES:
+        cells = []
+        for name, row in result["samplers"].items():
+            v = row[a]
+            cells.append("n/a" if v is None else f"{v:.3f} [{result['ci95'][name][a][0]:.2f}, {result['ci95'][name][a][1]:.2f}]")
+        t.add_row(a, *cells)
+    Console().print(t)
+    console.print(f"wrote {js} and {png}")
+
+
+@app.command()
+def render(
+    scene: Annotated[str, typer.Option(help="Scene text, e.g. 'big red circle b2 ; small blue square c3'.")],
+    out: Annotated[Path, typer.Option(help="PNG to write (32x32 RGB, usable as --image).")],
+) -> None:
+    """Render a scene written in the reasoning grammar as an input image."""
+    from paperlab.paradiff.errors import PromptError
+    from paperlab.paradiff.images import save_png
+    from paperlab.paradiff.scene import render as render_scene
+    from paperlab.paradiff.task import GrammarError, parse_text
+
+    try:
+        parsed = parse_text(scene.replace(";", " ; ").split())
+    except GrammarError as exc:
+        raise PromptError(f"scene {scene!r} does not parse ({exc}); write 'size colour shape cell ; ...' "
+                          "in reading order, e.g. 'big red circle b2 ; small blue square c3'") from None
+    save_png(render_scene(parsed), out)
+    typer.echo(f"wrote {out}")
+
+
+@app.command()
+def vocab() -> None:
+    """List the words prompts may use."""
+    from paperlab.paradiff.task import SPECIALS, WORDS
+
+    typer.echo(" ".join(w for w in WORDS if w not in SPECIALS))

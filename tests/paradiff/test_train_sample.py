@@ -1,0 +1,124 @@
+"""Training masks and sampler schedules, on a small random model (no training needed)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from paperlab.paradiff.config import ModelConfig, SampleConfig
+from paperlab.paradiff.errors import ParadiffConfigError
+from paperlab.paradiff.model import BOI, EOI, MASK, NOIMG, PAD, Layout, ParaDiffModel
+from paperlab.paradiff.sample import sample
+from paperlab.paradiff.tokens import condition_tokens, drop_condition
+from paperlab.paradiff.train import mask_outputs
+
+LAY = Layout()
+
+
+@pytest.fixture(scope="module")
+def rand_model() -> ParaDiffModel:
+    torch.manual_seed(0)
+    return ParaDiffModel(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64), LAY).eval()
+
+
+def _cond(n: int) -> torch.Tensor:
+    prompts = [["draw", "a", "big", "red", "circle", "at", "b2"]] * n
+    gen = torch.Generator().manual_seed(n)
+    codes = [None if i % 2 else torch.randint(0, LAY.codebook, (LAY.n_image,), generator=gen) for i in range(n)]
+    return condition_tokens(LAY, prompts, codes)
+
+
+def test_layout_brackets_and_modality_bias() -> None:
+    x = LAY.skeleton(1)[0]
+    assert x[LAY.in_image.start - 1] == BOI and x[LAY.in_image.stop] == EOI
+    assert x[LAY.out_image.start - 1] == BOI and x[LAY.out_image.stop] == EOI
+    assert (x[LAY.text] == MASK).all() and (x[LAY.out_image] == MASK).all()
+    bias = LAY.modality_bias()
+    assert torch.isinf(bias[LAY.out_image, : LAY.n_words]).all() and (bias[LAY.out_image, LAY.n_words:] == 0).all()
+    assert torch.isinf(bias[LAY.text, LAY.n_words:]).all() and torch.isinf(bias[LAY.text, MASK]).all()
+
+
+def test_training_masks_only_outputs_with_the_cosine_count() -> None:
+    x0 = _cond(400)
+    x0[:, LAY.out_image] = LAY.n_words + 3
+    x0[:, LAY.text] = PAD
+    x = mask_outputs(LAY, x0, torch.Generator().manual_seed(0))
+    masked = x == MASK
+    assert not masked[:, : LAY.out_image.start].any()  # the condition is never masked
+    n_img = masked[:, LAY.out_image].sum(1).float()
+    n_txt = masked[:, LAY.text].sum(1).float()
+    assert (n_img >= 1).all() and (n_txt >= 1).all()
+    # E[floor(n cos(pi r / 2))] for r ~ U(0, 1) is about 2n/pi - 1/2
+    assert abs(n_img.mean().item() - (2 * LAY.n_image / math.pi - 0.5)) < 2.5
+    assert abs(n_txt.mean().item() - (2 * 16 / math.pi - 0.5)) < 1.0
+    # the two modalities draw their own ratios
+    assert abs(torch.corrcoef(torch.stack([n_img, n_txt]))[0, 1].item()) < 0.2
+
+
+def test_condition_dropout_blanks_prompt_and_input_image_only() -> None:
+    x = _cond(2)
+    y = drop_condition(LAY, x, torch.tensor([True, False]))
+    assert (y[0, LAY.prompt] == PAD).all() and (y[0, LAY.in_image] == NOIMG).all()
+    assert torch.equal(y[1], x[1]) and torch.equal(y[0, LAY.out_image.start - 1:], x[0, LAY.out_image.start - 1:])
+
+
+@pytest.mark.parametrize("sampler", ["parallel", "sequential", "image-only"])
+def test_samplers_finish_with_nothing_masked(rand_model: ParaDiffModel, sampler: str) -> None:
+    cfg = SampleConfig(steps=8, text_steps=4, image_steps=6)
+    res = sample(rand_model, _cond(3), sampler, cfg, record=True)
+    assert res.image.shape == (3, LAY.n_image) and (res.image >= 0).all()
+    assert res.steps == {"parallel": 8, "sequential": 10, "image-only": 6}[sampler]
+    assert res.trajectory is not None and len(res.trajectory) == res.steps
+    if sampler == "image-only":
+        assert (res.text == MASK).all()
+    else:
+        assert not (res.text == MASK).any()
+
+
+def test_parallel_schedules(rand_model: ParaDiffModel) -> None:
+    """Text: linear, one word a step for 16 words over 16 steps. Image: waits a quarter, then cosine."""
+    cfg = SampleConfig(steps=16, image_start=0.25)
+    traj = sample(rand_model, _cond(2), "parallel", cfg, record=True).trajectory
+    assert traj is not None
+    text_done = [int((t[0] != MASK).sum()) for t in traj.texts]
+    assert text_done == list(range(1, 17))
+    img_done = [int((i[0] >= 0).sum()) for i in traj.images]
+    assert img_done[:4] == [0, 0, 0, 0]
+    for k, done in enumerate(img_done[4:]):
+        progress = (k + 1) / 12
+        assert done == LAY.n_image - math.floor(LAY.n_image * math.cos(math.pi / 2 * progress)) or done == img_done[3 + k] + 1
+    assert img_done[-1] == LAY.n_image
+    assert all(b >= a for a, b in zip(img_done, img_done[1:], strict=False))
+
+
+def test_sequential_draws_only_after_the_text_is_done(rand_model: ParaDiffModel) -> None:
+    cfg = SampleConfig(text_steps=5, image_steps=4)
+    traj = sample(rand_model, _cond(1), "sequential", cfg, record=True).trajectory
+    assert traj is not None
+    for k in range(5):
+        assert (traj.images[k] < 0).all()
+    assert not (traj.texts[4] == MASK).any()
+
+
+def test_a_batch_decodes_each_row_as_if_alone(rand_model: ParaDiffModel) -> None:
+    """Greedy, noise-free decoding: batching must not change any row (no leaks across rows)."""
+    cfg = SampleConfig(steps=6, temperature=0.0, noise=0.0, guidance=2.0)
+    cond = _cond(5)
+    together = sample(rand_model, cond, "parallel", cfg)
+    for i in range(5):
+        alone = sample(rand_model, cond[i:i + 1], "parallel", cfg)
+        assert torch.equal(alone.text[0], together.text[i]) and torch.equal(alone.image[0], together.image[i])
+
+
+def test_same_seed_same_samples(rand_model: ParaDiffModel) -> None:
+    cfg = SampleConfig(steps=6)
+    cond = _cond(2)
+    a, b = (sample(rand_model, cond, "parallel", cfg, seed=7) for _ in range(2))
+    assert torch.equal(a.image, b.image) and torch.equal(a.text, b.text)
+
+
+def test_unknown_sampler(rand_model: ParaDiffModel) -> None:
+    with pytest.raises(ParadiffConfigError, match="choose one of"):
+        sample(rand_model, _cond(1), "joint", SampleConfig())

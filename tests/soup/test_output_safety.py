@@ -1,0 +1,163 @@
+"""Output safety: a full disk, a writer that fails twice, SIGTERM/SIGINT, --force, bad numbers.
+
+Every test here must end (pytest-timeout), whatever the merge does: a hang is a failure.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from paperlab.soup.config import MergeSpec
+from paperlab.soup.errors import SoupError
+from paperlab.soup.merge import merge
+from paperlab.soup.writer import ShardedWriter
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory, make_llama_fn: Callable[..., Path]) -> list[Path]:
+    root = tmp_path_factory.mktemp("safety")
+    return [make_llama_fn(root / "a", 1), make_llama_fn(root / "b", 2)]
+
+
+def spec(paths: list[Path], **kw: object) -> MergeSpec:
+    return MergeSpec(models=[{"model": str(p), "weight": 0.5} for p in paths], **kw)  # type: ignore[misc]
+
+
+def cli(*args: str, extra_path: Path | None = None) -> subprocess.CompletedProcess[str]:
+    pp = [str(REPO / "src")] if extra_path is None else [str(extra_path), str(REPO / "src")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(pp)}
+    return subprocess.run([sys.executable, "-m", "paperlab", "soup", *args], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def one_error_line(r: subprocess.CompletedProcess[str]) -> str:
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, r.stderr
+    return errors[0]
+
+
+@pytest.mark.timeout(180)
+def test_full_tmpfs_ends_in_one_line_and_leaves_nothing(pair: list[Path], tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        line = one_error_line(cli("merge", "-m", str(pair[0]), "-w", "1", "-m", str(pair[1]), "-w", "1",
+                                  str(disk / "out")))
+        assert "no space left" in line and "free space or choose another output directory" in line
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+@pytest.mark.timeout(120)
+def test_writer_that_fails_again_while_closing_never_hangs(pair: list[Path], tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    def full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ShardedWriter, "write", full)
+    monkeypatch.setattr(ShardedWriter, "abort", full)  # closing a file on a full disk fails too
+    with pytest.raises(SoupError, match="no space left"):
+        merge(spec(pair, chunk_elements=100), tmp_path / "out")
+    assert list(tmp_path.iterdir()) == []
+
+
+SLOW_WRITER = '''
+import time
+from paperlab.soup import writer
+
+_write = writer.ShardedWriter.write
+
+
+def _slow(self, name, data):
+    time.sleep(0.02)
+    return _write(self, name, data)
+
+
+writer.ShardedWriter.write = _slow
+'''
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_leave_no_partial_directory(pair: list[Path], tmp_path: Path, sig: signal.Signals) -> None:
+    slow = tmp_path / "slow"
+    slow.mkdir()
+    (slow / "sitecustomize.py").write_text(SLOW_WRITER)  # a slow disk, so there is time to interrupt
+    cfg = tmp_path / "m.yml"
+    cfg.write_text(f"merge_method: linear\nmodels:\n  - model: {pair[0]}\n    parameters: {{weight: 1}}\n"
+                   f"  - model: {pair[1]}\n    parameters: {{weight: 1}}\npaperlab: {{chunk_elements: 200}}\n")
+    outdir = tmp_path / "outs"
+    outdir.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(slow), str(REPO / "src")])}
+    proc = subprocess.Popen([sys.executable, "-m", "paperlab", "soup", "merge", str(cfg), str(outdir / "out")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        while not any(p.name.startswith(".out.partial-") for p in outdir.iterdir()):
+            assert proc.poll() is None, "the merge ended before it could be interrupted"
+            time.sleep(0.05)
+        time.sleep(0.3)  # well inside the merge
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode != 0
+    assert "Traceback" not in err
+    assert list(outdir.iterdir()) == []
+
+
+def test_force_replaces_only_an_earlier_paperlab_output(pair: list[Path], tmp_path: Path) -> None:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(SoupError, match="replaces only an earlier paperlab merge output"):
+        merge(spec(pair), mine, force=True)
+    assert (mine / "notes.txt").read_text() == "keep me"
+    with pytest.raises(SoupError, match="is \\(or holds\\) the input model"):
+        merge(spec(pair), pair[0], force=True)
+    with pytest.raises(SoupError, match="is \\(or holds\\) the input model"):
+        merge(spec(pair), pair[0].parent, force=True)
+    assert (pair[0] / "model.safetensors").is_file()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    merge(spec(pair), empty, force=True)
+    first = (empty / "model.safetensors").stat().st_mtime_ns
+    merge(spec(pair), empty, force=True)  # our own output: replaced
+    assert (empty / "model.safetensors").stat().st_mtime_ns >= first
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+@pytest.mark.parametrize("flags,match", [
+    (["--method", "ties", "--density", "0"], "density"),
+    (["--method", "ties", "--density", "1.5"], "density"),
+    (["--method", "task_arithmetic", "--lambda", "nan"], "lambda must be a finite number"),
+    (["--method", "breadcrumbs", "--gamma", "-1"], "gamma"),
+    (["--method", "slerp", "--t", "inf"], "field 't'"),
+])
+def test_bad_numbers_from_flags_are_one_line(pair: list[Path], tmp_path: Path, flags: list[str], match: str) -> None:
+    args = ["merge", "-m", str(pair[0]), "-w", "1", "-m", str(pair[1]), "-w", "1", "--base", str(pair[0]), *flags,
+            str(tmp_path / "out")]
+    line = one_error_line(cli(*args))
+    assert match in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_nan_weight_flag_is_one_line(pair: list[Path], tmp_path: Path) -> None:
+    line = one_error_line(cli("merge", "-m", str(pair[0]), "-w", "nan", "-m", str(pair[1]), "-w", "1",
+                              str(tmp_path / "out")))
+    assert "weight must be a finite number" in line
