@@ -129,3 +129,9 @@ def test_bench_command_writes_the_documented_json(trained: Any, tmp_path: Path,
     assert "output_alignment" in data["samplers"]["parallel"]
     assert (tmp_path / "b" / "bench.png").is_file()
     assert "output_alignment" in stdout
+
+
+def test_rl_rejects_bad_settings_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(["rl", "--out", str(tmp_path / "rl"), "--clip", "2"], capsys)
+    assert_one_line_error(code, err, "clip")
+    assert not (tmp_path / "rl").exists()

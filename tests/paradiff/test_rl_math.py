@@ -63,3 +63,16 @@ def test_first_update_starts_at_zero_kl_and_resumes(small: tuple[ParaDiffModel, 
     _, state = rl_train(copy.deepcopy(model), scorer, cond, scfg, cfg, state_dir=tmp_path,
                         on_update=lambda r: seen.append(int(r["update"])))
     assert seen == [2, 3] and [h["update"] for h in state.history] == [1, 2, 3]
+
+
+def test_scorer_learns_to_match_text_and_image(trained: object) -> None:
+    """A short contrastive run retrieves the right image for a text far above chance.
+
+    Measured: 0.50 top-1 among 64 held-out pairs after 300 steps (chance 0.016; 120 steps were
+    still at chance).
+    """
+    from paperlab.paradiff.scorer import retrieval_accuracy, train_scorer
+
+    vq = trained.vq  # type: ignore[attr-defined]
+    sc = train_scorer(ScorerConfig(steps=300, batch=32), vq)
+    assert retrieval_accuracy(sc, vq, n=64) >= 0.25

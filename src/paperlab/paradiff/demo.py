@@ -45,8 +45,9 @@ def run(ctx: DemoContext) -> Section:
         rows.append(row)
     state = "loaded from the cache" if trained.cached else f"trained here in {trained.seconds:.0f} s"
     paragraphs = [
-        "One bidirectional transformer denoises the reasoning text and the output image (64 VQ codes) "
-        "together: each step is one joint forward pass, so each modality sees the other's partial state.",
+        f"One bidirectional transformer denoises the reasoning text and the output image "
+        f"({trained.vq.n_tokens} VQ codes) together: each step is one joint forward pass, so each "
+        "modality sees the other's partial state.",
         f"The tiny preset ({state}; {t_train:.0f} s in this demo).",
         f"Edit: '{' '.join(ex.prompt)}' on the input {' '.join(scene_text(ex.input_scene))}. "
         f"Target: {' '.join(scene_text(ex.target))}. The model wrote: {out.text or '(nothing)'}; "

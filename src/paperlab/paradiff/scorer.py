@@ -28,7 +28,7 @@ from paperlab.paradiff.store import load_checkpoint, save_checkpoint
 from paperlab.paradiff.task import TEXT_LEN, WORDS, make_example
 from paperlab.paradiff.tokens import image_codes, target_tokens
 
-__all__ = ["Scorer", "ScorerConfig", "ensure_scorer", "retrieval_accuracy"]
+__all__ = ["Scorer", "ScorerConfig", "ensure_scorer", "retrieval_accuracy", "train_scorer"]
 
 
 class ScorerConfig(_Strict):
