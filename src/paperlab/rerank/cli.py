@@ -276,6 +276,12 @@ def eval_(
                               llm_spec=llm if reranking else "", on_query=progress if reranking else None,
                               first_stage=fs_name, log=log)
     except KeyboardInterrupt:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            # a second or still-pending interrupt must not replace this line with a traceback
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise RerankError(f"interrupted after {log.n_done_on_disk()} of {len(qids)} queries, all kept in {out}; "
                           "rerun the same command to resume") from None
     if ds.issues.counts:
