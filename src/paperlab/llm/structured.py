@@ -68,6 +68,7 @@ class SchemaLogitsProcessor:
         self._words = 0
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import numpy as np
         import torch
 
         if self._started:
@@ -79,10 +80,11 @@ class SchemaLogitsProcessor:
         for i, m in enumerate(self.matchers):
             if m.is_error():
                 continue
-            words = torch.frombuffer(bytearray(m.compute_bitmask()), dtype=torch.int32)
-            bits = (words.unsqueeze(1) >> torch.arange(32, dtype=torch.int32)) & 1
-            allowed = bits.flatten().bool()
-            if allowed.numel() < vocab:  # tokens beyond the tokenizer's vocabulary: never allowed
-                allowed = torch.cat([allowed, allowed.new_zeros(vocab - allowed.numel())])
-            scores[i, ~allowed[:vocab].to(scores.device)] = float("-inf")
+            # bit j of 32-bit word w allows token 32 w + j; numpy unpacks it in microseconds
+            # (the same with torch shifts took 0.2 s per row on this CPU)
+            bits = np.unpackbits(np.frombuffer(m.compute_bitmask(), dtype=np.uint8), bitorder="little")
+            banned = np.ones(vocab, dtype=bool)  # tokens beyond the tokenizer's vocabulary: banned
+            n = min(vocab, bits.size)
+            banned[:n] = bits[:n] == 0
+            scores[i].masked_fill_(torch.from_numpy(banned).to(scores.device), float("-inf"))
         return scores
