@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "src"))
 
 
-def make_llama(out: Path, seed: int, layers: int = 4, hidden: int = 64) -> Path:
+def make_llama(out: Path, seed: int, layers: int = 4, hidden: int = 64, dtype: str = "float32") -> Path:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -34,7 +34,7 @@ def make_llama(out: Path, seed: int, layers: int = 4, hidden: int = 64) -> Path:
     with torch.no_grad():
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
-    model.save_pretrained(out)
+    model.to(getattr(torch, dtype)).save_pretrained(out)
     return out
 
 
@@ -96,10 +96,11 @@ def main() -> None:
     ap.add_argument("--mergekit", required=True, help="mergekit-yaml from mergekit's own venv")
     ap.add_argument("--json", type=Path, default=REPO / "bench" / "soup" / "vs_mergekit_results.json")
     ap.add_argument("--only", default="", help="comma-separated config names")
+    ap.add_argument("--dtype", default="float32", help="the inputs' dtype (bfloat16 gives ties in magnitude)")
     args = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="soup-vs-mk-"))
-    models = [make_llama(root / n, s) for n, s in (("a", 1), ("b", 2), ("c", 3))]
-    base = make_llama(root / "base", 9)
+    models = [make_llama(root / n, s, dtype=args.dtype) for n, s in (("a", 1), ("b", 2), ("c", 3))]
+    base = make_llama(root / "base", 9, dtype=args.dtype)
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
     mk_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
     results = {}

@@ -136,11 +136,18 @@ def test_ties_sign_election_on_a_zero_sum_and_exact_k() -> None:
     got = ties.combine([x1, x2], base, p)
     want = torch.where(x1 > 0, x1, -x1)  # the positive side wins each column, divided by its one weight
     assert torch.equal(got, want)
-    # Three entries tie in magnitude at the cut: exactly k = int(0.5 * 6) = 3 are kept, in index order.
+    # Three entries tie at the top: k = int(0.5 * 6) = 3 keeps exactly those three.
     q = MethodParams(weights=(1.0,), normalize=False, densities=(0.5,), shape=(6,))
     kept = ties.combine([x1], base, q)
-    assert int((kept != 0).sum()) == 3
     assert kept.tolist() == [0.0, 0.0, 3.0, 3.0, 3.0, 0.0]
+    # A tie straddling the cut (k = int(0.4 * 6) = 2 of three 3.0s): exactly k are kept, the ones
+    # a descending argsort puts first (mergekit's call).
+    r = MethodParams(weights=(1.0,), normalize=False, densities=(0.4,), shape=(6,))
+    kept = ties.combine([x1], base, r)
+    want = torch.zeros(6)
+    first = torch.argsort(x1.abs(), descending=True)[:2]
+    want[first] = x1[first]
+    assert int((kept != 0).sum()) == 2 and torch.equal(kept, want)
 
 
 @pytest.mark.parametrize("method,consensus", [("dare_linear", False), ("dare_ties", True)])

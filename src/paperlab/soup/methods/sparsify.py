@@ -3,8 +3,11 @@
 
 All work on a flat float32 tensor and return a new one; the semantics are mergekit's
 (``mergekit/sparsify.py``), with two choices of ours where it leaves things to chance:
-- entries tied in magnitude at the cut are kept in index order (a stable sort), so the kept
-  count is exactly ``k`` and the result does not depend on the sort implementation;
+- exactly ``k`` entries are kept. When entries tied in magnitude straddle the cut (common with
+  bf16 inputs), the ones kept are those torch's descending ``argsort`` of the float32 magnitudes
+  puts first, which is mergekit's own call: the choice is deterministic for a torch version
+  (checked across thread counts) and so matches mergekit's. When no tie straddles the cut, a
+  linear-time selection finds the same set without sorting (most float32 tensors);
 - random drops draw ``u ~ U[0, 1)`` per entry from :func:`~paperlab.soup.methods.base.rng_for`
   and keep the entry when ``u < p`` (a Bernoulli(p) draw), so a merge is reproducible.
 """
@@ -36,9 +39,7 @@ def _finish(delta: torch.Tensor, mask: torch.Tensor, rescale: bool) -> torch.Ten
 
 
 def _top_k_mask(mag: torch.Tensor, k: int) -> torch.Tensor:
-    """A float mask of the k largest entries of ``mag``; entries equal to the k-th largest are
-    taken in index order. Exactly what a stable descending sort's first k are, in O(n): the cut
-    value comes from a selection, not a sort (which cost most of a TIES merge)."""
+    """A float mask of the k largest entries of ``mag`` (float32), chosen as mergekit chooses."""
     import torch
 
     n = mag.numel()
@@ -46,8 +47,11 @@ def _top_k_mask(mag: torch.Tensor, k: int) -> torch.Tensor:
     above = mag > cut
     at = mag == cut
     room = k - int(above.sum())
-    keep = above | (at & (torch.cumsum(at, 0) <= room))
-    return keep.to(torch.float32)
+    if room == int(at.sum()):  # every entry at the cut is kept: no choice to make, no sort
+        return (above | at).to(torch.float32)
+    mask = torch.zeros(n, dtype=torch.float32, device=mag.device)
+    mask[torch.argsort(mag, descending=True)[:k]] = 1
+    return mask
 
 
 def magnitude(delta: torch.Tensor, density: float, rescale: bool = False) -> torch.Tensor:
@@ -70,7 +74,7 @@ def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float, rescal
     target = int(density * n)
     top = int(gamma * n)
     bottom = max(0, n - target - top)
-    order = torch.argsort(delta.abs(), descending=False, stable=True)
+    order = torch.sort(delta.abs(), descending=False).indices  # mergekit's call, ties included
     mask = torch.zeros(n, dtype=torch.float32, device=delta.device)
     mask[order[bottom: bottom + target]] = 1
     return _finish(delta, mask, rescale)
