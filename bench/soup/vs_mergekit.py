@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -134,6 +135,7 @@ def main() -> None:
             results[f"{name}/{out_dtype}"] = row
             print(f"{name:18} {out_dtype:9} {row['within_2_ulp'] * 100:9.4f}% within 2 ulp, max {worst} ulp, "
                   f"{len(common)} tensors{' NAMES DIFFER' if row['only_ours'] or row['only_mergekit'] else ''}")
+    shutil.rmtree(root, ignore_errors=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
 
 

@@ -15,8 +15,9 @@ def make_tokenizer(out: Path) -> None:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {f"w{i}": i for i in range(VOCAB)}
-    vocab["<unk>"] = 0
+    # One token per id: two tokens sharing an id would be saved in either order, so two saves of
+    # "the same" tokenizer could differ.
+    vocab = {"<unk>": 0, **{f"w{i}": i for i in range(1, VOCAB)}}
     tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>").save_pretrained(out)

@@ -101,11 +101,18 @@ def _same(a: str | Path, b: str | Path) -> bool:
 def _check_union(models: list[Checkpoint]) -> str:
     """tokenizer_source: union. Honoured when every model has the same tokenizer (the union is
     then that tokenizer); a real union needs the embeddings permuted, which we refuse."""
-    def fingerprint(ck: Checkpoint) -> bytes | None:
-        for name in ("tokenizer.json", "tokenizer.model", "vocab.json"):
-            f = ck.path / name
-            if f.is_file():
-                return f.read_bytes()
+    def fingerprint(ck: Checkpoint) -> str | None:
+        # The vocabulary (token -> id) and added tokens, not the file's bytes: the same tokenizer
+        # saved twice may serialise other fields differently.
+        f = ck.path / "tokenizer.json"
+        if f.is_file():
+            data = json.loads(f.read_text())
+            added = sorted((t.get("content"), t.get("id")) for t in data.get("added_tokens") or [])
+            return json.dumps([(data.get("model") or {}).get("vocab"), added], sort_keys=True)
+        for name in ("tokenizer.model", "vocab.json"):
+            g = ck.path / name
+            if g.is_file():
+                return g.read_bytes().hex()
         return None
 
     prints = [fingerprint(ck) for ck in models]
