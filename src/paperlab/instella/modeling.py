@@ -41,9 +41,9 @@ class InstellaRMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         wide = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 if given that
-        x32 = x.to(wide)
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return (self.weight.to(wide) * x32).to(x.dtype)
+        # x * rsqrt(mean(x^2) + eps) * weight, in one fused op (the unfused chain of five
+        # elementwise ops was a measurable share of a bf16 forward on CPU)
+        return F.rms_norm(x.to(wide), (x.shape[-1],), self.weight.to(wide), self.eps).to(x.dtype)
 
 
 def rope_cos_sin(
