@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -260,8 +262,13 @@ def eval_(
         return model
 
     done = [resumed]
+    interrupted = _watch_sigint()
 
     def progress(qid: str, row: dict[str, Any]) -> None:
+        # A Ctrl-C that Python swallowed (one landing in a weakref or __del__ callback is only
+        # printed as "Exception ignored") still stops the run at the next query boundary.
+        if interrupted.is_set():
+            raise KeyboardInterrupt
         # one plain line per query on stderr: visible in a pipe, a log file or CI
         done[0] += 1
         per, _ = evaluate_run({qid: ds.qrels[qid]}, {qid: log.run.get(qid, {})})
@@ -276,14 +283,16 @@ def eval_(
                               llm_spec=llm if reranking else "", on_query=progress if reranking else None,
                               first_stage=fs_name, log=log)
     except KeyboardInterrupt:
-        import signal
-        import threading
-
         if threading.current_thread() is threading.main_thread():
             # a second or still-pending interrupt must not replace this line with a traceback
             signal.signal(signal.SIGINT, signal.SIG_IGN)
         raise RerankError(f"interrupted after {log.n_done_on_disk()} of {len(qids)} queries, all kept in {out}; "
                           "rerun the same command to resume") from None
+    finally:
+        # after an interrupt the handler stays ignored (set above) while the error line is printed
+        if (threading.current_thread() is threading.main_thread() and interrupted.previous is not None
+                and not interrupted.is_set()):
+            signal.signal(signal.SIGINT, interrupted.previous)
     if ds.issues.counts:
         res.extra["data_issues"] = dict(ds.issues.counts)
     if recorder and isinstance(recorder[0], RecordingLLM):
@@ -306,3 +315,31 @@ def eval_(
                       str(st.completion_tokens), f"{res.wall_s:.1f}", str(st.n_repairs), str(st.n_fallbacks))
     _console().print(table)
     typer.echo(f"wrote {out}/run.trec and {out}/summary.json")
+
+
+class _SigintWatch(threading.Event):
+    """Set by every SIGINT; ``previous`` is the handler to put back afterwards."""
+
+    previous: Any = None
+
+
+def _watch_sigint() -> _SigintWatch:
+    """An event set by every SIGINT, beside the usual KeyboardInterrupt.
+
+    Python drops a KeyboardInterrupt raised inside a finaliser or weakref callback; the event
+    lets the eval loop notice such an interrupt at its next query boundary.
+    """
+    event = _SigintWatch()
+    if threading.current_thread() is not threading.main_thread():
+        return event
+    previous = event.previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        event.set()
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    return event
