@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,27 +27,13 @@ from paperlab.icl.dnamodel import (
     save_model,
 )
 from paperlab.icl.markov import bits, eval_windows, markov_table
+from paperlab.threads import set_threads
 
 log = logging.getLogger(__name__)
 SCORE_FROM = 16
 StepCallback = Callable[[int, float], None]
 
 
-def set_threads() -> int:
-    """Pick torch's thread count (at most 2, the CI box) and return it.
-
-    On a machine already busy with other work, two spinning torch threads run several times
-    slower than one (measured 5-10x on a loaded 2-core box), so we fall back to one thread when
-    the 1-minute load average already fills the cores.
-    """
-    import torch
-
-    cores = os.cpu_count() or 1
-    n = max(1, min(2, cores))
-    if hasattr(os, "getloadavg") and os.getloadavg()[0] >= cores - 0.5:
-        n = 1
-    torch.set_num_threads(n)
-    return n
 
 
 @dataclass

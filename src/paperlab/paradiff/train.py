@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -28,24 +27,13 @@ from paperlab.paradiff.store import load_checkpoint, save_checkpoint
 from paperlab.paradiff.task import Example, make_example, make_examples
 from paperlab.paradiff.tokens import drop_condition, target_tokens
 from paperlab.paradiff.vq import VQModel, ensure_vq
+from paperlab.threads import set_threads
 
 __all__ = ["Trained", "bench_examples", "ensure_model", "load_model", "mask_outputs", "set_threads", "train_model"]
 
 log = logging.getLogger(__name__)
 
 
-def set_threads() -> int:
-    """Use at most 2 torch threads, and 1 when the machine is already busy.
-
-    Two spinning threads on a loaded 2-core box ran about 2.7x slower per training step than
-    one (measured here: 2.2 s vs 0.8 s with a load average of 13).
-    """
-    cores = os.cpu_count() or 1
-    n = max(1, min(2, cores))
-    if hasattr(os, "getloadavg") and os.getloadavg()[0] >= cores - 0.5:
-        n = 1
-    torch.set_num_threads(n)
-    return n
 
 
 @dataclass

@@ -44,21 +44,12 @@ from paperlab.instella.recipe.losses import (
     sequence_logprobs,
 )
 from paperlab.instella.recipe.train import TrainStats, train
+from paperlab.threads import cpu_threads
 
 log = logging.getLogger(__name__)
 CHAT_STAGES = ("sft", "dpo", "long")
 
 
-def cpu_threads() -> int:
-    """At most 2 torch threads, and 1 when the load average already fills the cores: on a busy
-    box two spinning threads ran a tiny model's training step 18x slower than one (0.2 s vs 3.5 s
-    measured here)."""
-    import os
-
-    cores = os.cpu_count() or 1
-    if hasattr(os, "getloadavg") and os.getloadavg()[0] >= cores - 0.5:
-        return 1
-    return max(1, min(2, cores))
 
 
 class Recipe:
