@@ -97,3 +97,17 @@ def test_dl19_bm25(shared_data: Path) -> None:
     idx = BM25Index.build(data.corpus)
     res = evaluate_method(data, "bm25", first_stage_run(data, idx, data.judged_queries(), 100))
     assert 0.6 < res.metrics["nDCG@10"] < 0.8  # 0.727 measured on this 5000-passage subset
+
+
+def test_tied_scores_are_scored_in_ranking_order_not_doc_id_order() -> None:
+    # A small model that writes 0 for every passage: the reranker keeps the first stage's order
+    # for ties; trec_eval/ir-measures would otherwise sort the tie by doc id (the relevant
+    # "z-rel" last, RR 0.25).
+    run = {"q": {"z-rel": 0.0, "m": 0.0, "b": 0.0, "a": 0.0}}
+    metrics, _ = evaluate_run({"q": {"z-rel": 1}}, run)
+    assert metrics["RR@10"] == 1.0
+    lines = trec_run_text(run, "t").splitlines()
+    assert [ln.split()[2] for ln in lines] == ["z-rel", "m", "b", "a"]
+    scores = [float(ln.split()[4]) for ln in lines]
+    assert all(a > b for a, b in zip(scores, scores[1:], strict=False))  # strict: trec_eval keeps it
+    assert scores[0] == 0.0 and scores[-1] > -1e-4

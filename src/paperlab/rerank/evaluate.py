@@ -39,15 +39,18 @@ def evaluate_run(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, floa
     """Mean and per-query nDCG@10, R@100, RR@10 of ``run`` (qid -> {doc id: score}).
 
     Only queries present in both qrels and run are scored; a judged query missing from the
-    run counts as all zeros (ir-measures leaves it out, so we add it back).
+    run counts as all zeros (ir-measures leaves it out, so we add it back). Equal scores are
+    ranked in the run's insertion order (``untie``), not by doc id as ir-measures would.
     """
     import ir_measures
+
+    from paperlab.rerank.runlog import untie
 
     measures = _measures()
     judged = [q for q in qrels if q in run]
     per: dict[str, dict[str, float]] = {q: {m: 0.0 for m in MEASURE_NAMES} for q in judged}
     sub_qrels = {q: qrels[q] for q in judged}
-    sub_run = {q: run[q] for q in judged}
+    sub_run = {q: untie(run[q]) for q in judged}
     for m in ir_measures.iter_calc(measures, sub_qrels, sub_run):
         per[m.query_id][str(m.measure)] = float(m.value)
     agg = {m: (sum(p[m] for p in per.values()) / len(per) if per else 0.0) for m in MEASURE_NAMES}

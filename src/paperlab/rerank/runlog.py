@@ -29,10 +29,32 @@ FILES = ("manifest.json", "run.trec", "queries.jsonl", "summary.json")
 RESUMABLE_CHANGES = frozenset({"max_queries"})
 
 
+#: The gap ``untie`` leaves between equal scores: the 6th decimal, the last one a run file keeps.
+TIE_STEP = 1e-6
+
+
+def untie(scores: Mapping[str, float]) -> dict[str, float]:
+    """Strictly decreasing scores, best first, equal scores kept in insertion order.
+
+    trec_eval and ir-measures ignore the rank column and break score ties by doc id, so a
+    ranking whose scores tie (a small model that writes 0 for most passages) would be scored
+    in doc-id order, not in the order the reranker (or its first-stage tie-break) chose. Each
+    tied score is lowered by ``TIE_STEP`` per place (at most 1e-4 over 100 passages).
+    """
+    ranked = sorted(scores.items(), key=lambda kv: -kv[1])  # stable: ties keep insertion order
+    out: dict[str, float] = {}
+    prev = float("inf")
+    for doc, score in ranked:
+        prev = min(round(score, 6), round(prev - TIE_STEP, 6))
+        out[doc] = prev
+    return out
+
+
 def trec_lines(qid: str, scores: Mapping[str, float], tag: str) -> list[str]:
-    """``qid Q0 docid rank score tag`` lines, best first (ties by insertion order)."""
-    ranked = sorted(scores.items(), key=lambda kv: -kv[1])
-    return [f"{qid} Q0 {d} {r} {s:.6f} {tag}" for r, (d, s) in enumerate(ranked, start=1)]
+    """``qid Q0 docid rank score tag`` lines, best first (ties by insertion order, made strict
+    with ``untie`` so that trec_eval reads the same order)."""
+    ranked = untie(scores)
+    return [f"{qid} Q0 {d} {r} {s:.6f} {tag}" for r, (d, s) in enumerate(ranked.items(), start=1)]
 
 
 class RunLog:

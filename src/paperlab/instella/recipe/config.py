@@ -117,17 +117,19 @@ def check_stage_inputs(cfg: RecipeConfig, from_dir: Path | None) -> None:
 
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {},
+    # ~31M parameters (the released 50,304-token vocabulary is 26M of them, untied): about
+    # 360k training tokens in all, sized to finish in tens of minutes on 2 CPU cores.
     "small": dict(
-        model=dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=6, intermediate_size=1024,
-                   seq_len=256),
+        model=dict(hidden_size=256, num_hidden_layers=6, num_attention_heads=4, intermediate_size=768,
+                   seq_len=128),
         tokenizer="instella",
-        pretrain=dict(steps=1500, lr=1e-3, warmup=100, batch=16),
-        stage2=dict(steps=300, lr=2e-4, batch=16),
-        sft=dict(steps=300, lr=1e-4, warmup=30, batch=16),
-        dpo=dict(steps=100, lr=5e-6, batch=8),
-        long=dict(steps=100, lr=1e-4, batch=4),
-        save_every=100,
-        eval=dict(heldout_windows=64, gsm8k_problems=64, max_new_tokens=128, pairs=128),
+        pretrain=dict(steps=200, lr=2e-3, warmup=20, batch=8),
+        stage2=dict(steps=30, lr=5e-4, batch=8),
+        sft=dict(steps=30, lr=3e-4, warmup=3, batch=8),
+        dpo=dict(steps=15, lr=5e-5, batch=4),
+        long=dict(steps=15, lr=2e-4, batch=2),
+        save_every=25,
+        eval=dict(heldout_windows=32, gsm8k_problems=32, max_new_tokens=96, pairs=64),
     ),
     "gpu": dict(
         model=dict(hidden_size=1024, num_hidden_layers=16, num_attention_heads=16, intermediate_size=2816,

@@ -156,7 +156,10 @@ class Recipe:
             self.report = json.loads(rp.read_text())
         self.tok = self._tokenizer()
         self.tok.padding_side = "right"
-        enc = lambda s: torch.tensor(self.tok(s, add_special_tokens=False)["input_ids"], dtype=torch.long)  # noqa: E731
+        # the fast backend directly: the same ids, without transformers' warning that a whole
+        # corpus is longer than the model's context (it is cut into windows later)
+        backend = self.tok.backend_tokenizer
+        enc = lambda s: torch.tensor(backend.encode(s, add_special_tokens=False).ids, dtype=torch.long)  # noqa: E731
         self.text_ids, self.held_ids = enc(self.text_train), enc(self.text_held)
         eos = self.tok.eos_token
         self.math_ids = enc(eos.join(D.raw_math(p) for p in self.math_train) + eos)

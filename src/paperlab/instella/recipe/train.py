@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -104,6 +105,7 @@ def train(
     model.train()
     t0, tok0, loss_v = time.perf_counter(), tokens, first_loss
     step = start
+    last_line = t0
     progress = Progress(TextColumn(f"[bold]{label}[/bold]"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                         TextColumn("loss {task.fields[loss]:.3f}"), TextColumn("{task.fields[tps]:.0f} tok/s"),
                         TimeRemainingColumn(), console=console, transient=True, refresh_per_second=2)
@@ -125,6 +127,12 @@ def train(
                 tokens += n_tok
                 tps = (tokens - tok0) / max(1e-9, time.perf_counter() - t0)
                 progress.update(task, completed=step + 1, loss=loss_v, tps=tps)
+                if not progress.console.is_terminal and (time.perf_counter() - last_line > 30
+                                                         or step + 1 == settings.steps):
+                    # piped or under nohup the bar draws nothing: a plain line every 30 s instead
+                    last_line = time.perf_counter()
+                    print(f"{label}: step {step + 1}/{settings.steps}, loss {loss_v:.3f}, {tps:.0f} tok/s",
+                          file=sys.stderr, flush=True)
                 if (step + 1) % save_every == 0 and step + 1 < settings.steps:
                     _save_state(state_dir, model, opt, sched, step + 1, tokens, first_loss)
     except KeyboardInterrupt:
