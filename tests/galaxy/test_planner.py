@@ -29,9 +29,11 @@ class ScriptedLLM:
     def __init__(self, replies: list[str]) -> None:
         self.replies = list(replies)
         self.prompts: list[list[dict[str, str]]] = []
+        self.schemas: list[object] = []
 
-    def generate(self, prompt, max_tokens=64, temperature=0.0, stop=None, seed=None):  # type: ignore[no-untyped-def]
+    def generate(self, prompt, max_tokens=64, temperature=0.0, stop=None, seed=None, schema=None):  # type: ignore[no-untyped-def]
         self.prompts.append(list(prompt))
+        self.schemas.append(schema)
         return Gen(self.replies.pop(0))
 
 
@@ -91,3 +93,15 @@ def test_declarative_planner_and_registry(tmp_path: Path) -> None:
 
 def test_extract_json_skips_braces_in_prose() -> None:
     assert extract_json('use {curly} braces; then {"a": "}"}') == {"a": "}"}
+
+
+def test_plan_asks_with_a_schema_narrowed_to_the_devices() -> None:
+    llm = ScriptedLLM([json.dumps(GOOD)])
+    LLMPlanner(llm).plan("take a photo and edit it", DEVICES)
+    schema = llm.schemas[0]
+    assert isinstance(schema, dict)
+    task = schema["properties"]["tasks"]["items"]
+    assert task["properties"]["executor"]["properties"]["kind"]["enum"] == ["echo", "sleep"]
+    assert task["properties"]["capabilities"]["items"]["enum"] == ["camera", "cpu"]
+    assert LLMPlanner(ScriptedLLM([]), structured=False).structured is False
+

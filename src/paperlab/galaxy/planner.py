@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from paperlab.galaxy.constellation import Constellation, load_constellation
+from paperlab.galaxy.constellation import ID_PATTERN, Constellation, load_constellation
 from paperlab.galaxy.edits import EditBatch, apply_batch, parse_batch
 from paperlab.galaxy.errors import EditError, PlanError, PlannerError
 from paperlab.galaxy.executors import EXECUTORS
@@ -27,8 +27,8 @@ from paperlab.galaxy.executors import EXECUTORS
 if TYPE_CHECKING:
     from paperlab.llm import LLM, Message
 
-__all__ = ["PLANNERS", "DeclarativePlanner", "DeviceSummary", "LLMPlanner", "Planner",
-           "extract_json", "get_planner"]
+__all__ = ["EDITS_SCHEMA", "PLANNERS", "DeclarativePlanner", "DeviceSummary", "LLMPlanner", "Planner",
+           "extract_json", "get_planner", "plan_schema"]
 
 log = logging.getLogger(__name__)
 
@@ -115,17 +115,70 @@ python {"function": name, "kwargs": {...}}; llm {"prompt": str}.
 Independent tasks must not depend on each other, so they run in parallel."""
 
 
-class LLMPlanner:
-    """Plans with a :class:`paperlab.llm.LLM`."""
+def plan_schema(devices: list[DeviceSummary]) -> dict[str, Any]:
+    """The JSON schema of a plan reply, narrowed to what ``devices`` offer.
 
-    def __init__(self, llm: LLM, max_attempts: int = 3, max_tokens: int = 768) -> None:
+    Given as ``schema=`` to the LLM, it holds a local model's decoding to a plan object whose
+    executor kinds and capabilities exist on some device (an HTTP server gets it as
+    ``response_format``). What a schema cannot say (no cycles, a python function a capable
+    device allows, inputs naming upstream tasks) is still checked after parsing and fed back.
+    """
+    kinds = sorted({k for d in devices for k in d.executors}) if devices else sorted(EXECUTORS)
+    caps = sorted({c for d in devices for c in d.capabilities})
+    task_id = {"type": "string", "pattern": ID_PATTERN}
+    task: dict[str, Any] = {
+        "type": "object",
+        "properties": {
+            "id": task_id,
+            "description": {"type": "string"},
+            "capabilities": {"type": "array", "items": {"enum": caps} if caps else {"type": "string"}},
+            "executor": {"type": "object",
+                         "properties": {"kind": {"enum": kinds}, "args": {"type": "object"}},
+                         "required": ["kind", "args"], "additionalProperties": False},
+            "after": {"type": "array", "items": task_id},
+            "inputs": {"type": "object", "additionalProperties": {"type": "string"}},
+            # no timeout / max_retries: a grammar cannot bound a number's digits, and a small
+            # model held to one wrote a 100-digit timeout until its budget ran out
+        },
+        "required": ["id", "executor"],
+        "additionalProperties": False,
+    }
+    return {"type": "object",
+            "properties": {"name": {"type": "string"}, "tasks": {"type": "array", "items": task, "minItems": 1}},
+            "required": ["name", "tasks"], "additionalProperties": False}
+
+
+#: A replan reply: an edit batch (its ops are validated after parsing, as from a file).
+EDITS_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "properties": {"edits": {"type": "array", "items": {"type": "object", "properties": {"op": {"enum": [
+        "add_task", "remove_task", "update_task", "add_edge", "remove_edge"]}}, "required": ["op"]}}},
+    "required": ["edits"],
+}
+
+
+class LLMPlanner:
+    """Plans with a :class:`paperlab.llm.LLM`.
+
+    Args:
+        llm: the model.
+        max_attempts: asks per plan (each invalid plan's error is fed back).
+        max_tokens: completion budget per ask.
+        structured: pass the plan's JSON schema as ``schema=`` (constrained decoding on local
+            backends, ``response_format`` over HTTP); off, the model writes freely and the
+            reply is parsed.
+    """
+
+    def __init__(self, llm: LLM, max_attempts: int = 3, max_tokens: int = 768, structured: bool = True) -> None:
         self.llm = llm
         self.max_attempts = max_attempts
         self.max_tokens = max_tokens
+        self.structured = structured
         self.transcript: list[dict[str, str]] = []
 
-    def _ask(self, messages: list[dict[str, str]]) -> str:
-        gen = self.llm.generate(cast("list[Message]", messages), max_tokens=self.max_tokens, temperature=0.0)
+    def _ask(self, messages: list[dict[str, str]], schema: dict[str, Any] | None = None) -> str:
+        gen = self.llm.generate(cast("list[Message]", messages), max_tokens=self.max_tokens, temperature=0.0,
+                                schema=schema if self.structured else None)
         return str(gen.text)
 
     def plan(self, request: str, devices: list[DeviceSummary]) -> Constellation:
@@ -138,8 +191,9 @@ class LLMPlanner:
             {"role": "user", "content": f"Devices:\n{dev_text or '- (none registered yet)'}\n\nRequest: {request}"},
         ]
         last, error = "", ""
+        schema = plan_schema(devices)
         for attempt in range(1, self.max_attempts + 1):
-            last = self._ask(messages)
+            last = self._ask(messages, schema)
             try:
                 c = Constellation.from_plan(extract_json(last))
                 check_placeable(c, devices)
@@ -168,7 +222,7 @@ class LLMPlanner:
                     'add_edge, remove_edge; or {"edits": []} for no change.')
         messages = [{"role": "user", "content": prompt}]
         for _ in range(self.max_attempts):
-            text = self._ask(messages)
+            text = self._ask(messages, EDITS_SCHEMA)
             try:
                 data = extract_json(text)
                 if not data.get("edits"):
