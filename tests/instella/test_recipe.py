@@ -124,3 +124,31 @@ def test_sft_before_any_checkpoint_writes_nothing(tmp_path: Path) -> None:
     with pytest.raises(InstellaConfigError, match="needs a checkpoint"):
         run_recipe(cfg, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_gpu_preset_without_cuda_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
+    from paperlab.instella.errors import InstellaConfigError
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the gpu preset would run")
+    cfg = load_recipe_config(preset="gpu")
+    assert cfg.device == "cuda" and cfg.bf16_autocast
+    with pytest.raises(InstellaConfigError, match="CUDA is not available; use --device cpu") as exc:
+        run_recipe(cfg, tmp_path / "out")
+    assert "\n" not in str(exc.value)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("preset, low, high", [("small", 20e6, 50e6), ("gpu", 150e6, 600e6)])
+def test_preset_sizes(preset: str, low: float, high: float) -> None:
+    # counted on the meta device: no memory, no init; the released vocabulary (50,304 padded)
+    from paperlab.instella.configuration import InstellaConfig
+    from paperlab.instella.modeling import InstellaForCausalLM
+
+    m = load_recipe_config(preset=preset).model
+    config = InstellaConfig(vocab_size=50304, hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
+                            num_hidden_layers=m.num_hidden_layers, num_attention_heads=m.num_attention_heads,
+                            num_key_value_heads=m.num_key_value_heads or m.num_attention_heads)
+    with torch.device("meta"):
+        n = sum(p.numel() for p in InstellaForCausalLM(config).parameters())
+    assert low <= n <= high, n
