@@ -22,6 +22,7 @@ import contextlib
 import html
 import json
 import time
+from collections import deque
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -163,7 +164,8 @@ class Dashboard:
     def __init__(self, orch: Orchestrator, max_events: int = 40, max_fps: float = 2.0) -> None:
         self.orch = orch
         self.version = 0
-        self.events: list[str] = []
+        # The newest events, raw: formatted only when a frame is drawn (most never are).
+        self._events: deque[tuple[str, dict[str, Any]]] = deque(maxlen=max_events)
         self.max_events = max_events
         self.min_interval = 1.0 / max_fps
         self.renders = 0
@@ -178,8 +180,17 @@ class Dashboard:
         orch.listeners.append(self._on_event)
 
     def _on_event(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
-        # Called on the scheduler's path for every event: O(1), no rendering here.
+        # Called on the scheduler's path for every event: O(1), no formatting or rendering.
         self.version += 1
+        self._events.append((kind, data))
+
+    @property
+    def events(self) -> list[str]:
+        """The newest events as HTML-escaped lines, oldest first."""
+        return [self._event_line(kind, data) for kind, data in self._events]
+
+    @staticmethod
+    def _event_line(kind: str, data: dict[str, Any]) -> str:
         if kind == "created":
             detail = f"{len(data.get('plan', {}).get('tasks', []))} tasks"
         elif kind == "edit":
@@ -188,9 +199,7 @@ class Dashboard:
             detail = " ".join(f"{k}={v}" for k, v in data.items()
                               if k in ("task", "device", "status", "what", "reason", "state") and v)
         stamp = time.strftime("%H:%M:%S", time.localtime(data.get("ts", time.time())))
-        self.events.append(html.escape(f"{stamp} {kind} {detail}"[:160]))
-        if len(self.events) > 2 * self.max_events:
-            del self.events[: -self.max_events]
+        return html.escape(f"{stamp} {kind} {detail}"[:160])
 
     def http(self, path: str, query: dict[str, list[str]], identity: Identity,
              token: str) -> Response | None:
@@ -247,7 +256,7 @@ class Dashboard:
             "metrics": metrics,
             "devices": "<table><tr><th>device</th><th>status</th><th>capabilities</th><th>running</th>"
                        f"<th>done</th></tr>{devices}</table>",
-            "events": "<br>".join(reversed(self.events[-self.max_events:])),
+            "events": "<br>".join(reversed(self.events)),
         }
 
     async def _render_loop(self) -> None:
