@@ -219,6 +219,15 @@ class Constellation(BaseModel):
             raise PlanError(f"the dependencies form a cycle through {stuck}; remove one edge")
         return order
 
+    def depths(self) -> dict[str, int]:
+        """Task id -> length of the longest path of edges reaching it (0 for roots), in
+        topological order. Raises PlanError on a cycle."""
+        preds = self._adjacency()[0]
+        depth: dict[str, int] = {}
+        for t in self.topological_order():
+            depth[t] = max((depth[e.source] + 1 for e in preds.get(t, ())), default=0)
+        return depth
+
     def validate_graph(self) -> None:
         """Check every structural invariant; raise PlanError naming the first broken one."""
         self.invalidate()
@@ -331,8 +340,9 @@ class Constellation(BaseModel):
             else:
                 cost[task.id] = 1.0
         finish: dict[str, float] = {}
+        preds = self._adjacency()[0]
         for t in self.topological_order():
-            start = max((finish[e.source] for e in self.predecessors(t)), default=0.0)
+            start = max((finish[e.source] for e in preds.get(t, ())), default=0.0)
             finish[t] = start + cost[t]
         critical = max(finish.values(), default=0.0)
         work = sum(cost.values())

@@ -32,10 +32,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
 from paperlab.galaxy.auth import COOKIE, Identity
-from paperlab.galaxy.constellation import Constellation
+from paperlab.galaxy.constellation import Constellation, ConstellationState, TaskStar
 
 if TYPE_CHECKING:
     from paperlab.galaxy.orchestrator import Orchestrator
+    from paperlab.galaxy.runstate import Run
 
 __all__ = ["Dashboard", "render_svg"]
 
@@ -114,9 +115,7 @@ def _layout(c: Constellation) -> tuple[dict[str, tuple[int, int]], int, int]:
     hit = _LAYOUT.get(key)
     if hit is not None and hit[0] == len(c.edges) + 100_000 * len(c.tasks):
         return hit[1], hit[2], hit[3]
-    depth: dict[str, int] = {}
-    for t in c.topological_order():
-        depth[t] = max((depth[e.source] + 1 for e in c.predecessors(t)), default=0)
+    depth = c.depths()
     columns: dict[int, list[str]] = {}
     for t, d in depth.items():
         columns.setdefault(d, []).append(t)
@@ -135,27 +134,37 @@ def render_svg(c: Constellation) -> str:
     pos, width, height = _layout(c)
     w, h = 110, 26
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" id="dag-svg">']
+    # All edges as two paths (solid: success_only, dashed: the others), not one element per
+    # edge: a third of the bytes and of the time for a large DAG.
+    solid: list[str] = []
+    dashed: list[str] = []
     for e in c.edges:
         (x1, y1), (x2, y2) = pos[e.source], pos[e.target]
-        dash = ' stroke-dasharray="4 3"' if e.kind.value != "success_only" else ""
-        parts.append(f'<line x1="{x1 + w}" y1="{y1 + h / 2}" x2="{x2}" y2="{y2 + h / 2}" '
-                     f'stroke="#90a4ae"{dash}/>')
+        (solid if e.kind.value == "success_only" else dashed).append(
+            f"M{x1 + w} {y1 + h // 2}L{x2} {y2 + h // 2}")
+    for d, extra in ((solid, ""), (dashed, ' stroke-dasharray="4 3"')):
+        if d:
+            parts.append(f'<path d="{"".join(d)}" stroke="#90a4ae" fill="none"{extra}/>')
     for tid, (x, y) in pos.items():
         task = c.tasks[tid]
         st = task.status.value
-        tip = html.escape(f"{tid}: {st} {task.assigned_device or ''} {task.error or ''}")
-        parts.append(f'<g class="task" data-task="{html.escape(tid)}" data-status="{st}"><title>{tip}</title>'
+        # Task and device ids match ID_PATTERN (nothing to escape); the error is free text.
+        parts.append(f'<g class="task" data-task="{tid}" data-status="{st}"><title>{_tip(tid, task)}</title>'
                      f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="5" fill="{STATUS_FILL[st]}" '
                      f'stroke="#455a64"/><text x="{x + 6}" y="{y + 17}" font-size="11">'
-                     f'{html.escape(tid[:16])}</text></g>')
+                     f'{tid[:16]}</text></g>')
     parts.append("</svg>")
     return "".join(parts)
 
 
+def _tip(tid: str, task: TaskStar) -> str:
+    tip = f"{tid}: {task.status.value} {task.assigned_device or ''} "
+    return tip + html.escape(task.error) if task.error else tip
+
+
 def task_states(c: Constellation) -> dict[str, list[str]]:
     """task id -> [status, tooltip]: what a redraw changes once the layout is drawn."""
-    return {tid: [t.status.value, f"{tid}: {t.status.value} {t.assigned_device or ''} {t.error or ''}"]
-            for tid, t in c.tasks.items()}
+    return {tid: [t.status.value, _tip(tid, t)] for tid, t in c.tasks.items()}
 
 
 class Dashboard:
@@ -174,9 +183,15 @@ class Dashboard:
         self._dag_svg = ""
         self._frame_version = -1
         self._clients: set[asyncio.Queue[dict[str, Any]]] = set()
+        # (id(sent), id(frame)) -> (sent, frame, encoded diff): viewers in step with each other
+        # share one diff and one json.dumps per frame. Only the newest frame's entries are kept.
+        self._diffs: dict[tuple[int, int], tuple[dict[str, Any], dict[str, Any], str]] = {}
+        self.frames_sent = 0
         self._renderer: asyncio.Task[None] | None = None
         self._metrics: dict[str, float] = {"critical_path": 0.0, "parallel_width": 0.0}
         self._metrics_at = 0.0
+        self._metrics_for: tuple[str, ConstellationState | None] = ("", None)
+        self._snap_version = -1
         orch.listeners.append(self._on_event)
 
     def _on_event(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
@@ -218,7 +233,10 @@ class Dashboard:
 
     def snapshot(self) -> dict[str, Any]:
         """The whole dashboard state. The SVG is drawn only when the DAG's structure changed
-        (a new run, an edit); otherwise a frame carries the task statuses, O(tasks) to build."""
+        (a new run, an edit); the task panel, O(tasks), only when an event arrived since the
+        last snapshot; the critical path, which walks the DAG, at most once a second while the
+        run goes on and once when it has finished. The devices table is always fresh (a device
+        can go stale without an event)."""
         self.renders += 1
         runs = list(self.orch.runs.values())
         run = runs[-1] if runs else None
@@ -233,31 +251,42 @@ class Dashboard:
             f"<td>{html.escape(','.join(sorted(d.capabilities)))}</td><td>{len(d.running)}</td>"
             f"<td>{d.completed}</td></tr>"
             for d in sorted(self.orch.devices.values(), key=lambda d: d.device_id))
-        metrics = ""
-        if run is not None:
-            c = run.constellation
-            counts: dict[str, int] = {}
-            for t in c.tasks.values():
-                counts[t.status.value] = counts.get(t.status.value, 0) + 1
-            # The critical path walks the whole DAG: at most once a second while running.
-            if run.finished is not None or time.monotonic() - self._metrics_at > 1.0:
-                self._metrics, self._metrics_at = c.metrics(), time.monotonic()
-            m = self._metrics
-            state = run.finished.value if run.finished else "running"
-            metrics = (f'<p id="run-state" data-state="{state}" data-run="{html.escape(run.run_id)}">'
-                       f"run <b>{html.escape(run.run_id)}</b>: "
-                       f"{state}; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-                       + f"; critical path {m['critical_path']:.2f}s, parallel width "
-                       f"{m['parallel_width']:.2f}</p>")
+        prev = self._frame
+        if prev.get("dag_key") == key and self._snap_version == self.version:
+            tasks, metrics, events = prev["tasks"], prev["metrics"], prev["events"]
+        else:
+            self._snap_version = self.version
+            tasks = task_states(run.constellation) if run else {}
+            metrics = self._run_line(run) if run else ""
+            events = "<br>".join(reversed(self.events))
         return {
             "dag_key": key,
             "dag": self._dag_svg,
-            "tasks": task_states(run.constellation) if run else {},
+            "tasks": tasks,
             "metrics": metrics,
             "devices": "<table><tr><th>device</th><th>status</th><th>capabilities</th><th>running</th>"
                        f"<th>done</th></tr>{devices}</table>",
-            "events": "<br>".join(reversed(self.events)),
+            "events": events,
         }
+
+    def _run_line(self, run: Run) -> str:
+        c = run.constellation
+        counts: dict[str, int] = {}
+        for t in c.tasks.values():
+            counts[t.status.value] = counts.get(t.status.value, 0) + 1
+        # The critical path walks the whole DAG: at most once a second while running, and
+        # once more when the run has finished (then it no longer changes).
+        done = (run.run_id, run.finished)
+        if (done != self._metrics_for if run.finished is not None
+                else time.monotonic() - self._metrics_at > 1.0 or self._metrics_for[0] != run.run_id):
+            self._metrics, self._metrics_at, self._metrics_for = c.metrics(), time.monotonic(), done
+        m = self._metrics
+        state = run.finished.value if run.finished else "running"
+        return (f'<p id="run-state" data-state="{state}" data-run="{html.escape(run.run_id)}">'
+                f"run <b>{html.escape(run.run_id)}</b>: "
+                f"{state}; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+                + f"; critical path {m['critical_path']:.2f}s, parallel width "
+                f"{m['parallel_width']:.2f}</p>")
 
     async def _render_loop(self) -> None:
         last_full = 0.0
@@ -277,6 +306,8 @@ class Dashboard:
 
     async def websocket(self, conn: ServerConnection, identity: Identity) -> None:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1)
+        if self._frame:  # the newest frame at once; the renderer sends the next when one is due
+            queue.put_nowait(self._frame)
         self._clients.add(queue)
         if self._renderer is None:
             self._renderer = asyncio.get_running_loop().create_task(self._render_loop())
@@ -286,7 +317,10 @@ class Dashboard:
             await conn.send(json.dumps({"role": identity.role}))
             while True:
                 frame = await queue.get()
-                await self._send_diff(conn, sent, frame)
+                text = self._diff_text(sent, frame)
+                if text:
+                    await conn.send(text)
+                self.frames_sent += 1
                 sent = frame
         except ConnectionClosed:
             pass
@@ -294,20 +328,33 @@ class Dashboard:
             self._clients.discard(queue)
             reader.cancel()
 
+    def _diff_text(self, sent: dict[str, Any], frame: dict[str, Any]) -> str:
+        """The encoded diff from ``sent`` to ``frame`` ("" if nothing changed), computed once for
+        every viewer that was sent the same frame."""
+        key = (id(sent), id(frame))
+        hit = self._diffs.get(key)
+        if hit is not None and hit[0] is sent and hit[1] is frame:
+            return hit[2]
+        if any(f is not frame for _, f, _ in self._diffs.values()):
+            self._diffs.clear()
+        diff = self.diff(sent, frame)
+        text = json.dumps(diff) if diff else ""
+        self._diffs[key] = (sent, frame, text)
+        return text
+
     @staticmethod
-    async def _send_diff(conn: ServerConnection, sent: dict[str, Any], frame: dict[str, Any]) -> None:
-        """Send what this viewer has not seen: the SVG only after a structure change, else the
-        tasks whose status changed, and the small panels that changed."""
+    def diff(sent: dict[str, Any], frame: dict[str, Any]) -> dict[str, Any]:
+        """What a viewer that was sent ``sent`` has not seen of ``frame``: the SVG only after a
+        structure change, else the tasks whose status changed, and the small panels that changed."""
         diff: dict[str, Any] = {k: frame[k] for k in ("metrics", "devices", "events") if sent.get(k) != frame[k]}
         if sent.get("dag_key") != frame["dag_key"]:
             diff["dag"], diff["tasks"] = frame["dag"], frame["tasks"]
-        else:
+        elif sent.get("tasks") is not frame["tasks"]:  # the same object: nothing changed
             old = sent.get("tasks", {})
             changed = {t: v for t, v in frame["tasks"].items() if old.get(t) != v}
             if changed:
                 diff["tasks"] = changed
-        if diff:
-            await conn.send(json.dumps(diff))
+        return diff
 
     async def _commands(self, conn: ServerConnection, identity: Identity) -> None:
         """Cancel requests from an admin's page (a viewer's are ignored)."""
