@@ -9,8 +9,9 @@
 3. Sleep DAGs of 32 tasks x 0.2 s with parallel width 1..16: measured speedup vs sequential.
 4. The no-op DAG with 3 dashboard viewers connected (a separate process reading /ui/ws):
    tasks/s with viewers over tasks/s without, in the same run (goal >= 0.9).
-The no-op measurements run --repeat times (interleaved without/with viewers; Ray likewise
-repeats its DAG) and report medians: the shared machine's load swings single runs by 2x.
+The no-op measurements run --repeat times (interleaved without/with viewers in ABBA order; Ray
+likewise repeats its DAG after a warm-up) and report medians: the shared machine's load swings
+single runs by 2x.
 
 Usage: PYTHONPATH=src python bench/galaxy/throughput.py [--tasks 1000] [--skip-ray]
 Writes bench/galaxy/results/throughput.json and prints a table.
@@ -131,9 +132,12 @@ async def _runs(g: Started, token: str, plans: list[Constellation], devices: int
             await asyncio.sleep(0.05)
         await _one(g, plan([[]] * 20, {"kind": "echo"}, "warmup"))
         plain, viewed = [], []
-        for _ in range(repeat):
-            plain.append(await _one(g, plans[0]))
+        for i in range(repeat):  # ABBA order, so a drift in the machine's load favours neither
+            if i % 2 == 0:
+                plain.append(await _one(g, plans[0]))
             viewed.append(await _viewed(g, token, plans[0], work, viewers))
+            if i % 2 == 1:
+                plain.append(await _one(g, plans[0]))
         return {"plain": plain, "viewed": viewed, "sleep": [await _one(g, c) for c in plans[1:]]}
     finally:
         await asyncio.gather(*(p.astop() for p in procs))

@@ -311,12 +311,21 @@ class Dashboard:
         self._clients.add(queue)
         if self._renderer is None:
             self._renderer = asyncio.get_running_loop().create_task(self._render_loop())
-        reader = asyncio.get_running_loop().create_task(self._commands(conn, identity))
+        loop = asyncio.get_running_loop()
+        reader = loop.create_task(self._commands(conn, identity))
         sent: dict[str, Any] = {}
+        get: asyncio.Task[dict[str, Any]] | None = None
         try:
             await conn.send(json.dumps({"role": identity.role}))
             while True:
-                frame = await queue.get()
+                # Wait for a frame or for the viewer to leave (its reader ends): with nothing
+                # new to send, a closed connection would otherwise never be noticed.
+                get = loop.create_task(queue.get())
+                await asyncio.wait({get, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if not get.done():
+                    get.cancel()
+                    break
+                frame = get.result()
                 text = self._diff_text(sent, frame)
                 if text:
                     await conn.send(text)
@@ -327,6 +336,8 @@ class Dashboard:
         finally:
             self._clients.discard(queue)
             reader.cancel()
+            if get is not None:
+                get.cancel()
 
     def _diff_text(self, sent: dict[str, Any], frame: dict[str, Any]) -> str:
         """The encoded diff from ``sent`` to ``frame`` ("" if nothing changed), computed once for
