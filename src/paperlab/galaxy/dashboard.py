@@ -188,7 +188,7 @@ class Dashboard:
         self._diffs: dict[tuple[int, int], tuple[dict[str, Any], dict[str, Any], str]] = {}
         self.frames_sent = 0
         self._renderer: asyncio.Task[None] | None = None
-        self._metrics: dict[str, float] = {"critical_path": 0.0, "parallel_width": 0.0}
+        self._metrics: dict[str, float] | None = None
         self._metrics_at = 0.0
         self._metrics_for: tuple[str, ConstellationState | None] = ("", None)
         self._snap_version = -1
@@ -274,19 +274,21 @@ class Dashboard:
         counts: dict[str, int] = {}
         for t in c.tasks.values():
             counts[t.status.value] = counts.get(t.status.value, 0) + 1
-        # The critical path walks the whole DAG: at most once a second while running, and
-        # once more when the run has finished (then it no longer changes).
-        done = (run.run_id, run.finished)
-        if (done != self._metrics_for if run.finished is not None
-                else time.monotonic() - self._metrics_at > 1.0 or self._metrics_for[0] != run.run_id):
-            self._metrics, self._metrics_at, self._metrics_for = c.metrics(), time.monotonic(), done
+        # The critical path walks the whole DAG: while the run goes on, at most once a second
+        # and not in its first second (a short run gets it once, when it has finished, after
+        # which it no longer changes).
+        now, done = time.monotonic(), (run.run_id, run.finished)
+        if self._metrics_for[0] != run.run_id and run.finished is None:
+            self._metrics, self._metrics_at, self._metrics_for = None, now, (run.run_id, None)
+        elif done != self._metrics_for if run.finished is not None else now - self._metrics_at > 1.0:
+            self._metrics, self._metrics_at, self._metrics_for = c.metrics(), now, done
         m = self._metrics
         state = run.finished.value if run.finished else "running"
+        path = (f"; critical path {m['critical_path']:.2f}s, parallel width {m['parallel_width']:.2f}"
+                if m is not None else "")
         return (f'<p id="run-state" data-state="{state}" data-run="{html.escape(run.run_id)}">'
                 f"run <b>{html.escape(run.run_id)}</b>: "
-                f"{state}; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-                + f"; critical path {m['critical_path']:.2f}s, parallel width "
-                f"{m['parallel_width']:.2f}</p>")
+                f"{state}; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + path + "</p>")
 
     async def _render_loop(self) -> None:
         last_full = 0.0
@@ -306,7 +308,7 @@ class Dashboard:
 
     async def websocket(self, conn: ServerConnection, identity: Identity) -> None:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1)
-        if self._frame:  # the newest frame at once; the renderer sends the next when one is due
+        if self._frame and self._renderer is not None:  # fresh: at once; else the renderer's first
             queue.put_nowait(self._frame)
         self._clients.add(queue)
         if self._renderer is None:
