@@ -23,6 +23,7 @@ import html
 import json
 import time
 from collections import deque
+from collections.abc import Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from paperlab.galaxy.orchestrator import Orchestrator
     from paperlab.galaxy.runstate import Run
 
-__all__ = ["Dashboard", "render_svg"]
+__all__ = ["Dashboard", "render_svg", "render_svg_async"]
 
 STATUS_FILL = {"pending": "#eceff1", "running": "#ffb300", "completed": "#43a047", "failed": "#e53935",
                "cancelled": "#8e24aa", "skipped": "#b0bec5"}
@@ -131,9 +132,23 @@ def _layout(c: Constellation) -> tuple[dict[str, tuple[int, int]], int, int]:
 
 def render_svg(c: Constellation) -> str:
     """The DAG as SVG: columns by depth, one node per task, coloured by status."""
+    return "".join(part for chunk in _svg_chunks(c) for part in chunk)
+
+
+async def render_svg_async(c: Constellation) -> str:
+    """:func:`render_svg`, yielding to the event loop between chunks of a few hundred
+    elements, so the scheduler's steps (which share the loop) never wait for a whole DAG."""
+    parts: list[str] = []
+    for chunk in _svg_chunks(c):
+        parts.extend(chunk)
+        await asyncio.sleep(0)
+    return "".join(parts)
+
+
+def _svg_chunks(c: Constellation, size: int = 250) -> Iterator[list[str]]:
     pos, width, height = _layout(c)
     w, h = 110, 26
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" id="dag-svg">']
+    yield [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" id="dag-svg">']
     # All edges as two paths (solid: success_only, dashed: the others), not one element per
     # edge: a third of the bytes and of the time for a large DAG.
     solid: list[str] = []
@@ -142,19 +157,21 @@ def render_svg(c: Constellation) -> str:
         (x1, y1), (x2, y2) = pos[e.source], pos[e.target]
         (solid if e.kind.value == "success_only" else dashed).append(
             f"M{x1 + w} {y1 + h // 2}L{x2} {y2 + h // 2}")
-    for d, extra in ((solid, ""), (dashed, ' stroke-dasharray="4 3"')):
-        if d:
-            parts.append(f'<path d="{"".join(d)}" stroke="#90a4ae" fill="none"{extra}/>')
-    for tid, (x, y) in pos.items():
-        task = c.tasks[tid]
-        st = task.status.value
-        # Task and device ids match ID_PATTERN (nothing to escape); the error is free text.
-        parts.append(f'<g class="task" data-task="{tid}" data-status="{st}"><title>{_tip(tid, task)}</title>'
-                     f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="5" fill="{STATUS_FILL[st]}" '
-                     f'stroke="#455a64"/><text x="{x + 6}" y="{y + 17}" font-size="11">'
-                     f'{tid[:16]}</text></g>')
-    parts.append("</svg>")
-    return "".join(parts)
+    yield [f'<path d="{"".join(d)}" stroke="#90a4ae" fill="none"{extra}/>'
+           for d, extra in ((solid, ""), (dashed, ' stroke-dasharray="4 3"')) if d]
+    nodes = list(pos.items())
+    for i in range(0, len(nodes), size):
+        chunk = []
+        for tid, (x, y) in nodes[i:i + size]:
+            task = c.tasks[tid]
+            st = task.status.value
+            # Task and device ids match ID_PATTERN (nothing to escape); the error is free text.
+            chunk.append(f'<g class="task" data-task="{tid}" data-status="{st}"><title>{_tip(tid, task)}</title>'
+                         f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="5" fill="{STATUS_FILL[st]}" '
+                         f'stroke="#455a64"/><text x="{x + 6}" y="{y + 17}" font-size="11">'
+                         f'{tid[:16]}</text></g>')
+        yield chunk
+    yield ["</svg>"]
 
 
 def _tip(tid: str, task: TaskStar) -> str:
@@ -231,7 +248,7 @@ class Dashboard:
         body = b"not found\n"
         return Response(404, "Not Found", Headers([("Content-Length", str(len(body)))]), body)
 
-    def snapshot(self) -> dict[str, Any]:
+    async def snapshot(self) -> dict[str, Any]:
         """The whole dashboard state. The SVG is drawn only when the DAG's structure changed
         (a new run, an edit); the task panel, O(tasks), only when an event arrived since the
         last snapshot; the critical path, which walks the DAG, at most once a second while the
@@ -243,8 +260,9 @@ class Dashboard:
         key = f"{run.run_id}:{id(run.constellation)}:{len(run.constellation.tasks)}:" \
               f"{len(run.constellation.edges)}" if run else ""
         if key != self._dag_key:
+            self._dag_svg = await render_svg_async(run.constellation) if run else "<p>no run yet</p>"
             self._dag_key = key
-            self._dag_svg = render_svg(run.constellation) if run else "<p>no run yet</p>"
+            await asyncio.sleep(0)
         devices = "".join(
             f'<tr id="dev-{html.escape(d.device_id)}" class="dev-{d.status()}" data-status="{d.status()}">'
             f"<td>{html.escape(d.device_id)}</td><td>{d.status()}</td>"
@@ -296,7 +314,7 @@ class Dashboard:
             # Device status can change without an event (staleness): redraw each second anyway.
             if self.version != self._frame_version or time.monotonic() - last_full > 1.0:
                 self._frame_version = self.version
-                self._frame = self.snapshot()
+                self._frame = await self.snapshot()
                 last_full = time.monotonic()
                 for q in list(self._clients):
                     if q.full():  # a slow viewer: drop its unsent frame, keep the newest
