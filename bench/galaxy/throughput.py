@@ -9,8 +9,10 @@
 3. Sleep DAGs of 32 tasks x 0.2 s with parallel width 1..16: measured speedup vs sequential.
 4. The no-op DAG with 3 dashboard viewers connected (a separate process reading /ui/ws):
    tasks/s with viewers over tasks/s without, in the same run (goal >= 0.9).
-The no-op measurements run --repeat times (interleaved without/with viewers; Ray likewise
-repeats its DAG) and report medians: the shared machine's load swings single runs by 2x.
+The no-op measurements run --repeat times each, galaxy without viewers, galaxy with viewers and
+Ray interleaved in rotating order (Ray's process stays up between its runs, warm after its
+200-task warm-up), and report medians: the shared machine's load swings single runs by 2x, and
+interleaving makes a change of load hit all three alike.
 
 Usage: PYTHONPATH=src python bench/galaxy/throughput.py [--tasks 1000] [--skip-ray]
 Writes bench/galaxy/results/throughput.json and prints a table.
@@ -74,21 +76,30 @@ VIEWERS = textwrap.dedent("""
 
 
 async def galaxy_runs(plans: list[Constellation], devices: int, conc: int, work: Path,
-                      viewers: int = 3, repeat: int = 3) -> dict[str, Any]:
-    """The no-op DAG ``repeat`` times without and with ``viewers`` dashboard viewers
-    (interleaved, so load changes on the machine hit both), then each sleep plan once."""
+                      viewers: int = 3, repeat: int = 3, ray: RayPeer | None = None) -> dict[str, Any]:
+    """The no-op DAG ``repeat`` times without and with ``viewers`` dashboard viewers, and on
+    Ray (interleaved, so load changes on the machine hit all three), then each sleep plan once."""
     token = secrets.token_hex(8)
     async with start_orchestrator(work / "journal.sqlite", token, ui=True,
                                   config=OrchestratorConfig(device_timeout=30.0)) as g:
-        return await _runs(g, token, plans, devices, conc, work, viewers, repeat)
+        return await _runs(g, token, plans, devices, conc, work, viewers, repeat, ray)
 
 
 async def _one(g: Started, c: Constellation) -> dict[str, Any]:
+    c = c.model_copy(deep=True)  # the bench's own bookkeeping, not orchestration: untimed
+    cpu0 = _cpu()
     t0 = time.perf_counter()
-    rid = g.orch.submit(c.model_copy(deep=True))
+    rid = g.orch.submit(c)
     state = await g.orch.wait(rid, 600)
     wall = time.perf_counter() - t0
-    return {"state": state.value, "wall": wall, **run_metrics(g.orch.runs[rid])}
+    # CPU time of this process (the orchestrator, its server and the dashboard) during the run:
+    # far less sensitive to the shared machine's load than the wall time.
+    return {"state": state.value, "wall": wall, "orch_cpu": _cpu() - cpu0, **run_metrics(g.orch.runs[rid])}
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system
 
 
 async def _viewed(g: Started, token: str, c: Constellation, work: Path, viewers: int) -> dict[str, Any]:
@@ -96,6 +107,7 @@ async def _viewed(g: Started, token: str, c: Constellation, work: Path, viewers:
     ui_url = f"ws://127.0.0.1:{g.server.port}/ui/ws"
     watch = subprocess.Popen([sys.executable, str(work / "viewers.py"), ui_url, token, str(viewers)])
     dash = g.ui
+    dash.frames_sent = 0
     try:
         for _ in range(600):
             if len(dash._clients) >= viewers or watch.poll() is not None:
@@ -103,6 +115,12 @@ async def _viewed(g: Started, token: str, c: Constellation, work: Path, viewers:
             await asyncio.sleep(0.05)
         if len(dash._clients) < viewers:
             raise RuntimeError(f"the {viewers} dashboard viewers did not connect")
+        # Each viewer's first frame (the whole page state) is the page load, not the cost of
+        # watching a run: wait until all have it, so the timed run starts from a steady state.
+        for _ in range(600):
+            if dash.frames_sent >= viewers:
+                break
+            await asyncio.sleep(0.05)
         renders = dash.renders
         out = await _one(g, c)
         out["renders"] = dash.renders - renders
@@ -115,18 +133,31 @@ async def _viewed(g: Started, token: str, c: Constellation, work: Path, viewers:
 
 
 async def _runs(g: Started, token: str, plans: list[Constellation], devices: int, conc: int,
-                work: Path, viewers: int, repeat: int) -> dict[str, Any]:
+                work: Path, viewers: int, repeat: int, ray: RayPeer | None) -> dict[str, Any]:
     procs = [spawn_device(work / "dev", f"dev{i}", g.url, token, [], max_concurrency=conc,
                           heartbeat=1.0) for i in range(devices)]
     try:
         while sum(d.online for d in g.orch.devices.values()) < devices:
             await asyncio.sleep(0.05)
         await _one(g, plan([[]] * 20, {"kind": "echo"}, "warmup"))
-        plain, viewed = [], []
-        for _ in range(repeat):
-            plain.append(await _one(g, plans[0]))
-            viewed.append(await _viewed(g, token, plans[0], work, viewers))
-        return {"plain": plain, "viewed": viewed, "sleep": [await _one(g, c) for c in plans[1:]]}
+        if ray is not None:
+            await ray.ready()
+        plain: list[dict[str, Any]] = []
+        viewed: list[dict[str, Any]] = []
+        ray_walls: list[float] = []
+        steps = ["plain", "viewed"] + (["ray"] if ray is not None else [])
+        for i in range(repeat):  # rotate the order, so a drift in the machine's load favours none
+            for step in steps[i % len(steps):] + steps[: i % len(steps)]:
+                if step == "plain":
+                    plain.append(await _one(g, plans[0]))
+                elif step == "viewed":
+                    viewed.append(await _viewed(g, token, plans[0], work, viewers))
+                elif ray is not None:
+                    ray_walls.append(await ray.run())
+        if ray is not None:
+            await ray.close()
+        return {"plain": plain, "viewed": viewed, "ray": ray_walls,
+                "sleep": [await _one(g, c) for c in plans[1:]]}
     finally:
         await asyncio.gather(*(p.astop() for p in procs))
 
@@ -139,15 +170,16 @@ RAY_SCRIPT = textwrap.dedent("""
     def noop(*upstream):
         return None
     ray.get([noop.remote() for _ in range(200)])  # warm the worker pool
-    walls = []
-    for _ in range(int(sys.argv[2])):
+    print(json.dumps({"ray": ray.__version__}), flush=True)
+    for line in sys.stdin:  # one DAG per "run" line, so the caller can interleave its own runs
+        if line.strip() != "run":
+            break
         t0 = time.perf_counter()
         refs = []
         for d in deps:
             refs.append(noop.remote(*[refs[j] for j in d]))
         ray.get(refs)
-        walls.append(time.perf_counter() - t0)
-    print(json.dumps({"walls": walls, "ray": ray.__version__}))
+        print(json.dumps({"wall": time.perf_counter() - t0}), flush=True)
 """)
 
 
@@ -161,17 +193,65 @@ def ensure_ray() -> Path:
     return py
 
 
-def ray_run(deps: list[list[int]], work: Path, repeat: int) -> dict[str, Any]:
-    py = ensure_ray()
-    (work / "deps.json").write_text(json.dumps(deps))
-    (work / "ray_dag.py").write_text(RAY_SCRIPT)
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("PYTHONPATH", None)
-    res = subprocess.run([str(py), str(work / "ray_dag.py"), str(work / "deps.json"), str(repeat)],
-                         capture_output=True, text=True, env=env, timeout=900)
-    if res.returncode != 0:
-        raise RuntimeError(f"ray run failed:\n{res.stderr[-3000:]}")
-    return json.loads(res.stdout.strip().splitlines()[-1])
+class RayPeer:
+    """Ray in its own venv and process, kept running between its DAG runs (its workers stay
+    warm) so that they interleave with galaxy's runs."""
+
+    def __init__(self, deps: list[list[int]], work: Path) -> None:
+        self.deps, self.work = deps, work
+        self.version = ""
+        self._proc: asyncio.subprocess.Process | None = None
+        self._started: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin starting Ray (in the background; :meth:`ready` waits for it)."""
+        self._started = asyncio.get_running_loop().create_task(self._start())
+
+    async def _start(self) -> None:
+        py = await asyncio.to_thread(ensure_ray)
+        (self.work / "deps.json").write_text(json.dumps(self.deps))
+        (self.work / "ray_dag.py").write_text(RAY_SCRIPT)
+        env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+        env.pop("PYTHONPATH", None)
+        with open(self.work / "ray.log", "wb") as log:
+            self._proc = await asyncio.create_subprocess_exec(
+                str(py), str(self.work / "ray_dag.py"), str(self.work / "deps.json"),
+                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=log, env=env)
+        self.version = (await self._line(600))["ray"]
+
+    async def ready(self) -> None:
+        assert self._started is not None
+        await self._started
+
+    async def run(self) -> float:
+        """One DAG on Ray; its wall time in seconds."""
+        assert self._proc is not None and self._proc.stdin is not None
+        self._proc.stdin.write(b"run\n")
+        await self._proc.stdin.drain()
+        return float((await self._line(600))["wall"])
+
+    async def _line(self, timeout: float) -> dict[str, Any]:
+        assert self._proc is not None and self._proc.stdout is not None
+        line = await asyncio.wait_for(self._proc.stdout.readline(), timeout)
+        if not line:
+            log = (self.work / "ray.log").read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"ray run failed:\n{log}")
+        return json.loads(line)  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        if self._proc is not None and self._proc.stdin is not None:
+            self._proc.stdin.close()
+            await asyncio.wait_for(self._proc.wait(), 120)
+
+
+async def _bench(deps: list[list[int]], plans: list[Constellation], args: argparse.Namespace,
+                 work: Path) -> dict[str, Any]:
+    ray = None if args.skip_ray else RayPeer(deps, work)
+    if ray is not None:
+        ray.start()  # Ray starts (about 10 s) while galaxy's devices connect and warm up
+    runs = await galaxy_runs(plans, args.devices, args.concurrency, work, repeat=args.repeat, ray=ray)
+    runs["ray_version"] = ray.version if ray is not None else None
+    return runs
 
 
 def main() -> None:
@@ -192,7 +272,7 @@ def main() -> None:
         plans.append(plan(chains, {"kind": "sleep", "args": {"seconds": args.sleep}}, f"sleep-w{w}"))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        runs = asyncio.run(galaxy_runs(plans, args.devices, args.concurrency, work, repeat=args.repeat))
+        runs = asyncio.run(_bench(deps, plans, args, work))
         plain = statistics.median(r["wall"] for r in runs["plain"])
         viewed = statistics.median(r["wall"] for r in runs["viewed"])
         result: dict[str, Any] = {
@@ -200,23 +280,24 @@ def main() -> None:
             "galaxy": {"wall_s": plain, "tasks_per_s": args.tasks / plain,
                        "overhead_ms_per_task": 1000 * plain / args.tasks,
                        "walls": [r["wall"] for r in runs["plain"]],
+                       "orch_cpu_s": [r["orch_cpu"] for r in runs["plain"]],
                        "states": [r["state"] for r in runs["plain"]]},
             "galaxy_3_viewers": {"wall_s": viewed, "tasks_per_s": args.tasks / viewed,
                                  "walls": [r["wall"] for r in runs["viewed"]],
                                  "renders": [r["renders"] for r in runs["viewed"]],
+                                 "orch_cpu_s": [r["orch_cpu"] for r in runs["viewed"]],
                                  "states": [r["state"] for r in runs["viewed"]]},
             "sleep": [],
         }
         result["ratio_viewers_over_none"] = plain / viewed
         if not args.skip_ray:
-            ray = ray_run(deps, work, args.repeat)
-            ray_wall = statistics.median(ray["walls"])
+            ray_wall = statistics.median(runs["ray"])
             result["ray"] = {"wall_s": ray_wall, "tasks_per_s": args.tasks / ray_wall,
-                             "walls": ray["walls"], "version": ray["ray"]}
+                             "walls": runs["ray"], "version": runs["ray_version"]}
             result["ratio_galaxy_over_ray"] = result["galaxy"]["tasks_per_s"] / result["ray"]["tasks_per_s"]
             # The measure this benchmark used before --repeat: each side's first run (Ray's
             # first DAG after its 200-task warm-up is much slower than its later ones).
-            result["ratio_first_run"] = ray["walls"][0] / result["galaxy"]["walls"][0]
+            result["ratio_first_run"] = runs["ray"][0] / result["galaxy"]["walls"][0]
         for w, r in zip(sleep_widths, runs["sleep"], strict=True):
             sequential = 32 * args.sleep
             result["sleep"].append({"width": w, "parallel_width": r["parallel_width"],
@@ -239,6 +320,8 @@ def main() -> None:
               + ", ".join(f"{w:.2f}" for w in g["walls"]))
     print(f"\nwith 3 viewers / without: {result['ratio_viewers_over_none']:.2f} "
           f"(medians of {args.repeat}; dashboard renders per run {v['renders']})")
+    print("orchestrator process CPU per run (median s): without viewers "
+          f"{statistics.median(g['orch_cpu_s']):.3f}, with 3 viewers {statistics.median(v['orch_cpu_s']):.3f}")
     print("\n| parallel width | makespan (s) | speedup vs sequential |\n|---|---|---|")
     for s in result["sleep"]:
         print(f"| {s['parallel_width']:.0f} | {s['makespan_s']:.2f} | {s['speedup']:.2f} |")

@@ -19,11 +19,20 @@ from paperlab.galaxy.runtime import start_orchestrator
 SECRET = "admin"
 
 
+_unread: dict[int, list[dict[str, Any]]] = {}
+
+
 async def recv(ws: ClientConnection, kind: str, tscale: float) -> dict[str, Any]:
+    """The next message of ``kind``, unpacking BATCH frames (several replies to one of our
+    messages, e.g. the heartbeat echo and a CANCEL, arrive in one)."""
+    buf = _unread.setdefault(id(ws), [])
     while True:
-        msg = json.loads(await asyncio.wait_for(ws.recv(), 10 * tscale))
-        if msg["type"] == kind:
-            return msg
+        while buf:
+            msg = buf.pop(0)
+            if msg["type"] == kind:
+                return msg
+        frame = json.loads(await asyncio.wait_for(ws.recv(), 10 * tscale))
+        buf.extend(frame["messages"] if frame["type"] == "BATCH" else [frame])
 
 
 def test_refusal_uses_no_retry_and_unknown_attempts_are_cancelled(tmp_path: Path, tscale: float) -> None:

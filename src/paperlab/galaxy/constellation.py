@@ -180,14 +180,17 @@ class Constellation(BaseModel):
         self._index = None
 
     def _adjacency(self) -> tuple[dict[str, list[TaskStarLine]], dict[str, list[TaskStarLine]]]:
-        if self._index is None:
+        # Read through __pydantic_private__ (a slot): ``self._index`` goes through pydantic's
+        # __getattr__, 25x slower, and the scheduler asks for neighbours of every task it touches.
+        index = self.__pydantic_private__["_index"] if self.__pydantic_private__ else None
+        if index is None:
             preds: dict[str, list[TaskStarLine]] = defaultdict(list)
             succs: dict[str, list[TaskStarLine]] = defaultdict(list)
             for e in self.edges:
                 preds[e.target].append(e)
                 succs[e.source].append(e)
-            self._index = (preds, succs)
-        return self._index
+            index = self._index = (preds, succs)
+        return index
 
     def predecessors(self, task_id: str) -> list[TaskStarLine]:
         return list(self._adjacency()[0].get(task_id, ()))
@@ -216,6 +219,15 @@ class Constellation(BaseModel):
             raise PlanError(f"the dependencies form a cycle through {stuck}; remove one edge")
         return order
 
+    def depths(self) -> dict[str, int]:
+        """Task id -> length of the longest path of edges reaching it (0 for roots), in
+        topological order. Raises PlanError on a cycle."""
+        preds = self._adjacency()[0]
+        depth: dict[str, int] = {}
+        for t in self.topological_order():
+            depth[t] = max((depth[e.source] + 1 for e in preds.get(t, ())), default=0)
+        return depth
+
     def validate_graph(self) -> None:
         """Check every structural invariant; raise PlanError naming the first broken one."""
         self.invalidate()
@@ -242,6 +254,8 @@ class Constellation(BaseModel):
         for task in self.tasks.values():
             if task.replaces is not None and task.replaces not in self.tasks:
                 raise PlanError(f"task {task.id!r} replaces unknown task {task.replaces!r}")
+            if not task.inputs:
+                continue
             preds = {e.source for e in self.predecessors(task.id)}
             for arg, ref in task.inputs.items():
                 src = ref.split(".", 1)[0]
@@ -326,8 +340,9 @@ class Constellation(BaseModel):
             else:
                 cost[task.id] = 1.0
         finish: dict[str, float] = {}
+        preds = self._adjacency()[0]
         for t in self.topological_order():
-            start = max((finish[e.source] for e in self.predecessors(t)), default=0.0)
+            start = max((finish[e.source] for e in preds.get(t, ())), default=0.0)
             finish[t] = start + cost[t]
         critical = max(finish.values(), default=0.0)
         work = sum(cost.values())

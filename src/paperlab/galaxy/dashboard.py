@@ -22,6 +22,8 @@ import contextlib
 import html
 import json
 import time
+from collections import deque
+from collections.abc import Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 
@@ -31,12 +33,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
 from paperlab.galaxy.auth import COOKIE, Identity
-from paperlab.galaxy.constellation import Constellation
+from paperlab.galaxy.constellation import Constellation, ConstellationState, TaskStar
 
 if TYPE_CHECKING:
     from paperlab.galaxy.orchestrator import Orchestrator
+    from paperlab.galaxy.runstate import Run
 
-__all__ = ["Dashboard", "render_svg"]
+__all__ = ["Dashboard", "render_svg", "render_svg_async"]
 
 STATUS_FILL = {"pending": "#eceff1", "running": "#ffb300", "completed": "#43a047", "failed": "#e53935",
                "cancelled": "#8e24aa", "skipped": "#b0bec5"}
@@ -113,9 +116,7 @@ def _layout(c: Constellation) -> tuple[dict[str, tuple[int, int]], int, int]:
     hit = _LAYOUT.get(key)
     if hit is not None and hit[0] == len(c.edges) + 100_000 * len(c.tasks):
         return hit[1], hit[2], hit[3]
-    depth: dict[str, int] = {}
-    for t in c.topological_order():
-        depth[t] = max((depth[e.source] + 1 for e in c.predecessors(t)), default=0)
+    depth = c.depths()
     columns: dict[int, list[str]] = {}
     for t, d in depth.items():
         columns.setdefault(d, []).append(t)
@@ -131,30 +132,56 @@ def _layout(c: Constellation) -> tuple[dict[str, tuple[int, int]], int, int]:
 
 def render_svg(c: Constellation) -> str:
     """The DAG as SVG: columns by depth, one node per task, coloured by status."""
+    return "".join(part for chunk in _svg_chunks(c) for part in chunk)
+
+
+async def render_svg_async(c: Constellation) -> str:
+    """:func:`render_svg`, yielding to the event loop between chunks of a few hundred
+    elements, so the scheduler's steps (which share the loop) never wait for a whole DAG."""
+    parts: list[str] = []
+    for chunk in _svg_chunks(c):
+        parts.extend(chunk)
+        await asyncio.sleep(0)
+    return "".join(parts)
+
+
+def _svg_chunks(c: Constellation, size: int = 250) -> Iterator[list[str]]:
     pos, width, height = _layout(c)
     w, h = 110, 26
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" id="dag-svg">']
+    yield [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" id="dag-svg">']
+    # All edges as two paths (solid: success_only, dashed: the others), not one element per
+    # edge: a third of the bytes and of the time for a large DAG.
+    solid: list[str] = []
+    dashed: list[str] = []
     for e in c.edges:
         (x1, y1), (x2, y2) = pos[e.source], pos[e.target]
-        dash = ' stroke-dasharray="4 3"' if e.kind.value != "success_only" else ""
-        parts.append(f'<line x1="{x1 + w}" y1="{y1 + h / 2}" x2="{x2}" y2="{y2 + h / 2}" '
-                     f'stroke="#90a4ae"{dash}/>')
-    for tid, (x, y) in pos.items():
-        task = c.tasks[tid]
-        st = task.status.value
-        tip = html.escape(f"{tid}: {st} {task.assigned_device or ''} {task.error or ''}")
-        parts.append(f'<g class="task" data-task="{html.escape(tid)}" data-status="{st}"><title>{tip}</title>'
-                     f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="5" fill="{STATUS_FILL[st]}" '
-                     f'stroke="#455a64"/><text x="{x + 6}" y="{y + 17}" font-size="11">'
-                     f'{html.escape(tid[:16])}</text></g>')
-    parts.append("</svg>")
-    return "".join(parts)
+        (solid if e.kind.value == "success_only" else dashed).append(
+            f"M{x1 + w} {y1 + h // 2}L{x2} {y2 + h // 2}")
+    yield [f'<path d="{"".join(d)}" stroke="#90a4ae" fill="none"{extra}/>'
+           for d, extra in ((solid, ""), (dashed, ' stroke-dasharray="4 3"')) if d]
+    nodes = list(pos.items())
+    for i in range(0, len(nodes), size):
+        chunk = []
+        for tid, (x, y) in nodes[i:i + size]:
+            task = c.tasks[tid]
+            st = task.status.value
+            # Task and device ids match ID_PATTERN (nothing to escape); the error is free text.
+            chunk.append(f'<g class="task" data-task="{tid}" data-status="{st}"><title>{_tip(tid, task)}</title>'
+                         f'<rect x="{x}" y="{y}" width="{w}" height="{h}" rx="5" fill="{STATUS_FILL[st]}" '
+                         f'stroke="#455a64"/><text x="{x + 6}" y="{y + 17}" font-size="11">'
+                         f'{tid[:16]}</text></g>')
+        yield chunk
+    yield ["</svg>"]
+
+
+def _tip(tid: str, task: TaskStar) -> str:
+    tip = f"{tid}: {task.status.value} {task.assigned_device or ''} "
+    return tip + html.escape(task.error) if task.error else tip
 
 
 def task_states(c: Constellation) -> dict[str, list[str]]:
     """task id -> [status, tooltip]: what a redraw changes once the layout is drawn."""
-    return {tid: [t.status.value, f"{tid}: {t.status.value} {t.assigned_device or ''} {t.error or ''}"]
-            for tid, t in c.tasks.items()}
+    return {tid: [t.status.value, _tip(tid, t)] for tid, t in c.tasks.items()}
 
 
 class Dashboard:
@@ -163,7 +190,8 @@ class Dashboard:
     def __init__(self, orch: Orchestrator, max_events: int = 40, max_fps: float = 2.0) -> None:
         self.orch = orch
         self.version = 0
-        self.events: list[str] = []
+        # The newest events, raw: formatted only when a frame is drawn (most never are).
+        self._events: deque[tuple[str, dict[str, Any]]] = deque(maxlen=max_events)
         self.max_events = max_events
         self.min_interval = 1.0 / max_fps
         self.renders = 0
@@ -172,14 +200,29 @@ class Dashboard:
         self._dag_svg = ""
         self._frame_version = -1
         self._clients: set[asyncio.Queue[dict[str, Any]]] = set()
+        # (id(sent), id(frame)) -> (sent, frame, encoded diff): viewers in step with each other
+        # share one diff and one json.dumps per frame. Only the newest frame's entries are kept.
+        self._diffs: dict[tuple[int, int], tuple[dict[str, Any], dict[str, Any], str]] = {}
+        self.frames_sent = 0
         self._renderer: asyncio.Task[None] | None = None
-        self._metrics: dict[str, float] = {"critical_path": 0.0, "parallel_width": 0.0}
+        self._metrics: dict[str, float] | None = None
         self._metrics_at = 0.0
+        self._metrics_for: tuple[str, ConstellationState | None] = ("", None)
+        self._snap_version = -1
         orch.listeners.append(self._on_event)
 
     def _on_event(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
-        # Called on the scheduler's path for every event: O(1), no rendering here.
+        # Called on the scheduler's path for every event: O(1), no formatting or rendering.
         self.version += 1
+        self._events.append((kind, data))
+
+    @property
+    def events(self) -> list[str]:
+        """The newest events as HTML-escaped lines, oldest first."""
+        return [self._event_line(kind, data) for kind, data in self._events]
+
+    @staticmethod
+    def _event_line(kind: str, data: dict[str, Any]) -> str:
         if kind == "created":
             detail = f"{len(data.get('plan', {}).get('tasks', []))} tasks"
         elif kind == "edit":
@@ -188,9 +231,7 @@ class Dashboard:
             detail = " ".join(f"{k}={v}" for k, v in data.items()
                               if k in ("task", "device", "status", "what", "reason", "state") and v)
         stamp = time.strftime("%H:%M:%S", time.localtime(data.get("ts", time.time())))
-        self.events.append(html.escape(f"{stamp} {kind} {detail}"[:160]))
-        if len(self.events) > 2 * self.max_events:
-            del self.events[: -self.max_events]
+        return html.escape(f"{stamp} {kind} {detail}"[:160])
 
     def http(self, path: str, query: dict[str, list[str]], identity: Identity,
              token: str) -> Response | None:
@@ -207,48 +248,65 @@ class Dashboard:
         body = b"not found\n"
         return Response(404, "Not Found", Headers([("Content-Length", str(len(body)))]), body)
 
-    def snapshot(self) -> dict[str, Any]:
+    async def snapshot(self) -> dict[str, Any]:
         """The whole dashboard state. The SVG is drawn only when the DAG's structure changed
-        (a new run, an edit); otherwise a frame carries the task statuses, O(tasks) to build."""
+        (a new run, an edit); the task panel, O(tasks), only when an event arrived since the
+        last snapshot; the critical path, which walks the DAG, at most once a second while the
+        run goes on and once when it has finished. The devices table is always fresh (a device
+        can go stale without an event)."""
         self.renders += 1
         runs = list(self.orch.runs.values())
         run = runs[-1] if runs else None
         key = f"{run.run_id}:{id(run.constellation)}:{len(run.constellation.tasks)}:" \
               f"{len(run.constellation.edges)}" if run else ""
         if key != self._dag_key:
+            self._dag_svg = await render_svg_async(run.constellation) if run else "<p>no run yet</p>"
             self._dag_key = key
-            self._dag_svg = render_svg(run.constellation) if run else "<p>no run yet</p>"
+            await asyncio.sleep(0)
         devices = "".join(
             f'<tr id="dev-{html.escape(d.device_id)}" class="dev-{d.status()}" data-status="{d.status()}">'
             f"<td>{html.escape(d.device_id)}</td><td>{d.status()}</td>"
             f"<td>{html.escape(','.join(sorted(d.capabilities)))}</td><td>{len(d.running)}</td>"
             f"<td>{d.completed}</td></tr>"
             for d in sorted(self.orch.devices.values(), key=lambda d: d.device_id))
-        metrics = ""
-        if run is not None:
-            c = run.constellation
-            counts: dict[str, int] = {}
-            for t in c.tasks.values():
-                counts[t.status.value] = counts.get(t.status.value, 0) + 1
-            # The critical path walks the whole DAG: at most once a second while running.
-            if run.finished is not None or time.monotonic() - self._metrics_at > 1.0:
-                self._metrics, self._metrics_at = c.metrics(), time.monotonic()
-            m = self._metrics
-            state = run.finished.value if run.finished else "running"
-            metrics = (f'<p id="run-state" data-state="{state}" data-run="{html.escape(run.run_id)}">'
-                       f"run <b>{html.escape(run.run_id)}</b>: "
-                       f"{state}; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
-                       + f"; critical path {m['critical_path']:.2f}s, parallel width "
-                       f"{m['parallel_width']:.2f}</p>")
+        prev = self._frame
+        if prev.get("dag_key") == key and self._snap_version == self.version:
+            tasks, metrics, events = prev["tasks"], prev["metrics"], prev["events"]
+        else:
+            self._snap_version = self.version
+            tasks = task_states(run.constellation) if run else {}
+            metrics = self._run_line(run) if run else ""
+            events = "<br>".join(reversed(self.events))
         return {
             "dag_key": key,
             "dag": self._dag_svg,
-            "tasks": task_states(run.constellation) if run else {},
+            "tasks": tasks,
             "metrics": metrics,
             "devices": "<table><tr><th>device</th><th>status</th><th>capabilities</th><th>running</th>"
                        f"<th>done</th></tr>{devices}</table>",
-            "events": "<br>".join(reversed(self.events[-self.max_events:])),
+            "events": events,
         }
+
+    def _run_line(self, run: Run) -> str:
+        c = run.constellation
+        counts: dict[str, int] = {}
+        for t in c.tasks.values():
+            counts[t.status.value] = counts.get(t.status.value, 0) + 1
+        # The critical path walks the whole DAG: while the run goes on, at most once a second
+        # and not in its first second (a short run gets it once, when it has finished, after
+        # which it no longer changes).
+        now, done = time.monotonic(), (run.run_id, run.finished)
+        if self._metrics_for[0] != run.run_id and run.finished is None:
+            self._metrics, self._metrics_at, self._metrics_for = None, now, (run.run_id, None)
+        elif done != self._metrics_for if run.finished is not None else now - self._metrics_at > 1.0:
+            self._metrics, self._metrics_at, self._metrics_for = c.metrics(), now, done
+        m = self._metrics
+        state = run.finished.value if run.finished else "running"
+        path = (f"; critical path {m['critical_path']:.2f}s, parallel width {m['parallel_width']:.2f}"
+                if m is not None else "")
+        return (f'<p id="run-state" data-state="{state}" data-run="{html.escape(run.run_id)}">'
+                f"run <b>{html.escape(run.run_id)}</b>: "
+                f"{state}; " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) + path + "</p>")
 
     async def _render_loop(self) -> None:
         last_full = 0.0
@@ -256,7 +314,7 @@ class Dashboard:
             # Device status can change without an event (staleness): redraw each second anyway.
             if self.version != self._frame_version or time.monotonic() - last_full > 1.0:
                 self._frame_version = self.version
-                self._frame = self.snapshot()
+                self._frame = await self.snapshot()
                 last_full = time.monotonic()
                 for q in list(self._clients):
                     if q.full():  # a slow viewer: drop its unsent frame, keep the newest
@@ -268,37 +326,66 @@ class Dashboard:
 
     async def websocket(self, conn: ServerConnection, identity: Identity) -> None:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=1)
+        if self._frame and self._renderer is not None:  # fresh: at once; else the renderer's first
+            queue.put_nowait(self._frame)
         self._clients.add(queue)
         if self._renderer is None:
             self._renderer = asyncio.get_running_loop().create_task(self._render_loop())
-        reader = asyncio.get_running_loop().create_task(self._commands(conn, identity))
+        loop = asyncio.get_running_loop()
+        reader = loop.create_task(self._commands(conn, identity))
         sent: dict[str, Any] = {}
+        get: asyncio.Task[dict[str, Any]] | None = None
         try:
             await conn.send(json.dumps({"role": identity.role}))
             while True:
-                frame = await queue.get()
-                await self._send_diff(conn, sent, frame)
+                # Wait for a frame or for the viewer to leave (its reader ends): with nothing
+                # new to send, a closed connection would otherwise never be noticed.
+                get = loop.create_task(queue.get())
+                await asyncio.wait({get, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if not get.done():
+                    get.cancel()
+                    break
+                frame = get.result()
+                text = self._diff_text(sent, frame)
+                if text:
+                    await conn.send(text)
+                self.frames_sent += 1
                 sent = frame
         except ConnectionClosed:
             pass
         finally:
             self._clients.discard(queue)
             reader.cancel()
+            if get is not None:
+                get.cancel()
+
+    def _diff_text(self, sent: dict[str, Any], frame: dict[str, Any]) -> str:
+        """The encoded diff from ``sent`` to ``frame`` ("" if nothing changed), computed once for
+        every viewer that was sent the same frame."""
+        key = (id(sent), id(frame))
+        hit = self._diffs.get(key)
+        if hit is not None and hit[0] is sent and hit[1] is frame:
+            return hit[2]
+        if any(f is not frame for _, f, _ in self._diffs.values()):
+            self._diffs.clear()
+        diff = self.diff(sent, frame)
+        text = json.dumps(diff) if diff else ""
+        self._diffs[key] = (sent, frame, text)
+        return text
 
     @staticmethod
-    async def _send_diff(conn: ServerConnection, sent: dict[str, Any], frame: dict[str, Any]) -> None:
-        """Send what this viewer has not seen: the SVG only after a structure change, else the
-        tasks whose status changed, and the small panels that changed."""
+    def diff(sent: dict[str, Any], frame: dict[str, Any]) -> dict[str, Any]:
+        """What a viewer that was sent ``sent`` has not seen of ``frame``: the SVG only after a
+        structure change, else the tasks whose status changed, and the small panels that changed."""
         diff: dict[str, Any] = {k: frame[k] for k in ("metrics", "devices", "events") if sent.get(k) != frame[k]}
         if sent.get("dag_key") != frame["dag_key"]:
             diff["dag"], diff["tasks"] = frame["dag"], frame["tasks"]
-        else:
+        elif sent.get("tasks") is not frame["tasks"]:  # the same object: nothing changed
             old = sent.get("tasks", {})
             changed = {t: v for t, v in frame["tasks"].items() if old.get(t) != v}
             if changed:
                 diff["tasks"] = changed
-        if diff:
-            await conn.send(json.dumps(diff))
+        return diff
 
     async def _commands(self, conn: ServerConnection, identity: Identity) -> None:
         """Cancel requests from an admin's page (a viewer's are ignored)."""

@@ -8,7 +8,6 @@ cancelled, see :func:`paperlab.galaxy.failures.reconcile`), and which long-gone 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 from collections.abc import Callable
@@ -140,7 +139,7 @@ class DeviceLink:
 
     def _audit(self, run_id: str, ev: Event) -> None:
         """Journal an audit-only event (it changes no state) and tell the listeners."""
-        ev = dataclasses.replace(ev, ts=self.clock())
+        object.__setattr__(ev, "ts", self.clock())  # as in Orchestrator._record: ours, unshared
         self.journal.append(run_id, ev)
         self._emit(run_id, ev)
 

@@ -111,13 +111,15 @@ class Orchestrator(DeviceLink):
 
     def submit(self, constellation: Constellation, run_id: str | None = None) -> str:
         """Start a new run of ``constellation``; returns its run id."""
-        constellation.validate_graph()
         run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         now = self.clock()
-        self.journal.create_run(run_id, constellation.name, now)
         ev = Created(plan=constellation.plan_dict(), settings=dataclasses.asdict(self.config.settings), ts=now)
+        # The run's own copy, built (and its graph validated) from the plan exactly as a
+        # resume will rebuild it; a bad plan raises PlanError here, before anything is journaled.
+        run = Run.from_created(run_id, ev)
+        self.journal.create_run(run_id, constellation.name, now)
         self.journal.append(run_id, ev)
-        self.runs[run_id] = Run.from_created(run_id, ev)
+        self.runs[run_id] = run
         self._emit(run_id, ev)
         self._done[run_id] = asyncio.get_running_loop().create_future()
         self._wake.set()
@@ -152,7 +154,10 @@ class Orchestrator(DeviceLink):
     # ---- events ------------------------------------------------------------------------
     def _record(self, run: Run, ev: Event) -> None:
         """Journal ``ev`` (commit first), fold it into the run, tell the listeners."""
-        ev = dataclasses.replace(ev, ts=self.clock())
+        # Stamp the event in place: it was made by the caller for this call and nobody else
+        # holds it yet (frozen guards it from here on). dataclasses.replace cost twice as much
+        # as the rest of this method, twice per task.
+        object.__setattr__(ev, "ts", self.clock())
         data = ev.data()
         self.journal.append(run.run_id, ev, data)
         run.apply(ev)
@@ -296,8 +301,10 @@ class Orchestrator(DeviceLink):
             self._deadlines.arm(attempt, now + task.timeout)
             global_running += 1
             assert d.send is not None
-            d.send(Task(task_id=task.id, attempt_id=attempt, executor=task.executor,
-                        inputs=resolve_inputs(run.constellation, task), timeout=task.timeout))
+            # Built from validated plan fields: no second validation (model_construct).
+            d.send(Task.model_construct(task_id=task.id, attempt_id=attempt, executor=task.executor,
+                                        inputs=resolve_inputs(run.constellation, task),
+                                        timeout=task.timeout))
         return global_running
 
     def _check_unplaceable(self, run: Run, now: float) -> None:

@@ -51,7 +51,7 @@ class DeviceState:
 
 
 def capable(d: DeviceState, task: TaskStar) -> bool:
-    return (not d.lost and d.online and set(task.capabilities) <= d.capabilities
+    return (not d.lost and d.online and d.capabilities.issuperset(task.capabilities)
             and (task.device is None or task.device == d.device_id)
             and (d.executors is None or task.executor.kind in d.executors))
 
@@ -62,13 +62,23 @@ def slot_cap(d: DeviceState, per_device_cap: int | None) -> int:
 
 def choose_device(devices: Iterable[DeviceState], task: TaskStar,
                   per_device_cap: int | None) -> tuple[bool, DeviceState | None]:
-    """(some online device is capable, the least-loaded capable device with a free slot)."""
-    able = [d for d in devices if capable(d, task)]
-    free = [d for d in able if d.load < slot_cap(d, per_device_cap)]
-    if not free:
-        return bool(able), None
-    cap = {d.device_id: slot_cap(d, per_device_cap) for d in free}
-    return True, min(free, key=lambda d: (d.load / cap[d.device_id], d.load, d.device_id))
+    """(some online device is capable, the least-loaded capable device with a free slot).
+
+    Least loaded: the smallest share of its slots in use, then fewest running, then id."""
+    any_able = False
+    best: DeviceState | None = None
+    best_key: tuple[float, int, str] | None = None
+    for d in devices:  # one pass: this runs once per dispatched task
+        if not capable(d, task):
+            continue
+        any_able = True
+        cap, load = slot_cap(d, per_device_cap), d.load
+        if load >= cap:
+            continue
+        key = (load / cap, load, d.device_id)
+        if best_key is None or key < best_key:
+            best, best_key = d, key
+    return any_able, best
 
 
 class Unplaceable:

@@ -5,6 +5,13 @@ Messages are pydantic models serialised as one JSON object per WebSocket text fr
 
     device -> orchestrator: REGISTER (first), HEARTBEAT, TASK_RESULT, DEVICE_INFO, ERROR
     orchestrator -> device: TASK, CANCEL, HEARTBEAT (echo), DEVICE_INFO, ERROR
+    both: BATCH, a list of up to :data:`MAX_BATCH` of the messages above in one frame
+
+A BATCH is how a busy peer sends what piled up while its last frame was being written (all
+the TASKs of one scheduling step, all the results that finished in one loop turn): one frame,
+one system call and one parse instead of one per message. Each message inside is checked on
+its own, exactly as if it had come in its own frame (in order; a bad one is answered with
+ERROR and the others still count); a BATCH inside a BATCH is refused.
 
 :class:`Session` holds no socket. Bytes go in through :meth:`Session.receive`, which returns
 the accepted messages; replies (ERROR for anything malformed, oversized, of the wrong
@@ -26,6 +33,9 @@ from paperlab.galaxy.errors import ProtocolError
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "BATCH_BYTES",
+    "MAX_BATCH",
+    "Batch",
     "Cancel",
     "DeviceInfo",
     "ErrorMsg",
@@ -35,17 +45,24 @@ __all__ = [
     "Session",
     "Task",
     "TaskResult",
+    "batch_frames",
+    "encode_batch",
     "decode",
     "encode",
 ]
 
-PROTOCOL_VERSION: Final = 1
+# v2 added BATCH; a v1 peer is answered with ERROR ``version`` naming both versions.
+PROTOCOL_VERSION: Final = 2
 DEFAULT_MAX_BYTES = 1 << 20
+MAX_BATCH: Final = 256  # messages per BATCH frame
+# Bytes per BATCH frame a writer makes (a single larger message still goes alone): far under
+# any sane frame limit (DEFAULT_MAX_BYTES is 16x this).
+BATCH_BYTES: Final = 64 * 1024
 
 
 class _Msg(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    v: Literal[1] = PROTOCOL_VERSION
+    v: Literal[2] = PROTOCOL_VERSION
 
 
 class TaskResult(_Msg):
@@ -110,8 +127,17 @@ Message = Annotated[
     Register | Heartbeat | Task | Cancel | TaskResult | DeviceInfo | ErrorMsg,
     Field(discriminator="type"),
 ]
+
+
+class Batch(_Msg):
+    """Several messages in one frame (never a BATCH inside a BATCH)."""
+
+    type: Literal["BATCH"] = "BATCH"
+    messages: list[Message] = Field(min_length=1, max_length=MAX_BATCH)
+
+
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(Message)
-_TYPES = ("REGISTER", "HEARTBEAT", "TASK", "CANCEL", "TASK_RESULT", "DEVICE_INFO", "ERROR")
+_TYPES = ("REGISTER", "HEARTBEAT", "TASK", "CANCEL", "TASK_RESULT", "DEVICE_INFO", "ERROR", "BATCH")
 
 FROM_DEVICE = (Register, Heartbeat, TaskResult, DeviceInfo, ErrorMsg)
 FROM_ORCHESTRATOR = (Task, Cancel, Heartbeat, DeviceInfo, ErrorMsg)
@@ -122,13 +148,30 @@ def encode(msg: BaseModel) -> str:
     return msg.model_dump_json()
 
 
-def decode(data: str | bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
-    """Parse one frame into a message.
+def encode_batch(frames: list[str]) -> str:
+    """Encoded messages (each from :func:`encode`) as one BATCH frame, without re-encoding."""
+    return f'{{"v":{PROTOCOL_VERSION},"type":"BATCH","messages":[{",".join(frames)}]}}'
 
-    Raises:
-        ProtocolError: code ``oversized``, ``malformed`` (not UTF-8 JSON object),
-            ``version`` (unsupported protocol version), ``unknown_type`` or ``invalid``.
-    """
+
+def batch_frames(frames: list[str], budget: int = BATCH_BYTES) -> list[str]:
+    """The frames to write for ``frames`` (encoded messages, in order): runs of them joined
+    into BATCH frames of at most :data:`MAX_BATCH` messages and ``budget`` bytes; a message
+    alone in its run goes as it is."""
+    out: list[str] = []
+    run: list[str] = []
+    size = 0
+    for f in frames:
+        if run and (len(run) >= MAX_BATCH or size + len(f) + 1 > budget):
+            out.append(run[0] if len(run) == 1 else encode_batch(run))
+            run, size = [], 0
+        run.append(f)
+        size += len(f) + 1
+    if run:
+        out.append(run[0] if len(run) == 1 else encode_batch(run))
+    return out
+
+
+def _parse(data: str | bytes, max_bytes: int) -> dict[str, Any]:
     size = len(data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data)
     if size > max_bytes:
         raise ProtocolError("oversized", f"message of {size} bytes exceeds the {max_bytes}-byte limit")
@@ -138,9 +181,47 @@ def decode(data: str | bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
         raise ProtocolError("malformed", f"not JSON: {str(exc)[:100]}") from None
     if not isinstance(obj, dict):
         raise ProtocolError("malformed", "a message must be a JSON object")
+    return obj
+
+
+def _batch_items(obj: dict[str, Any]) -> list[Any]:
+    """The raw messages of a BATCH object (frame-level checks only)."""
+    _check_version(obj)
+    extra = sorted(set(obj) - {"v", "type", "messages"})
+    if extra:
+        raise ProtocolError("invalid", f"BATCH field {extra[0]!r}: Extra inputs are not permitted")
+    items = obj.get("messages")
+    if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+        raise ProtocolError("invalid", f"BATCH field 'messages': a list of 1 to {MAX_BATCH} messages")
+    return items
+
+
+def decode(data: str | bytes, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+    """Parse one frame into a message (a :class:`Batch` for a BATCH frame).
+
+    Raises:
+        ProtocolError: code ``oversized``, ``malformed`` (not UTF-8 JSON object),
+            ``version`` (unsupported protocol version), ``unknown_type`` or ``invalid``.
+    """
+    obj = _parse(data, max_bytes)
+    if obj.get("type") == "BATCH":
+        return Batch(messages=[_message(m) for m in _batch_items(obj)])
+    return _message(obj)
+
+
+def _check_version(obj: dict[str, Any]) -> None:
     if obj.get("v", PROTOCOL_VERSION) != PROTOCOL_VERSION:
         raise ProtocolError("version", f"protocol version {obj.get('v')!r} unsupported; "
                                        f"this side speaks v{PROTOCOL_VERSION}")
+
+
+def _message(obj: Any) -> Any:
+    """One message object (not a BATCH) validated into its model."""
+    if not isinstance(obj, dict):
+        raise ProtocolError("malformed", "a message must be a JSON object")
+    if obj.get("type") == "BATCH":  # only reachable inside a BATCH
+        raise ProtocolError("invalid", "a BATCH cannot hold another BATCH")
+    _check_version(obj)
     if obj.get("type") not in _TYPES:
         raise ProtocolError("unknown_type", f"unknown message type {str(obj.get('type'))[:40]!r}; "
                                             f"known: {', '.join(_TYPES)}")
@@ -179,11 +260,29 @@ class Session:
         return self.closed or self.errors > self.max_errors
 
     def receive(self, data: str | bytes) -> list[Any]:
-        """Feed one frame; return the messages to act on (zero or one). Never raises."""
+        """Feed one frame; return the messages to act on (one, or several from a BATCH, in
+        order). Never raises."""
         if self.closed:
             return []
         try:
-            msg = decode(data, self.max_bytes)
+            obj = _parse(data, self.max_bytes)
+            if obj.get("type") != "BATCH":
+                return self._accept_one(obj)
+            out: list[Any] = []
+            for item in _batch_items(obj):
+                out.extend(self._accept_one(item))
+            return out
+        except ProtocolError as exc:
+            self._error(exc.code, str(exc))
+            return []
+        except Exception as exc:  # the last line of defence: bad input must never crash us
+            self._error("internal", type(exc).__name__)
+            return []
+
+    def _accept_one(self, obj: Any) -> list[Any]:
+        """One message through the state machine; [] (and an ERROR queued) if refused."""
+        try:
+            msg = _message(obj)
             if not isinstance(msg, self._accept):
                 raise ProtocolError("wrong_direction",
                                     f"{msg.type} is not sent by the {_peer(self.side)}")
@@ -199,13 +298,15 @@ class Session:
                     self.device_id = msg.device_id
             return [msg]
         except ProtocolError as exc:
-            self.errors += 1
-            self._out.append(encode(ErrorMsg(code=exc.code, message=str(exc))))
+            self._error(exc.code, str(exc))
             return []
-        except Exception as exc:  # the last line of defence: bad input must never crash us
-            self.errors += 1
-            self._out.append(encode(ErrorMsg(code="internal", message=type(exc).__name__)))
+        except RecursionError:
+            self._error("malformed", "message nested too deeply")
             return []
+
+    def _error(self, code: str, message: str) -> None:
+        self.errors += 1
+        self._out.append(encode(ErrorMsg(code=code, message=message)))
 
     def send(self, msg: BaseModel) -> None:
         """Queue a message for the peer; a message of the wrong direction is a bug here."""

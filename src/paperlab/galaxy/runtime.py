@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -47,6 +48,7 @@ async def start_orchestrator(journal: str | Path, token: str, *, host: str = "12
     """Open the journal, start the orchestrator and its server (and, with ``api_port``, the
     control API on that port, 0 for any); close them all on exit."""
     j = Journal(journal)
+    gc_before = _tune_gc()
     try:
         orch = Orchestrator(j, config or OrchestratorConfig(), clock=clock)
         if replanner is not None:
@@ -72,3 +74,17 @@ async def start_orchestrator(journal: str | Path, token: str, *, host: str = "12
             await server.close()
     finally:
         j.close()
+        gc.set_threshold(*gc_before)
+
+
+def _tune_gc() -> tuple[int, ...]:
+    """Collect the young generation every 50,000 allocations instead of 700 while an
+    orchestrator runs; returns the thresholds to restore.
+
+    A long-lived orchestrator keeps every run's tasks in memory (about 15,000 tracked objects
+    per 1000-task run), and with the default thresholds full collections over that heap took
+    about a quarter of its CPU time on the no-op benchmark, in spikes of up to 0.2 s. Young
+    garbage is collected all the same, in larger, rarer batches."""
+    before = gc.get_threshold()
+    gc.set_threshold(max(before[0], 50_000), max(before[1], 20), before[2])
+    return before

@@ -27,7 +27,14 @@ from websockets.http11 import Request, Response
 
 from paperlab.galaxy.auth import DEVICE_HEADER, Identity, identify, presented_token
 from paperlab.galaxy.orchestrator import Orchestrator
-from paperlab.galaxy.protocol import DEFAULT_MAX_BYTES, ErrorMsg, Register, Session, encode
+from paperlab.galaxy.protocol import (
+    DEFAULT_MAX_BYTES,
+    ErrorMsg,
+    Register,
+    Session,
+    batch_frames,
+    encode,
+)
 
 __all__ = ["OrchestratorServer", "RateLimit", "token_ok"]
 
@@ -62,14 +69,19 @@ class RateLimit:
             return True
         return False
 
+    def charge(self, n: int) -> None:
+        """Take ``n`` more tokens (the other messages of a BATCH): the budget counts messages,
+        not frames. The bucket may go into debt; frames are dropped until it refills."""
+        self.tokens -= n
+
 
 class OrchestratorServer:
     """Serves AIP (and optionally the dashboard) for one orchestrator."""
 
     def __init__(self, orchestrator: Orchestrator, token: str, host: str = "127.0.0.1",
                  port: int = 0, max_bytes: int = DEFAULT_MAX_BYTES, ui: UIHandler | None = None,
-                 ssl_context: ssl.SSLContext | None = None, rate: float = 500.0,
-                 burst: float = 1000.0) -> None:
+                 ssl_context: ssl.SSLContext | None = None, rate: float = 2000.0,
+                 burst: float = 4000.0) -> None:
         if not token:
             raise ValueError("a non-empty token is required")
         self.orch = orchestrator
@@ -160,6 +172,8 @@ class OrchestratorServer:
                     msgs: list[Any] = []
                 else:
                     msgs = session.receive(frame)
+                    if len(msgs) > 1:
+                        limit.charge(len(msgs) - 1)
                 for msg in msgs:
                     if isinstance(msg, Register):
                         if ident.role == "device" and msg.device_id != ident.device_id:
@@ -197,14 +211,19 @@ class OrchestratorServer:
     @staticmethod
     async def _writer(ws: ServerConnection, queue: asyncio.Queue[str]) -> None:
         # One writer per connection keeps frames in order without blocking the orchestrator.
+        # Whatever piled up meanwhile (a step's TASKs) leaves as one BATCH frame.
         while True:
-            frame = await queue.get()
+            frames = [await queue.get()]
+            while not queue.empty():
+                frames.append(queue.get_nowait())
             try:
-                await ws.send(frame)
+                for frame in batch_frames(frames):
+                    await ws.send(frame)
             except ConnectionClosed:
                 pass
             finally:
-                queue.task_done()
+                for _ in frames:
+                    queue.task_done()
 
 
 def encode_error(code: str, message: str) -> str:
