@@ -71,6 +71,7 @@ class SampleConfig(_Strict):
     temperature: float = Field(1.0, ge=0, description="image sampling temperature (0: argmax)")
     noise: float = Field(1.0, ge=0, description="annealed Gumbel noise on image confidences")
     text_temperature: float = Field(0.0, ge=0, description="0: greedy text as published; >0 samples words (RL rollouts)")
+    chunk: int = Field(16, ge=0, description="rows per model call on a CPU (0: the whole batch at once)")
 
 
 class BenchConfig(_Strict):
@@ -146,7 +147,7 @@ PRESETS: dict[str, ParadiffConfig] = {
         vq=VQConfig(codebook=512, steps=2000, batch=256),
         model=ModelConfig(d_model=512, n_layers=12, n_heads=8, d_ff=2048),
         train=TrainConfig(steps=20000, batch=256, lr=5e-4, warmup=1000),
-        sample=SampleConfig(steps=32, text_steps=16, image_steps=24),
+        sample=SampleConfig(steps=32, text_steps=16, image_steps=24, chunk=0),
         bench=BenchConfig(batch=256),
     ),
 }
