@@ -151,3 +151,22 @@ def test_same_seed_same_samples(rand_model: ParaDiffModel) -> None:
 def test_unknown_sampler(rand_model: ParaDiffModel) -> None:
     with pytest.raises(ParadiffConfigError, match="choose one of"):
         sample(rand_model, _cond(1), "joint", SampleConfig())
+
+
+def test_cache_keys_follow_every_config_and_code_version(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stale tiny model must never be reused: the model's key moves with the VQ's config and
+    training-code version, the model and training configs, and the architecture version."""
+    from paperlab.paradiff import train, vq
+    from paperlab.paradiff.config import get_preset
+
+    cfg = get_preset("tiny")
+    base = train.model_hash(cfg)
+    assert train.model_hash(cfg.with_overrides(**{"sample.guidance": 0.0})) == base  # sampling only
+    for field, value in (("vq.steps", 301), ("model.d_model", 96), ("train.steps", 10), ("train.lr", 1e-4)):
+        assert train.model_hash(cfg.with_overrides(**{field: value})) != base, field
+    vq_key = vq.vq_hash(cfg.vq)
+    monkeypatch.setattr(vq, "VQ_VERSION", vq.VQ_VERSION + 1)
+    assert vq.vq_hash(cfg.vq) != vq_key and train.model_hash(cfg) != base
+    monkeypatch.undo()
+    monkeypatch.setattr(train, "ARCH_VERSION", train.ARCH_VERSION + 1)
+    assert train.model_hash(cfg) != base
