@@ -45,10 +45,18 @@ def main() -> None:
     ap.add_argument("--big", type=int, default=32, help="the large batch")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (default: the shared load rule)")
+    ap.add_argument("--chunk", type=int, default=None, help="override sample.chunk (0: whole batch per call)")
     args = ap.parse_args()
 
-    threads = set_threads()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+        threads = args.threads
+    else:
+        threads = set_threads()
     cfg = get_preset(args.preset)
+    if args.chunk is not None:
+        cfg = cfg.with_overrides(**{"sample.chunk": args.chunk})
     trained = ensure_model(cfg)
     cond = conditions(trained, bench_examples(cfg, args.big))
     sample(trained.model, cond[:2], "parallel", cfg.sample)  # warm-up

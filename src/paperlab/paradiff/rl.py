@@ -153,7 +153,8 @@ def rl_train(policy: ParaDiffModel, scorer: Scorer, conds: torch.Tensor, sample_
         idx = [rng.randrange(len(conds)) for _ in range(cfg.prompts)]
         cond = conds[idx].repeat_interleave(cfg.group, 0)  # (P*G, L)
         policy.eval()
-        res = sample(policy, cond, "parallel", roll_cfg, seed=cfg.seed * 100003 + state.update, record=True)
+        # rows take seeds base + row: bases far apart keep every update's rows on their own streams
+        res = sample(policy, cond, "parallel", roll_cfg, seed=(cfg.seed * 100003 + state.update) << 16, record=True)
         traj = res.trajectory
         assert traj is not None
         rewards = _reward(scorer, traj, cfg)  # (P*G,)

@@ -13,12 +13,20 @@
 Guidance needs an unconditional pass; it runs in the same batch as the conditional one
 (2B rows), so a step is still one model call. Nothing is cached between steps, as in the
 published code: every step re-reads the whole sequence.
+
+Batching: every row draws its random numbers from its own counter-based stream, keyed by
+(row seed, step, position), so a row decodes the same whether it is sampled alone or in a
+batch of any size (``seed`` + its index in the batch is its row seed). Categorical draws use
+one uniform per position (inverse CDF) rather than one exponential per vocabulary entry. On a
+CPU the model call is split into chunks of ``SampleConfig.chunk`` rows: a 64-row call's
+activations (86 tokens x 64 rows) overflow the cache and each row then costs more than in a
+16-row call.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -28,7 +36,7 @@ from paperlab.paradiff.errors import ParadiffConfigError
 from paperlab.paradiff.model import MASK, ParaDiffModel
 from paperlab.paradiff.tokens import drop_condition
 
-__all__ = ["SAMPLERS", "SampleResult", "Trajectory", "sample"]
+__all__ = ["SAMPLERS", "SampleResult", "Trajectory", "sample", "uniforms"]
 
 SAMPLERS = ("parallel", "sequential", "image-only")
 
@@ -58,26 +66,76 @@ class SampleResult:
     trajectory: Trajectory | None = None
 
 
-def _logits(model: ParaDiffModel, x: torch.Tensor, guidance: float, need_image: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _model_logits(model: ParaDiffModel, x: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``model.output_logits`` over ``x``, ``chunk`` rows at a time (0 or a GPU: all at once)."""
+    if chunk <= 0 or x.shape[0] <= chunk or x.device.type != "cpu":
+        return model.output_logits(x)
+    parts = [model.output_logits(part) for part in x.split(chunk)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def _logits(model: ParaDiffModel, x: torch.Tensor, guidance: float, need_image: bool,
+            chunk: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Text and (guided) image logits of one step: one model call over cond (+ uncond) rows."""
     b = x.shape[0]
     if guidance > 0 and need_image:
-        text, img = model.output_logits(torch.cat([x, drop_condition(model.layout, x)]))
+        text, img = _model_logits(model, torch.cat([x, drop_condition(model.layout, x)]), chunk)
         img = img[:b] + guidance * (img[:b] - img[b:])
         return text[:b], img
-    return model.output_logits(x)
+    return _model_logits(model, x, chunk)
+
+
+# --- per-row random streams -------------------------------------------------------------------
+# splitmix64 on int64 tensors (torch integer arithmetic wraps), so every row's numbers depend
+# only on (row seed, step, stream, position): batch composition cannot change them.
+
+
+def _i64(c: int) -> int:
+    return c - (1 << 64) if c >= 1 << 63 else c
+
+
+_GOLDEN, _MIX1, _MIX2 = _i64(0x9E3779B97F4A7C15), _i64(0xBF58476D1CE4E5B9), _i64(0x94D049BB133111EB)
+
+
+def _shr(z: torch.Tensor, s: int) -> torch.Tensor:
+    """Logical right shift of int64 (torch's ``>>`` is arithmetic)."""
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def _mix(z: torch.Tensor) -> torch.Tensor:
+    z = z + _GOLDEN
+    z = (z ^ _shr(z, 30)) * _MIX1
+    z = (z ^ _shr(z, 27)) * _MIX2
+    return z ^ _shr(z, 31)
+
+
+def uniforms(row_seeds: torch.Tensor, step: int, stream: int, width: int) -> torch.Tensor:
+    """(B, width) float32 uniforms in (0, 1), a pure function of (row seed, step, stream, column)."""
+    key = _mix(row_seeds.long() * 1_000_003 + (step * 16 + stream))  # (B,)
+    cols = torch.arange(width, device=row_seeds.device, dtype=torch.long) * _GOLDEN
+    z = _mix(key[:, None] ^ cols[None, :])
+    return (_shr(z, 40).float() + 0.5) / float(1 << 24)
+
+
+def _categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """One draw per row of ``probs`` (..., V) by inverse CDF with the uniforms ``u`` (...)."""
+    cdf = probs.cumsum(-1)
+    target = (u * cdf[..., -1]).unsqueeze(-1).contiguous()
+    return torch.searchsorted(cdf.contiguous(), target).squeeze(-1).clamp(max=probs.shape[-1] - 1)
 
 
 def _text_update(x_text: torch.Tensor, logits: torch.Tensor, steps_left: int, temperature: float = 0.0,
-                 gen: torch.Generator | None = None) -> torch.Tensor:
+                 u: torch.Tensor | None = None) -> torch.Tensor:
     """Fix the most confident ceil(masked / steps_left) masked words of each row.
 
-    Greedy (the published sampler) at temperature 0; otherwise each word is sampled and its
-    confidence is the probability of the sampled word.
+    Greedy (the published sampler) at temperature 0; otherwise each word is sampled (with the
+    uniforms ``u``, one per position) and its confidence is the probability of the sampled word.
     """
     if temperature > 0:
+        if u is None:
+            raise ValueError("sampling words needs uniforms")
         probs = (logits / temperature).softmax(-1)
-        pred = torch.multinomial(probs.view(-1, probs.shape[-1]), 1, generator=gen).view(x_text.shape)
+        pred = _categorical(probs, u)
         conf = torch.gather(probs, -1, pred[..., None])[..., 0]
     else:
         conf, pred = logits.softmax(-1).max(-1)  # (B, T)
@@ -90,20 +148,21 @@ def _text_update(x_text: torch.Tensor, logits: torch.Tensor, steps_left: int, te
 
 
 def _image_update(x_img: torch.Tensor, logits: torch.Tensor, progress: float, cfg: SampleConfig,
-                  gen: torch.Generator | None) -> torch.Tensor:
-    """One MaskGIT step on codes (B, N) with -1 for masked; returns the new codes."""
+                  u_draw: torch.Tensor, u_noise: torch.Tensor) -> torch.Tensor:
+    """One MaskGIT step on codes (B, N) with -1 for masked; returns the new codes.
+
+    ``u_draw`` and ``u_noise`` are (B, N) uniforms: the code draws and the confidence noise.
+    """
     masked = x_img < 0
     if cfg.temperature > 0:
         probs = (logits / cfg.temperature).softmax(-1)
-        flat = probs.view(-1, probs.shape[-1])
-        sampled = torch.multinomial(flat, 1, generator=gen).view(x_img.shape)
+        sampled = _categorical(probs, u_draw)
     else:
         probs = logits.softmax(-1)
         sampled = probs.argmax(-1)
     conf = torch.gather(probs, -1, sampled[..., None])[..., 0].clamp_min(1e-20).log()
     if cfg.noise > 0:
-        u = torch.rand(conf.shape, generator=gen, device=conf.device).clamp(1e-20, 1 - 1e-7)
-        conf = conf + cfg.noise * (1 - progress) * -torch.log(-torch.log(u))
+        conf = conf + cfg.noise * (1 - progress) * -torch.log(-torch.log(u_noise))
     conf = conf.masked_fill(~masked, float("inf"))
     n = x_img.shape[1]
     keep_masked = int(math.floor(n * math.cos(math.pi / 2 * progress)))
@@ -124,7 +183,7 @@ def _pred(text: torch.Tensor, tl: torch.Tensor, img: torch.Tensor, il: torch.Ten
 
 @torch.no_grad()
 def sample(model: ParaDiffModel, cond: torch.Tensor, sampler: str, cfg: SampleConfig, *,
-           seed: int = 0, record: bool = False,
+           seed: int | Sequence[int] | torch.Tensor = 0, record: bool = False,
            on_step: Callable[[int, int], None] | None = None) -> SampleResult:
     """Decode a batch of conditions.
 
@@ -133,7 +192,9 @@ def sample(model: ParaDiffModel, cond: torch.Tensor, sampler: str, cfg: SampleCo
         cond: (B, L) sequences from :func:`paperlab.paradiff.tokens.condition_tokens`.
         sampler: "parallel", "sequential" or "image-only".
         cfg: steps, schedules, guidance, temperature, noise.
-        seed: seeds the image sampling noise (same seed, same samples).
+        seed: the rows' seeds: an int gives row ``i`` the seed ``seed + i``; or one per row. A
+            row's draws depend only on its seed, so decoding ``cond[i:i+1]`` with ``seed + i``
+            gives row ``i`` of the batch (same seed, same sample).
         record: keep every step in ``result.trajectory``.
         on_step: called as (step, total) after each model call.
 
@@ -144,7 +205,12 @@ def sample(model: ParaDiffModel, cond: torch.Tensor, sampler: str, cfg: SampleCo
         raise ParadiffConfigError(f"unknown sampler {sampler!r}; choose one of: {', '.join(SAMPLERS)}")
     lay = model.layout
     device = next(model.parameters()).device
-    gen = torch.Generator(device=device).manual_seed(seed)
+    if isinstance(seed, int):
+        row_seeds = seed + torch.arange(cond.shape[0], device=device)
+    else:
+        row_seeds = torch.as_tensor(seed, dtype=torch.long).to(device)
+        if row_seeds.shape != (cond.shape[0],):
+            raise ParadiffConfigError(f"{row_seeds.numel()} seeds for {cond.shape[0]} rows; give one per row")
     x = cond.to(device).clone()
     x[:, lay.out_image] = MASK
     x[:, lay.text] = MASK
@@ -165,17 +231,19 @@ def sample(model: ParaDiffModel, cond: torch.Tensor, sampler: str, cfg: SampleCo
     total = len(plan)
     for step, (what, s) in enumerate(plan):
         need_img = what != "text"
-        tl, il = _logits(model, x, cfg.guidance, need_img)
+        tl, il = _logits(model, x, cfg.guidance, need_img, cfg.chunk)
         text = x[:, lay.text]
         if what in ("text", "both"):
             steps_left = (cfg.steps - s) if sampler == "parallel" else (cfg.text_steps - s)
-            x[:, lay.text] = _text_update(text, tl, steps_left, cfg.text_temperature, gen)
+            u = uniforms(row_seeds, step, 0, text.shape[1]) if cfg.text_temperature > 0 else None
+            x[:, lay.text] = _text_update(text, tl, steps_left, cfg.text_temperature, u)
         if need_img:
             if sampler == "parallel":
                 progress = (s - img_start + 1) / (cfg.steps - img_start)
             else:
                 progress = (s + 1) / cfg.image_steps
-            img = _image_update(img, il, progress, cfg, gen)
+            img = _image_update(img, il, progress, cfg, uniforms(row_seeds, step, 1, n),
+                                uniforms(row_seeds, step, 2, n))
             sync()
         if traj is not None:
             pt, pi = _pred(text, tl, img, il)

@@ -160,7 +160,9 @@ class ScorerReport:
 
 def ensure_scorer(cfg: ScorerConfig, vq, *, retrain: bool = False) -> tuple[Scorer, ScorerReport]:  # type: ignore[no-untyped-def]
     """The cached scorer for (``cfg``, the VQ config), trained first when absent."""
-    h = config_hash({"scorer": cfg.model_dump(), "vq": vq.cfg.model_dump()})
+    from paperlab.paradiff.vq import vq_hash
+
+    h = config_hash({"scorer": cfg.model_dump(), "vq": vq_hash(vq.cfg)})
     path = cache_dir("paradiff") / f"scorer-{h}"
     if path.exists() and not retrain:
         tensors, meta = load_checkpoint(path, "scorer", h)

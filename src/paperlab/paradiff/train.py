@@ -26,7 +26,7 @@ from paperlab.paradiff.model import MASK, Layout, ParaDiffModel
 from paperlab.paradiff.store import load_checkpoint, save_checkpoint
 from paperlab.paradiff.task import Example, make_example, make_examples
 from paperlab.paradiff.tokens import drop_condition, target_tokens
-from paperlab.paradiff.vq import VQModel, ensure_vq
+from paperlab.paradiff.vq import VQModel, ensure_vq, vq_hash
 from paperlab.threads import set_threads
 
 __all__ = ["Trained", "bench_examples", "ensure_model", "load_model", "mask_outputs", "set_threads", "train_model"]
@@ -59,7 +59,7 @@ ARCH_VERSION = 3
 
 def model_hash(cfg: ParadiffConfig) -> str:
     """What the transformer's weights depend on: VQ, architecture and training (not sampling)."""
-    return config_hash({"vq": cfg.vq.model_dump(), "model": cfg.model.model_dump(), "train": cfg.train.model_dump(),
+    return config_hash({"vq": vq_hash(cfg.vq), "model": cfg.model.model_dump(), "train": cfg.train.model_dump(),
                         "arch": ARCH_VERSION})
 
 
@@ -168,7 +168,7 @@ def export_trained(trained: Trained, out: Path) -> Path:
     from paperlab.paradiff.vq import vq_cache_path
 
     out.mkdir(parents=True, exist_ok=True)
-    tensors, meta = load_checkpoint(vq_cache_path(trained.cfg.vq), "vq", config_hash(trained.cfg.vq))
+    tensors, meta = load_checkpoint(vq_cache_path(trained.cfg.vq), "vq", vq_hash(trained.cfg.vq))
     save_checkpoint(out / "vq", tensors, meta)
     tensors, meta = load_checkpoint(trained.path, "model", model_hash(trained.cfg))
     save_checkpoint(out / "model", tensors, meta)
