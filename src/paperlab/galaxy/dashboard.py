@@ -22,7 +22,7 @@ import contextlib
 import html
 import json
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
@@ -275,7 +275,7 @@ class Dashboard:
         else:
             self._snap_version = self.version
             tasks = task_states(run.constellation) if run else {}
-            metrics = self._run_line(run) if run else ""
+            metrics = self._run_line(run, tasks) if run else ""
             events = "<br>".join(reversed(self.events))
         return {
             "dag_key": key,
@@ -287,11 +287,10 @@ class Dashboard:
             "events": events,
         }
 
-    def _run_line(self, run: Run) -> str:
+    def _run_line(self, run: Run, tasks: dict[str, list[str]]) -> str:
         c = run.constellation
-        counts: dict[str, int] = {}
-        for t in c.tasks.values():
-            counts[t.status.value] = counts.get(t.status.value, 0) + 1
+        # counted from the task panel just built (one C-level pass), not from the models again
+        counts = Counter(state for state, _ in tasks.values())
         # The critical path walks the whole DAG: while the run goes on, at most once a second
         # and not in its first second (a short run gets it once, when it has finished, after
         # which it no longer changes).
