@@ -448,10 +448,18 @@ def _os_error(exc: OSError, out: Path) -> SoupError:
 
 
 class _Terminated(KeyboardInterrupt):
-    """SIGTERM, raised in the main thread so that the partial output is removed on the way out."""
+    """SIGTERM or SIGINT, raised in the main thread so that the partial output is removed on the
+    way out."""
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
+#: Set by SIGTERM/SIGINT during a merge. Python drops an exception raised inside a finaliser or
+#: a weakref callback, so a signal landing there would not stop the merge: the flag is checked
+#: again before the output is committed.
+_signalled = threading.Event()
+
+
+def _on_signal(signum: int, frame: Any) -> None:
+    _signalled.set()
     raise _Terminated(f"signal {signum}")
 
 
@@ -486,9 +494,11 @@ def merge(
     out = Path(out_dir)
     check_output(out, spec, force=force)
     prep = prepare(spec)
-    old_handler = None
+    old_handlers: dict[signal.Signals, Any] = {}
+    _signalled.clear()
     if threading.current_thread() is threading.main_thread():
-        old_handler = signal.signal(signal.SIGTERM, _on_sigterm)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            old_handlers[sig] = signal.signal(sig, _on_signal)
     try:
         with atomic_directory(out, force=force, error=SoupError) as tmp:
             shards = run_prepared(
@@ -499,11 +509,13 @@ def merge(
             record["weights_used"] = prep.weights_used
             record["notes"] = prep.plan.notes
             (tmp / RECORD).write_text(yaml.safe_dump(record, sort_keys=False))
+            if _signalled.is_set():  # a signal whose exception Python swallowed: still stop
+                raise _Terminated("signal received during the merge")
     except OSError as exc:
         raise _os_error(exc, out) from None
     finally:
-        if old_handler is not None:
-            signal.signal(signal.SIGTERM, old_handler)
+        for signum, handler in old_handlers.items():
+            signal.signal(signum, handler)
     total = sum(prep.plan.out_nbytes(n) for n in prep.plan.names)
     return MergeResult(out, len(prep.plan.names), total, shards, time.perf_counter() - start, prep.plan.notes)
 
