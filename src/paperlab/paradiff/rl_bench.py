@@ -87,7 +87,11 @@ def plot_rl(result: dict[str, Any], path: Path) -> Path:
             ups = [h["update"] for h in hist]
             ax.plot(ups, [h["final_reward"] for h in hist], color=color, label=f"{arm}: scorer reward (last step)")
             ax.plot(ups, [h["reward"] for h in hist], ":", color=color, label=f"{arm}: reward optimised")
-    ax.set_xlabel("RL update")
+            tr = result.get("train_reward", {}).get(arm)
+            if tr is not None:  # the same seeded rollouts before and after: what RL changed
+                ax.plot([0, ups[-1]], [tr["before"], tr["after"]], "o--", color=color, lw=0.8,
+                        label=f"{arm}: seeded rollouts, before -> after")
+    ax.set_xlabel("RL update (per-update values: that update's own rollouts)")
     ax.set_ylabel("scorer reward")
     ax.legend(fontsize=7)
     width = 0.27
