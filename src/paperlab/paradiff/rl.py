@@ -256,6 +256,7 @@ def prompt_reward(policy: ParaDiffModel, scorer: Scorer, conds: torch.Tensor, sa
     """
     policy.eval()
     dev = next(policy.parameters()).device
+    scorer.to(dev)
     cond = conds.to(dev).repeat_interleave(rollouts, 0)
     res = sample(policy, cond, "parallel", rollout_config(sample_cfg), seed=seed)
     return float(scorer.reward(res.text, res.image).mean())

@@ -14,7 +14,7 @@ import numpy as np
 
 from paperlab.io import atomic_write_bytes, atomic_write_text
 from paperlab.paradiff.bench import AXES, conditions, score_sampler, summarise
-from paperlab.paradiff.rl import RLConfig, prompt_reward, rl_train, train_prompts
+from paperlab.paradiff.rl import RLConfig, check_device, prompt_reward, rl_train, train_prompts
 from paperlab.paradiff.scorer import ensure_scorer
 from paperlab.paradiff.train import Trained, bench_examples
 
@@ -31,7 +31,7 @@ def run_rl(trained: Trained, out: Path, cfg: RLConfig, *, eval_prompts: int = 96
     Every arm is scored on the same held-out benchmark prompts with the same sampler seeds.
     """
     out.mkdir(parents=True, exist_ok=True)
-    scorer, srep = ensure_scorer(cfg.scorer, trained.vq)
+    scorer, srep = ensure_scorer(cfg.scorer, trained.vq, device=str(check_device(cfg)))
     held = {e.key for e in bench_examples(trained.cfg)}
     train_ex = train_prompts(cfg, held)
     train_cond = conditions(trained, train_ex)
