@@ -16,9 +16,10 @@ def test_rl_raises_the_scorer_reward_on_its_training_prompts(trained: Any) -> No
 
     The reward is the scorer's (last step) on exactly those prompts, 16 rollouts each with the same
     fixed seeds before and after. Measured rise on the tiny model, RL seeds 0-5: +0.072, +0.131,
-    +0.051, +0.040, +0.071, +0.033 (mean +0.066); the same measurement on the unchanged model with
-    other rollout seeds moves by about 0.01-0.02. Seed 0 runs here; the margin (+0.015) sits
-    below the smallest rise measured over six seeds.
+    +0.051, +0.040, +0.071, +0.033 (mean +0.066); with the advantages' sign flipped it fell
+    (-0.208, -0.127, -0.143, seeds 0-2). On the unchanged model, other rollout seeds move the
+    measurement by a standard deviation of 0.01-0.02 (8 rollouts). Seed 0 runs here; the margin
+    (+0.015) sits below the smallest rise measured over six seeds.
     """
     cfg = rl_preset("tiny")
     assert (cfg.train_prompts, cfg.prompts, cfg.mode, cfg.seed) == (4, 4, "trajectory", 0)
