@@ -213,8 +213,10 @@ def vocab() -> None:
 def rl(
     out: Annotated[Path, typer.Option(help="Directory for rl.json, rl.png and each arm's resumable state.")],
     preset: Preset = "tiny",
-    updates: Annotated[int | None, typer.Option(min=1, help="RL updates per arm (default 30).")] = None,
-    group: Annotated[int | None, typer.Option(min=2, help="G: trajectories per prompt (default 4).")] = None,
+    updates: Annotated[int | None, typer.Option(min=1, help="RL updates per arm (preset: tiny 16).")] = None,
+    group: Annotated[int | None, typer.Option(min=2, help="G: trajectories per prompt (preset: tiny 4).")] = None,
+    train_prompts: Annotated[int | None, typer.Option(min=1, help="Size of the fixed training prompt set.")] = None,
+    prompts: Annotated[int | None, typer.Option(min=1, help="Training prompts per update.")] = None,
     beta: Annotated[float | None, typer.Option(min=0, help="KL penalty weight (default 0.02).")] = None,
     clip: Annotated[float | None, typer.Option(help="PPO clip range (default 0.2).")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (default 3e-4).")] = None,
@@ -227,15 +229,16 @@ def rl(
 
     from paperlab.errors import config_error
     from paperlab.paradiff.errors import ParadiffConfigError
-    from paperlab.paradiff.rl import RLConfig
+    from paperlab.paradiff.rl import RLConfig, check_device, rl_preset
     from paperlab.paradiff.rl_bench import ARMS, run_rl
 
-    over = {k: v for k, v in {"updates": updates, "group": group, "beta": beta, "clip": clip, "lr": lr}.items()
-            if v is not None}
+    over = {k: v for k, v in {"updates": updates, "group": group, "train_prompts": train_prompts,
+                              "prompts": prompts, "beta": beta, "clip": clip, "lr": lr}.items() if v is not None}
     try:
-        cfg = RLConfig.model_validate(over)
+        cfg = RLConfig.model_validate({**rl_preset(preset).model_dump(), **over})
     except ValidationError as exc:
         raise config_error(exc, "rl config", ParadiffConfigError) from None
+    check_device(cfg)  # before any training: a gpu preset on a CPU machine is one line, exit 2
     trained = _trained(_config(preset), checkpoint)
     cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
             TextColumn("reward {task.fields[reward]:.3f}  kl {task.fields[kl]:.4f}"), TimeElapsedColumn())
@@ -258,5 +261,8 @@ def rl(
         t.add_row(a, *[f"{result[arm][a]:.3f} [{result['ci95'][arm][a][0]:.2f}, {result['ci95'][arm][a][1]:.2f}]"
                        if result[arm][a] is not None else "n/a" for arm in ARMS])
     Console().print(t)
+    tr = result["train_reward"]
+    console.print("scorer reward on the RL training prompts (same seeded rollouts), before -> after: "
+                  + "; ".join(f"{a} {tr[a]['before']:.3f} -> {tr[a]['after']:.3f}" for a in ARMS[1:]))
     console.print(f"scorer retrieval top-1 on held-out pairs: {result['scorer']['retrieval_top1']:.3f} "
                   f"(half masked: {result['scorer']['retrieval_top1_half_masked']:.3f}); wrote {out / 'rl.json'}")

@@ -16,18 +16,20 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
 
 from paperlab.paradiff.config import SampleConfig, _Strict
+from paperlab.paradiff.errors import ParadiffConfigError
 from paperlab.paradiff.model import MASK, ParaDiffModel
 from paperlab.paradiff.sample import Trajectory, sample
 from paperlab.paradiff.scorer import Scorer, ScorerConfig
 from paperlab.paradiff.task import Example, make_examples
 
-__all__ = ["RLConfig", "RLState", "clipped_objective", "group_advantages", "kl_k3", "rl_train"]
+__all__ = ["RLConfig", "RLState", "clipped_objective", "group_advantages", "RL_PRESETS", "check_device", "kl_k3",
+           "prompt_reward", "rl_preset", "rl_train"]
 
 
 class RLConfig(_Strict):
@@ -43,7 +45,44 @@ class RLConfig(_Strict):
     lr: float = Field(3e-4, gt=0)
     train_prompts: int = Field(64, ge=1)
     seed: int = 0
+    device: str = Field("cpu", description="where rollouts and updates run (the policy is moved there)")
+    dtype: Literal["float32", "bfloat16"] = Field("float32", description="bfloat16: autocast on CUDA")
     scorer: ScorerConfig = ScorerConfig()
+
+
+RL_PRESETS: dict[str, RLConfig] = {
+    # CPU, minutes: a fixed set of 4 training prompts, all of them in every update (GRPO over a
+    # prompt set), so the reward on them can be measured before and after (tests, docs).
+    "tiny": RLConfig(train_prompts=4, prompts=4, group=4, updates=16),
+    "small": RLConfig(),
+    # For a CUDA machine (bf16 autocast); sized for one large GPU, never run in this repository's
+    # CPU-only sessions: wider groups and batches, more scored steps and a longer run.
+    "gpu": RLConfig(device="cuda", dtype="bfloat16", group=16, prompts=32, updates=400, epochs=2,
+                    scored=(0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0), loss_steps=8, beta=0.02,
+                    lr=1e-4, train_prompts=1024,
+                    scorer=ScorerConfig(d_model=256, n_layers=2, n_heads=8, dim=128, steps=4000, batch=256)),
+}
+
+
+def rl_preset(name: str) -> RLConfig:
+    """The RL config of a preset (tiny, small, gpu); one-line error for an unknown one."""
+    if name not in RL_PRESETS:
+        raise ParadiffConfigError(f"unknown RL preset {name!r}; choose one of: {', '.join(RL_PRESETS)}")
+    return RL_PRESETS[name]
+
+
+def check_device(cfg: RLConfig) -> torch.device:
+    """The config's device, or a one-line error naming the fix when it is not on this machine."""
+    try:
+        dev = torch.device(cfg.device)
+    except RuntimeError:
+        raise ParadiffConfigError(f"unknown RL device {cfg.device!r}; use cpu or cuda") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ParadiffConfigError(f"RL device {cfg.device!r} needs CUDA, which this machine lacks; "
+                                  "use --preset tiny or small")
+    if cfg.dtype == "bfloat16" and dev.type != "cuda":
+        raise ParadiffConfigError("RL dtype bfloat16 is for CUDA; use float32 on the CPU")
+    return dev
 
 
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -92,9 +131,10 @@ def _token_logp(model: ParaDiffModel, x: torch.Tensor, traj: Trajectory, k: int,
                 new_i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs of the tokens committed at step k (flat), and which trajectory each belongs to."""
     tl, il = model.output_logits(x)
+    tl, il = tl.float(), il.float()  # ratios of bf16 log-probs would be too coarse
     lt = tl.log_softmax(-1).gather(-1, traj.texts[k].clamp(min=0)[..., None])[..., 0]
     li = il.log_softmax(-1).gather(-1, traj.images[k].clamp(min=0)[..., None])[..., 0]
-    rows = torch.arange(x.shape[0])
+    rows = torch.arange(x.shape[0], device=x.device)
     lp = torch.cat([lt[new_t], li[new_i]])
     who = torch.cat([rows[:, None].expand_as(new_t)[new_t], rows[:, None].expand_as(new_i)[new_i]])
     return lp, who
@@ -135,13 +175,19 @@ def rl_train(policy: ParaDiffModel, scorer: Scorer, conds: torch.Tensor, sample_
         on_update: called with each update's record (reward, kl, ...).
         stop_after: stop after this many updates in this call (to test resuming).
     """
+    dev = check_device(cfg)
+    policy.to(dev)
+    scorer.to(dev)
+    conds = conds.to(dev)
+    # bf16 autocast on CUDA only (check_device refuses it elsewhere); log-probs are taken in float32
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
     ref = copy.deepcopy(policy).eval()
     for p in ref.parameters():
         p.requires_grad_(False)
     opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
     state = RLState()
     if state_dir is not None and (state_dir / "rl-state.pt").is_file():
-        saved = torch.load(state_dir / "rl-state.pt", weights_only=False)
+        saved = torch.load(state_dir / "rl-state.pt", map_location=dev, weights_only=False)
         policy.load_state_dict(saved["policy"])
         ref.load_state_dict(saved["ref"])
         opt.load_state_dict(saved["opt"])
@@ -150,11 +196,14 @@ def rl_train(policy: ParaDiffModel, scorer: Scorer, conds: torch.Tensor, sample_
     rng = random.Random(cfg.seed + state.update)
     done_here = 0
     while state.update < cfg.updates and (stop_after is None or done_here < stop_after):
-        idx = [rng.randrange(len(conds)) for _ in range(cfg.prompts)]
+        # GRPO iterates over a fixed prompt set: update u takes the next ``prompts`` of them in turn
+        idx = [(state.update * cfg.prompts + j) % len(conds) for j in range(cfg.prompts)]
         cond = conds[idx].repeat_interleave(cfg.group, 0)  # (P*G, L)
         policy.eval()
         # rows take seeds base + row: bases far apart keep every update's rows on their own streams
-        res = sample(policy, cond, "parallel", roll_cfg, seed=(cfg.seed * 100003 + state.update) << 16, record=True)
+        with autocast:
+            res = sample(policy, cond, "parallel", roll_cfg, seed=(cfg.seed * 100003 + state.update) << 16,
+                         record=True)
         traj = res.trajectory
         assert traj is not None
         rewards = _reward(scorer, traj, cfg)  # (P*G,)
@@ -162,7 +211,7 @@ def rl_train(policy: ParaDiffModel, scorer: Scorer, conds: torch.Tensor, sample_
         adv = group_advantages(rewards.view(cfg.prompts, cfg.group)).view(-1)
         steps = sorted(rng.sample(range(len(traj)), min(cfg.loss_steps, len(traj))))
         prepared = []
-        with torch.no_grad():
+        with torch.no_grad(), autocast:
             for k in steps:
                 x, new_t, new_i = _state(policy, cond, traj, k)
                 lp_old, who = _token_logp(policy, x, traj, k, new_t, new_i)
@@ -173,7 +222,8 @@ def rl_train(policy: ParaDiffModel, scorer: Scorer, conds: torch.Tensor, sample_
         for _ in range(cfg.epochs):
             objs, kls = [], []
             for k, x, new_t, new_i, lp_old, lp_ref, who in prepared:
-                lp, _ = _token_logp(policy, x, traj, k, new_t, new_i)
+                with autocast:
+                    lp, _ = _token_logp(policy, x, traj, k, new_t, new_i)
                 objs.append(clipped_objective(lp, lp_old, adv[who], cfg.clip))
                 kls.append(kl_k3(lp, lp_ref))
             obj, kl = torch.cat(objs).mean(), torch.cat(kls).mean()
@@ -194,6 +244,22 @@ def rl_train(policy: ParaDiffModel, scorer: Scorer, conds: torch.Tensor, sample_
         if state_dir is not None:
             _save_state(state_dir, policy, ref, opt, state)
     return policy, state
+
+
+@torch.no_grad()
+def prompt_reward(policy: ParaDiffModel, scorer: Scorer, conds: torch.Tensor, sample_cfg: SampleConfig, *,
+                  rollouts: int = 4, seed: int = 1 << 40) -> float:
+    """Mean scorer reward of the last step over ``rollouts`` seeded rollouts of each prompt.
+
+    The seeds are fixed (and far from the training rollouts' streams), so calling this before and
+    after RL on the training prompts measures what RL changed, not which samples were drawn.
+    """
+    policy.eval()
+    dev = next(policy.parameters()).device
+    scorer.to(dev)
+    cond = conds.to(dev).repeat_interleave(rollouts, 0)
+    res = sample(policy, cond, "parallel", rollout_config(sample_cfg), seed=seed)
+    return float(scorer.reward(res.text, res.image).mean())
 
 
 def _save_state(state_dir: Path, policy: ParaDiffModel, ref: ParaDiffModel, opt: torch.optim.Optimizer,

@@ -14,13 +14,14 @@ import numpy as np
 
 from paperlab.io import atomic_write_bytes, atomic_write_text
 from paperlab.paradiff.bench import AXES, conditions, score_sampler, summarise
-from paperlab.paradiff.rl import RLConfig, rl_train, train_prompts
+from paperlab.paradiff.rl import RLConfig, check_device, prompt_reward, rl_train, train_prompts
 from paperlab.paradiff.scorer import ensure_scorer
 from paperlab.paradiff.train import Trained, bench_examples
 
 __all__ = ["ARMS", "plot_rl", "run_rl"]
 
 ARMS = ("none", "final", "trajectory")
+TRAIN_ROLLOUTS = 16  # seeded rollouts per training prompt when measuring the reward RL optimised
 
 
 def run_rl(trained: Trained, out: Path, cfg: RLConfig, *, eval_prompts: int = 96, seed: int = 0,
@@ -30,7 +31,7 @@ def run_rl(trained: Trained, out: Path, cfg: RLConfig, *, eval_prompts: int = 96
     Every arm is scored on the same held-out benchmark prompts with the same sampler seeds.
     """
     out.mkdir(parents=True, exist_ok=True)
-    scorer, srep = ensure_scorer(cfg.scorer, trained.vq)
+    scorer, srep = ensure_scorer(cfg.scorer, trained.vq, device=str(check_device(cfg)))
     held = {e.key for e in bench_examples(trained.cfg)}
     train_ex = train_prompts(cfg, held)
     train_cond = conditions(trained, train_ex)
@@ -41,7 +42,11 @@ def run_rl(trained: Trained, out: Path, cfg: RLConfig, *, eval_prompts: int = 96
     result: dict[str, Any] = {"n_prompts": len(eval_ex), "rl_config": cfg.model_dump(mode="json"),
                               "scorer": {"retrieval_top1": srep.retrieval,
                                          "retrieval_top1_half_masked": srep.retrieval_half_masked},
-                              "ci95": {}, "history": {}, "seconds": {}}
+                              "ci95": {}, "history": {}, "seconds": {},
+                              # scorer reward (last step) on the RL training prompts, same seeded
+                              # rollouts before and after: what RL optimised, on what it trained on
+                              "train_reward": {"rollouts_per_prompt": TRAIN_ROLLOUTS}}
+    start_reward = prompt_reward(trained.model, scorer, train_cond, trained.cfg.sample, rollouts=TRAIN_ROLLOUTS)
     for arm in ARMS:
         t0 = time.perf_counter()
         model = trained.model
@@ -55,6 +60,9 @@ def run_rl(trained: Trained, out: Path, cfg: RLConfig, *, eval_prompts: int = 96
             model, state = rl_train(copy.deepcopy(trained.model), scorer, train_cond, trained.cfg.sample, arm_cfg,
                                     state_dir=out / arm, on_update=report)
             result["history"][arm] = state.history
+            after = prompt_reward(model, scorer, train_cond, trained.cfg.sample, rollouts=TRAIN_ROLLOUTS)
+            result["train_reward"][arm] = {"before": round(start_reward, 4), "after": round(after, 4),
+                                           "rise": round(after - start_reward, 4)}
         raw = score_sampler(trained, model, eval_ex, eval_cond, "parallel", seed=seed)
         means, ci = summarise(raw, idx)
         result[arm] = means
@@ -79,7 +87,11 @@ def plot_rl(result: dict[str, Any], path: Path) -> Path:
             ups = [h["update"] for h in hist]
             ax.plot(ups, [h["final_reward"] for h in hist], color=color, label=f"{arm}: scorer reward (last step)")
             ax.plot(ups, [h["reward"] for h in hist], ":", color=color, label=f"{arm}: reward optimised")
-    ax.set_xlabel("RL update")
+            tr = result.get("train_reward", {}).get(arm)
+            if tr is not None:  # the same seeded rollouts before and after: what RL changed
+                ax.plot([0, ups[-1]], [tr["before"], tr["after"]], "o--", color=color, lw=0.8,
+                        label=f"{arm}: seeded rollouts, before -> after")
+    ax.set_xlabel("RL update (per-update values: that update's own rollouts)")
     ax.set_ylabel("scorer reward")
     ax.legend(fontsize=7)
     width = 0.27

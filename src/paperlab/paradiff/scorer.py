@@ -111,19 +111,23 @@ def _pairs(vq, examples):  # type: ignore[no-untyped-def]
     return x[:, lay.text], x[:, lay.out_image] - lay.n_words
 
 
-def train_scorer(cfg: ScorerConfig, vq, on_step: Callable[[int, float], None] | None = None) -> Scorer:  # type: ignore[no-untyped-def]
-    """Contrastive training on fresh task examples (targets), partly masked."""
+def train_scorer(cfg: ScorerConfig, vq, on_step: Callable[[int, float], None] | None = None,  # type: ignore[no-untyped-def]
+                 device: str = "cpu") -> Scorer:
+    """Contrastive training on fresh task examples (targets), partly masked, on ``device``.
+
+    Pairs and masks are drawn on the CPU (the same streams on any device), then moved.
+    """
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     rng = random.Random(cfg.seed + 1)
-    sc = Scorer(cfg, vq.n_tokens, vq.cfg.codebook)
+    sc = Scorer(cfg, vq.n_tokens, vq.cfg.codebook).to(device)
     opt = torch.optim.AdamW(sc.parameters(), lr=cfg.lr)
     for step in range(cfg.steps):
         text, img = _pairs(vq, [make_example(rng) for _ in range(cfg.batch)])
         text, img = _mask_pairs(text, img, gen)
-        t, i = sc.embed(text, img)
+        t, i = sc.embed(text.to(device), img.to(device))
         logits = sc.logit_scale.exp().clamp(max=100) * t @ i.T
-        labels = torch.arange(len(t))
+        labels = torch.arange(len(t), device=t.device)
         loss = (F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)) / 2
         opt.zero_grad()
         loss.backward()
@@ -145,8 +149,9 @@ def retrieval_accuracy(sc: Scorer, vq, n: int = 256, seed: int = 99, masked: flo
         for x, fill, kk in ((text, MASK, k[0]), (img, -1, k[1])):
             rank = torch.rand(x.shape, generator=gen).argsort(-1).argsort(-1)
             x[rank < kk] = fill
-    t, i = sc.embed(text, img)
-    return float(((t @ i.T).argmax(-1) == torch.arange(n)).float().mean())
+    dev = sc.logit_scale.device
+    t, i = sc.embed(text.to(dev), img.to(dev))
+    return float(((t @ i.T).argmax(-1).cpu() == torch.arange(n)).float().mean())
 
 
 @dataclass
@@ -158,8 +163,9 @@ class ScorerReport:
     retrieval_half_masked: float
 
 
-def ensure_scorer(cfg: ScorerConfig, vq, *, retrain: bool = False) -> tuple[Scorer, ScorerReport]:  # type: ignore[no-untyped-def]
-    """The cached scorer for (``cfg``, the VQ config), trained first when absent."""
+def ensure_scorer(cfg: ScorerConfig, vq, *, retrain: bool = False,  # type: ignore[no-untyped-def]
+                  device: str = "cpu") -> tuple[Scorer, ScorerReport]:
+    """The cached scorer for (``cfg``, the VQ config) on ``device``, trained (there) first when absent."""
     from paperlab.paradiff.vq import vq_hash
 
     h = config_hash({"scorer": cfg.model_dump(), "vq": vq_hash(vq.cfg)})
@@ -168,9 +174,9 @@ def ensure_scorer(cfg: ScorerConfig, vq, *, retrain: bool = False) -> tuple[Scor
         tensors, meta = load_checkpoint(path, "scorer", h)
         sc = Scorer(cfg, vq.n_tokens, vq.cfg.codebook)
         sc.load_state_dict(tensors)
-        return sc.eval(), ScorerReport(path, True, 0.0, meta["retrieval_top1"], meta["retrieval_top1_half_masked"])
+        return sc.to(device).eval(), ScorerReport(path, True, 0.0, meta["retrieval_top1"], meta["retrieval_top1_half_masked"])
     t0 = time.perf_counter()
-    sc = train_scorer(cfg, vq)
+    sc = train_scorer(cfg, vq, device=device)
     r0, r5 = retrieval_accuracy(sc, vq), retrieval_accuracy(sc, vq, masked=0.5)
     secs = time.perf_counter() - t0
     save_checkpoint(path, sc.state_dict(), {"kind": "scorer", "hash": h, "retrieval_top1": r0,
