@@ -221,6 +221,7 @@ def rl(
     clip: Annotated[float | None, typer.Option(help="PPO clip range (default 0.2).")] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (default 3e-4).")] = None,
     eval_prompts: Annotated[int, typer.Option(min=3, help="Held-out benchmark prompts to score each arm on.")] = 96,
+    eval_every: Annotated[int, typer.Option(min=0, help="Also score them every N updates (0: at the end only).")] = 4,
     checkpoint: Checkpoint = None,
 ) -> None:
     """ParaRL: no RL vs final-step reward vs trajectory reward, on the same held-out prompts."""
@@ -248,7 +249,7 @@ def rl(
         def on_update(arm: str, rec: dict[str, float]) -> None:
             bar.update(tasks[arm], completed=rec["update"], reward=rec["final_reward"], kl=rec["kl"])
 
-        result = run_rl(trained, out, cfg, eval_prompts=eval_prompts, on_update=on_update)
+        result = run_rl(trained, out, cfg, eval_prompts=eval_prompts, eval_every=eval_every, on_update=on_update)
     from rich.table import Table
 
     from paperlab.paradiff.bench import AXES

@@ -22,13 +22,17 @@ __all__ = ["ARMS", "plot_rl", "run_rl"]
 
 ARMS = ("none", "final", "trajectory")
 TRAIN_ROLLOUTS = 16  # seeded rollouts per training prompt when measuring the reward RL optimised
+CURVE_AXES = ("output_alignment", "text_alignment", "image_alignment")  # held-out, over RL updates
 
 
 def run_rl(trained: Trained, out: Path, cfg: RLConfig, *, eval_prompts: int = 96, seed: int = 0,
+           eval_every: int = 4,
            on_update: Callable[[str, dict[str, float]], None] | None = None) -> dict[str, Any]:
     """Train the two RL arms from the same start (resuming from ``out/<arm>``) and score all three.
 
-    Every arm is scored on the same held-out benchmark prompts with the same sampler seeds.
+    Every arm is scored on the same held-out benchmark prompts with the same sampler seeds, at
+    the end and every ``eval_every`` updates on the way (the held-out curves of the plot; 0 =
+    at the end only).
     """
     out.mkdir(parents=True, exist_ok=True)
     scorer, srep = ensure_scorer(cfg.scorer, trained.vq, device=str(check_device(cfg)))
@@ -46,6 +50,11 @@ def run_rl(trained: Trained, out: Path, cfg: RLConfig, *, eval_prompts: int = 96
                               # scorer reward (last step) on the RL training prompts, same seeded
                               # rollouts before and after: what RL optimised, on what it trained on
                               "train_reward": {"rollouts_per_prompt": TRAIN_ROLLOUTS}}
+    def held_out(model: Any) -> dict[str, float | None]:
+        """The curve's axes on the held-out prompts, same sampler seeds as the final scoring."""
+        means, _ = summarise(score_sampler(trained, model, eval_ex, eval_cond, "parallel", seed=seed), idx)
+        return {a: means[a] for a in CURVE_AXES}
+
     start_reward = prompt_reward(trained.model, scorer, train_cond, trained.cfg.sample, rollouts=TRAIN_ROLLOUTS)
     for arm in ARMS:
         t0 = time.perf_counter()
@@ -57,15 +66,25 @@ def run_rl(trained: Trained, out: Path, cfg: RLConfig, *, eval_prompts: int = 96
                 if on_update is not None:
                     on_update(arm, rec)
 
-            model, state = rl_train(copy.deepcopy(trained.model), scorer, train_cond, trained.cfg.sample, arm_cfg,
-                                    state_dir=out / arm, on_update=report)
+            model = copy.deepcopy(trained.model)
+            curve = [{"update": 0, **held_out(model)}]
+            while True:  # rl_train resumes from out/<arm>: segments of eval_every updates
+                model, state = rl_train(model, scorer, train_cond, trained.cfg.sample, arm_cfg,
+                                        state_dir=out / arm, on_update=report, stop_after=eval_every or None)
+                if state.update >= arm_cfg.updates:
+                    break
+                curve.append({"update": state.update, **held_out(model)})
             result["history"][arm] = state.history
+            result.setdefault("held_out_curve", {})[arm] = curve
             after = prompt_reward(model, scorer, train_cond, trained.cfg.sample, rollouts=TRAIN_ROLLOUTS)
             result["train_reward"][arm] = {"before": round(start_reward, 4), "after": round(after, 4),
                                            "rise": round(after - start_reward, 4)}
         raw = score_sampler(trained, model, eval_ex, eval_cond, "parallel", seed=seed)
         means, ci = summarise(raw, idx)
         result[arm] = means
+        if arm != "none":
+            result["held_out_curve"][arm].append(
+                {"update": arm_cfg.updates, **{a: means[a] for a in CURVE_AXES}})
         result["ci95"][arm] = ci
         result["seconds"][arm] = round(time.perf_counter() - t0, 1)
     atomic_write_text(out / "rl.json", json.dumps(result, indent=2))
@@ -80,7 +99,18 @@ def plot_rl(result: dict[str, Any], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4))
+    fig, (ax, cx, bx) = plt.subplots(1, 3, figsize=(17, 4))
+    for arm, color in (("final", "C1"), ("trajectory", "C2")):
+        curve = result.get("held_out_curve", {}).get(arm, [])
+        if curve:
+            cx.plot([c["update"] for c in curve], [c["output_alignment"] for c in curve], "o-", color=color,
+                    label=f"{arm}: output alignment")
+            cx.plot([c["update"] for c in curve], [c["text_alignment"] for c in curve], "s:", color=color,
+                    ms=3, label=f"{arm}: text alignment")
+    cx.set_xlabel("RL update")
+    cx.set_ylabel("held-out score (parallel sampler)")
+    cx.set_title(f"{result['n_prompts']} held-out prompts over RL")
+    cx.legend(fontsize=7)
     for arm, color in (("final", "C1"), ("trajectory", "C2")):
         hist = result["history"].get(arm, [])
         if hist:
