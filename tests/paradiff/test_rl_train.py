@@ -15,11 +15,12 @@ def test_rl_raises_the_scorer_reward_on_its_training_prompts(trained: Any) -> No
     """The tiny RL preset: 4 fixed training prompts, all 4 in each of 16 updates, G = 4, trajectory reward.
 
     The reward is the scorer's (last step) on exactly those prompts, 16 rollouts each with the same
-    fixed seeds before and after. Measured rise on the tiny model, RL seeds 0-5: +0.072, +0.131,
-    +0.051, +0.040, +0.071, +0.033 (mean +0.066); with the advantages' sign flipped it fell
-    (-0.208, -0.127, -0.143, seeds 0-2). On the unchanged model, other rollout seeds move the
-    measurement by a standard deviation of 0.01-0.02 (8 rollouts). Seed 0 runs here; the margin
-    (+0.015) sits below the smallest rise measured over six seeds.
+    fixed seeds before and after. Measured rise on the tiny model, RL seeds 0-5 (loss steps drawn
+    per update, so a resumed run equals an uninterrupted one): +0.078, +0.068, +0.065, +0.012,
+    +0.067, +0.039 (mean +0.055); with the advantages' sign flipped it fell (-0.208, -0.127,
+    -0.143, seeds 0-2, earlier RNG). On the unchanged model, other rollout seeds move the
+    measurement by a standard deviation of 0.01-0.02 (8 rollouts). Seed 0 runs here (+0.078); the
+    margin (+0.03) leaves it room for that noise and for float differences between machines.
     """
     cfg = rl_preset("tiny")
     assert (cfg.train_prompts, cfg.prompts, cfg.mode, cfg.seed) == (4, 4, "trajectory", 0)
@@ -30,6 +31,6 @@ def test_rl_raises_the_scorer_reward_on_its_training_prompts(trained: Any) -> No
     policy, state = rl_train(copy.deepcopy(trained.model), scorer, cond, trained.cfg.sample, cfg)
     after = prompt_reward(policy, scorer, cond, trained.cfg.sample, rollouts=16)
     assert state.update == cfg.updates and state.history[-1]["kl"] > 0  # it moved away from the start
-    assert after - before >= 0.015, (before, after)
+    assert after - before >= 0.03, (before, after)
     # the starting model was not touched (the run trained a copy)
     assert prompt_reward(trained.model, scorer, cond, trained.cfg.sample, rollouts=16) == before

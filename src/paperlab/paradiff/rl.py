@@ -193,7 +193,6 @@ def rl_train(policy: ParaDiffModel, scorer: Scorer, conds: torch.Tensor, sample_
         opt.load_state_dict(saved["opt"])
         state = RLState(saved["update"], saved["history"])
     roll_cfg = rollout_config(sample_cfg)
-    rng = random.Random(cfg.seed + state.update)
     done_here = 0
     while state.update < cfg.updates and (stop_after is None or done_here < stop_after):
         # GRPO iterates over a fixed prompt set: update u takes the next ``prompts`` of them in turn
@@ -209,6 +208,9 @@ def rl_train(policy: ParaDiffModel, scorer: Scorer, conds: torch.Tensor, sample_
         rewards = _reward(scorer, traj, cfg)  # (P*G,)
         final = scorer.reward(traj.texts[-1], traj.images[-1])
         adv = group_advantages(rewards.view(cfg.prompts, cfg.group)).view(-1)
+        # seeded per update, so a run resumed (or trained in segments) picks the same steps as
+        # one that never stopped
+        rng = random.Random(cfg.seed * 1_000_003 + state.update)
         steps = sorted(rng.sample(range(len(traj)), min(cfg.loss_steps, len(traj))))
         prepared = []
         with torch.no_grad(), autocast:
