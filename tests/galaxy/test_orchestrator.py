@@ -259,3 +259,22 @@ def test_a_lost_device_that_speaks_again_comes_back(tmp_path: Path) -> None:
         journal.close()
 
     asyncio.run(main())
+
+
+def test_finished_runs_beyond_keep_finished_leave_memory_not_the_journal(tmp_path: Path, tscale: float) -> None:
+    # A long-lived orchestrator used to keep every run it ever ran in memory.
+    plan = Constellation.from_plan({"tasks": [sleep_task("a", 0.01), sleep_task("b", 0.01, after=["a"])]})
+
+    async def body(orch: Orchestrator, server: OrchestratorServer, agents: list[DeviceAgent]) -> None:
+        await wait_devices(orch, 1, tscale)
+        rids = []
+        for _ in range(5):
+            rids.append(orch.submit(plan))
+            assert await orch.wait(rids[-1], 30 * tscale) is ConstellationState.COMPLETED
+        assert list(orch.runs) == rids[-2:]  # the newest two stay
+        old = orch.get_run(rids[0])  # read back from the journal
+        assert old.finished is ConstellationState.COMPLETED
+        assert {t.status for t in old.constellation.tasks.values()} == {TaskStatus.COMPLETED}
+        assert await orch.wait(rids[0], 1) is ConstellationState.COMPLETED
+
+    await_run(tmp_path, tscale, body, [dev("a", [], 2)], keep_finished=2)

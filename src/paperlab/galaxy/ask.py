@@ -88,7 +88,7 @@ async def _main(opts: AskOptions, planner: Planner, console: Console,
             return "declined"
         run_id = orch.submit(c)
         state = await orch.wait(run_id)
-        Console().print(task_table(orch.runs[run_id]))
+        Console().print(task_table(orch.get_run(run_id)))
         for entry in replanner.log:
             console.print(f"replan: {entry.get('reason', '')} -> {entry['outcome']}")
         print(f"run {run_id} finished: {state.value}", flush=True)

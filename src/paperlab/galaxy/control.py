@@ -31,7 +31,7 @@ from paperlab.galaxy.auth import identify, presented_token
 from paperlab.galaxy.constellation import Constellation
 from paperlab.galaxy.edits import parse_batch
 from paperlab.galaxy.orchestrator import Orchestrator
-from paperlab.galaxy.runstate import Run, replay
+from paperlab.galaxy.runstate import Run
 
 __all__ = ["ControlServer", "run_summary"]
 
@@ -124,11 +124,7 @@ class ControlServer:
         return line[0].upper(), line[1].split("?", 1)[0], headers, data
 
     def _run(self, run_id: str) -> Run:
-        run = self.orch.runs.get(run_id)
-        if run is not None:
-            return run
-        self.orch.journal.run_info(run_id)  # JournalError (400) naming the known runs
-        return replay(run_id, self.orch.journal.events(run_id))
+        return self.orch.get_run(run_id)  # JournalError (400) naming the known runs
 
     def _route(self, method: str, path: str, data: bytes) -> Any:
         parts = [p for p in path.split("/") if p][1:] if path.startswith("/api") else None

@@ -8,3 +8,4 @@ UNPLACEABLE_TIMEOUT = 10.0  # seconds a ready task may wait for a capable device
 EVICT_AFTER = 600.0  # seconds a device may stay offline before its registry entry is dropped
 TICK = 0.05  # seconds between periodic orchestrator steps when nothing wakes it earlier
 MAX_INFO_BYTES = 16_384  # the largest DEVICE_INFO / REGISTER info a device may keep with us
+KEEP_FINISHED = 32  # finished runs kept in memory (older ones are read back from the journal)

@@ -57,7 +57,7 @@ async def _run(ctx: DemoContext) -> tuple[Any, float]:
             state = await g.orch.wait(run_id, 120)
             wall = time.perf_counter() - start
             ctx.console.print(f"galaxy demo run finished: {state.value} in {wall:.2f}s")
-            return g.orch.runs[run_id], wall
+            return g.orch.get_run(run_id), wall
         finally:
             await asyncio.gather(*(d.astop() for d in devices))
 

@@ -72,6 +72,7 @@ class OrchestratorConfig:
     unplaceable_timeout: float = defaults.UNPLACEABLE_TIMEOUT
     evict_after: float = defaults.EVICT_AFTER
     max_info_bytes: int = defaults.MAX_INFO_BYTES
+    keep_finished: int = defaults.KEEP_FINISHED
     tick: float = defaults.TICK
     settings: RunSettings = field(default_factory=RunSettings)
 
@@ -325,4 +326,27 @@ class Orchestrator(DeviceLink):
         fut = self._done.get(run.run_id)
         if fut is not None and not fut.done():
             fut.set_result(state)
+        self._forget_old_runs()
+
+    def _forget_old_runs(self) -> None:
+        """Drop the oldest finished runs beyond ``keep_finished`` from memory.
+
+        A long-lived orchestrator would otherwise keep every run it ever ran (about 15,000
+        objects per 1000-task run). Their journals stay: :meth:`get_run` replays them.
+        """
+        finished = [rid for rid, r in self.runs.items() if r.finished is not None]
+        for rid in finished[: max(0, len(finished) - self.config.keep_finished)]:
+            del self.runs[rid]
+
+    def get_run(self, run_id: str) -> Run:
+        """A run in memory, or one replayed from the journal (a finished run forgotten since).
+
+        Raises:
+            JournalError: the journal has no such run (the message names the known ones).
+        """
+        run = self.runs.get(run_id)
+        if run is not None:
+            return run
+        self.journal.run_info(run_id)
+        return replay(run_id, self.journal.events(run_id))
 

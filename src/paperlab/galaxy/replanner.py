@@ -54,7 +54,9 @@ class RuleReplanner:
 
     def __call__(self, orch: Orchestrator, run_id: str, events: list[dict[str, Any]]) -> None:
         for ev in events:
-            run = orch.runs[run_id]
+            run = orch.runs.get(run_id)
+            if run is None:  # finished long ago and forgotten (keep_finished): nothing to edit
+                return
             devices = {d.device_id: sorted(d.capabilities) for d in orch.devices.values()
                        if d.online and not d.lost}
             batch = self.propose(run.constellation, ev, devices)

@@ -123,20 +123,20 @@ async def _serve(opts: ServiceOptions, g: Started) -> str | None:
     done = asyncio.ensure_future(orch.wait(run_id))
     stopper = asyncio.ensure_future(stop.wait())
     live = opts.live and console.is_terminal
-    with Live(task_table(orch.runs[run_id]), console=console, refresh_per_second=4,
+    with Live(task_table(orch.get_run(run_id)), console=console, refresh_per_second=4,
               transient=False) if live else contextlib.nullcontext() as view:
         while not done.done() and not stopper.done():
             await asyncio.wait({done, stopper}, timeout=0.25)
             if view is not None:
-                view.update(task_table(orch.runs[run_id]))
+                view.update(task_table(orch.get_run(run_id)))
     stopper.cancel()
     if not done.done():
         done.cancel()
         return None
     state = done.result().value
     if not live:
-        Console().print(task_table(orch.runs[run_id]))
-    m = orch.runs[run_id].constellation.metrics()
+        Console().print(task_table(orch.get_run(run_id)))
+    m = orch.get_run(run_id).constellation.metrics()
     print(f"run {run_id} finished: {state}; critical path {m['critical_path']:.2f}s, "
           f"work {m['total_work']:.2f}s, parallel width {m['parallel_width']:.2f}", flush=True)
     return state
