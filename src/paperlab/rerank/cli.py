@@ -262,7 +262,10 @@ def eval_(
         return model
 
     done = [resumed]
-    interrupted = _watch_sigint()
+    from paperlab.interrupts import SignalWatch
+
+    # a Ctrl-C whose KeyboardInterrupt Python swallowed still stops the run at the next query
+    interrupted = SignalWatch(signal.SIGINT).install()
 
     def progress(qid: str, row: dict[str, Any]) -> None:
         # A Ctrl-C that Python swallowed (one landing in a weakref or __del__ callback is only
@@ -290,9 +293,8 @@ def eval_(
                           "rerun the same command to resume") from None
     finally:
         # after an interrupt the handler stays ignored (set above) while the error line is printed
-        if (threading.current_thread() is threading.main_thread() and interrupted.previous is not None
-                and not interrupted.is_set()):
-            signal.signal(signal.SIGINT, interrupted.previous)
+        if not interrupted.is_set():
+            interrupted.restore()
     if ds.issues.counts:
         res.extra["data_issues"] = dict(ds.issues.counts)
     if recorder and isinstance(recorder[0], RecordingLLM):
@@ -315,31 +317,3 @@ def eval_(
                       str(st.completion_tokens), f"{res.wall_s:.1f}", str(st.n_repairs), str(st.n_fallbacks))
     _console().print(table)
     typer.echo(f"wrote {out}/run.trec and {out}/summary.json")
-
-
-class _SigintWatch(threading.Event):
-    """Set by every SIGINT; ``previous`` is the handler to put back afterwards."""
-
-    previous: Any = None
-
-
-def _watch_sigint() -> _SigintWatch:
-    """An event set by every SIGINT, beside the usual KeyboardInterrupt.
-
-    Python drops a KeyboardInterrupt raised inside a finaliser or weakref callback; the event
-    lets the eval loop notice such an interrupt at its next query boundary.
-    """
-    event = _SigintWatch()
-    if threading.current_thread() is not threading.main_thread():
-        return event
-    previous = event.previous = signal.getsignal(signal.SIGINT)
-
-    def handler(signum: int, frame: Any) -> None:
-        event.set()
-        if callable(previous):
-            previous(signum, frame)
-        else:
-            raise KeyboardInterrupt
-
-    signal.signal(signal.SIGINT, handler)
-    return event

@@ -452,17 +452,6 @@ class _Terminated(KeyboardInterrupt):
     way out."""
 
 
-#: Set by SIGTERM/SIGINT during a merge. Python drops an exception raised inside a finaliser or
-#: a weakref callback, so a signal landing there would not stop the merge: the flag is checked
-#: again before the output is committed.
-_signalled = threading.Event()
-
-
-def _on_signal(signum: int, frame: Any) -> None:
-    _signalled.set()
-    raise _Terminated(f"signal {signum}")
-
-
 def merge(
     spec: MergeSpec,
     out_dir: str | Path,
@@ -490,15 +479,15 @@ def merge(
 
     import torch  # noqa: F401  (imported before the clock starts: its start-up is not merge time)
 
+    from paperlab.interrupts import SignalWatch
+
     start = time.perf_counter()
     out = Path(out_dir)
     check_output(out, spec, force=force)
     prep = prepare(spec)
-    old_handlers: dict[signal.Signals, Any] = {}
-    _signalled.clear()
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            old_handlers[sig] = signal.signal(sig, _on_signal)
+    # Python drops an exception raised inside a finaliser or weakref callback, so a signal
+    # landing there would not stop the merge: the watch is checked again before the commit.
+    signalled = SignalWatch(signal.SIGTERM, signal.SIGINT, raise_as=_Terminated).install()
     try:
         with atomic_directory(out, force=force, error=SoupError) as tmp:
             shards = run_prepared(
@@ -509,13 +498,12 @@ def merge(
             record["weights_used"] = prep.weights_used
             record["notes"] = prep.plan.notes
             (tmp / RECORD).write_text(yaml.safe_dump(record, sort_keys=False))
-            if _signalled.is_set():  # a signal whose exception Python swallowed: still stop
+            if signalled.is_set():  # a signal whose exception Python swallowed: still stop
                 raise _Terminated("signal received during the merge")
     except OSError as exc:
         raise _os_error(exc, out) from None
     finally:
-        for signum, handler in old_handlers.items():
-            signal.signal(signum, handler)
+        signalled.restore()
     total = sum(prep.plan.out_nbytes(n) for n in prep.plan.names)
     return MergeResult(out, len(prep.plan.names), total, shards, time.perf_counter() - start, prep.plan.notes)
 
