@@ -67,7 +67,8 @@ def run_rl(trained: Trained, out: Path, cfg: RLConfig, *, eval_prompts: int = 96
                     on_update(arm, rec)
 
             model = copy.deepcopy(trained.model)
-            curve = [{"update": 0, **held_out(model)}]
+            # update 0 is the starting model, already scored as the "none" arm (ARMS[0])
+            curve = [{"update": 0, **{a: result["none"][a] for a in CURVE_AXES}}]
             while True:  # rl_train resumes from out/<arm>: segments of eval_every updates
                 model, state = rl_train(model, scorer, train_cond, trained.cfg.sample, arm_cfg,
                                         state_dir=out / arm, on_update=report, stop_after=eval_every or None)
