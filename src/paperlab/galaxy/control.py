@@ -123,9 +123,6 @@ class ControlServer:
         data = await reader.readexactly(size) if size else b""
         return line[0].upper(), line[1].split("?", 1)[0], headers, data
 
-    def _run(self, run_id: str) -> Run:
-        return self.orch.get_run(run_id)  # JournalError (400) naming the known runs
-
     def _route(self, method: str, path: str, data: bytes) -> Any:
         parts = [p for p in path.split("/") if p][1:] if path.startswith("/api") else None
         if parts is None:
@@ -139,7 +136,7 @@ class ControlServer:
         if parts == ["runs"] and method == "POST":
             return {"run_id": self.orch.submit(Constellation.from_plan(_parse(data)))}
         if len(parts) == 2 and parts[0] == "runs" and method == "GET":
-            return run_summary(self._run(parts[1]))
+            return run_summary(self.orch.get_run(parts[1]))  # JournalError (400) naming the known runs
         if len(parts) == 3 and parts[0] == "runs" and method == "POST":
             run = self.orch.runs.get(parts[1])
             if run is None or run.finished is not None:
