@@ -1,10 +1,14 @@
-"""Benchmark: steps/s of the three samplers, and what batching buys, in one run.
+"""Benchmark: steps/s of the three samplers, what batching buys, and what the condition cache buys.
 
-For each sampler it times whole decodes of batch 1 and batch 32 (the same prompts), and
-reports model calls/s, seconds per generated sample, and the per-step cost ratio of batch 32
-to batch 1 (goal: <= 8x on CPU; 32x would mean no batching gain at all).
+For each sampler it decodes batch 1 and batch 32 (the same prompts) in paired rounds: each round
+times batch 1 (best of three decodes) and then batch 32 once, so a change of load on a shared
+machine hits both sides of a round alike. It reports the median of the rounds' per-step cost
+ratios batch 32 / batch 1 (goal: <= 8x on CPU; 32x would mean no batching gain at all), the
+ratio of the medians, steps/s and seconds per generated sample; and the same decodes with the
+condition recomputed every step (``reuse_condition=False``, as the published code does), whose
+per-sample time over the cached one is the cache's speed-up.
 
-    PYTHONPATH=src nice python bench/paradiff/speed.py --preset tiny --json bench/paradiff/results-tiny.json
+    PYTHONPATH=src nice python bench/paradiff/speed.py --preset tiny --threads 2 --json bench/paradiff/results/speed-tiny.json
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 from pathlib import Path
 
@@ -27,23 +32,36 @@ from paperlab.paradiff.sample import SAMPLERS, sample
 from paperlab.paradiff.train import bench_examples, ensure_model, set_threads
 
 
-def _time(model, cond, name, cfg, repeats: int) -> tuple[float, int]:  # type: ignore[no-untyped-def]
-    """Best-of-``repeats`` seconds for one decode of ``cond`` (best: least disturbed by other load)."""
-    best = float("inf")
-    steps = 0
-    for r in range(repeats):
+def _decode_s(model, cond, name, cfg, seed: int, reuse: bool, tries: int = 1) -> tuple[float, int]:  # type: ignore[no-untyped-def]
+    """Best-of-``tries`` seconds for one decode of ``cond``, and the model calls it made."""
+    best, steps = float("inf"), 0
+    for r in range(tries):
         t0 = time.perf_counter()
-        res = sample(model, cond, name, cfg, seed=r)
+        res = sample(model, cond, name, cfg, seed=seed + r, reuse_condition=reuse)
         best = min(best, time.perf_counter() - t0)
         steps = res.steps
     return best, steps
+
+
+def _rounds(model, cond, name, cfg, rounds: int, reuse: bool) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    b1s, bns, ratios = [], [], []
+    steps = 0
+    for r in range(rounds):
+        t1, steps = _decode_s(model, cond[:1], name, cfg, 10 * r, reuse, tries=3)
+        tb, _ = _decode_s(model, cond, name, cfg, 10 * r, reuse)
+        b1s.append(t1)
+        bns.append(tb)
+        ratios.append(tb / t1)
+    b1, bn = statistics.median(b1s), statistics.median(bns)
+    return {"steps": steps, "b1_s": b1, "bn_s": bn, "ratio_paired_median": statistics.median(ratios),
+            "ratio_of_medians": bn / b1, "ratios": [round(x, 2) for x in ratios]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="tiny")
     ap.add_argument("--big", type=int, default=32, help="the large batch")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=7, help="paired batch-1 / batch-N rounds per sampler")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (default: the shared load rule)")
     ap.add_argument("--chunk", type=int, default=None, help="override sample.chunk (0: whole batch per call)")
@@ -60,36 +78,50 @@ def main() -> None:
     trained = ensure_model(cfg)
     cond = conditions(trained, bench_examples(cfg, args.big))
     sample(trained.model, cond[:2], "parallel", cfg.sample)  # warm-up
+    big = args.big
     rows = {}
     for name in SAMPLERS:
-        t1, steps = _time(trained.model, cond[:1], name, cfg.sample, args.repeats)
-        tb, _ = _time(trained.model, cond, name, cfg.sample, args.repeats)
+        cached = _rounds(trained.model, cond, name, cfg.sample, args.rounds, True)
+        plain = (_rounds(trained.model, cond, name, cfg.sample, max(1, args.rounds // 2), False)
+                 if trained.model.cacheable else cached)
+        steps = cached["steps"]
         rows[name] = {
             "model_calls_per_sample": steps,
-            "batch1_steps_per_s": round(steps / t1, 2),
-            f"batch{args.big}_steps_per_s": round(steps / tb, 2),
-            "batch1_s_per_sample": round(t1, 4),
-            f"batch{args.big}_s_per_sample": round(tb / args.big, 4),
-            "per_step_cost_ratio": round(tb / t1, 2),
+            "batch1_steps_per_s": round(steps / cached["b1_s"], 2),
+            f"batch{big}_steps_per_s": round(steps / cached["bn_s"], 2),
+            "batch1_s_per_sample": round(cached["b1_s"], 4),
+            f"batch{big}_s_per_sample": round(cached["bn_s"] / big, 4),
+            "per_step_cost_ratio": round(cached["ratio_paired_median"], 2),
+            "per_step_cost_ratio_of_medians": round(cached["ratio_of_medians"], 2),
+            "per_round_ratios": cached["ratios"],
+            "uncached_batch1_s_per_sample": round(plain["b1_s"], 4),
+            f"uncached_batch{big}_s_per_sample": round(plain["bn_s"] / big, 4),
+            "uncached_per_step_cost_ratio": round(plain["ratio_paired_median"], 2),
+            f"cache_speedup_batch{big}": round(plain["bn_s"] / cached["bn_s"], 2),
+            "cache_speedup_batch1": round(plain["b1_s"] / cached["b1_s"], 2),
         }
     par = rows["parallel"]["batch1_s_per_sample"]
     for r in rows.values():
         r["s_per_sample_vs_parallel"] = round(r["batch1_s_per_sample"] / par, 2)
     table = Table(title=f"paradiff samplers, {args.preset} preset, {threads} torch thread(s), "
                         f"load avg {os.getloadavg()[0]:.1f}")
-    for col in ("sampler", "calls/sample", "steps/s b1", f"steps/s b{args.big}", "s/sample b1",
-                f"s/sample b{args.big}", f"b{args.big}/b1 per step", "s/sample vs parallel"):
+    cols = ("sampler", "calls/sample", "steps/s b1", f"steps/s b{big}", "s/sample b1", f"s/sample b{big}",
+            f"b{big}/b1 per step (paired median)", f"uncached b{big}/b1",
+            f"cache speed-up b{big}", "cache speed-up b1")
+    for col in cols:
         table.add_column(col)
     for name, r in rows.items():
         table.add_row(name, str(r["model_calls_per_sample"]), str(r["batch1_steps_per_s"]),
-                      str(r[f"batch{args.big}_steps_per_s"]), str(r["batch1_s_per_sample"]),
-                      str(r[f"batch{args.big}_s_per_sample"]), str(r["per_step_cost_ratio"]),
-                      str(r["s_per_sample_vs_parallel"]))
+                      str(r[f"batch{big}_steps_per_s"]), str(r["batch1_s_per_sample"]),
+                      str(r[f"batch{big}_s_per_sample"]), str(r["per_step_cost_ratio"]),
+                      str(r["uncached_per_step_cost_ratio"]), str(r[f"cache_speedup_batch{big}"]),
+                      str(r["cache_speedup_batch1"]))
     Console().print(table)
     if args.json:
-        payload = {"preset": args.preset, "threads": threads, "load_avg_1m": round(os.getloadavg()[0], 2),
-                   "torch": torch.__version__, "machine": platform.machine(), "samplers": rows,
-                   "sample_config": cfg.sample.model_dump()}
+        payload = {"preset": args.preset, "threads": threads, "rounds": args.rounds,
+                   "load_avg_1m": round(os.getloadavg()[0], 2), "torch": torch.__version__,
+                   "machine": platform.machine(), "samplers": rows, "sample_config": cfg.sample.model_dump()}
+        args.json.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.json, json.dumps(payload, indent=2))
 
 

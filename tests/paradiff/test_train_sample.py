@@ -170,3 +170,50 @@ def test_cache_keys_follow_every_config_and_code_version(monkeypatch: pytest.Mon
     monkeypatch.undo()
     monkeypatch.setattr(train, "ARCH_VERSION", train.ARCH_VERSION + 1)
     assert train.model_hash(cfg) != base
+
+
+def test_prefix_attention_keeps_the_condition_blind_to_the_outputs(rand_model: ParaDiffModel) -> None:
+    """Under prefix attention the condition's keys and values ignore the outputs (so a sampler
+    may compute them once), while the outputs still see the condition."""
+    x = _cond(3)
+    y = x.clone()
+    y[:, LAY.text] = 7  # other output words
+    y[:, LAY.out_image] = LAY.n_words + 3
+    for (k1, v1), (k2, v2) in zip(rand_model.condition_cache(x), rand_model.condition_cache(y), strict=True):
+        c = LAY.condition
+        assert torch.equal(k1[:, :, c], k2[:, :, c]) and torch.equal(v1[:, :, c], v2[:, :, c])
+    other_prompt = condition_tokens(LAY, [["draw", "a", "small", "blue", "square", "at", "c3"]] * 3, [None] * 3)
+    assert not torch.allclose(rand_model.output_logits(x)[1], rand_model.output_logits(other_prompt)[1])
+
+
+@pytest.mark.parametrize("guided", [False, True])
+def test_cached_condition_gives_the_uncached_logits(guided: bool) -> None:
+    """One step's logits through the condition cache (chunked, with the shared blank condition for
+    guidance) equal the full masked forward pass, at a partly decoded state. Two layers: with one,
+    the condition's keys could not depend on the outputs even without the prefix mask."""
+    from paperlab.paradiff.sample import _ConditionCache, _logits
+
+    torch.manual_seed(1)
+    rand_model = ParaDiffModel(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64), LAY).eval()
+    x = _cond(5)
+    gen = torch.Generator().manual_seed(1)
+    x[:, LAY.out_image] = torch.where(torch.rand(5, LAY.n_image, generator=gen) < 0.5, MASK,
+                                      LAY.n_words + torch.randint(0, LAY.codebook, (5, LAY.n_image), generator=gen))
+    x[:, LAY.text.start: LAY.text.start + 3] = 9
+    with torch.no_grad():
+        cache = _ConditionCache(rand_model, x, guided)
+        t1, i1 = _logits(rand_model, x, 2.0 if guided else 0.0, True, chunk=2, cache=cache)
+        t0, i0 = _logits(rand_model, x, 2.0 if guided else 0.0, True, chunk=0, cache=None)
+    finite = torch.isfinite(t0)
+    assert torch.equal(finite, torch.isfinite(t1))
+    assert torch.allclose(t1[finite], t0[finite], atol=1e-5) and torch.allclose(i1, i0, atol=1e-5)
+
+
+def test_full_attention_model_samples_without_a_cache() -> None:
+    torch.manual_seed(0)
+    full = ParaDiffModel(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, attention="full"), LAY).eval()
+    assert not full.cacheable and full.attn_mask is None
+    with pytest.raises(ValueError, match="prefix"):
+        full.condition_cache(_cond(1))
+    res = sample(full, _cond(2), "parallel", SampleConfig(steps=4))
+    assert not (res.text == MASK).any() and (res.image >= 0).all()

@@ -9,6 +9,13 @@ is the one mask token. Generation prompts have no input image: its slots hold ``
 Dropping the condition (for classifier-free guidance) blanks the prompt to ``<pad>`` and the
 input image to ``<noimg>``. Logits are restricted per position to its modality (words at text
 positions, codes at image positions), the same at training and sampling.
+
+Attention (``ModelConfig.attention``): ``full`` is the published layout, every token attends to
+every token. ``prefix`` (the presets' choice) is the same except that condition tokens (prompt
+and input image) attend only to the condition, so their keys and values do not depend on the
+outputs being decoded. A sampler then computes them once per decode (:meth:`ParaDiffModel.condition_cache`)
+and each step runs the blocks over the 34 output tokens only, instead of all 86: the condition is
+most of the sequence, and the unconditional rows of guidance all share one blank condition.
 """
 
 from __future__ import annotations
@@ -22,7 +29,10 @@ from torch import nn
 from paperlab.paradiff.config import ModelConfig
 from paperlab.paradiff.task import PROMPT_LEN, SPECIALS, TEXT_LEN, WORDS
 
-__all__ = ["BOI", "EOI", "EOS", "MASK", "NOIMG", "PAD", "Layout", "ParaDiffModel"]
+__all__ = ["BOI", "EOI", "EOS", "KV", "MASK", "NOIMG", "PAD", "Layout", "ParaDiffModel"]
+
+# Per layer, key and value buffers (B, heads, L, head dim) whose condition positions are cached.
+KV = list[tuple[torch.Tensor, torch.Tensor]]
 
 WORD_ID = {w: i for i, w in enumerate(WORDS)}
 PAD, MASK, BOI, EOI, EOS, NOIMG = (WORD_ID[s] for s in SPECIALS)
@@ -68,8 +78,14 @@ class Layout:
 
     @property
     def condition(self) -> slice:
-        """Prompt and input image (what condition dropout removes)."""
+        """Prompt and input image with its brackets (what condition dropout removes)."""
         return slice(0, self.in_image.stop + 1)
+
+    def prefix_mask(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(L, L) bool, True where a query may attend a key: the condition sees only itself."""
+        in_cond = torch.zeros(self.length, dtype=torch.bool, device=device)
+        in_cond[self.condition] = True
+        return ~(in_cond[:, None] & ~in_cond[None, :])
 
     def skeleton(self, batch: int, device: torch.device | str = "cpu") -> torch.Tensor:
         """(B, L) all-``<pad>`` sequence with the four image brackets in place and outputs masked."""
@@ -109,13 +125,26 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, cfg.d_model))
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Returns the new hidden states and this block's own keys and values.
+
+        ``mask``: (T, T) bool, True = may attend (None: all). ``kv``: key and value buffers
+        (B, H, P + T, C/H) whose first P positions hold cached keys and values of tokens before
+        ``x`` (the condition, for a sampler); this block writes its own into the last T and
+        attends over all. Writing in place spares a concatenation per layer and step.
+        """
         b, t, c = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(c, dim=-1)  # (B, T, C) each
         q, k, v = (z.view(b, t, self.n_heads, c // self.n_heads).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v)  # (B, H, T, C/H), no causal mask
+        own = (k, v)
+        if kv is not None:
+            kv[0][:, :, -t:] = k
+            kv[1][:, :, -t:] = v
+            k, v = kv
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, C/H), no causal mask
         x = x + self.drop(self.proj(y.transpose(1, 2).reshape(b, t, c)))
-        return x + self.drop(self.mlp(self.ln2(x)))
+        return x + self.drop(self.mlp(self.ln2(x))), own
 
 
 class ParaDiffModel(nn.Module):
@@ -147,6 +176,9 @@ class ParaDiffModel(nn.Module):
         seg[layout.text] = 3
         self.segments: torch.Tensor
         self.register_buffer("segments", seg, persistent=False)
+        self.attn_mask: torch.Tensor | None
+        self.register_buffer("attn_mask", layout.prefix_mask() if cfg.attention == "prefix" else None,
+                             persistent=False)
         self.apply(self._init)
 
     @staticmethod
@@ -156,33 +188,71 @@ class ParaDiffModel(nn.Module):
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
-    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+    def _embed(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """(B, L - start, C) embeddings of positions ``start`` onwards (``x`` is the whole (B, L))."""
         lay = self.layout
         pos = self.pos + self.seg(self.segments)  # (L, C)
         cells = torch.zeros_like(pos)
         cells[lay.in_image] = self.cell_pos
         cells[lay.out_image] = self.cell_pos
-        h = self.tok(x) + pos + cells  # (B, L, C)
+        h = self.tok(x[:, start:]) + (pos + cells)[start:]  # (B, L - start, C)
         # Each output-image slot also sees the input image's token at the same cell, the way
         # image editors feed the source image alongside the noisy target (channel-wise in
         # InstructPix2Pix); without it this small model did not learn even to copy a cell in
         # the training budget. Generation rows hold <noimg> there, learned like any token.
         skip = self.in_skip(self.tok(x[:, lay.in_image]))  # (B, N, C)
-        return torch.cat([h[:, : lay.out_image.start], h[:, lay.out_image] + skip, h[:, lay.out_image.stop:]], 1)
+        o0, o1 = lay.out_image.start - start, lay.out_image.stop - start
+        return torch.cat([h[:, :o0], h[:, o0:o1] + skip, h[:, o1:]], 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L) token ids -> (B, L, V) logits, restricted to each position's modality."""
         h = self._embed(x)
         for blk in self.blocks:
-            h = blk(h)
+            h = blk(h, self.attn_mask)[0]
         return self.head(self.ln(h)).float() + self.bias
 
-    def output_logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Only the outputs' logits: (B, T, n_words) text and (B, N, codebook) image (codes 0..K-1)."""
-        h = self._embed(x)
-        for blk in self.blocks:
-            h = blk(h)
+    @property
+    def cacheable(self) -> bool:
+        """Whether the condition's keys and values can be computed once per decode."""
+        return self.attn_mask is not None
+
+    def condition_cache(self, x: torch.Tensor) -> KV:
+        """Per layer, key and value buffers (B, H, L, C/H) of ``x`` (B, L) for :meth:`output_logits`.
+
+        The condition's positions hold its keys and values; the outputs' positions are scratch
+        that each call overwrites (prefix attention only).
+        """
+        if not self.cacheable:
+            raise ValueError("condition_cache needs model.attention 'prefix'")
         lay = self.layout
-        text = self.head(self.ln(h[:, lay.text])).float()[..., : lay.n_words] + self.bias[lay.text, : lay.n_words]
-        img = self.head(self.ln(h[:, lay.out_image])).float()[..., lay.n_words:]
-        return text, img
+        c = lay.condition.stop
+        h = self._embed(x)[:, :c]
+        kv: KV = []
+        for blk in self.blocks:
+            h, (k, v) = blk(h)
+            size = (k.shape[0], k.shape[1], lay.length, k.shape[3])
+            kb, vb = k.new_zeros(size), v.new_zeros(size)
+            kb[:, :, :c], vb[:, :, :c] = k, v
+            kv.append((kb, vb))
+        return kv
+
+    def output_logits(self, x: torch.Tensor, cache: KV | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Only the outputs' logits: (B, T, n_words) text and (B, N, codebook) image (codes 0..K-1).
+
+        With ``cache`` (from :meth:`condition_cache` of the same condition rows) the blocks run
+        over the output tokens only; the result equals the uncached one up to float rounding.
+        """
+        lay = self.layout
+        start = 0 if cache is None else lay.condition.stop
+        h = self._embed(x, start)
+        if cache is not None:
+            for blk, pair in zip(self.blocks, cache, strict=True):
+                h = blk(h, kv=pair)[0]
+        else:
+            for blk in self.blocks:
+                h = blk(h, self.attn_mask)[0]
+        w, bias, nw = self.head.weight, self.head.bias, lay.n_words
+        # Each modality's slice of the head only: the other columns would be -inf anyway.
+        text = F.linear(self.ln(h[:, lay.text.start - start: lay.text.stop - start]), w[:nw], bias[:nw]).float()
+        img = F.linear(self.ln(h[:, lay.out_image.start - start: lay.out_image.stop - start]), w[nw:], bias[nw:]).float()
+        return text + self.bias[lay.text, :nw], img

@@ -11,8 +11,10 @@
 - ``image-only`` (no reasoning): the image updates with the text left fully masked.
 
 Guidance needs an unconditional pass; it runs in the same batch as the conditional one
-(2B rows), so a step is still one model call. Nothing is cached between steps, as in the
-published code: every step re-reads the whole sequence.
+(2B rows), so a step is still one model call. The published code caches nothing between steps.
+Here, for a model with prefix attention (the presets'), the condition's keys and values are
+computed once per decode (the unconditional rows share one blank condition) and each step runs
+over the output tokens only; a ``full``-attention model re-reads the whole sequence every step.
 
 Batching: every row draws its random numbers from its own counter-based stream, keyed by
 (row seed, step, position), so a row decodes the same whether it is sampled alone or in a
@@ -33,7 +35,7 @@ import torch
 
 from paperlab.paradiff.config import SampleConfig
 from paperlab.paradiff.errors import ParadiffConfigError
-from paperlab.paradiff.model import MASK, ParaDiffModel
+from paperlab.paradiff.model import KV, MASK, ParaDiffModel
 from paperlab.paradiff.tokens import drop_condition
 
 __all__ = ["SAMPLERS", "SampleResult", "Trajectory", "sample", "uniforms"]
@@ -66,23 +68,45 @@ class SampleResult:
     trajectory: Trajectory | None = None
 
 
-def _model_logits(model: ParaDiffModel, x: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _rows(cache: KV | None, rows: slice) -> KV | None:
+    return None if cache is None else [(k[rows], v[rows]) for k, v in cache]
+
+
+def _model_logits(model: ParaDiffModel, x: torch.Tensor, chunk: int,
+                  cache: KV | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``model.output_logits`` over ``x``, ``chunk`` rows at a time (0 or a GPU: all at once)."""
     if chunk <= 0 or x.shape[0] <= chunk or x.device.type != "cpu":
-        return model.output_logits(x)
-    parts = [model.output_logits(part) for part in x.split(chunk)]
+        return model.output_logits(x, cache)
+    parts = [model.output_logits(x[i:i + chunk], _rows(cache, slice(i, i + chunk)))
+             for i in range(0, x.shape[0], chunk)]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
+class _ConditionCache:
+    """The condition's keys and values for the conditional rows and, with guidance, for the
+    conditional plus unconditional rows (computed once, from one blank row, and shared)."""
+
+    def __init__(self, model: ParaDiffModel, x: torch.Tensor, guided: bool) -> None:
+        self.cond = model.condition_cache(x)
+        self.both: KV | None = None
+        if guided:
+            blank = model.condition_cache(drop_condition(model.layout, x[:1]))
+            b = x.shape[0]
+            # Separate buffers: each call writes its rows' output keys and values in place.
+            self.both = [(torch.cat([k, bk.expand(b, -1, -1, -1)]), torch.cat([v, bv.expand(b, -1, -1, -1)]))
+                         for (k, v), (bk, bv) in zip(self.cond, blank, strict=True)]
+
+
 def _logits(model: ParaDiffModel, x: torch.Tensor, guidance: float, need_image: bool,
-            chunk: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+            chunk: int = 0, cache: _ConditionCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Text and (guided) image logits of one step: one model call over cond (+ uncond) rows."""
     b = x.shape[0]
     if guidance > 0 and need_image:
-        text, img = _model_logits(model, torch.cat([x, drop_condition(model.layout, x)]), chunk)
+        both = None if cache is None else cache.both
+        text, img = _model_logits(model, torch.cat([x, drop_condition(model.layout, x)]), chunk, both)
         img = img[:b] + guidance * (img[:b] - img[b:])
         return text[:b], img
-    return _model_logits(model, x, chunk)
+    return _model_logits(model, x, chunk, None if cache is None else cache.cond)
 
 
 # --- per-row random streams -------------------------------------------------------------------
@@ -184,7 +208,7 @@ def _pred(text: torch.Tensor, tl: torch.Tensor, img: torch.Tensor, il: torch.Ten
 @torch.no_grad()
 def sample(model: ParaDiffModel, cond: torch.Tensor, sampler: str, cfg: SampleConfig, *,
            seed: int | Sequence[int] | torch.Tensor = 0, record: bool = False,
-           on_step: Callable[[int, int], None] | None = None) -> SampleResult:
+           on_step: Callable[[int, int], None] | None = None, reuse_condition: bool = True) -> SampleResult:
     """Decode a batch of conditions.
 
     Args:
@@ -197,6 +221,9 @@ def sample(model: ParaDiffModel, cond: torch.Tensor, sampler: str, cfg: SampleCo
             gives row ``i`` of the batch (same seed, same sample).
         record: keep every step in ``result.trajectory``.
         on_step: called as (step, total) after each model call.
+        reuse_condition: compute the condition's keys and values once per decode (prefix-attention
+            models only; the same samples up to float rounding). False re-reads the whole
+            sequence every step, as the published code does (for comparison).
 
     Raises:
         ParadiffConfigError: unknown sampler.
@@ -229,9 +256,10 @@ def sample(model: ParaDiffModel, cond: torch.Tensor, sampler: str, cfg: SampleCo
     else:
         plan = [("image", s) for s in range(cfg.image_steps)]
     total = len(plan)
+    cache = _ConditionCache(model, x, cfg.guidance > 0) if model.cacheable and reuse_condition else None
     for step, (what, s) in enumerate(plan):
         need_img = what != "text"
-        tl, il = _logits(model, x, cfg.guidance, need_img, cfg.chunk)
+        tl, il = _logits(model, x, cfg.guidance, need_img, cfg.chunk, cache)
         text = x[:, lay.text]
         if what in ("text", "both"):
             steps_left = (cfg.steps - s) if sampler == "parallel" else (cfg.text_steps - s)

@@ -58,7 +58,7 @@ class _Encoder(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.tok(x) + self.pos
         for blk in self.blocks:
-            h = blk(h)
+            h = blk(h)[0]
         return F.normalize(self.out(h.mean(1)), dim=-1)
 
 

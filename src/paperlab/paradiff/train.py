@@ -54,7 +54,7 @@ class Trained:
 
 
 # Bumped whenever the model code changes what a checkpoint means, so old caches are not reused.
-ARCH_VERSION = 3
+ARCH_VERSION = 4
 
 
 def model_hash(cfg: ParadiffConfig) -> str:
