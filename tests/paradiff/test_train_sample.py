@@ -217,3 +217,28 @@ def test_full_attention_model_samples_without_a_cache() -> None:
         full.condition_cache(_cond(1))
     res = sample(full, _cond(2), "parallel", SampleConfig(steps=4))
     assert not (res.text == MASK).any() and (res.image >= 0).all()
+
+
+def test_skipping_a_modality_leaves_the_other_logits_unchanged() -> None:
+    """A step that needs only text (or only image) logits skips the other's positions in the last
+    block; what it returns equals the full call, cached or not, and decoding is unchanged by it
+    (a recorded trajectory computes both every step)."""
+    torch.manual_seed(2)
+    model = ParaDiffModel(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64), LAY).eval()
+    x = _cond(3)
+    x[:, LAY.text.start: LAY.text.start + 4] = 11
+    with torch.no_grad():
+        for cache in (None, model.condition_cache(x)):
+            text, img = model.output_logits(x, cache)
+            t_only, no_img = model.output_logits(x, cache, image=False)
+            no_text, i_only = model.output_logits(x, cache, text=False)
+            assert no_img.shape[1] == 0 and no_text.shape[1] == 0
+            fin = torch.isfinite(text)
+            assert torch.allclose(t_only[fin], text[fin], atol=1e-5) and torch.allclose(i_only, img, atol=1e-5)
+        with pytest.raises(ValueError):
+            model.output_logits(x, text=False, image=False)
+    cfg = SampleConfig(steps=6, text_steps=4, image_steps=5, text_temperature=1.0, chunk=2)
+    for sampler in ("parallel", "sequential", "image-only"):
+        plain = sample(model, _cond(5), sampler, cfg, seed=3)
+        recorded = sample(model, _cond(5), sampler, cfg, seed=3, record=True)
+        assert torch.equal(plain.text, recorded.text) and torch.equal(plain.image, recorded.image)

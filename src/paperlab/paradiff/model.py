@@ -126,13 +126,16 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
-                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+                keep: slice | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Returns the new hidden states and this block's own keys and values.
 
         ``mask``: (T, T) bool, True = may attend (None: all). ``kv``: key and value buffers
         (B, H, P + T, C/H) whose first P positions hold cached keys and values of tokens before
         ``x`` (the condition, for a sampler); this block writes its own into the last T and
         attends over all. Writing in place spares a concatenation per layer and step.
+        ``keep``: return only these positions of ``x`` (every token still serves as a key);
+        the last block of a sampler's step skips the tokens whose logits it does not need.
         """
         b, t, c = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(c, dim=-1)  # (B, T, C) each
@@ -142,6 +145,10 @@ class Block(nn.Module):
             kv[0][:, :, -t:] = k
             kv[1][:, :, -t:] = v
             k, v = kv
+        if keep is not None:
+            q, x = q[:, :, keep], x[:, keep]
+            mask = None if mask is None else mask[keep]
+            t = x.shape[1]
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, C/H), no causal mask
         x = x + self.drop(self.proj(y.transpose(1, 2).reshape(b, t, c)))
         return x + self.drop(self.mlp(self.ln2(x))), own
@@ -236,23 +243,37 @@ class ParaDiffModel(nn.Module):
             kv.append((kb, vb))
         return kv
 
-    def output_logits(self, x: torch.Tensor, cache: KV | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def output_logits(self, x: torch.Tensor, cache: KV | None = None, *, text: bool = True,
+                      image: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Only the outputs' logits: (B, T, n_words) text and (B, N, codebook) image (codes 0..K-1).
 
         With ``cache`` (from :meth:`condition_cache` of the same condition rows) the blocks run
         over the output tokens only; the result equals the uncached one up to float rounding.
+        ``text=False`` or ``image=False`` skips that modality (its logits come back with length
+        0): the last block then computes only the other one's positions.
         """
         lay = self.layout
+        if not (text or image):
+            raise ValueError("output_logits needs text, image or both")
         start = 0 if cache is None else lay.condition.stop
+        want = slice(lay.out_image.start if image else lay.text.start, lay.text.stop if text else lay.out_image.stop)
+        keep = slice(want.start - start, want.stop - start)
         h = self._embed(x, start)
-        if cache is not None:
-            for blk, pair in zip(self.blocks, cache, strict=True):
-                h = blk(h, kv=pair)[0]
-        else:
-            for blk in self.blocks:
-                h = blk(h, self.attn_mask)[0]
+        last = len(self.blocks) - 1
+        for i, blk in enumerate(self.blocks):
+            k = keep if i == last else None
+            h = blk(h, kv=cache[i], keep=k)[0] if cache is not None else blk(h, self.attn_mask, keep=k)[0]
         w, bias, nw = self.head.weight, self.head.bias, lay.n_words
+        b = x.shape[0]
         # Each modality's slice of the head only: the other columns would be -inf anyway.
-        text = F.linear(self.ln(h[:, lay.text.start - start: lay.text.stop - start]), w[:nw], bias[:nw]).float()
-        img = F.linear(self.ln(h[:, lay.out_image.start - start: lay.out_image.stop - start]), w[nw:], bias[nw:]).float()
-        return text + self.bias[lay.text, :nw], img
+        if text:
+            t = F.linear(self.ln(h[:, lay.text.start - want.start: lay.text.stop - want.start]), w[:nw], bias[:nw])
+            text_logits = t.float() + self.bias[lay.text, :nw]
+        else:
+            text_logits = h.new_zeros((b, 0, nw), dtype=torch.float32)
+        if image:
+            o = slice(lay.out_image.start - want.start, lay.out_image.stop - want.start)
+            img_logits = F.linear(self.ln(h[:, o]), w[nw:], bias[nw:]).float()
+        else:
+            img_logits = h.new_zeros((b, 0, lay.codebook), dtype=torch.float32)
+        return text_logits, img_logits

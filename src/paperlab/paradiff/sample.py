@@ -72,12 +72,12 @@ def _rows(cache: KV | None, rows: slice) -> KV | None:
     return None if cache is None else [(k[rows], v[rows]) for k, v in cache]
 
 
-def _model_logits(model: ParaDiffModel, x: torch.Tensor, chunk: int,
-                  cache: KV | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _model_logits(model: ParaDiffModel, x: torch.Tensor, chunk: int, cache: KV | None = None, *,
+                  text: bool = True, image: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """``model.output_logits`` over ``x``, ``chunk`` rows at a time (0 or a GPU: all at once)."""
     if chunk <= 0 or x.shape[0] <= chunk or x.device.type != "cpu":
-        return model.output_logits(x, cache)
-    parts = [model.output_logits(x[i:i + chunk], _rows(cache, slice(i, i + chunk)))
+        return model.output_logits(x, cache, text=text, image=image)
+    parts = [model.output_logits(x[i:i + chunk], _rows(cache, slice(i, i + chunk)), text=text, image=image)
              for i in range(0, x.shape[0], chunk)]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
@@ -98,15 +98,28 @@ class _ConditionCache:
 
 
 def _logits(model: ParaDiffModel, x: torch.Tensor, guidance: float, need_image: bool,
-            chunk: int = 0, cache: _ConditionCache | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Text and (guided) image logits of one step: one model call over cond (+ uncond) rows."""
+            chunk: int = 0, cache: _ConditionCache | None = None, need_text: bool = True,
+            keep_image: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Text and (guided, when ``need_image``) image logits of one step over cond (+ uncond) rows.
+
+    A modality the step does not need is not computed (its logits have length 0), except the
+    image with ``keep_image`` (unguided: a recorded trajectory's guess during text steps).
+    """
     b = x.shape[0]
     if guidance > 0 and need_image:
+        xu = drop_condition(model.layout, x)
         both = None if cache is None else cache.both
-        text, img = _model_logits(model, torch.cat([x, drop_condition(model.layout, x)]), chunk, both)
-        img = img[:b] + guidance * (img[:b] - img[b:])
-        return text[:b], img
-    return _model_logits(model, x, chunk, None if cache is None else cache.cond)
+        if chunk > 0 and 2 * b > chunk and x.device.type == "cpu":
+            # The rows go through the model in several calls anyway: let the unconditional
+            # ones skip the text positions of the last block, whose logits guidance never uses.
+            text, img = _model_logits(model, x, chunk, _rows(both, slice(0, b)), text=need_text)
+            _, uimg = _model_logits(model, xu, chunk, _rows(both, slice(b, 2 * b)), text=False)
+        else:
+            text, both_img = _model_logits(model, torch.cat([x, xu]), chunk, both, text=need_text)
+            text, img, uimg = text[:b], both_img[:b], both_img[b:]
+        return text, img + guidance * (img - uimg)
+    return _model_logits(model, x, chunk, None if cache is None else cache.cond, text=need_text,
+                         image=need_image or keep_image)
 
 
 # --- per-row random streams -------------------------------------------------------------------
@@ -259,7 +272,9 @@ def sample(model: ParaDiffModel, cond: torch.Tensor, sampler: str, cfg: SampleCo
     cache = _ConditionCache(model, x, cfg.guidance > 0) if model.cacheable and reuse_condition else None
     for step, (what, s) in enumerate(plan):
         need_img = what != "text"
-        tl, il = _logits(model, x, cfg.guidance, need_img, cfg.chunk, cache)
+        # A recorded trajectory keeps both modalities' guesses at every step.
+        need_text = what != "image" or traj is not None
+        tl, il = _logits(model, x, cfg.guidance, need_img, cfg.chunk, cache, need_text, keep_image=traj is not None)
         text = x[:, lay.text]
         if what in ("text", "both"):
             steps_left = (cfg.steps - s) if sampler == "parallel" else (cfg.text_steps - s)
