@@ -135,3 +135,35 @@ def test_rl_rejects_bad_settings_before_any_work(tmp_path: Path, capsys: pytest.
     code, _, err = run_cli(["rl", "--out", str(tmp_path / "rl"), "--clip", "2"], capsys)
     assert_one_line_error(code, err, "clip")
     assert not (tmp_path / "rl").exists()
+
+
+def test_gpu_preset_without_cuda_is_one_line_and_trains_nothing(capsys: pytest.CaptureFixture[str],
+                                                                 tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the gpu preset would really train")
+    monkeypatch.setenv("PAPERLAB_CACHE", str(tmp_path / "cache"))
+    code, _, err = run_cli(["train", "--preset", "gpu", "--out", str(tmp_path / "out")], capsys)
+    assert_one_line_error(code, err, "needs CUDA", "--preset tiny or small")
+    assert not (tmp_path / "out").exists() and not list((tmp_path / "cache").rglob("*.safetensors"))
+
+
+def test_every_preset_is_a_valid_config_of_the_documented_size() -> None:
+    """tiny and small build at their sizes (tiny 0.5M parameters; small 1.5M, about 3x, trained
+    2.5x longer); gpu is the large one (39M); all use the cacheable prefix attention."""
+    import torch
+
+    from paperlab.paradiff.config import PRESETS
+    from paperlab.paradiff.model import Layout, ParaDiffModel
+
+    sizes = {}
+    for name, cfg in PRESETS.items():
+        grid = 32 // cfg.vq.patch
+        with torch.device("meta"):
+            model = ParaDiffModel(cfg.model, Layout(n_image=grid * grid, codebook=cfg.vq.codebook))
+        sizes[name] = sum(p.numel() for p in model.parameters())
+        assert cfg.model.attention == "prefix"
+    assert 0.3e6 < sizes["tiny"] < 1e6 and 2.5 * sizes["tiny"] < sizes["small"] < 5e6 and sizes["gpu"] > 30e6, sizes
+
