@@ -117,11 +117,11 @@ def test_a_sampled_batch_equals_each_prompt_sampled_alone(rand_model: ParaDiffMo
     """With sampling on (codes and words drawn, Gumbel noise, guidance), row i of a batch decoded
     with seed s is what decoding prompt i alone with seed s + i gives, whatever the chunking."""
     cfg = SampleConfig(steps=6, text_steps=4, image_steps=5, text_temperature=1.0, chunk=3)
-    cond = _cond(7)
+    cond = _cond(9)  # 9 rows: guidance's unconditional rows get their own call
     together = sample(rand_model, cond, sampler, cfg, seed=40)
     unchunked = sample(rand_model, cond, sampler, cfg.model_copy(update={"chunk": 0}), seed=40)
     assert torch.equal(together.image, unchunked.image) and torch.equal(together.text, unchunked.text)
-    for i in range(7):
+    for i in range(9):
         alone = sample(rand_model, cond[i:i + 1], sampler, cfg, seed=40 + i)
         assert torch.equal(alone.text[0], together.text[i]) and torch.equal(alone.image[0], together.image[i])
     # and the rows really are drawn: the same prompt under other seeds gives other images
@@ -186,19 +186,20 @@ def test_prefix_attention_keeps_the_condition_blind_to_the_outputs(rand_model: P
     assert not torch.allclose(rand_model.output_logits(x)[1], rand_model.output_logits(other_prompt)[1])
 
 
-@pytest.mark.parametrize("guided", [False, True])
-def test_cached_condition_gives_the_uncached_logits(guided: bool) -> None:
+@pytest.mark.parametrize(("guided", "rows"), [(False, 5), (True, 5), (True, 9)])
+def test_cached_condition_gives_the_uncached_logits(guided: bool, rows: int) -> None:
     """One step's logits through the condition cache (chunked, with the shared blank condition for
-    guidance) equal the full masked forward pass, at a partly decoded state. Two layers: with one,
+    guidance, in one call or, from 8 rows, with the unconditional rows in their own) equal the full
+    masked forward pass, at a partly decoded state. Two layers: with one,
     the condition's keys could not depend on the outputs even without the prefix mask."""
     from paperlab.paradiff.sample import _ConditionCache, _logits
 
     torch.manual_seed(1)
     rand_model = ParaDiffModel(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64), LAY).eval()
-    x = _cond(5)
+    x = _cond(rows)
     gen = torch.Generator().manual_seed(1)
-    x[:, LAY.out_image] = torch.where(torch.rand(5, LAY.n_image, generator=gen) < 0.5, MASK,
-                                      LAY.n_words + torch.randint(0, LAY.codebook, (5, LAY.n_image), generator=gen))
+    x[:, LAY.out_image] = torch.where(torch.rand(rows, LAY.n_image, generator=gen) < 0.5, MASK,
+                                      LAY.n_words + torch.randint(0, LAY.codebook, (rows, LAY.n_image), generator=gen))
     x[:, LAY.text.start: LAY.text.start + 3] = 9
     with torch.no_grad():
         cache = _ConditionCache(rand_model, x, guided)

@@ -74,7 +74,7 @@ class SampleConfig(_Strict):
     temperature: float = Field(1.0, ge=0, description="image sampling temperature (0: argmax)")
     noise: float = Field(1.0, ge=0, description="annealed Gumbel noise on image confidences")
     text_temperature: float = Field(0.0, ge=0, description="0: greedy text as published; >0 samples words (RL rollouts)")
-    chunk: int = Field(16, ge=0, description="rows per model call on a CPU (0: the whole batch at once)")
+    chunk: int = Field(32, ge=0, description="rows per model call on a CPU (0: the whole batch at once)")
 
 
 class BenchConfig(_Strict):

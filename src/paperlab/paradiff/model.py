@@ -235,8 +235,10 @@ class ParaDiffModel(nn.Module):
         c = lay.condition.stop
         h = self._embed(x)[:, :c]
         kv: KV = []
-        for blk in self.blocks:
-            h, (k, v) = blk(h)
+        last = len(self.blocks) - 1
+        for i, blk in enumerate(self.blocks):
+            # The last block's outputs at the condition are never read, only its keys and values.
+            h, (k, v) = blk(h, keep=slice(0, 0) if i == last else None)
             size = (k.shape[0], k.shape[1], lay.length, k.shape[3])
             kb, vb = k.new_zeros(size), v.new_zeros(size)
             kb[:, :, :c], vb[:, :, :c] = k, v
