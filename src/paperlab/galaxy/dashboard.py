@@ -112,9 +112,14 @@ table{border-collapse:collapse;font-size:13px} td,th{padding:2px 8px;text-align:
 """
 
 
+# Events that change no task's state; any other event without a task may change many.
+_NO_TASK_CHANGE = frozenset({"device", "dropped", "reconciled", "edit_rejected"})
+
+
 @dataclass(frozen=True)
 class Frame:
-    """One frame from the renderer: the diff from frame ``base`` and the whole page state."""
+    """One frame from the renderer: the diff from frame ``base`` and, when a viewer needed
+    it, the whole page state (else b"")."""
 
     seq: int
     base: int
@@ -153,12 +158,24 @@ class Dashboard:
         self.send_timeout = send_timeout
         self.sndbuf = sndbuf  # kernel send buffer per viewer: bounds what a stalled one holds
         self._clients: set[Viewer] = set()
-        self._latest: Frame | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._pump: asyncio.Task[None] | None = None
+        self._seq = 0  # the renderer's newest frame
+        # Tasks whose state changed since the last tick (or all of them): collected by the
+        # listener only while someone watches, at the cost of a set.add per event.
+        self._touched: set[str] = set()
+        self._all = True
+        self._dag_key = ""
         self.renders = 0  # frames received from the renderer
         self.frames_sent = 0  # frames sent to viewers, all together
         self.frames_dropped = 0  # frames a slow viewer skipped
+
+    def _on_event(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
+        task = data.get("task")
+        if task is not None:
+            self._touched.add(task)
+        elif kind not in _NO_TASK_CHANGE:
+            self._all = True
 
     def http(self, path: str, query: dict[str, list[str]], identity: Identity,
              token: str) -> Response | None:
@@ -181,10 +198,11 @@ class Dashboard:
         if sock is not None and self.sndbuf:
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
-        viewer = Viewer(conn)
-        if self._latest is not None:  # the page as it is now, at once
-            viewer.offer(self._latest)
+        viewer = Viewer(conn)  # the next tick asks the renderer for the whole page for it
         self._clients.add(viewer)
+        if self._on_event not in self.orch.listeners:
+            self.orch.listeners.append(self._on_event)
+            self._all = True
         if self._pump is None:
             self._pump = asyncio.get_running_loop().create_task(self._pump_frames())
         loop = asyncio.get_running_loop()
@@ -203,17 +221,21 @@ class Dashboard:
                 frame, viewer.pending = viewer.pending, None
                 if frame is None:
                     continue
-                # In step: the diff; after a skipped frame (or none yet): the whole state.
+                # In step: the diff; after a skipped frame (or none yet): the whole state,
+                # which the next tick asks for if this frame does not carry it.
                 data = frame.diff if viewer.last == frame.base else frame.full
-                try:
-                    await asyncio.wait_for(conn.send(data, text=True), self.send_timeout)
-                except TimeoutError:
-                    log.warning("dashboard viewer %s stalled for %.0fs: disconnected",
-                                conn.remote_address, self.send_timeout)
-                    conn.transport.abort()
-                    break
+                if viewer.last != frame.base and not data:
+                    continue
+                if data:
+                    try:
+                        await asyncio.wait_for(conn.send(data, text=True), self.send_timeout)
+                    except TimeoutError:
+                        log.warning("dashboard viewer %s stalled for %.0fs: disconnected",
+                                    conn.remote_address, self.send_timeout)
+                        conn.transport.abort()
+                        break
+                    self.frames_sent += 1
                 viewer.last = frame.seq
-                self.frames_sent += 1
         except ConnectionClosed:
             pass
         finally:
@@ -243,12 +265,32 @@ class Dashboard:
 
     # ---- the renderer process ------------------------------------------------------------
     def _tick(self) -> bytes:
-        """What the renderer needs from this process: the run on show (the newest) and the
-        devices table (liveness is not journaled). A few microseconds for a few devices."""
+        """What the renderer needs from this process: the run on show (the newest), its
+        structure's key, the state of the tasks that changed since the last tick, and the
+        devices table (liveness is not journaled). O(changed tasks + devices)."""
         run_id = next(reversed(self.orch.runs), None)
+        run = self.orch.runs[run_id] if run_id is not None else None
+        states: dict[str, list[Any]] = {}
+        key = ""
+        if run is not None:
+            c = run.constellation
+            key = f"{run_id}:{id(c)}:{len(c.tasks)}:{len(c.edges)}"
+            tasks = c.tasks
+            for tid in (tasks if self._all or key != self._dag_key else self._touched):
+                t = tasks.get(tid)
+                if t is not None:
+                    states[tid] = [t.status.value, t.assigned_device, t.error]
+        self._dag_key = key
+        self._touched.clear()
+        self._all = False
         devices = [[d.device_id, d.status(), sorted(d.capabilities), len(d.running), d.completed]
                    for d in self.orch.devices.values()]
-        return json.dumps({"run": run_id, "devices": devices}).encode() + b"\n"
+        return json.dumps({
+            "run": run_id, "dag": key, "states": states, "devices": devices,
+            "state": run.finished.value if run is not None and run.finished is not None else "running",
+            # a viewer out of step (new, or it skipped a frame) needs the whole page
+            "full": any(v.pending is not None or v.last != self._seq for v in self._clients),
+        }).encode() + b"\n"
 
     async def _pump_frames(self) -> None:
         """While someone watches: one tick per interval, the answer fanned out to the viewers'
@@ -259,6 +301,8 @@ class Dashboard:
             while True:
                 started = time.monotonic()
                 if not self._clients:
+                    if self._on_event in self.orch.listeners:  # nobody watches: no cost per event
+                        self.orch.listeners.remove(self._on_event)
                     idle_since = idle_since or started
                     if started - idle_since > self.idle_stop:
                         return
@@ -273,13 +317,15 @@ class Dashboard:
                         continue
                     if frame is not None:
                         self.renders += 1
-                        self._latest = frame
+                        self._seq = frame.seq
                         for viewer in self._clients:
                             if viewer.offer(frame):
                                 self.frames_dropped += 1
                 await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
         finally:
             self._pump = None
+            if self._on_event in self.orch.listeners:
+                self.orch.listeners.remove(self._on_event)
             await self._stop_renderer()
 
     async def _render(self) -> Frame | None:
@@ -300,7 +346,7 @@ class Dashboard:
         return Frame(int(head["seq"]), int(head["base"]), d, f)
 
     async def _start_renderer(self) -> asyncio.subprocess.Process:
-        self._latest = None  # a new renderer numbers its frames from 1 again
+        self._seq, self._dag_key, self._all = 0, "", True  # a new renderer knows nothing yet
         for viewer in self._clients:
             viewer.last = -1
         src = str(Path(__file__).resolve().parents[2])  # the paperlab this process runs
