@@ -20,7 +20,9 @@ did); ``full`` is the whole page state, encoded only when the tick asks for it (
 connected, or one skipped frames). Both are UTF-8 JSON text, encoded once for every viewer.
 
 Run as ``python -m paperlab.galaxy.dashboard_render JOURNAL``; it exits when its stdin closes,
-so an orchestrator that dies (even by SIGKILL) leaves no renderer behind.
+so an orchestrator that dies (even by SIGKILL) leaves no renderer behind. It lowers its own
+CPU priority (``nice`` +10): where cores are scarce, the orchestrator and the devices come
+first and frames come less often.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import html
 import json
+import os
 import sqlite3
 import sys
 import time
@@ -107,9 +110,10 @@ def _depths(ids: list[str], edges: list[tuple[str, str, str]]) -> dict[str, int]
     return depth
 
 
-def svg(ids: list[str], edges: list[tuple[str, str, str]], states: dict[str, list[str]]) -> str:
+def svg(ids: list[str], edges: list[tuple[str, str, str]], states: dict[str, list[str]],
+        depth: dict[str, int] | None = None) -> str:
     """The DAG as SVG: columns by depth, one node per task, coloured by its state."""
-    depth = _depths(ids, edges)
+    depth = _depths(ids, edges) if depth is None else depth
     columns: dict[int, list[str]] = {}
     for t in ids:
         columns.setdefault(depth.get(t, 0), []).append(t)
@@ -155,6 +159,7 @@ class PageState:
         self.dag_key = ""
         self.ids: list[str] = []
         self.edges: list[tuple[str, str, str]] = []
+        self.depth: dict[str, int] = {}
         self.tasks: dict[str, list[str]] = {}
         self.panels: dict[str, str] = {"dag": "", "metrics": "", "devices": "", "events": ""}
         self._dag_json = json.dumps("")
@@ -203,7 +208,7 @@ class PageState:
         for a, b, _ in self.edges:
             preds.setdefault(b, []).append(a)
         finish: dict[str, float] = {}
-        for t in sorted(self.ids, key=_depths(self.ids, self.edges).__getitem__):
+        for t in sorted(self.ids, key=self.depth.__getitem__):
             finish[t] = took.get(t, 0.0) + max((finish[p] for p in preds.get(t, ())), default=0.0)
         path, work = max(finish.values(), default=0.0), sum(took.values())
         return f"; critical path {path:.2f}s, parallel width {work / path if path else 0.0:.2f}"
@@ -227,7 +232,8 @@ class PageState:
                 self.ids, self.edges, self.tasks = [], [], {}
             else:
                 self._load_structure(run_id)
-            dag = svg(self.ids, self.edges, self.tasks) if run_id else "<p>no run yet</p>"
+            self.depth = _depths(self.ids, self.edges)
+            dag = svg(self.ids, self.edges, self.tasks, self.depth) if run_id else "<p>no run yet</p>"
             self.panels["dag"] = dag
             self._dag_json = json.dumps(dag)
             changes["dag"], changes["tasks"] = dag, self.tasks
@@ -275,8 +281,15 @@ def serve(journal: str | Path, inp: BinaryIO, out: BinaryIO) -> None:
     db.close()
 
 
+# The renderer's CPU priority below the orchestrator's: on a busy machine the scheduler and
+# the devices come first, and frames come less often instead.
+NICE = 10
+
+
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
+    with contextlib.suppress(AttributeError, OSError):  # no os.nice (Windows) or not allowed
+        os.nice(NICE)
     with contextlib.suppress(BrokenPipeError, KeyboardInterrupt):  # the orchestrator went away
         serve(args[0], sys.stdin.buffer, sys.stdout.buffer)
 
