@@ -21,7 +21,7 @@ connected, or one skipped frames). Both are UTF-8 JSON text, encoded once for ev
 
 Run as ``python -m paperlab.galaxy.dashboard_render JOURNAL``; it exits when its stdin closes,
 so an orchestrator that dies (even by SIGKILL) leaves no renderer behind. It lowers its own
-CPU priority (``nice`` +10): where cores are scarce, the orchestrator and the devices come
+CPU priority (``nice`` +5): where cores are scarce, the orchestrator and the devices come
 first and frames come less often.
 """
 
@@ -262,7 +262,13 @@ class PageState:
         if want_full:  # the SVG's JSON was encoded once, when it was drawn
             full = ('{"dag": ' + self._dag_json + ', "tasks": ' + json.dumps(self.tasks) + ", "
                     + json.dumps({k: self.panels[k] for k in ("metrics", "devices", "events")})[1:]).encode()
-        return self.seq, base, json.dumps(changes).encode() if changes else b"", full
+        diff_text = b""
+        if "dag" in changes:  # the SVG's JSON was encoded once, when it was drawn
+            del changes["dag"]
+            diff_text = ('{"dag": ' + self._dag_json + ", " + json.dumps(changes)[1:]).encode()
+        elif changes:
+            diff_text = json.dumps(changes).encode()
+        return self.seq, base, diff_text, full
 
 
 def serve(journal: str | Path, inp: BinaryIO, out: BinaryIO) -> None:
@@ -283,14 +289,15 @@ def serve(journal: str | Path, inp: BinaryIO, out: BinaryIO) -> None:
 
 
 # The renderer's CPU priority below the orchestrator's: on a busy machine the scheduler and
-# the devices come first, and frames come less often instead.
-NICE = 10
+# the devices come first, and frames come less often instead. GALAXY_RENDER_NICE overrides it
+# (0: the same priority as the orchestrator).
+NICE = 5
 
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     with contextlib.suppress(AttributeError, OSError):  # no os.nice (Windows) or not allowed
-        os.nice(NICE)
+        os.nice(int(os.environ.get("GALAXY_RENDER_NICE", NICE)))
     # A new run's first frame allocates ~20 objects per task (its plan, layout, states); with
     # the default thresholds the collector ran over them several times per frame (half of a
     # 5000-task run's first frame: 156 -> 84 ms).
