@@ -194,10 +194,12 @@ async def _viewed(g: Started, c: Constellation, watch: Viewers, viewers: int, se
         proc = getattr(dash, "_proc", None)  # (getattr: the bench also runs older code)
         renderer = proc.pid if proc is not None else 0
         sent, renders, dropped = dash.frames_sent, dash.renders, getattr(dash, "frames_dropped", 0)
+        fulls = getattr(dash, "fulls", 0)
         out = await _one(g, c, {**pids, "renderer": [renderer], "viewers": [watch.pid]})
         out["frames_sent"] = dash.frames_sent - sent
         out["renders"] = dash.renders - renders
         out["frames_dropped"] = getattr(dash, "frames_dropped", 0) - dropped
+        out["frames_full"] = getattr(dash, "fulls", 0) - fulls
         return out
     finally:
         await watch.command("close")
@@ -351,7 +353,7 @@ def _side(runs: list[dict[str, Any]], tasks: int) -> dict[str, Any]:
     out = {"wall_s": wall, "tasks_per_s": tasks / wall, "overhead_ms_per_task": 1000 * wall / tasks,
            "walls": [r["wall"] for r in runs], "states": [r["state"] for r in runs]}
     for key in ("orch_cpu", "devices_cpu", "renderer_cpu", "viewers_cpu", "frames_sent", "renders",
-                "frames_dropped"):
+                "frames_dropped", "frames_full"):
         if key in runs[0]:
             out[key if key.startswith("frames") or key == "renders" else key + "_s"] = [r[key] for r in runs]
     return out
@@ -446,7 +448,8 @@ def _report(result: dict[str, Any], args: argparse.Namespace) -> None:
           f"{result['ratio_viewers_over_none']:.2f}; median of the {args.repeat} per-round ratios: "
           f"{result['ratio_viewers_paired_median']:.2f} (goal >= 0.9)")
     print(f"inside the timed viewed runs: frames drawn by the renderer {v['renders']}, frames sent to "
-          f"viewers {v['frames_sent']}, dropped for a busy viewer {v['frames_dropped']}")
+          f"viewers {v['frames_sent']}, dropped for a busy viewer {v['frames_dropped']}, carrying the whole page "
+          f"{v['frames_full']}")
     print("CPU per run (median s), without / with viewers: orchestrator "
           f"{statistics.median(n['orch_cpu_s']):.3f} / {statistics.median(v['orch_cpu_s']):.3f}, "
           f"4 devices {statistics.median(n['devices_cpu_s']):.3f} / {statistics.median(v['devices_cpu_s']):.3f}, "

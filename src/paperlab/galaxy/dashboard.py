@@ -169,6 +169,7 @@ class Dashboard:
         self.renders = 0  # frames received from the renderer
         self.frames_sent = 0  # frames sent to viewers, all together
         self.frames_dropped = 0  # frames a slow viewer skipped
+        self.fulls = 0  # frames that carried the whole page (a viewer was out of step)
 
     def _on_event(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
         task = data.get("task")
@@ -288,8 +289,10 @@ class Dashboard:
         return json.dumps({
             "run": run_id, "dag": key, "states": states, "devices": devices,
             "state": run.finished.value if run is not None and run.finished is not None else "running",
-            # a viewer out of step (new, or it skipped a frame) needs the whole page
-            "full": any(v.pending is not None or v.last != self._seq for v in self._clients),
+            # A viewer out of step (new, or it skipped a frame) needs the whole page. One with
+            # a frame still in its slot is not counted: it sends that frame long before this
+            # tick's answer comes (if not, it skips a frame and the next tick asks for it).
+            "full": any(v.pending is None and v.last != self._seq for v in self._clients),
         }).encode() + b"\n"
 
     async def _pump_frames(self) -> None:
@@ -317,6 +320,7 @@ class Dashboard:
                         continue
                     if frame is not None:
                         self.renders += 1
+                        self.fulls += bool(frame.full)
                         self._seq = frame.seq
                         for viewer in self._clients:
                             if viewer.offer(frame):

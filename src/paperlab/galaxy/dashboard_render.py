@@ -21,7 +21,7 @@ connected, or one skipped frames). Both are UTF-8 JSON text, encoded once for ev
 
 Run as ``python -m paperlab.galaxy.dashboard_render JOURNAL``; it exits when its stdin closes,
 so an orchestrator that dies (even by SIGKILL) leaves no renderer behind. It lowers its own
-CPU priority (``nice`` +5): where cores are scarce, the orchestrator and the devices come
+CPU priority (``nice`` +10): where cores are scarce, the orchestrator and the devices come
 first and frames come less often.
 """
 
@@ -291,7 +291,7 @@ def serve(journal: str | Path, inp: BinaryIO, out: BinaryIO) -> None:
 # The renderer's CPU priority below the orchestrator's: on a busy machine the scheduler and
 # the devices come first, and frames come less often instead. GALAXY_RENDER_NICE overrides it
 # (0: the same priority as the orchestrator).
-NICE = 5
+NICE = 10
 
 
 def main(argv: list[str] | None = None) -> None:
