@@ -7,14 +7,20 @@
    the same run: the ratio galaxy/ray. (Ray removed `local_mode` in 2.x; `ray.init(num_cpus=4)`
    on one machine is its local mode now.)
 3. Sleep DAGs of 32 tasks x 0.2 s with parallel width 1..16: measured speedup vs sequential.
-4. The no-op DAG with 3 dashboard viewers connected (a separate process reading /ui/ws):
-   tasks/s with viewers over tasks/s without, in the same run (goal >= 0.9).
-The no-op measurements run --repeat times each, galaxy without viewers, galaxy with viewers and
-Ray interleaved in rotating order (Ray's process stays up between its runs, warm after its
-200-task warm-up), and report medians: the shared machine's load swings single runs by 2x, and
-interleaving makes a change of load hit all three alike.
+4. A longer no-op DAG (--viewer-tasks, 5000: about 1 s, so that frames flow during it; the
+   dashboard draws at most 4 frames/s) without viewers and with 3 dashboard viewers: tasks/s
+   with over tasks/s without, in the same run (goal >= 0.9). The viewers are 3 /ui/ws sockets
+   of ONE process started with the benchmark (no interpreter starts next to a timed run); for
+   a viewed run they connect, get their first frame (the whole page: the page load is not
+   what is measured), then --settle seconds pass before the timed run. Printed: the frames
+   the renderer drew and the orchestrator sent inside the timed runs, and the CPU seconds of
+   the orchestrator, the devices, the renderer and the viewers process per run (from /proc).
+The no-op measurements run --repeat times each, interleaved in rotating order with Ray (Ray's
+process stays up between its runs, warm after its 200-task warm-up), and report medians and
+the median of the per-round ratios: the shared machine's load swings single runs by 2x, and
+interleaving makes a change of load hit all sides alike.
 
-Usage: PYTHONPATH=src python bench/galaxy/throughput.py [--tasks 1000] [--skip-ray]
+Usage: PYTHONPATH=src python bench/galaxy/throughput.py [--repeat 11] [--tasks 1000] [--skip-ray]
 Writes bench/galaxy/results/throughput.json and prints a table.
 """
 
@@ -63,38 +69,113 @@ def plan(deps: list[list[int]], executor: dict[str, Any], name: str) -> Constell
 
 
 VIEWERS = textwrap.dedent("""
-    import asyncio, sys
+    # Dashboard viewers, one process for the whole benchmark (so no interpreter starts next to
+    # a timed run). stdin: "connect N" opens N /ui/ws sockets and answers once each has its
+    # first frame; "close" closes them. Every frame is read as it arrives.
+    import asyncio, json, sys
     from websockets.asyncio.client import connect
-    async def view(url, token):
-        async with connect(url, additional_headers={"Authorization": "Bearer " + token}, max_size=None) as ws:
-            async for _ in ws:
-                pass
+
     async def main():
-        await asyncio.gather(*(view(sys.argv[1], sys.argv[2]) for _ in range(int(sys.argv[3]))))
+        url, token = sys.argv[1], sys.argv[2]
+        loop = asyncio.get_running_loop()
+        stdin = asyncio.StreamReader()
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
+        socks, pumps, got = [], [], [0, 0]
+
+        async def pump(ws):
+            async for m in ws:
+                got[0] += 1
+                got[1] += len(m)
+
+        while line := (await stdin.readline()).decode().split():
+            if line[0] == "connect":
+                for _ in range(int(line[1])):
+                    ws = await connect(url, additional_headers={"Authorization": "Bearer " + token},
+                                       max_size=None)
+                    await ws.recv()  # role
+                    await ws.recv()  # the whole page
+                    socks.append(ws)
+                    pumps.append(asyncio.create_task(pump(ws)))
+            elif line[0] == "close":
+                for ws in socks:
+                    await ws.close()
+                socks.clear()
+                pumps.clear()
+            print(json.dumps({"frames": got[0], "bytes": got[1]}), flush=True)
+
     asyncio.run(main())
 """)
 
 
-async def galaxy_runs(plans: list[Constellation], devices: int, conc: int, work: Path,
-                      viewers: int = 3, repeat: int = 3, ray: RayPeer | None = None) -> dict[str, Any]:
+def _proc_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of process ``pid`` so far, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Viewers:
+    """The viewers process (see VIEWERS), driven over its stdin."""
+
+    def __init__(self, g: Started, token: str, work: Path) -> None:
+        self.g, self.token, self.work = g, token, work
+        self._proc: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        (self.work / "viewers.py").write_text(VIEWERS)
+        self._proc = await asyncio.create_subprocess_exec(
+            sys.executable, str(self.work / "viewers.py"), f"ws://127.0.0.1:{self.g.server.port}/ui/ws",
+            self.token, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    async def command(self, line: str) -> dict[str, int]:
+        assert self._proc is not None and self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(line.encode() + b"\n")
+        await self._proc.stdin.drain()
+        answer = await asyncio.wait_for(self._proc.stdout.readline(), 120)
+        if not answer:
+            raise RuntimeError("the dashboard viewers process exited")
+        return json.loads(answer)  # type: ignore[no-any-return]
+
+    async def close(self) -> None:
+        if self._proc is not None and self._proc.stdin is not None:
+            self._proc.stdin.close()
+            await asyncio.wait_for(self._proc.wait(), 30)
+
+
+async def galaxy_runs(plans: list[Constellation], viewer_plan: Constellation | None, devices: int, conc: int,
+                      work: Path, viewers: int = 3, repeat: int = 3, settle: float = 1.0,
+                      ray: RayPeer | None = None) -> dict[str, Any]:
     """The no-op DAG ``repeat`` times without and with ``viewers`` dashboard viewers, and on
     Ray (interleaved, so load changes on the machine hit all three), then each sleep plan once."""
     token = secrets.token_hex(8)
     async with start_orchestrator(work / "journal.sqlite", token, ui=True,
                                   config=OrchestratorConfig(device_timeout=30.0)) as g:
-        return await _runs(g, token, plans, devices, conc, work, viewers, repeat, ray)
+        return await _runs(g, token, plans, viewer_plan, devices, conc, work, viewers, repeat, settle, ray)
 
 
-async def _one(g: Started, c: Constellation) -> dict[str, Any]:
+async def _one(g: Started, c: Constellation, pids: dict[str, list[int]] | None = None) -> dict[str, Any]:
     c = c.model_copy(deep=True)  # the bench's own bookkeeping, not orchestration: untimed
+    pids = pids or {}
     cpu0 = _cpu()
+    other0 = {k: sum(map(_proc_cpu, v)) for k, v in pids.items()}
     t0 = time.perf_counter()
     rid = g.orch.submit(c)
     state = await g.orch.wait(rid, 600)
     wall = time.perf_counter() - t0
-    # CPU time of this process (the orchestrator, its server and the dashboard) during the run:
-    # far less sensitive to the shared machine's load than the wall time.
-    return {"state": state.value, "wall": wall, "orch_cpu": _cpu() - cpu0, **run_metrics(g.orch.runs[rid])}
+    # CPU time of this process (the orchestrator, its server and the dashboard relay) during
+    # the run: far less sensitive to the shared machine's load than the wall time; and of the
+    # other processes named in ``pids`` (devices, renderer, viewers), from /proc.
+    out = {"state": state.value, "wall": wall, "orch_cpu": _cpu() - cpu0, **run_metrics(g.orch.runs[rid])}
+    for k, v in pids.items():
+        out[f"{k}_cpu"] = sum(map(_proc_cpu, v)) - other0[k]
+    return out
 
 
 def _cpu() -> float:
@@ -102,63 +183,71 @@ def _cpu() -> float:
     return t.user + t.system
 
 
-async def _viewed(g: Started, token: str, c: Constellation, work: Path, viewers: int) -> dict[str, Any]:
-    (work / "viewers.py").write_text(VIEWERS)
-    ui_url = f"ws://127.0.0.1:{g.server.port}/ui/ws"
-    watch = subprocess.Popen([sys.executable, str(work / "viewers.py"), ui_url, token, str(viewers)])
+async def _viewed(g: Started, c: Constellation, watch: Viewers, viewers: int, settle: float,
+                  pids: dict[str, list[int]]) -> dict[str, Any]:
+    """One run with ``viewers`` viewers connected, each past its first frame (the page load
+    is not what is measured), and ``settle`` seconds after that for the renderer to go quiet."""
     dash = g.ui
-    dash.frames_sent = 0
+    await watch.command(f"connect {viewers}")
     try:
-        for _ in range(600):
-            if len(dash._clients) >= viewers or watch.poll() is not None:
-                break
-            await asyncio.sleep(0.05)
-        if len(dash._clients) < viewers:
-            raise RuntimeError(f"the {viewers} dashboard viewers did not connect")
-        # Each viewer's first frame (the whole page state) is the page load, not the cost of
-        # watching a run: wait until all have it, so the timed run starts from a steady state.
-        for _ in range(600):
-            if dash.frames_sent >= viewers:
-                break
-            await asyncio.sleep(0.05)
-        renders = dash.renders
-        out = await _one(g, c)
+        await asyncio.sleep(settle)
+        proc = getattr(dash, "_proc", None)  # (getattr: the bench also runs older code)
+        renderer = proc.pid if proc is not None else 0
+        sent, renders, dropped = dash.frames_sent, dash.renders, getattr(dash, "frames_dropped", 0)
+        fulls = getattr(dash, "fulls", 0)
+        out = await _one(g, c, {**pids, "renderer": [renderer], "viewers": [watch.pid]})
+        out["frames_sent"] = dash.frames_sent - sent
         out["renders"] = dash.renders - renders
+        out["frames_dropped"] = getattr(dash, "frames_dropped", 0) - dropped
+        out["frames_full"] = getattr(dash, "fulls", 0) - fulls
         return out
     finally:
-        watch.terminate()
-        watch.wait()
+        await watch.command("close")
         while dash._clients:  # let the server see them go before the next no-viewer run
             await asyncio.sleep(0.05)
 
 
-async def _runs(g: Started, token: str, plans: list[Constellation], devices: int, conc: int,
-                work: Path, viewers: int, repeat: int, ray: RayPeer | None) -> dict[str, Any]:
+async def _runs(g: Started, token: str, plans: list[Constellation], viewer_plan: Constellation | None,
+                devices: int, conc: int, work: Path, viewers: int, repeat: int, settle: float,
+                ray: RayPeer | None) -> dict[str, Any]:
     procs = [spawn_device(work / "dev", f"dev{i}", g.url, token, [], max_concurrency=conc,
                           heartbeat=1.0) for i in range(devices)]
+    watch = Viewers(g, token, work)
+    await watch.start()
+    pids = {"devices": [p.proc.pid for p in procs]}
     try:
         while sum(d.online for d in g.orch.devices.values()) < devices:
             await asyncio.sleep(0.05)
         await _one(g, plan([[]] * 20, {"kind": "echo"}, "warmup"))
+        await watch.command("noop")  # the viewers process has imported websockets
         if ray is not None:
             await ray.ready()
         plain: list[dict[str, Any]] = []
+        vplain: list[dict[str, Any]] = []
         viewed: list[dict[str, Any]] = []
         ray_walls: list[float] = []
-        steps = ["plain", "viewed"] + (["ray"] if ray is not None else [])
+        big = viewer_plan or plans[0]
+        # The viewed run and its no-viewer peer run back to back (in alternating order), so a
+        # swing of the machine's load between rounds hits both; the other steps rotate.
+        steps = ["plain", "pair"] + (["ray"] if ray is not None else [])
         for i in range(repeat):  # rotate the order, so a drift in the machine's load favours none
             for step in steps[i % len(steps):] + steps[: i % len(steps)]:
                 if step == "plain":
-                    plain.append(await _one(g, plans[0]))
-                elif step == "viewed":
-                    viewed.append(await _viewed(g, token, plans[0], work, viewers))
+                    plain.append(await _one(g, plans[0], pids))
+                elif step == "pair":
+                    for side in (("vplain", "viewed") if i % 2 == 0 else ("viewed", "vplain")):
+                        if side == "viewed":
+                            viewed.append(await _viewed(g, big, watch, viewers, settle, pids))
+                        elif viewer_plan is not None:
+                            vplain.append(await _one(g, big, pids))
                 elif ray is not None:
                     ray_walls.append(await ray.run())
         if ray is not None:
             await ray.close()
-        return {"plain": plain, "viewed": viewed, "ray": ray_walls,
-                "sleep": [await _one(g, c) for c in plans[1:]]}
+        return {"plain": plain, "viewed": viewed, "vplain": vplain if viewer_plan is not None else plain,
+                "ray": ray_walls, "sleep": [await _one(g, c) for c in plans[1:]]}
     finally:
+        await watch.close()
         await asyncio.gather(*(p.astop() for p in procs))
 
 
@@ -244,62 +333,82 @@ class RayPeer:
             await asyncio.wait_for(self._proc.wait(), 120)
 
 
-async def _bench(deps: list[list[int]], plans: list[Constellation], args: argparse.Namespace,
-                 work: Path) -> dict[str, Any]:
+async def _bench(deps: list[list[int]], plans: list[Constellation], viewer_plan: Constellation | None,
+                 args: argparse.Namespace, work: Path) -> dict[str, Any]:
     ray = None if args.skip_ray else RayPeer(deps, work)
     if ray is not None:
         ray.start()  # Ray starts (about 10 s) while galaxy's devices connect and warm up
-    runs = await galaxy_runs(plans, args.devices, args.concurrency, work, repeat=args.repeat, ray=ray)
+    runs = await galaxy_runs(plans, viewer_plan, args.devices, args.concurrency, work, repeat=args.repeat,
+                             settle=args.settle, ray=ray)
     runs["ray_version"] = ray.version if ray is not None else None
     return runs
+
+
+def _med(runs: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(r[key] for r in runs)
+
+
+def _side(runs: list[dict[str, Any]], tasks: int) -> dict[str, Any]:
+    wall = _med(runs, "wall")
+    out = {"wall_s": wall, "tasks_per_s": tasks / wall, "overhead_ms_per_task": 1000 * wall / tasks,
+           "walls": [r["wall"] for r in runs], "states": [r["state"] for r in runs]}
+    for key in ("orch_cpu", "devices_cpu", "renderer_cpu", "viewers_cpu", "frames_sent", "renders",
+                "frames_dropped", "frames_full"):
+        if key in runs[0]:
+            out[key if key.startswith("frames") or key == "renders" else key + "_s"] = [r[key] for r in runs]
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--tasks", type=int, default=1000)
+    ap.add_argument("--viewer-tasks", type=int, default=5000,
+                    help="tasks of the DAG the viewers row runs (with and without viewers): long enough "
+                         "that frames flow during it (4 frames/s at most)")
     ap.add_argument("--width", type=int, default=50)
     ap.add_argument("--devices", type=int, default=4)
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--skip-ray", action="store_true")
     ap.add_argument("--sleep", type=float, default=0.2)
+    ap.add_argument("--settle", type=float, default=1.0,
+                    help="seconds between the viewers' first frames and the timed run")
     ap.add_argument("--repeat", type=int, default=3, help="runs per no-op measurement (median)")
     args = ap.parse_args()
     deps = layered(args.tasks, args.width, fanin=2)
     sleep_widths = [1, 2, 4, 8, 16]
     plans = [plan(deps, {"kind": "echo"}, "noop-dag")]
+    viewer_plan = None
+    if args.viewer_tasks != args.tasks:
+        viewer_plan = plan(layered(args.viewer_tasks, args.width, fanin=2), {"kind": "echo"}, "noop-dag-viewed")
     for w in sleep_widths:  # 32 tasks: w columns, each a chain of 32/w sleeps
         chains = [[i - w] if i >= w else [] for i in range(32)]
         plans.append(plan(chains, {"kind": "sleep", "args": {"seconds": args.sleep}}, f"sleep-w{w}"))
+    load = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        runs = asyncio.run(_bench(deps, plans, args, work))
-        plain = statistics.median(r["wall"] for r in runs["plain"])
-        viewed = statistics.median(r["wall"] for r in runs["viewed"])
+        runs = asyncio.run(_bench(deps, plans, viewer_plan, args, work))
         result: dict[str, Any] = {
-            "tasks": args.tasks, "width": args.width, "devices": args.devices, "repeat": args.repeat,
-            "galaxy": {"wall_s": plain, "tasks_per_s": args.tasks / plain,
-                       "overhead_ms_per_task": 1000 * plain / args.tasks,
-                       "walls": [r["wall"] for r in runs["plain"]],
-                       "orch_cpu_s": [r["orch_cpu"] for r in runs["plain"]],
-                       "states": [r["state"] for r in runs["plain"]]},
-            "galaxy_3_viewers": {"wall_s": viewed, "tasks_per_s": args.tasks / viewed,
-                                 "walls": [r["wall"] for r in runs["viewed"]],
-                                 "renders": [r["renders"] for r in runs["viewed"]],
-                                 "orch_cpu_s": [r["orch_cpu"] for r in runs["viewed"]],
-                                 "states": [r["state"] for r in runs["viewed"]]},
+            "tasks": args.tasks, "viewer_tasks": args.viewer_tasks, "width": args.width,
+            "devices": args.devices, "repeat": args.repeat, "settle_s": args.settle,
+            "load_average_before": load, "load_average_after": os.getloadavg(),
+            "galaxy": _side(runs["plain"], args.tasks),
+            "galaxy_no_viewers_viewer_dag": _side(runs["vplain"], args.viewer_tasks),
+            "galaxy_3_viewers": _side(runs["viewed"], args.viewer_tasks),
             "sleep": [],
         }
-        result["ratio_viewers_over_none"] = plain / viewed
-        # Each round runs plain and viewed next to each other: the median of the per-round
+        result["ratio_viewers_over_none"] = _med(runs["vplain"], "wall") / _med(runs["viewed"], "wall")
+        # Each round runs plain and viewed close to each other: the median of the per-round
         # ratios cancels the slow swings of this machine's load that move single runs by 1.5-2x
         # (the same paired estimate bench/instella/train_throughput.py uses).
         result["ratio_viewers_paired_median"] = statistics.median(
-            a["wall"] / b["wall"] for a, b in zip(runs["plain"], runs["viewed"], strict=True))
+            a["wall"] / b["wall"] for a, b in zip(runs["vplain"], runs["viewed"], strict=True))
         if not args.skip_ray:
             ray_wall = statistics.median(runs["ray"])
             result["ray"] = {"wall_s": ray_wall, "tasks_per_s": args.tasks / ray_wall,
                              "walls": runs["ray"], "version": runs["ray_version"]}
             result["ratio_galaxy_over_ray"] = result["galaxy"]["tasks_per_s"] / result["ray"]["tasks_per_s"]
+            result["ratio_galaxy_over_ray_paired_median"] = statistics.median(
+                r / a["wall"] for a, r in zip(runs["plain"], runs["ray"], strict=True))
             # The measure this benchmark used before --repeat: each side's first run (Ray's
             # first DAG after its 200-task warm-up is much slower than its later ones).
             result["ratio_first_run"] = runs["ray"][0] / result["galaxy"]["walls"][0]
@@ -310,24 +419,42 @@ def main() -> None:
                                     "state": r["state"]})
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "throughput.json").write_text(json.dumps(result, indent=2))
-    g = result["galaxy"]
-    print("| system | wall (s) | tasks/s | overhead/task (ms) |\n|---|---|---|---|")
-    print(f"| galaxy ({args.devices} device processes) | {g['wall_s']:.2f} | {g['tasks_per_s']:.0f} | {g['overhead_ms_per_task']:.2f} |")
-    v = result["galaxy_3_viewers"]
-    print(f"| galaxy with 3 dashboard viewers | {v['wall_s']:.2f} | {v['tasks_per_s']:.0f} | "
-          f"{1000 * v['wall_s'] / args.tasks:.2f} |")
+    _report(result, args)
+
+
+def _report(result: dict[str, Any], args: argparse.Namespace) -> None:
+    g, n, v = result["galaxy"], result["galaxy_no_viewers_viewer_dag"], result["galaxy_3_viewers"]
+    print(f"load average before {result['load_average_before'][0]:.2f}, after {result['load_average_after'][0]:.2f} "
+          f"(1 min; {os.cpu_count()} CPUs)")
+    print("| system | DAG tasks | wall (s) | tasks/s | overhead/task (ms) |\n|---|---|---|---|---|")
+    print(f"| galaxy ({args.devices} device processes) | {args.tasks} | {g['wall_s']:.2f} | {g['tasks_per_s']:.0f} | "
+          f"{g['overhead_ms_per_task']:.2f} |")
     if "ray" in result:
         r = result["ray"]
-        print(f"| ray {r['version']} (local, 4 CPUs) | {r['wall_s']:.2f} | {r['tasks_per_s']:.0f} | {1000 * r['wall_s'] / args.tasks:.2f} |")
-        print(f"\ngalaxy / ray tasks/s ratio (medians of {args.repeat}): {result['ratio_galaxy_over_ray']:.2f}; "
-              f"first runs only: {result['ratio_first_run']:.2f}")
-        print("ray walls (s): " + ", ".join(f"{w:.2f}" for w in r["walls"]) + "; galaxy walls (s): "
+        print(f"| ray {r['version']} (local, 4 CPUs) | {args.tasks} | {r['wall_s']:.2f} | {r['tasks_per_s']:.0f} | "
+              f"{1000 * r['wall_s'] / args.tasks:.2f} |")
+    if args.viewer_tasks != args.tasks:
+        print(f"| galaxy, no viewers | {args.viewer_tasks} | {n['wall_s']:.2f} | {n['tasks_per_s']:.0f} | "
+              f"{n['overhead_ms_per_task']:.2f} |")
+    print(f"| galaxy with 3 dashboard viewers | {args.viewer_tasks} | {v['wall_s']:.2f} | {v['tasks_per_s']:.0f} | "
+          f"{v['overhead_ms_per_task']:.2f} |")
+    if "ray" in result:
+        print(f"\ngalaxy / ray tasks/s (ratio of medians of {args.repeat}): {result['ratio_galaxy_over_ray']:.2f}; "
+              f"median of per-round ratios: {result['ratio_galaxy_over_ray_paired_median']:.2f}; "
+              f"first runs only: {result['ratio_first_run']:.2f} (goal >= 1.3)")
+        print("ray walls (s): " + ", ".join(f"{w:.2f}" for w in result["ray"]["walls"]) + "; galaxy walls (s): "
               + ", ".join(f"{w:.2f}" for w in g["walls"]))
-    print(f"\nwith 3 viewers / without: {result['ratio_viewers_over_none']:.2f} "
-          f"(medians of {args.repeat}; dashboard renders per run {v['renders']}); "
-          f"median of the {args.repeat} per-round ratios: {result['ratio_viewers_paired_median']:.2f} (goal >= 0.9)")
-    print("orchestrator process CPU per run (median s): without viewers "
-          f"{statistics.median(g['orch_cpu_s']):.3f}, with 3 viewers {statistics.median(v['orch_cpu_s']):.3f}")
+    print(f"\nwith 3 viewers / without ({args.viewer_tasks}-task DAG): ratio of medians of {args.repeat}: "
+          f"{result['ratio_viewers_over_none']:.2f}; median of the {args.repeat} per-round ratios: "
+          f"{result['ratio_viewers_paired_median']:.2f} (goal >= 0.9)")
+    print(f"inside the timed viewed runs: frames drawn by the renderer {v['renders']}, frames sent to "
+          f"viewers {v['frames_sent']}, dropped for a busy viewer {v['frames_dropped']}, carrying the whole page "
+          f"{v['frames_full']}")
+    print("CPU per run (median s), without / with viewers: orchestrator "
+          f"{statistics.median(n['orch_cpu_s']):.3f} / {statistics.median(v['orch_cpu_s']):.3f}, "
+          f"4 devices {statistics.median(n['devices_cpu_s']):.3f} / {statistics.median(v['devices_cpu_s']):.3f}, "
+          f"renderer - / {statistics.median(v['renderer_cpu_s']):.3f}, "
+          f"viewers process - / {statistics.median(v['viewers_cpu_s']):.3f}")
     print("\n| parallel width | makespan (s) | speedup vs sequential |\n|---|---|---|")
     for s in result["sleep"]:
         print(f"| {s['parallel_width']:.0f} | {s['makespan_s']:.2f} | {s['speedup']:.2f} |")

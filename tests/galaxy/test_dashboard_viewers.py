@@ -1,15 +1,20 @@
-"""Dashboard viewers over a real /ui/ws socket: what they are sent, and that one who leaves
-while nothing changes is forgotten (it used to stay registered until the next change)."""
+"""Dashboard viewers over a real /ui/ws socket: what they are sent, that one who leaves while
+nothing changes is forgotten (it used to stay registered until the next change), that an
+edit is drawn, and that a viewer who stops reading holds one frame, not the run."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from pathlib import Path
+from typing import Any
 
 from websockets.asyncio.client import connect
 
-from paperlab.galaxy.constellation import Constellation
+from paperlab.galaxy.constellation import Constellation, ConstellationState
+from paperlab.galaxy.edits import parse_batch
+from paperlab.galaxy.local import spawn_device
 from paperlab.galaxy.runtime import start_orchestrator
 
 SECRET = "admin"
@@ -39,5 +44,104 @@ def test_viewers_share_frames_and_one_that_leaves_quietly_is_forgotten(tmp_path:
                     break
                 await asyncio.sleep(0.05)
             assert not g.ui._clients, "a viewer that left is still registered"
+
+    asyncio.run(main())
+
+
+def _merge(page: dict[str, Any], frame: dict[str, Any]) -> None:
+    """Fold a frame into a page state as the page's script does: panels replace, a new
+    SVG brings every task, otherwise only the tasks that changed."""
+    if "dag" in frame:
+        page["tasks"] = {}
+    page.update({k: v for k, v in frame.items() if k != "tasks"})
+    page.setdefault("tasks", {}).update(frame.get("tasks", {}))
+
+
+def test_an_edit_is_drawn_and_logged(tmp_path: Path, tscale: float) -> None:
+    plan = Constellation.from_plan({"tasks": [{"id": "a", "executor": {"kind": "echo"}}]})
+
+    async def main() -> None:
+        async with start_orchestrator(tmp_path / "j.sqlite", SECRET, ui=True) as g:
+            rid = g.orch.submit(plan, "edited")  # no device: "a" stays pending, editable
+            url = f"ws://127.0.0.1:{g.server.port}/ui/ws"
+            async with connect(url, additional_headers={"Authorization": f"Bearer {SECRET}"}) as ws:
+                await ws.recv()
+                page: dict[str, Any] = {}
+                _merge(page, json.loads(await asyncio.wait_for(ws.recv(), 10 * tscale)))
+                assert 'data-task="late"' not in page["dag"]
+                ok, why = g.orch.apply_edits(rid, parse_batch(
+                    {"reason": "one more", "edits": [{"op": "add_task", "after": ["a"],
+                                                      "task": {"id": "late", "executor": {"kind": "echo"}}}]}))
+                assert ok, why
+                while 'data-task="late"' not in page["dag"]:
+                    _merge(page, json.loads(await asyncio.wait_for(ws.recv(), 10 * tscale)))
+                assert page["tasks"]["late"][0] == "pending" and page["tasks"]["a"][0] == "pending"
+                assert "edit accepted: one more" in page["events"]
+                # the edge a -> late is drawn: two columns
+                assert 'x="162"' in page["dag"]
+
+    asyncio.run(main())
+
+
+def test_a_stalled_viewer_costs_one_frame_and_catches_up_with_the_whole_page(tmp_path: Path,
+                                                                             tscale: float) -> None:
+    """A viewer that stops reading (its socket's reading paused, a small receive buffer)
+    while 1200 tasks run on 2 real device processes: the server keeps at most one unsent
+    frame for it plus what is in flight (its write buffer stays bounded), another viewer keeps
+    getting frames all along, the run completes, and once the stalled viewer reads again it
+    catches up with the whole page, consistent with the final state."""
+    tasks = [{"id": f"t{i}", "executor": {"kind": "sleep", "args": {"seconds": 0.01}},
+              "after": [f"t{i - 40}"] if i >= 40 else []} for i in range(1200)]
+    plan = Constellation.from_plan({"name": "stall", "tasks": tasks})
+
+    async def main() -> None:
+        async with start_orchestrator(tmp_path / "j.sqlite", SECRET, ui=True) as g:
+            g.ui.interval = 0.05  # 20 frames/s: many frames while the run lasts
+            g.ui.sndbuf = 32 * 1024
+            devs = [spawn_device(tmp_path / "dev", f"d{i}", g.url, SECRET, [], max_concurrency=20)
+                    for i in range(2)]
+            try:
+                url = f"ws://127.0.0.1:{g.server.port}/ui/ws"
+                hdr = {"Authorization": f"Bearer {SECRET}"}
+                # A small receive buffer (and segments to match, so that the window reopens
+                # at once when it reads again): the server's sends block soon.
+                sock = socket.socket()
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1400)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+                sock.connect(("127.0.0.1", g.server.port))
+                async with connect(url, additional_headers=hdr, max_size=None) as healthy, \
+                        connect(url, sock=sock, additional_headers=hdr, max_size=None, max_queue=1) as stalled:
+                    for ws in (healthy, stalled):
+                        await ws.recv()
+                    stalled.transport.pause_reading()
+                    while sum(d.online for d in g.orch.devices.values()) < 2:
+                        await asyncio.sleep(0.05)
+                    rid = g.orch.submit(plan, "stall")
+                    viewer = next(v for v in g.ui._clients
+                                  if v.conn.remote_address[1] == sock.getsockname()[1])
+                    page: dict[str, Any] = {}
+                    frames, buffered = 0, []
+                    done = asyncio.ensure_future(g.orch.wait(rid, 120 * tscale))
+                    while not done.done() or frames < 3:
+                        _merge(page, json.loads(await asyncio.wait_for(healthy.recv(), 10 * tscale)))
+                        frames += 1
+                        buffered.append(viewer.conn.transport.get_write_buffer_size())
+                    assert done.result() is ConstellationState.COMPLETED
+                    assert frames >= 5, "the healthy viewer stopped getting frames"
+                    assert viewer.dropped >= 3, "the stalled viewer was not skipped"
+                    # bounded: what the server holds for it is at most about one whole page
+                    # (the frame in flight), however many frames went by
+                    page_bytes = len(json.dumps(page))
+                    assert max(buffered) <= page_bytes + 64 * 1024, (max(buffered), page_bytes)
+                    while page.get("tasks", {}).get("t1199", [""])[0] != "completed":
+                        _merge(page, json.loads(await asyncio.wait_for(healthy.recv(), 10 * tscale)))
+                    stalled.transport.resume_reading()
+                    late: dict[str, Any] = {}
+                    while 'data-state="completed"' not in late.get("metrics", ""):
+                        _merge(late, json.loads(await asyncio.wait_for(stalled.recv(), 20 * tscale)))
+                    assert late["tasks"] == page["tasks"] and len(late["tasks"]) == 1200
+                    assert {v[0] for v in late["tasks"].values()} == {"completed"}
+            finally:
+                await asyncio.gather(*(d.astop() for d in devs))
 
     asyncio.run(main())

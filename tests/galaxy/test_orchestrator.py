@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import socket
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -36,11 +38,12 @@ def sleep_task(tid: str, seconds: float, **kw: Any) -> dict:
 async def with_galaxy(tmp: Path, tscale: float, body: Callable[..., Awaitable[None]],
                       devices: list[DeviceConfig], **cfg: Any) -> None:
     journal = Journal(tmp / "j.sqlite")
+    server_kw = cfg.pop("server", {})
     orch = Orchestrator(journal, OrchestratorConfig(
         device_timeout=cfg.pop("device_timeout", 2.0) * tscale,
         unplaceable_timeout=cfg.pop("unplaceable_timeout", 2.0) * tscale,
         settings=RunSettings(backoff_base=0.05, backoff_max=0.2), **cfg))
-    server = OrchestratorServer(orch, TOKEN)
+    server = OrchestratorServer(orch, TOKEN, **server_kw)
     await server.start()
     agents = [DeviceAgent(d, server.url, TOKEN, seed=1) for d in devices]
     tasks = [asyncio.create_task(a.run()) for a in agents]
@@ -179,6 +182,45 @@ def test_results_only_from_assigned_device_and_once(tmp_path: Path, tscale: floa
             assert j.count(rid, "dropped", "x") >= 1  # the forged one (the late duplicate may be after finish)
 
     await_run(tmp_path, tscale, body, [])
+
+
+def test_a_device_that_stops_reading_is_disconnected_not_buffered(tmp_path: Path, tscale: float,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A device that registers for 1024 tasks and then stops reading: the frames for it stop
+    at the server's bound (1 MiB here) with one warning and a disconnect, instead of 12 MB of
+    TASKs held in the orchestrator; its attempts are then lost and re-run elsewhere."""
+    big = "x" * 300_000
+    plan = Constellation.from_plan({"tasks": [{"id": f"t{i}", "executor": {"kind": "echo", "args": {"value": big}}}
+                                              for i in range(40)]})
+
+    async def body(orch: Orchestrator, server: OrchestratorServer, agents: list[DeviceAgent]) -> None:
+        sock = socket.socket()  # a small receive window, so the kernel holds little for it
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 1400)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        sock.connect(("127.0.0.1", server.port))
+        async with connect(server.url, sock=sock, additional_headers={"Authorization": f"Bearer {TOKEN}"},
+                           max_queue=1, max_size=None) as slow:
+            await slow.send(encode(Register(device_id="slow", max_concurrency=1024)))
+            await wait_devices(orch, 1, tscale)
+            slow.transport.pause_reading()
+            with caplog.at_level(logging.WARNING, logger="paperlab.galaxy.server"):
+                rid = orch.submit(plan)
+                for _ in range(int(200 * tscale)):
+                    if not orch.devices["slow"].online:
+                        break
+                    await asyncio.sleep(0.05)
+            assert not orch.devices["slow"].online, "the device that stopped reading is still connected"
+            assert "device slow is not reading: more than 1048576 bytes queued" in caplog.text
+            slow.transport.resume_reading()  # so that it sees the server has gone (no close wait)
+        good = DeviceAgent(dev("good", [], conc=2), server.url, TOKEN, seed=1)  # 2 x 300 KB a step: under the bound
+        running = asyncio.create_task(good.run())
+        try:
+            assert await orch.wait(rid, 60 * tscale) is ConstellationState.COMPLETED
+        finally:
+            good.stop()
+            await asyncio.gather(running, return_exceptions=True)
+
+    await_run(tmp_path, tscale, body, [], device_timeout=1.0, server={"max_send_bytes": 1 << 20})
 
 
 def test_bad_token_and_bad_frames(tmp_path: Path, tscale: float) -> None:

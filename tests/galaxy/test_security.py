@@ -260,7 +260,7 @@ def test_tls_with_a_self_signed_pair(tmp_path: Path, tscale: float) -> None:
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
 
     async def main() -> None:
-        async with start_orchestrator(tmp_path / "j.sqlite", SECRET, api_port=0,
+        async with start_orchestrator(tmp_path / "j.sqlite", SECRET, api_port=0, ui=True,
                                       ssl_context=server_context(cert, key)) as g:
             assert g.url.startswith("wss://") and g.control.url.startswith("https://")
             agent = DeviceAgent(dev("a"), g.url, device_token(SECRET, "a"), seed=1,
@@ -275,6 +275,13 @@ def test_tls_with_a_self_signed_pair(tmp_path: Path, tscale: float) -> None:
                 assert got["state"] == "completed"
                 with pytest.raises(GalaxyError):  # a client that does not trust the pair
                     await asyncio.to_thread(call, g.control.url, SECRET, "GET", "/devices", None, 10 * tscale)
+                # the dashboard over wss:// (its frames from the renderer process)
+                async with connect(f"wss://127.0.0.1:{g.server.port}/ui/ws", ssl=client_context(cert),
+                                   additional_headers={"Authorization": f"Bearer {viewer_token(SECRET)}"},
+                                   max_size=None) as ws:
+                    assert json.loads(await ws.recv()) == {"role": "viewer"}
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), 10 * tscale))
+                    assert f'data-run="{rid}"' in frame["metrics"] and frame["tasks"]["x"][0] == "completed"
             finally:
                 agent.stop()
                 await task

@@ -72,6 +72,8 @@ async def start_orchestrator(journal: str | Path, token: str, *, host: str = "12
             if control is not None:
                 await control.close()
             await server.close()
+            if dash is not None:
+                await dash.close()
     finally:
         j.close()
         gc.set_threshold(*gc_before)

@@ -7,7 +7,11 @@ never reaches the protocol; a device token binds the connection to its id, so RE
 another id is refused. Each frame goes through the connection's Session; accepted messages go
 to the orchestrator, ERROR replies go back. Each connection is rate-limited (a token bucket):
 frames beyond the budget are dropped and count as protocol errors, so a flood gets the
-connection closed. The dashboard (when enabled) is served from the same port under ``/ui``.
+connection closed. Frames TO a device wait in a per-connection queue bounded in bytes
+(``max_send_bytes``): a device that stops reading while frames for it pile up past the bound is
+disconnected with a warning (its attempts then follow the usual loss rules) instead of
+growing the orchestrator's memory. The dashboard (when enabled) is served from the same port
+under ``/ui``; its viewers have their own bound (one frame each, see :mod:`.dashboard`).
 """
 
 from __future__ import annotations
@@ -36,7 +40,11 @@ from paperlab.galaxy.protocol import (
     encode,
 )
 
-__all__ = ["OrchestratorServer", "RateLimit", "token_ok"]
+__all__ = ["OrchestratorServer", "RateLimit", "SendQueue", "token_ok"]
+
+# Bytes queued for one device before it counts as not reading: 64 frames of the largest size.
+# A step queues at most max_concurrency TASKs for a device at once, which must fit.
+DEFAULT_MAX_SEND_BYTES = 64 * DEFAULT_MAX_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +83,40 @@ class RateLimit:
         self.tokens -= n
 
 
+class SendQueue:
+    """Frames for one connection, in order, bounded in bytes: a frame counts from when it is
+    queued until its send returned (so the writer's batch in flight counts too)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.bytes = 0
+        self.full = False
+        self.queue: asyncio.Queue[str] = asyncio.Queue()
+
+    def put(self, frame: str) -> bool:
+        """Queue ``frame``; False (and nothing queued, now or later) once over the bound."""
+        if self.full:
+            return False
+        self.bytes += len(frame)
+        if self.bytes > self.limit:
+            self.full = True
+            return False
+        self.queue.put_nowait(frame)
+        return True
+
+    def sent(self, frames: list[str]) -> None:
+        self.bytes -= sum(map(len, frames))
+        for _ in frames:
+            self.queue.task_done()
+
+
 class OrchestratorServer:
     """Serves AIP (and optionally the dashboard) for one orchestrator."""
 
     def __init__(self, orchestrator: Orchestrator, token: str, host: str = "127.0.0.1",
                  port: int = 0, max_bytes: int = DEFAULT_MAX_BYTES, ui: UIHandler | None = None,
                  ssl_context: ssl.SSLContext | None = None, rate: float = 2000.0,
-                 burst: float = 4000.0) -> None:
+                 burst: float = 4000.0, max_send_bytes: int = DEFAULT_MAX_SEND_BYTES) -> None:
         if not token:
             raise ValueError("a non-empty token is required")
         self.orch = orchestrator
@@ -92,6 +127,7 @@ class OrchestratorServer:
         self.ui = ui
         self.ssl_context = ssl_context
         self.rate, self.burst = rate, burst
+        self.max_send_bytes = max_send_bytes
         self._server: Server | None = None
 
     async def start(self) -> int:
@@ -151,7 +187,7 @@ class OrchestratorServer:
             await self.ui.websocket(ws, ident)
             return
         session = Session("orchestrator", max_bytes=self.max_bytes)
-        queue: asyncio.Queue[str] = asyncio.Queue()
+        queue = SendQueue(self.max_send_bytes)
         writer = asyncio.create_task(self._writer(ws, queue))
         limit = RateLimit(self.rate, self.burst)
         device_id: str | None = None
@@ -161,7 +197,13 @@ class OrchestratorServer:
         def send(msg: Any) -> None:
             session.send(msg)
             for frame in session.data_to_send():
-                queue.put_nowait(frame)
+                put(frame)
+
+        def put(frame: str) -> None:
+            if not queue.put(frame) and queue.full and not ws.transport.is_closing():
+                log.warning("device %s is not reading: more than %d bytes queued for it; disconnecting",
+                            device_id, queue.limit)
+                ws.transport.abort()  # its reader ends at once, and the orchestrator hears of it
 
         try:
             async for frame in ws:
@@ -193,9 +235,9 @@ class OrchestratorServer:
                     elif device_id is not None:
                         self.orch.on_message(device_id, msg, conn)
                 for out in session.data_to_send():
-                    queue.put_nowait(out)
+                    put(out)
                 if refused or session.should_close:
-                    await queue.join()
+                    await queue.queue.join()
                     await ws.close(1008, (refused or "too many protocol errors")[:100])
                     break
         except ConnectionClosed:
@@ -209,21 +251,21 @@ class OrchestratorServer:
                 self.orch.device_disconnected(device_id, conn)
 
     @staticmethod
-    async def _writer(ws: ServerConnection, queue: asyncio.Queue[str]) -> None:
+    async def _writer(ws: ServerConnection, queue: SendQueue) -> None:
         # One writer per connection keeps frames in order without blocking the orchestrator.
         # Whatever piled up meanwhile (a step's TASKs) leaves as one BATCH frame.
+        q = queue.queue
         while True:
-            frames = [await queue.get()]
-            while not queue.empty():
-                frames.append(queue.get_nowait())
+            frames = [await q.get()]
+            while not q.empty():
+                frames.append(q.get_nowait())
             try:
                 for frame in batch_frames(frames):
                     await ws.send(frame)
             except ConnectionClosed:
                 pass
             finally:
-                for _ in frames:
-                    queue.task_done()
+                queue.sent(frames)
 
 
 def encode_error(code: str, message: str) -> str:
