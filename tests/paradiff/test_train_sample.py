@@ -228,7 +228,6 @@ def test_skipping_a_modality_leaves_the_other_logits_unchanged() -> None:
     model = ParaDiffModel(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64), LAY).eval()
     x = _cond(3)
     x[:, LAY.text.start: LAY.text.start + 4] = 11
-    x[:, LAY.out_image.start + 5: LAY.out_image.start + 9] = LAY.n_words + 2
     with torch.no_grad():
         for cache in (None, model.condition_cache(x)):
             text, img = model.output_logits(x, cache)
@@ -237,12 +236,6 @@ def test_skipping_a_modality_leaves_the_other_logits_unchanged() -> None:
             assert no_img.shape[1] == 0 and no_text.shape[1] == 0
             fin = torch.isfinite(text)
             assert torch.allclose(t_only[fin], text[fin], atol=1e-5) and torch.allclose(i_only, img, atol=1e-5)
-            # only the masked positions: the same logits there, 0 at committed tokens
-            mt, mi = model.output_logits(x, cache, only_masked=True)
-            tmask, imask = x[:, LAY.text] == MASK, x[:, LAY.out_image] == MASK
-            assert torch.allclose(mt[tmask][torch.isfinite(text[tmask])], text[tmask][torch.isfinite(text[tmask])],
-                                  atol=1e-5)
-            assert torch.allclose(mi[imask], img[imask], atol=1e-5) and not mi[~imask].any()
         with pytest.raises(ValueError):
             model.output_logits(x, text=False, image=False)
     cfg = SampleConfig(steps=6, text_steps=4, image_steps=5, text_temperature=1.0, chunk=2)

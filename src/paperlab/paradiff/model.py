@@ -127,16 +127,15 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-                keep: slice | torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+                keep: slice | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Returns the new hidden states and this block's own keys and values.
 
         ``mask``: (T, T) bool, True = may attend (None: all). ``kv``: key and value buffers
         (B, H, P + T, C/H) whose first P positions hold cached keys and values of tokens before
         ``x`` (the condition, for a sampler); this block writes its own into the last T and
         attends over all. Writing in place spares a concatenation per layer and step.
-        ``keep``: return only these positions of ``x``, a slice or (B, n) indices per row (every
-        token still serves as a key); the last block of a sampler's step skips the tokens whose
-        logits it does not need.
+        ``keep``: return only these positions of ``x`` (every token still serves as a key);
+        the last block of a sampler's step skips the tokens whose logits it does not need.
         """
         b, t, c = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(c, dim=-1)  # (B, T, C) each
@@ -146,13 +145,7 @@ class Block(nn.Module):
             kv[0][:, :, -t:] = k
             kv[1][:, :, -t:] = v
             k, v = kv
-        if isinstance(keep, torch.Tensor):
-            n = keep.shape[1]
-            q = q.gather(2, keep[:, None, :, None].expand(b, self.n_heads, n, q.shape[-1]))
-            x = x.gather(1, keep[:, :, None].expand(b, n, c))
-            mask = None if mask is None else mask[keep][:, None]  # (B, 1, n, L)
-            t = n
-        elif keep is not None:
+        if keep is not None:
             q, x = q[:, :, keep], x[:, keep]
             mask = None if mask is None else mask[keep]
             t = x.shape[1]
@@ -253,26 +246,20 @@ class ParaDiffModel(nn.Module):
         return kv
 
     def output_logits(self, x: torch.Tensor, cache: KV | None = None, *, text: bool = True,
-                      image: bool = True, only_masked: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                      image: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """Only the outputs' logits: (B, T, n_words) text and (B, N, codebook) image (codes 0..K-1).
 
         With ``cache`` (from :meth:`condition_cache` of the same condition rows) the blocks run
         over the output tokens only; the result equals the uncached one up to float rounding.
         ``text=False`` or ``image=False`` skips that modality (its logits come back with length
-        0): the last block then computes only the other one's positions. ``only_masked``: the
-        last block computes only the positions that hold ``<mask>`` (a sampler never reads the
-        logits of a committed token); the others come back as 0. It applies when every row has
-        as many masked positions as the others, as under the samplers' shared schedules.
+        0): the last block then computes only the other one's positions.
         """
         lay = self.layout
         if not (text or image):
             raise ValueError("output_logits needs text, image or both")
         start = 0 if cache is None else lay.condition.stop
         want = slice(lay.out_image.start if image else lay.text.start, lay.text.stop if text else lay.out_image.stop)
-        keep: slice | torch.Tensor = slice(want.start - start, want.stop - start)
-        sel = self._masked_positions(x, text, image) if only_masked else None
-        if sel is not None:
-            keep = sel - start
+        keep = slice(want.start - start, want.stop - start)
         h = self._embed(x, start)
         last = len(self.blocks) - 1
         for i, blk in enumerate(self.blocks):
@@ -280,8 +267,6 @@ class ParaDiffModel(nn.Module):
             h = blk(h, kv=cache[i], keep=k)[0] if cache is not None else blk(h, self.attn_mask, keep=k)[0]
         w, bias, nw = self.head.weight, self.head.bias, lay.n_words
         b = x.shape[0]
-        if sel is not None:
-            return self._scatter_logits(h, sel, text, image)
         # Each modality's slice of the head only: the other columns would be -inf anyway.
         if text:
             t = F.linear(self.ln(h[:, lay.text.start - want.start: lay.text.stop - want.start]), w[:nw], bias[:nw])
@@ -293,41 +278,4 @@ class ParaDiffModel(nn.Module):
             img_logits = F.linear(self.ln(h[:, o]), w[nw:], bias[nw:]).float()
         else:
             img_logits = h.new_zeros((b, 0, lay.codebook), dtype=torch.float32)
-        return text_logits, img_logits
-
-    def _masked_positions(self, x: torch.Tensor, text: bool, image: bool) -> torch.Tensor | None:
-        """(B, n) sorted positions holding ``<mask>`` in the wanted outputs, if every row has n."""
-        lay = self.layout
-        wanted = torch.zeros(lay.length, dtype=torch.bool, device=x.device)
-        if text:
-            wanted[lay.text] = True
-        if image:
-            wanted[lay.out_image] = True
-        masked = (x == MASK) & wanted
-        counts = masked.sum(1)
-        if not bool((counts == counts[0]).all()):
-            return None
-        return masked.nonzero()[:, 1].view(x.shape[0], int(counts[0]))
-
-    def _scatter_logits(self, h: torch.Tensor, sel: torch.Tensor, text: bool,
-                        image: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits at the positions ``sel`` (B, n) put back in full-length text and image tensors."""
-        lay = self.layout
-        w, bias, nw = self.head.weight, self.head.bias, lay.n_words
-        b, n = sel.shape
-        hn = self.ln(h)
-        rows = torch.arange(b, device=sel.device)[:, None].expand(b, n)
-        n_text = lay.text.stop - lay.text.start if text else 0
-        text_logits = h.new_zeros((b, n_text, nw), dtype=torch.float32)
-        if text:
-            at = sel - lay.text.start
-            is_t = (at >= 0) & (at < n_text)
-            text_logits[rows[is_t], at[is_t]] = F.linear(hn[is_t], w[:nw], bias[:nw]).float()
-            text_logits = text_logits + self.bias[lay.text, :nw]
-        n_img = lay.n_image if image else 0
-        img_logits = h.new_zeros((b, n_img, lay.codebook), dtype=torch.float32)
-        if image:
-            at = sel - lay.out_image.start
-            is_i = (at >= 0) & (at < n_img)
-            img_logits[rows[is_i], at[is_i]] = F.linear(hn[is_i], w[nw:], bias[nw:]).float()
         return text_logits, img_logits

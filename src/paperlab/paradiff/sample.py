@@ -74,12 +74,11 @@ def _rows(cache: KV | None, rows: slice) -> KV | None:
 
 
 def _model_logits(model: ParaDiffModel, x: torch.Tensor, chunk: int, cache: KV | None = None, *,
-                  text: bool = True, image: bool = True, only_masked: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                  text: bool = True, image: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """``model.output_logits`` over ``x``, ``chunk`` rows at a time (0 or a GPU: all at once)."""
-    kw = {"text": text, "image": image, "only_masked": only_masked}
     if chunk <= 0 or x.shape[0] <= chunk or x.device.type != "cpu":
-        return model.output_logits(x, cache, **kw)
-    parts = [model.output_logits(x[i:i + chunk], _rows(cache, slice(i, i + chunk)), **kw)
+        return model.output_logits(x, cache, text=text, image=image)
+    parts = [model.output_logits(x[i:i + chunk], _rows(cache, slice(i, i + chunk)), text=text, image=image)
              for i in range(0, x.shape[0], chunk)]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
@@ -104,12 +103,11 @@ _SPLIT_ROWS = 8  # from this batch size on, guidance's unconditional rows get th
 
 def _logits(model: ParaDiffModel, x: torch.Tensor, guidance: float, need_image: bool,
             chunk: int = 0, cache: _ConditionCache | None = None, need_text: bool = True,
-            keep_image: bool = False, only_masked: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+            keep_image: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Text and (guided, when ``need_image``) image logits of one step over cond (+ uncond) rows.
 
     A modality the step does not need is not computed (its logits have length 0), except the
     image with ``keep_image`` (unguided: a recorded trajectory's guess during text steps).
-    ``only_masked``: logits of committed tokens are not computed (0; the updates never read them).
     """
     b = x.shape[0]
     if guidance > 0 and need_image:
@@ -118,17 +116,14 @@ def _logits(model: ParaDiffModel, x: torch.Tensor, guidance: float, need_image: 
         if b >= _SPLIT_ROWS:
             # A call of its own for the unconditional rows (cheap at this many rows) lets them
             # skip the text positions of the last block, whose logits guidance never uses.
-            text, img = _model_logits(model, x, chunk, _rows(both, slice(0, b)), text=need_text,
-                                      only_masked=only_masked)
-            _, uimg = _model_logits(model, xu, chunk, _rows(both, slice(b, 2 * b)), text=False,
-                                    only_masked=only_masked)
+            text, img = _model_logits(model, x, chunk, _rows(both, slice(0, b)), text=need_text)
+            _, uimg = _model_logits(model, xu, chunk, _rows(both, slice(b, 2 * b)), text=False)
         else:
-            text, both_img = _model_logits(model, torch.cat([x, xu]), chunk, both, text=need_text,
-                                           only_masked=only_masked)
+            text, both_img = _model_logits(model, torch.cat([x, xu]), chunk, both, text=need_text)
             text, img, uimg = text[:b], both_img[:b], both_img[b:]
         return text, img + guidance * (img - uimg)
     return _model_logits(model, x, chunk, None if cache is None else cache.cond, text=need_text,
-                         image=need_image or keep_image, only_masked=only_masked)
+                         image=need_image or keep_image)
 
 
 # --- per-row random streams -------------------------------------------------------------------
@@ -283,10 +278,7 @@ def sample(model: ParaDiffModel, cond: torch.Tensor, sampler: str, cfg: SampleCo
         need_img = what != "text"
         # A recorded trajectory keeps both modalities' guesses at every step.
         need_text = what != "image" or traj is not None
-        # Only masked positions get logits, except for a recorded trajectory, which keeps the
-        # model's full guess at every step.
-        tl, il = _logits(model, x, cfg.guidance, need_img, cfg.chunk, cache, need_text,
-                         keep_image=traj is not None, only_masked=traj is None)
+        tl, il = _logits(model, x, cfg.guidance, need_img, cfg.chunk, cache, need_text, keep_image=traj is not None)
         text = x[:, lay.text]
         if what in ("text", "both"):
             steps_left = (cfg.steps - s) if sampler == "parallel" else (cfg.text_steps - s)
