@@ -10,8 +10,9 @@
   the same image updates with the finished text in the context.
 - ``image-only`` (no reasoning): the image updates with the text left fully masked.
 
-Guidance needs an unconditional pass; it runs in the same batch as the conditional one
-(2B rows), so a step is still one model call. The published code caches nothing between steps.
+Guidance needs an unconditional pass; it runs in the same model call as the conditional one
+(2B rows), or from 8 rows in a call of its own that skips the text positions of the last
+block (guidance reads only the image logits). The published code caches nothing between steps.
 Here, for a model with prefix attention (the presets'), the condition's keys and values are
 computed once per decode (the unconditional rows share one blank condition) and each step runs
 over the output tokens only; a ``full``-attention model re-reads the whole sequence every step.
