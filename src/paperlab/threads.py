@@ -8,6 +8,8 @@ paradiff step, 5-10x for the ICL DNA model, 18x for a tiny Instella step).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 def cpu_threads() -> int:
@@ -25,3 +27,21 @@ def set_threads() -> int:
     n = cpu_threads()
     torch.set_num_threads(n)
     return n
+
+
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the block on one torch thread, then restore the count.
+
+    For training whose weights are cached and measured: with one thread the float reductions
+    happen in one order, so every machine of a kind trains the same weights whatever its load
+    (with two, the tiny paradiff model came out different from run to run).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

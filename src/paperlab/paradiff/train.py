@@ -27,7 +27,7 @@ from paperlab.paradiff.store import load_checkpoint, save_checkpoint
 from paperlab.paradiff.task import Example, make_example, make_examples
 from paperlab.paradiff.tokens import drop_condition, target_tokens
 from paperlab.paradiff.vq import VQModel, ensure_vq, vq_hash
-from paperlab.threads import set_threads
+from paperlab.threads import one_thread, set_threads
 
 __all__ = ["Trained", "bench_examples", "ensure_model", "load_model", "mask_outputs", "set_threads", "train_model"]
 
@@ -149,13 +149,15 @@ def ensure_model(cfg: ParadiffConfig, *, retrain: bool = False,
 
         raise ParadiffConfigError(f"preset {cfg.name!r} needs CUDA, which this machine lacks; use --preset tiny or small")
     t0 = time.perf_counter()
-    vq, vrep = ensure_vq(cfg.vq, retrain=retrain,
-                         on_step=None if on_step is None else (lambda s, v: on_step("vq", s, v)))
+    with one_thread():
+        vq, vrep = ensure_vq(cfg.vq, retrain=retrain,
+                             on_step=None if on_step is None else (lambda s, v: on_step("vq", s, v)))
     vq = vq.to("cpu")
     path = model_cache_path(cfg)
     if path.exists() and not retrain and vrep.cached:
         return Trained(cfg, vq, load_model(path, cfg, vq), path, True, 0.0, vrep.roundtrip)
-    model = train_model(cfg, vq, None if on_step is None else (lambda s, v: on_step("model", s, v)))
+    with one_thread():  # the same weights on every machine of a kind (tests measure them)
+        model = train_model(cfg, vq, None if on_step is None else (lambda s, v: on_step("model", s, v)))
     secs = time.perf_counter() - t0
     save_checkpoint(path, model.state_dict(), {"kind": "model", "hash": model_hash(cfg), "preset": cfg.name,
                                                "config": cfg.model_dump(), "train_seconds": round(secs, 1)})
