@@ -114,12 +114,15 @@ def test_a_stalled_viewer_costs_one_frame_and_catches_up_with_the_whole_page(tmp
                     for ws in (healthy, stalled):
                         await ws.recv()
                     stalled.transport.pause_reading()
+                    # The renderer process is up (its first page reached the healthy viewer)
+                    # before the run starts: a cold interpreter's start-up must not eat the run.
+                    page: dict[str, Any] = {}
+                    _merge(page, json.loads(await asyncio.wait_for(healthy.recv(), 30 * tscale)))
                     while sum(d.online for d in g.orch.devices.values()) < 2:
                         await asyncio.sleep(0.05)
                     rid = g.orch.submit(plan, "stall")
                     viewer = next(v for v in g.ui._clients
                                   if v.conn.remote_address[1] == sock.getsockname()[1])
-                    page: dict[str, Any] = {}
                     frames, buffered = 0, []
                     done = asyncio.ensure_future(g.orch.wait(rid, 120 * tscale))
                     while not done.done() or frames < 3:
