@@ -84,22 +84,28 @@ def _model_logits(model: ParaDiffModel, x: torch.Tensor, chunk: int, cache: KV |
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
+_SPLIT_ROWS = 8  # from this batch size on, guidance's unconditional rows get their own model call
+
+
 class _ConditionCache:
-    """The condition's keys and values for the conditional rows and, with guidance, for the
-    conditional plus unconditional rows (computed once, from one blank row, and shared)."""
+    """The condition's keys and values, computed once per decode: ``cond`` for the conditional
+    rows and, with guidance, the unconditional rows' (one blank row's, repeated): in a buffer
+    of their own (``uncond``) when they take their own call, else after the conditional rows
+    in one buffer (``both``). Each call writes its rows' output keys and values in place."""
 
     def __init__(self, model: ParaDiffModel, x: torch.Tensor, guided: bool) -> None:
         self.cond = model.condition_cache(x)
+        self.uncond: KV | None = None
         self.both: KV | None = None
         if guided:
             blank = model.condition_cache(drop_condition(model.layout, x[:1]))
             b = x.shape[0]
-            # Separate buffers: each call writes its rows' output keys and values in place.
-            self.both = [(torch.cat([k, bk.expand(b, -1, -1, -1)]), torch.cat([v, bv.expand(b, -1, -1, -1)]))
-                         for (k, v), (bk, bv) in zip(self.cond, blank, strict=True)]
-
-
-_SPLIT_ROWS = 8  # from this batch size on, guidance's unconditional rows get their own model call
+            repeated = [(bk.expand(b, -1, -1, -1), bv.expand(b, -1, -1, -1)) for bk, bv in blank]
+            if b >= _SPLIT_ROWS:
+                self.uncond = [(k.contiguous(), v.contiguous()) for k, v in repeated]
+            else:
+                self.both = [(torch.cat([k, rk]), torch.cat([v, rv]))
+                             for (k, v), (rk, rv) in zip(self.cond, repeated, strict=True)]
 
 
 def _logits(model: ParaDiffModel, x: torch.Tensor, guidance: float, need_image: bool,
@@ -113,13 +119,13 @@ def _logits(model: ParaDiffModel, x: torch.Tensor, guidance: float, need_image: 
     b = x.shape[0]
     if guidance > 0 and need_image:
         xu = drop_condition(model.layout, x)
-        both = None if cache is None else cache.both
         if b >= _SPLIT_ROWS:
             # A call of its own for the unconditional rows (cheap at this many rows) lets them
             # skip the text positions of the last block, whose logits guidance never uses.
-            text, img = _model_logits(model, x, chunk, _rows(both, slice(0, b)), text=need_text)
-            _, uimg = _model_logits(model, xu, chunk, _rows(both, slice(b, 2 * b)), text=False)
+            text, img = _model_logits(model, x, chunk, None if cache is None else cache.cond, text=need_text)
+            _, uimg = _model_logits(model, xu, chunk, None if cache is None else cache.uncond, text=False)
         else:
+            both = None if cache is None else cache.both
             text, both_img = _model_logits(model, torch.cat([x, xu]), chunk, both, text=need_text)
             text, img, uimg = text[:b], both_img[:b], both_img[b:]
         return text, img + guidance * (img - uimg)
