@@ -27,6 +27,7 @@ Writes bench/galaxy/results/throughput.json and prints a table.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import asyncio
 import json
 import os
@@ -163,7 +164,7 @@ async def galaxy_runs(plans: list[Constellation], viewer_plan: Constellation | N
 async def _one(g: Started, c: Constellation, pids: dict[str, list[int]] | None = None) -> dict[str, Any]:
     c = c.model_copy(deep=True)  # the bench's own bookkeeping, not orchestration: untimed
     pids = pids or {}
-    cpu0 = _cpu()
+    cpu0, wait0 = _cpu(), _runqueue_wait()
     other0 = {k: sum(map(_proc_cpu, v)) for k, v in pids.items()}
     t0 = time.perf_counter()
     rid = g.orch.submit(c)
@@ -172,10 +173,23 @@ async def _one(g: Started, c: Constellation, pids: dict[str, list[int]] | None =
     # CPU time of this process (the orchestrator, its server and the dashboard relay) during
     # the run: far less sensitive to the shared machine's load than the wall time; and of the
     # other processes named in ``pids`` (devices, renderer, viewers), from /proc.
-    out = {"state": state.value, "wall": wall, "orch_cpu": _cpu() - cpu0, **run_metrics(g.orch.runs[rid])}
+    out = {"state": state.value, "wall": wall, "orch_cpu": _cpu() - cpu0, "orch_wait": _runqueue_wait() - wait0,
+           **run_metrics(g.orch.runs[rid])}
     for k, v in pids.items():
         out[f"{k}_cpu"] = sum(map(_proc_cpu, v)) - other0[k]
     return out
+
+
+def _runqueue_wait() -> float:
+    """Seconds this process's threads spent runnable but waiting for a core (Linux
+    schedstat; 0 elsewhere): how much other processes (devices, renderer, viewers) took the
+    orchestrator's core, as opposed to the orchestrator doing more work itself."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for task in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int(Path(f"/proc/self/task/{task}/schedstat").read_text().split()[1])
+    return total / 1e9
 
 
 def _cpu() -> float:
@@ -352,7 +366,7 @@ def _side(runs: list[dict[str, Any]], tasks: int) -> dict[str, Any]:
     wall = _med(runs, "wall")
     out = {"wall_s": wall, "tasks_per_s": tasks / wall, "overhead_ms_per_task": 1000 * wall / tasks,
            "walls": [r["wall"] for r in runs], "states": [r["state"] for r in runs]}
-    for key in ("orch_cpu", "devices_cpu", "renderer_cpu", "viewers_cpu", "frames_sent", "renders",
+    for key in ("orch_cpu", "orch_wait", "devices_cpu", "renderer_cpu", "viewers_cpu", "frames_sent", "renders",
                 "frames_dropped", "frames_full"):
         if key in runs[0]:
             out[key if key.startswith("frames") or key == "renders" else key + "_s"] = [r[key] for r in runs]
@@ -454,7 +468,8 @@ def _report(result: dict[str, Any], args: argparse.Namespace) -> None:
           f"{statistics.median(n['orch_cpu_s']):.3f} / {statistics.median(v['orch_cpu_s']):.3f}, "
           f"4 devices {statistics.median(n['devices_cpu_s']):.3f} / {statistics.median(v['devices_cpu_s']):.3f}, "
           f"renderer - / {statistics.median(v['renderer_cpu_s']):.3f}, "
-          f"viewers process - / {statistics.median(v['viewers_cpu_s']):.3f}")
+          f"viewers process - / {statistics.median(v['viewers_cpu_s']):.3f}; the orchestrator runnable but "
+          f"waiting for a core {statistics.median(n['orch_wait_s']):.3f} / {statistics.median(v['orch_wait_s']):.3f}")
     print("\n| parallel width | makespan (s) | speedup vs sequential |\n|---|---|---|")
     for s in result["sleep"]:
         print(f"| {s['parallel_width']:.0f} | {s['makespan_s']:.2f} | {s['speedup']:.2f} |")

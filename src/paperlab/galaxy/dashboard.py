@@ -280,7 +280,9 @@ class Dashboard:
             for tid in (tasks if self._all or key != self._dag_key else self._touched):
                 t = tasks.get(tid)
                 if t is not None:
-                    states[tid] = [t.status.value, t.assigned_device, t.error]
+                    # The status is a str enum: json writes its value (``.value`` is a slow
+                    # property, and this runs for every task that changed).
+                    states[tid] = [t.status, t.assigned_device, t.error]
         self._dag_key = key
         self._touched.clear()
         self._all = False

@@ -167,7 +167,10 @@ class Orchestrator(DeviceLink):
     def _emit(self, run_id: str, ev: Event, data: dict[str, Any] | None = None) -> None:
         if not self.listeners:
             return
-        data = {**(ev.data() if data is None else data), "ts": ev.ts}
+        # ``data`` was made for this event and the journal has already serialised it, so the
+        # timestamp goes in place (a copy per event was a tenth of the dashboard's cost).
+        data = ev.data() if data is None else data
+        data["ts"] = ev.ts
         for listener in list(self.listeners):
             try:
                 listener(run_id, ev.kind, data)
