@@ -27,8 +27,8 @@ Writes bench/galaxy/results/throughput.json and prints a table.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import asyncio
+import contextlib
 import json
 import os
 import random
