@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -153,5 +154,34 @@ def test_a_stalled_viewer_costs_one_frame_and_catches_up_with_the_whole_page(
                     assert {v[0] for v in late["tasks"].values()} == {"completed"}
             finally:
                 await asyncio.gather(*(d.astop() for d in devs))
+
+    asyncio.run(main())
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only (elsewhere: nice +10)")
+@pytest.mark.parametrize(("nice", "policy"), [(None, "SCHED_IDLE"), ("5", "SCHED_OTHER")])
+def test_the_renderer_takes_only_leftover_cpu_unless_told_a_nice_value(
+        tmp_path: Path, tscale: float, monkeypatch: pytest.MonkeyPatch, nice: str | None, policy: str) -> None:
+    """The live renderer process, started for a real viewer, runs under SCHED_IDLE (a core
+    only when nothing else wants it); GALAXY_RENDER_NICE puts it back under the normal policy
+    at that nice value."""
+    if nice is None:
+        monkeypatch.delenv("GALAXY_RENDER_NICE", raising=False)
+    else:
+        monkeypatch.setenv("GALAXY_RENDER_NICE", nice)
+    plan = Constellation.from_plan({"tasks": [{"id": "a", "executor": {"kind": "echo"}}]})
+
+    async def main() -> None:
+        async with start_orchestrator(tmp_path / "j.sqlite", SECRET, ui=True) as g:
+            g.orch.submit(plan, "watched")
+            url = f"ws://127.0.0.1:{g.server.port}/ui/ws"
+            async with connect(url, additional_headers={"Authorization": f"Bearer {SECRET}"}) as ws:
+                await ws.recv()
+                await asyncio.wait_for(ws.recv(), 10 * tscale)  # a frame: the renderer is up
+                proc = g.ui._proc
+                assert proc is not None and proc.returncode is None
+                assert os.sched_getscheduler(proc.pid) == getattr(os, policy)
+                if nice is not None:
+                    assert os.getpriority(os.PRIO_PROCESS, proc.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + int(nice))
 
     asyncio.run(main())
