@@ -78,6 +78,30 @@ def _rounds(model, cond, name, cfg, rounds: int, reuse: bool, tries: int = 3) ->
             "ratio_vs_best_b1_paired_median": statistics.median(ratios_best), "ratios": [round(x, 2) for x in ratios]}
 
 
+def thread_scaling(threads: int) -> float:
+    """Speed-up of ``threads`` threads over one on a batch-32-sized matmul (1088 x 128 @ 128 x
+    512), best of five: whether this machine's cores ran in parallel during the run. On a
+    shared VM it swung between about 1.2 and 1.9 from minute to minute, and batch 32 (which
+    uses both threads) slows with it while batch 1 (overhead-bound) does not."""
+    a, w = torch.randn(1088, 128), torch.randn(128, 512)
+
+    def best(n: int) -> float:
+        torch.set_num_threads(n)
+        for _ in range(20):
+            a @ w
+        t = float("inf")
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(100):
+                a @ w
+            t = min(t, time.perf_counter() - t0)
+        return t
+
+    one, many = best(1), best(threads)
+    torch.set_num_threads(threads)
+    return one / many
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", default="tiny")
@@ -103,6 +127,7 @@ def main() -> None:
     published.load_state_dict(trained.model.state_dict())
     big = args.big
     rows = {}
+    scaling = [thread_scaling(threads)]
     for name in SAMPLERS:
         cached = _rounds(trained.model, cond, name, cfg.sample, args.rounds, True)
         plain = _rounds(published, cond, name, cfg.sample, max(1, args.rounds // 2), False)
@@ -124,6 +149,7 @@ def main() -> None:
             f"cache_speedup_batch{big}": round(plain["bn_s"] / cached["bn_s"], 2),
             "cache_speedup_batch1": round(plain["b1_s"] / cached["b1_s"], 2),
         }
+    scaling.append(thread_scaling(threads))
     par = rows["parallel"]["batch1_s_per_sample"]
     for r in rows.values():
         r["s_per_sample_vs_parallel"] = round(r["batch1_s_per_sample"] / par, 2)
@@ -141,10 +167,12 @@ def main() -> None:
                       str(r["per_step_cost_ratio_vs_best_batch1"]), str(r["published_per_step_cost_ratio"]), str(r[f"cache_speedup_batch{big}"]),
                       str(r["cache_speedup_batch1"]))
     Console().print(table)
+    print(f"{threads}-thread speed-up of a batch-32-sized matmul, before / after: {scaling[0]:.2f} / {scaling[1]:.2f}")
     if args.json:
         payload = {"preset": args.preset, "threads": threads, "rounds": args.rounds,
                    "load_avg_1m": round(os.getloadavg()[0], 2), "torch": torch.__version__,
-                   "machine": platform.machine(), "samplers": rows, "sample_config": cfg.sample.model_dump()}
+                   "machine": platform.machine(),
+                   "thread_scaling_before_after": [round(x, 2) for x in scaling], "samplers": rows, "sample_config": cfg.sample.model_dump()}
         args.json.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(args.json, json.dumps(payload, indent=2))
 
