@@ -185,3 +185,21 @@ def test_the_renderer_takes_only_leftover_cpu_unless_told_a_nice_value(
                     assert os.getpriority(os.PRIO_PROCESS, proc.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + int(nice))
 
     asyncio.run(main())
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only (elsewhere: nice +10)")
+@pytest.mark.parametrize(("value", "done"), [(None, "SCHED_IDLE"), ("+3", "nice +3"), ("not a number", "SCHED_IDLE")])
+def test_a_bad_nice_value_does_not_stop_the_renderer(value: str | None, done: str) -> None:
+    """In a child process (the call changes the caller's own scheduling)."""
+    import subprocess
+    import sys
+
+    env = {} if value is None else {"GALAXY_RENDER_NICE": value}
+    code = ("import json, sys; from paperlab.galaxy.dashboard_render import lower_priority; "
+            "print(lower_priority(json.loads(sys.argv[1])))")
+    import paperlab
+
+    src = str(Path(paperlab.__file__).resolve().parents[1])  # the paperlab under test
+    out = subprocess.run([sys.executable, "-c", code, json.dumps(env)], capture_output=True, text=True,
+                         check=True, timeout=60, env={**os.environ, "PYTHONPATH": src})
+    assert out.stdout.strip() == done

@@ -294,21 +294,26 @@ def serve(journal: str | Path, inp: BinaryIO, out: BinaryIO) -> None:
 # runs only it as idle when it places a waking process, so a device woken by the orchestrator
 # takes the renderer's core instead of queueing on the orchestrator's. Under nice +10 (the
 # fallback elsewhere) the bench's 3 viewers added 60-73 ms of run-queue wait to the
-# orchestrator per 5000-task run; under SCHED_IDLE 3-16 ms (docs/galaxy.md).
+# orchestrator per 5000-task run; under SCHED_IDLE 3-49 ms, median 17 (docs/galaxy.md).
 # GALAXY_RENDER_NICE=N runs it at nice N under the normal policy instead (0: the
 # orchestrator's own priority).
 NICE = 10
 
 
 def lower_priority(env: dict[str, str]) -> str:
-    """Give the renderer leftover CPU only; returns what was done, for the log."""
-    if "GALAXY_RENDER_NICE" not in env and hasattr(os, "SCHED_IDLE"):
+    """Give the renderer leftover CPU only; returns what was done. A GALAXY_RENDER_NICE that
+    is not an integer counts as unset (the renderer must not die over it: the orchestrator
+    would restart it every second)."""
+    if not env.get("GALAXY_RENDER_NICE", "").strip().lstrip("+-").isdigit() and hasattr(os, "SCHED_IDLE"):
         try:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
             return "SCHED_IDLE"
         except OSError:
             pass  # not allowed here: fall back to nice
-    n = int(env.get("GALAXY_RENDER_NICE", NICE))
+    try:
+        n = int(env.get("GALAXY_RENDER_NICE", NICE))
+    except ValueError:
+        n = NICE
     with contextlib.suppress(AttributeError, OSError):  # no os.nice (Windows) or not allowed
         os.nice(n)
         return f"nice {n:+d}"
