@@ -158,13 +158,14 @@ def test_a_stalled_viewer_costs_one_frame_and_catches_up_with_the_whole_page(
     asyncio.run(main())
 
 
-@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only (elsewhere: nice +10)")
-@pytest.mark.parametrize(("nice", "policy"), [(None, "SCHED_IDLE"), ("5", "SCHED_OTHER")])
-def test_the_renderer_takes_only_leftover_cpu_unless_told_a_nice_value(
-        tmp_path: Path, tscale: float, monkeypatch: pytest.MonkeyPatch, nice: str | None, policy: str) -> None:
-    """The live renderer process, started for a real viewer, runs under SCHED_IDLE (a core
-    only when nothing else wants it); GALAXY_RENDER_NICE puts it back under the normal policy
-    at that nice value."""
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="scheduling policies are read on Linux only")
+@pytest.mark.parametrize(("nice", "policy", "step"), [(None, "SCHED_OTHER", 10), ("5", "SCHED_OTHER", 5),
+                                                      ("idle", "SCHED_IDLE", 0)])
+def test_the_renderer_runs_below_the_orchestrator_as_told(
+        tmp_path: Path, tscale: float, monkeypatch: pytest.MonkeyPatch, nice: str | None, policy: str,
+        step: int) -> None:
+    """The live renderer process, started for a real viewer: nice +10 by default, another nice
+    value or SCHED_IDLE (a core only when nothing else wants one) as GALAXY_RENDER_NICE says."""
     if nice is None:
         monkeypatch.delenv("GALAXY_RENDER_NICE", raising=False)
     else:
@@ -181,14 +182,15 @@ def test_the_renderer_takes_only_leftover_cpu_unless_told_a_nice_value(
                 proc = g.ui._proc
                 assert proc is not None and proc.returncode is None
                 assert os.sched_getscheduler(proc.pid) == getattr(os, policy)
-                if nice is not None:
-                    assert os.getpriority(os.PRIO_PROCESS, proc.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + int(nice))
+                if step:
+                    assert os.getpriority(os.PRIO_PROCESS, proc.pid) == min(19, os.getpriority(os.PRIO_PROCESS, 0) + step)
 
     asyncio.run(main())
 
 
-@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only (elsewhere: nice +10)")
-@pytest.mark.parametrize(("value", "done"), [(None, "SCHED_IDLE"), ("+3", "nice +3"), ("not a number", "SCHED_IDLE")])
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
+@pytest.mark.parametrize(("value", "done"), [(None, "nice +10"), ("+3", "nice +3"), ("idle", "SCHED_IDLE"),
+                                             ("not a number", "nice +10")])
 def test_a_bad_nice_value_does_not_stop_the_renderer(value: str | None, done: str) -> None:
     """In a child process (the call changes the caller's own scheduling)."""
     import subprocess

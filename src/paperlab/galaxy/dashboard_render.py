@@ -21,8 +21,9 @@ connected, or one skipped frames). Both are UTF-8 JSON text, encoded once for ev
 
 Run as ``python -m paperlab.galaxy.dashboard_render JOURNAL``; it exits when its stdin closes,
 so an orchestrator that dies (even by SIGKILL) leaves no renderer behind. It lowers its own
-CPU priority (SCHED_IDLE on Linux, else ``nice`` +10): where cores are scarce, the orchestrator
-and the devices come first and frames come less often.
+CPU priority (``nice`` +10, or as GALAXY_RENDER_NICE says: another nice value, or ``idle`` for
+SCHED_IDLE): where cores are scarce, the orchestrator and the devices come first and frames
+come less often.
 """
 
 from __future__ import annotations
@@ -289,29 +290,32 @@ def serve(journal: str | Path, inp: BinaryIO, out: BinaryIO) -> None:
 
 
 # The renderer's CPU priority below the orchestrator's: on a busy machine the scheduler and
-# the devices come first, and frames come less often instead. On Linux the renderer runs under
-# SCHED_IDLE: it gets a core only when nothing else wants it, and the kernel counts a core that
-# runs only it as idle when it places a waking process, so a device woken by the orchestrator
-# takes the renderer's core instead of queueing on the orchestrator's. Under nice +10 (the
-# fallback elsewhere) the bench's 3 viewers added 60-73 ms of run-queue wait to the
-# orchestrator per 5000-task run; under SCHED_IDLE 3-49 ms, median 17 (docs/galaxy.md).
-# GALAXY_RENDER_NICE=N runs it at nice N under the normal policy instead (0: the
-# orchestrator's own priority).
+# the devices come first, and frames come less often instead. By default nice +10.
+# GALAXY_RENDER_NICE=N sets another nice value (0: the orchestrator's own priority), and
+# GALAXY_RENDER_NICE=idle the SCHED_IDLE policy (Linux): a core only when nothing else wants
+# one, and the kernel counts a core that runs only the renderer as idle when it places a
+# waking process, so a device woken by the orchestrator takes the renderer's core instead of
+# queueing on the orchestrator's. Measured (docs/galaxy.md): with 3 viewers of a 5000-task run
+# the orchestrator's extra run-queue wait fell from 60-73 ms to 3-49 ms (median 17), but the
+# viewers' throughput ratio did not measurably improve, and with both cores busy with other
+# work (two CPU burners) the first frame of a 5000-task run took 35 s instead of 1.3 s (200
+# tasks: 1.6 s instead of 0.16 s). So it is not the default.
 NICE = 10
 
 
 def lower_priority(env: dict[str, str]) -> str:
-    """Give the renderer leftover CPU only; returns what was done. A GALAXY_RENDER_NICE that
-    is not an integer counts as unset (the renderer must not die over it: the orchestrator
-    would restart it every second)."""
-    if not env.get("GALAXY_RENDER_NICE", "").strip().lstrip("+-").isdigit() and hasattr(os, "SCHED_IDLE"):
+    """Lower the renderer's CPU priority as GALAXY_RENDER_NICE says; returns what was done.
+    A value that is neither an integer nor ``idle`` counts as unset (the renderer must not die
+    over it: the orchestrator would restart it every second)."""
+    value = env.get("GALAXY_RENDER_NICE", "").strip().lower()
+    if value == "idle" and hasattr(os, "SCHED_IDLE"):
         try:
             os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
             return "SCHED_IDLE"
         except OSError:
             pass  # not allowed here: fall back to nice
     try:
-        n = int(env.get("GALAXY_RENDER_NICE", NICE))
+        n = int(value)
     except ValueError:
         n = NICE
     with contextlib.suppress(AttributeError, OSError):  # no os.nice (Windows) or not allowed
