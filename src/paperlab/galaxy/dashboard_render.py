@@ -298,8 +298,8 @@ def serve(journal: str | Path, inp: BinaryIO, out: BinaryIO) -> None:
 # queueing on the orchestrator's. Measured (docs/galaxy.md): with 3 viewers of a 5000-task run
 # the orchestrator's extra run-queue wait fell from 60-73 ms to 3-49 ms (median 17), but the
 # viewers' throughput ratio did not measurably improve, and with both cores busy with other
-# work (two CPU burners) the first frame of a 5000-task run took 35 s instead of 1.3 s (200
-# tasks: 1.6 s instead of 0.16 s). So it is not the default.
+# work (bench/galaxy/first_frame.py, two CPU burners) the first frame of a 5000-task run took
+# 34.5 s instead of 0.41 s (200 tasks: 1.56 s instead of 0.13 s). So it is not the default.
 NICE = 10
 
 
