@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
@@ -88,3 +90,32 @@ def test_token_and_control_commands_fail_in_one_line(tmp_path: Path) -> None:
 
     r = cli("submit", str(plan), "--api", f"http://127.0.0.1:{free_port()}/api")
     assert r.returncode == 2 and "cannot reach the control API" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_max_send_mb_reaches_the_service_and_a_bad_one_is_one_line(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """--max-send-mb (the bound on frames queued for a device that stops reading) reaches the
+    service's options (in MiB) from both serve and run; below 1 it is one line, exit 2."""
+    from typer.testing import CliRunner
+
+    from paperlab.galaxy import cli as galaxy_cli
+    from paperlab.galaxy import service
+
+    seen: list[service.ServiceOptions] = []
+
+    def fake_run_service(opts: service.ServiceOptions) -> str:  # the far side: no orchestrator
+        seen.append(opts)
+        return "completed"
+
+    monkeypatch.setattr(service, "run_service", fake_run_service)
+    plan = tmp_path / "p.yaml"
+    plan.write_text("tasks:\n- {id: a, executor: {kind: echo}}\n")
+    runner = CliRunner()
+    r = runner.invoke(galaxy_cli.app, ["serve", "--token", "t", "--max-send-mb", "3"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(galaxy_cli.app, ["run", str(plan), "--token", "t"])
+    assert r.exit_code == 0, r.output
+    assert [o.max_send_mb for o in seen] == [3, 64]
+    r = cli("run", str(plan), "--token", "t", "--max-send-mb", "0", token="t")
+    assert r.returncode == 2 and "--max-send-mb 0: give at least 1" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

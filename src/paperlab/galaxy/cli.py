@@ -20,8 +20,18 @@ TlsCertOpt = Annotated[Path | None, typer.Option(help="TLS certificate (PEM): se
 TlsKeyOpt = Annotated[Path | None, typer.Option(help="TLS private key (PEM) for --tls-cert.")]
 ApiOpt = Annotated[str, typer.Option("--api", envvar="GALAXY_API", help="Control API URL of a running orchestrator.")]
 DEFAULT_API = "http://127.0.0.1:8766/api"
+MaxSendOpt = Annotated[int, typer.Option(
+    "--max-send-mb", help="MiB of frames queued for a device that stops reading before it is disconnected.")]
 CaOpt = Annotated[Path | None, typer.Option("--ca-file", envvar="GALAXY_CA_FILE",
                                             help="Certificate to trust for an https:// API (self-signed).")]
+
+
+def _positive_mb(mb: int) -> int:
+    from paperlab.errors import ConfigError
+
+    if mb < 1:
+        raise ConfigError(f"--max-send-mb {mb}: give at least 1 (MiB queued for a device that stops reading)")
+    return mb
 
 
 def _need_token(token: str) -> str:
@@ -46,6 +56,7 @@ def serve(
     api_port: ApiPortOpt = None,
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
+    max_send_mb: MaxSendOpt = defaults.MAX_SEND_MB,
 ) -> None:
     """Run an orchestrator that devices dial in to; stays up until interrupted.
 
@@ -57,7 +68,7 @@ def serve(
                                plan=plan, resume=resume, ui=ui, device_timeout=device_timeout,
                                exit_when_done=False, replan=replan,
                                api_port=api_port if api_port is not None else (port + 1 if port else 0),
-                               tls_cert=tls_cert, tls_key=tls_key))
+                               tls_cert=tls_cert, tls_key=tls_key, max_send_mb=_positive_mb(max_send_mb)))
 
 
 @app.command()
@@ -77,6 +88,7 @@ def run(
     api_port: Annotated[int | None, typer.Option(help="Also serve the control API on this port (0: any).")] = None,
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
+    max_send_mb: MaxSendOpt = defaults.MAX_SEND_MB,
 ) -> None:
     """Start an orchestrator, run PLAN (or --resume RUN_ID) to the end, print the result."""
     from paperlab.errors import ConfigError
@@ -88,7 +100,7 @@ def run(
         token=_need_token(token), host=host, port=port, journal=journal, plan=plan, run_id=run_id,
         resume=resume, ui=ui, device_timeout=device_timeout, unplaceable_timeout=unplaceable_timeout,
         exit_when_done=True, live=live, replan=replan, api_port=api_port, tls_cert=tls_cert,
-        tls_key=tls_key))
+        tls_key=tls_key, max_send_mb=_positive_mb(max_send_mb)))
     raise typer.Exit(0 if state == "completed" else 1)
 
 

@@ -9,3 +9,4 @@ EVICT_AFTER = 600.0  # seconds a device may stay offline before its registry ent
 TICK = 0.05  # seconds between periodic orchestrator steps when nothing wakes it earlier
 MAX_INFO_BYTES = 16_384  # the largest DEVICE_INFO / REGISTER info a device may keep with us
 KEEP_FINISHED = 32  # finished runs kept in memory (older ones are read back from the journal)
+MAX_SEND_MB = 64  # MiB of frames queued for one device that stops reading before it is disconnected

@@ -29,6 +29,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from paperlab.galaxy import defaults
 from paperlab.galaxy.auth import DEVICE_HEADER, Identity, identify, presented_token
 from paperlab.galaxy.orchestrator import Orchestrator
 from paperlab.galaxy.protocol import (
@@ -44,7 +45,7 @@ __all__ = ["OrchestratorServer", "RateLimit", "SendQueue", "token_ok"]
 
 # Bytes queued for one device before it counts as not reading: 64 frames of the largest size.
 # A step queues at most max_concurrency TASKs for a device at once, which must fit.
-DEFAULT_MAX_SEND_BYTES = 64 * DEFAULT_MAX_BYTES
+DEFAULT_MAX_SEND_BYTES = defaults.MAX_SEND_MB << 20
 
 log = logging.getLogger(__name__)
 

@@ -45,6 +45,7 @@ class ServiceOptions:
     api_port: int | None = None  # the control API's port (None: no control API)
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    max_send_mb: int = defaults.MAX_SEND_MB  # frames queued for a device that stops reading
 
 
 def replay_run(journal_path: Path, run_id: str) -> Run:
@@ -92,7 +93,8 @@ async def _main(opts: ServiceOptions) -> str | None:
     async with start_orchestrator(opts.journal, opts.token, host=opts.host, port=opts.port,
                                   config=config, ui=opts.ui, replanner=replanner,
                                   api_port=opts.api_port,
-                                  ssl_context=server_context(opts.tls_cert, opts.tls_key)) as g:
+                                  ssl_context=server_context(opts.tls_cert, opts.tls_key),
+                                  max_send_bytes=opts.max_send_mb << 20) as g:
         return await _serve(opts, g)
 
 
