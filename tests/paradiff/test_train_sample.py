@@ -179,7 +179,7 @@ def test_prefix_attention_keeps_the_condition_blind_to_the_outputs(rand_model: P
     y = x.clone()
     y[:, LAY.text] = 7  # other output words
     y[:, LAY.out_image] = LAY.n_words + 3
-    for (k1, v1), (k2, v2) in zip(rand_model.condition_cache(x), rand_model.condition_cache(y), strict=True):
+    for (k1, v1), (k2, v2) in zip(rand_model.condition_cache(x).kv, rand_model.condition_cache(y).kv, strict=True):
         c = LAY.condition
         assert torch.equal(k1[:, :, c], k2[:, :, c]) and torch.equal(v1[:, :, c], v2[:, :, c])
     other_prompt = condition_tokens(LAY, [["draw", "a", "small", "blue", "square", "at", "c3"]] * 3, [None] * 3)

@@ -37,7 +37,7 @@ import torch
 
 from paperlab.paradiff.config import SampleConfig
 from paperlab.paradiff.errors import ParadiffConfigError
-from paperlab.paradiff.model import KV, MASK, ParaDiffModel
+from paperlab.paradiff.model import MASK, ConditionCache, ParaDiffModel
 from paperlab.paradiff.tokens import drop_condition
 
 __all__ = ["SAMPLERS", "SampleResult", "Trajectory", "sample", "uniforms"]
@@ -70,16 +70,13 @@ class SampleResult:
     trajectory: Trajectory | None = None
 
 
-def _rows(cache: KV | None, rows: slice) -> KV | None:
-    return None if cache is None else [(k[rows], v[rows]) for k, v in cache]
-
-
-def _model_logits(model: ParaDiffModel, x: torch.Tensor, chunk: int, cache: KV | None = None, *,
+def _model_logits(model: ParaDiffModel, x: torch.Tensor, chunk: int, cache: ConditionCache | None = None, *,
                   text: bool = True, image: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """``model.output_logits`` over ``x``, ``chunk`` rows at a time (0 or a GPU: all at once)."""
     if chunk <= 0 or x.shape[0] <= chunk or x.device.type != "cpu":
         return model.output_logits(x, cache, text=text, image=image)
-    parts = [model.output_logits(x[i:i + chunk], _rows(cache, slice(i, i + chunk)), text=text, image=image)
+    parts = [model.output_logits(x[i:i + chunk], None if cache is None else cache.rows(slice(i, i + chunk)),
+                                 text=text, image=image)
              for i in range(0, x.shape[0], chunk)]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
@@ -95,17 +92,15 @@ class _ConditionCache:
 
     def __init__(self, model: ParaDiffModel, x: torch.Tensor, guided: bool) -> None:
         self.cond = model.condition_cache(x)
-        self.uncond: KV | None = None
-        self.both: KV | None = None
+        self.uncond: ConditionCache | None = None
+        self.both: ConditionCache | None = None
         if guided:
             blank = model.condition_cache(drop_condition(model.layout, x[:1]))
-            b = x.shape[0]
-            repeated = [(bk.expand(b, -1, -1, -1), bv.expand(b, -1, -1, -1)) for bk, bv in blank]
-            if b >= _SPLIT_ROWS:
-                self.uncond = [(k.contiguous(), v.contiguous()) for k, v in repeated]
+            repeated = blank.expand(x.shape[0])
+            if x.shape[0] >= _SPLIT_ROWS:
+                self.uncond = repeated
             else:
-                self.both = [(torch.cat([k, rk]), torch.cat([v, rv]))
-                             for (k, v), (rk, rv) in zip(self.cond, repeated, strict=True)]
+                self.both = self.cond.cat(repeated)
 
 
 def _logits(model: ParaDiffModel, x: torch.Tensor, guidance: float, need_image: bool,
