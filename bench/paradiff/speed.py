@@ -80,9 +80,9 @@ def _rounds(model, cond, name, cfg, rounds: int, reuse: bool, tries: int = 3) ->
 
 def thread_scaling(threads: int) -> float:
     """Speed-up of ``threads`` threads over one on a batch-32-sized matmul (1088 x 128 @ 128 x
-    512), best of five: whether this machine's cores ran in parallel during the run. On a
-    shared VM it swung between about 1.2 and 1.9 from minute to minute, and batch 32 (which
-    uses both threads) slows with it while batch 1 (overhead-bound) does not."""
+    512), best of five: how well this machine's cores ran in parallel around the rounds. On
+    the shared 2-vCPU VM of these runs it measured 1.55-2.31 from one minute to the next;
+    batch 32 leans on both threads, batch 1 (about as fast on one) hardly does."""
     a, w = torch.randn(1088, 128), torch.randn(128, 512)
 
     def best(n: int) -> float:
