@@ -201,7 +201,7 @@ class OrchestratorServer:
                 put(frame)
 
         def put(frame: str) -> None:
-            if not queue.put(frame) and queue.full and not ws.transport.is_closing():
+            if not queue.put(frame) and not ws.transport.is_closing():  # False: over the bound
                 log.warning("device %s is not reading: more than %d bytes queued for it; disconnecting",
                             device_id, queue.limit)
                 ws.transport.abort()  # its reader ends at once, and the orchestrator hears of it
