@@ -96,6 +96,9 @@ class Orchestrator(DeviceLink):
         self._loop_task: asyncio.Task[None] | None = None
         self._conn_seq = 0
         self.listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
+        # Called with the run id once a run has finished (after its waiters are told and the
+        # oldest finished runs are dropped): runtime.py freezes the live objects for the GC there.
+        self.on_finished: list[Callable[[str], None]] = []
         self.replanner: Callable[[Orchestrator, str, list[dict[str, Any]]], Any] | None = None
 
     # ---- lifecycle -------------------------------------------------------------------
@@ -330,6 +333,8 @@ class Orchestrator(DeviceLink):
         if fut is not None and not fut.done():
             fut.set_result(state)
         self._forget_old_runs()
+        for hook in self.on_finished:
+            hook(run.run_id)
 
     def _forget_old_runs(self) -> None:
         """Drop the oldest finished runs beyond ``keep_finished`` from memory.

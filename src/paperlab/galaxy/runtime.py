@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import contextlib
-import gc
 import ssl
 import time
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from paperlab.galaxy.gcpolicy import OrchestratorGC
 from paperlab.galaxy.journal import Journal
 from paperlab.galaxy.orchestrator import Orchestrator, OrchestratorConfig
 from paperlab.galaxy.server import OrchestratorServer
@@ -48,9 +48,11 @@ async def start_orchestrator(journal: str | Path, token: str, *, host: str = "12
     """Open the journal, start the orchestrator and its server (and, with ``api_port``, the
     control API on that port, 0 for any); close them all on exit."""
     j = Journal(journal)
-    gc_before = _tune_gc()
+    collector = OrchestratorGC()
+    collector.start()
     try:
         orch = Orchestrator(j, config or OrchestratorConfig(), clock=clock)
+        orch.on_finished.append(lambda _run_id: collector.run_finished())
         if replanner is not None:
             replanner.attach(orch)
         dash = None
@@ -76,17 +78,4 @@ async def start_orchestrator(journal: str | Path, token: str, *, host: str = "12
                 await dash.close()
     finally:
         j.close()
-        gc.set_threshold(*gc_before)
-
-
-def _tune_gc() -> tuple[int, ...]:
-    """Collect the young generation every 50,000 allocations instead of 700 while an
-    orchestrator runs; returns the thresholds to restore.
-
-    A long-lived orchestrator keeps every run's tasks in memory (about 15,000 tracked objects
-    per 1000-task run), and with the default thresholds full collections over that heap took
-    about a quarter of its CPU time on the no-op benchmark, in spikes of up to 0.2 s. Young
-    garbage is collected all the same, in larger, rarer batches."""
-    before = gc.get_threshold()
-    gc.set_threshold(max(before[0], 50_000), max(before[1], 20), before[2])
-    return before
+        collector.stop()

@@ -1,0 +1,100 @@
+"""The orchestrator process's collector policy: finished runs are frozen out of the GC's
+scans, yet the runs dropped beyond ``keep_finished`` are still freed, cycles made by other
+code are still collected once the frozen set doubles, and the process's own policy comes back
+when the orchestrator stops."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+from pathlib import Path
+
+import pytest
+
+from paperlab.galaxy import gcpolicy
+from paperlab.galaxy.agent import DeviceAgent
+from paperlab.galaxy.constellation import Constellation, ConstellationState
+from paperlab.galaxy.executors import DeviceConfig
+from paperlab.galaxy.orchestrator import OrchestratorConfig
+from paperlab.galaxy.runtime import start_orchestrator
+
+
+class Node:
+    """A plain object that can sit in a reference cycle."""
+
+    other: Node | None = None
+
+
+@pytest.fixture
+def restore_gc():
+    before = gc.get_threshold()
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*before)
+
+
+def test_runs_are_frozen_while_it_runs_and_the_dropped_ones_are_still_freed(tmp_path: Path, tscale: float,
+                                                                            restore_gc: None) -> None:
+    plan = Constellation.from_plan({"tasks": [{"id": f"t{i}", "executor": {"kind": "echo"}} for i in range(50)]})
+    before = gc.get_threshold()
+
+    async def main() -> None:
+        async with start_orchestrator(tmp_path / "j.sqlite", "tok",
+                                      config=OrchestratorConfig(keep_finished=2)) as g:
+            assert gc.get_threshold()[0] == gcpolicy.YOUNG_THRESHOLD
+            agent = DeviceAgent(DeviceConfig(device_id="d", capabilities=[], max_concurrency=4,
+                                             heartbeat_interval=0.2), g.url, "tok", seed=1)
+            running = asyncio.create_task(agent.run())
+            try:
+                refs = []
+                for _ in range(6):
+                    rid = g.orch.submit(plan)
+                    assert await g.orch.wait(rid, 30 * tscale) is ConstellationState.COMPLETED
+                    refs.append(weakref.ref(g.orch.runs[rid]))
+                    assert gc.get_freeze_count() > 0  # frozen at the run's end
+                # Four runs were dropped from memory after being frozen: reference counting
+                # freed them all the same (no gc.collect() here).
+                assert [r() is None for r in refs] == [True] * 4 + [False] * 2
+            finally:
+                agent.stop()
+                await running
+
+    asyncio.run(main())
+    assert gc.get_freeze_count() == 0  # unfrozen on the way out
+    assert gc.get_threshold() == before
+
+
+def test_cycles_made_by_other_code_are_collected_once_the_frozen_set_doubles(monkeypatch: pytest.MonkeyPatch,
+                                                                             restore_gc: None) -> None:
+    monkeypatch.setattr(gcpolicy, "FLOOR", 1000)
+    policy = gcpolicy.OrchestratorGC()
+    policy.start()
+    try:
+        policy.run_finished()  # this process holds more than 2 x FLOOR objects: one full collection
+        assert policy.full_collections == 1
+        first = gc.get_freeze_count()
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a cycle: reference counting alone never frees it
+        cycle = weakref.ref(a)
+        policy.run_finished()  # frozen with it
+        del a, b
+        assert cycle() is not None and policy.full_collections == 1
+        keep = [[i] for i in range(2 * max(first, 1000) + 10)]  # live objects: the frozen set doubles
+        policy.run_finished()
+        assert policy.full_collections == 2
+        assert cycle() is None  # the doubling's full collection found it
+        assert gc.get_freeze_count() >= len(keep)  # the live objects are frozen again
+    finally:
+        policy.stop()
+    assert gc.get_freeze_count() == 0
+
+
+def test_a_process_that_turned_the_collector_off_is_left_alone(restore_gc: None) -> None:
+    policy = gcpolicy.OrchestratorGC()
+    gc.disable()
+    try:
+        policy.run_finished()
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.enable()
