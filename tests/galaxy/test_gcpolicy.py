@@ -68,10 +68,10 @@ def test_runs_are_frozen_while_it_runs_and_the_dropped_ones_are_still_freed(tmp_
 def test_cycles_made_by_other_code_are_collected_once_the_frozen_set_doubles(monkeypatch: pytest.MonkeyPatch,
                                                                              restore_gc: None) -> None:
     monkeypatch.setattr(gcpolicy, "FLOOR", 1000)
-    policy = gcpolicy.OrchestratorGC()
+    policy = gcpolicy.OrchestratorGC(idle=lambda: True)
     policy.start()
     try:
-        policy.run_finished()  # this process holds more than 2 x FLOOR objects: one full collection
+        policy.run_finished()  # this process holds more than 4 x FLOOR objects: a full collection now
         assert policy.full_collections == 1
         first = gc.get_freeze_count()
         a, b = Node(), Node()
@@ -80,7 +80,7 @@ def test_cycles_made_by_other_code_are_collected_once_the_frozen_set_doubles(mon
         policy.run_finished()  # frozen with it
         del a, b
         assert cycle() is not None and policy.full_collections == 1
-        keep = [[i] for i in range(2 * max(first, 1000) + 10)]  # live objects: the frozen set doubles
+        keep = [[i] for i in range(4 * max(first, 1000) + 10)]  # the frozen set grows fourfold
         policy.run_finished()
         assert policy.full_collections == 2
         assert cycle() is None  # the doubling's full collection found it
@@ -90,8 +90,29 @@ def test_cycles_made_by_other_code_are_collected_once_the_frozen_set_doubles(mon
     assert gc.get_freeze_count() == 0
 
 
+@pytest.mark.parametrize("idle", [True, False])
+def test_a_doubled_frozen_set_is_collected_only_when_the_orchestrator_is_idle(monkeypatch: pytest.MonkeyPatch,
+                                                                             restore_gc: None, idle: bool) -> None:
+    async def main() -> int:
+        policy = gcpolicy.OrchestratorGC(idle=lambda: idle, idle_after=0.05)
+        policy.start()
+        try:
+            policy.run_finished()
+            monkeypatch.setattr(gcpolicy, "FLOOR", 1)
+            policy.baseline = gc.get_freeze_count() // 3  # as if it had tripled since the last one
+            before = policy.full_collections
+            policy.run_finished()
+            assert policy.full_collections == before  # not while the run's loop step is running
+            await asyncio.sleep(0.2)
+            return policy.full_collections - before
+        finally:
+            policy.stop()
+
+    assert asyncio.run(main()) == (1 if idle else 0)
+
+
 def test_a_process_that_turned_the_collector_off_is_left_alone(restore_gc: None) -> None:
-    policy = gcpolicy.OrchestratorGC()
+    policy = gcpolicy.OrchestratorGC(idle=lambda: True)
     gc.disable()
     try:
         policy.run_finished()

@@ -17,26 +17,35 @@ So, while an orchestrator runs:
   generations the collector scans. A frozen object is still freed by reference counting
   when it is no longer used, as the runs dropped beyond ``keep_finished`` are;
 - what reference counting cannot free (cycles that some other code in the process made
-  before a freeze) is bounded: when the frozen set has grown to twice its size after the
-  last full collection, it is unfrozen and collected in full, once.
+  before a freeze) is bounded: once the frozen set has doubled since the last full
+  collection, it is unfrozen and collected in full ``idle_after`` seconds after a run
+  finished if no run is active then (a full scan of 32 large runs takes about a second,
+  which should not stall a run's scheduling), else after a later run; and at once, busy or
+  not, if it has grown fourfold.
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
+from collections.abc import Callable
 
 __all__ = ["OrchestratorGC"]
 
 YOUNG_THRESHOLD = 50_000
-FLOOR = 200_000  # objects frozen before the doubling rule applies (small heaps: no full scans)
+FLOOR = 200_000  # objects frozen before a full collection is ever due (small heaps: none)
 
 
 class OrchestratorGC:
     """The collector's policy for one orchestrator: :meth:`start`, :meth:`run_finished` at each
-    finished run, :meth:`stop` to restore the process's own policy."""
+    finished run, :meth:`stop` to restore the process's own policy. ``idle`` says whether the
+    orchestrator has no active run."""
 
-    def __init__(self) -> None:
+    def __init__(self, idle: Callable[[], bool], idle_after: float = 1.0) -> None:
+        self.idle = idle
+        self.idle_after = idle_after
         self._before: tuple[int, ...] | None = None
+        self._pending: asyncio.TimerHandle | None = None
         self.baseline = 0  # objects frozen after the last full collection
         self.full_collections = 0
 
@@ -45,18 +54,33 @@ class OrchestratorGC:
         gc.set_threshold(max(self._before[0], YOUNG_THRESHOLD), max(self._before[1], 20), self._before[2])
 
     def run_finished(self) -> None:
-        """Freeze what is alive now; collect in full when the frozen set has doubled."""
+        """Freeze what is alive now; collect in full as the class docstring says."""
         if not gc.isenabled():  # the process manages its collector itself
             return
         gc.freeze()  # O(1): the generations' lists are spliced onto the frozen one
-        if gc.get_freeze_count() > 2 * max(self.baseline, FLOOR):
-            gc.unfreeze()
-            gc.collect()
-            gc.freeze()
-            self.baseline = gc.get_freeze_count()
-            self.full_collections += 1
+        grown = gc.get_freeze_count() / max(self.baseline, FLOOR)
+        if grown > 4:
+            self._collect()
+        elif grown > 2 and self._pending is None:
+            self._pending = asyncio.get_running_loop().call_later(self.idle_after, self._when_idle)
+
+    def _when_idle(self) -> None:
+        self._pending = None
+        if self.idle():
+            self._collect()
+        # Busy: the next finished run asks again.
+
+    def _collect(self) -> None:
+        gc.unfreeze()
+        gc.collect()
+        gc.freeze()
+        self.baseline = gc.get_freeze_count()
+        self.full_collections += 1
 
     def stop(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
         gc.unfreeze()  # back into the oldest generation: the process's next full scan sees them
         if self._before is not None:
             gc.set_threshold(*self._before)

@@ -48,7 +48,8 @@ async def start_orchestrator(journal: str | Path, token: str, *, host: str = "12
     """Open the journal, start the orchestrator and its server (and, with ``api_port``, the
     control API on that port, 0 for any); close them all on exit."""
     j = Journal(journal)
-    collector = OrchestratorGC()
+    # (``orch`` is read when the collector asks, after it is made.)
+    collector = OrchestratorGC(idle=lambda: all(r.finished is not None for r in orch.runs.values()))
     collector.start()
     try:
         orch = Orchestrator(j, config or OrchestratorConfig(), clock=clock)
