@@ -205,3 +205,51 @@ def test_a_bad_nice_value_does_not_stop_the_renderer(value: str | None, done: st
     out = subprocess.run([sys.executable, "-c", code, json.dumps(env)], capture_output=True, text=True,
                          check=True, timeout=60, env={**os.environ, "PYTHONPATH": src})
     assert out.stdout.strip() == done
+
+
+def test_ticks_carry_what_the_renderer_lacks_and_cost_nothing_per_event_unwatched(tmp_path: Path) -> None:
+    """The scheduler's side of the dashboard, with the real renderer's page state: a run new
+    to the renderer is sent only its tasks that are not pending (the renderer draws the others
+    as pending, and its frame still brings every task); then only the tasks that changed; a run
+    shown again after nobody watched gets every state (one may have gone back to pending
+    unseen); and while nobody watches, no listener runs and the run collects nothing."""
+    import sqlite3
+
+    from paperlab.galaxy.dashboard import Dashboard
+    from paperlab.galaxy.dashboard_render import PageState
+    from paperlab.galaxy.events import Dispatched, Refused
+
+    plan = Constellation.from_plan({"tasks": [{"id": "a", "executor": {"kind": "echo"}},
+                                              {"id": "b", "executor": {"kind": "echo"}},
+                                              {"id": "c", "executor": {"kind": "echo"}, "after": ["a"]}]})
+
+    async def main() -> None:
+        async with start_orchestrator(tmp_path / "j.sqlite", SECRET) as g:
+            orch, dash = g.orch, Dashboard(g.orch)
+            page = PageState(sqlite3.connect(f"file:{tmp_path / 'j.sqlite'}?mode=ro", uri=True))
+            rid = orch.submit(plan, "r")
+            run = orch.runs[rid]
+            orch._record(run, Dispatched(task="a", attempt="r/a/1", device="d"))
+
+            def tick() -> dict[str, str]:
+                """One tick through the renderer's page state; the statuses it carried."""
+                msg = json.loads(dash._tick())
+                page.tick(msg)
+                return {tid: v[0] for tid, v in msg["states"].items()}
+
+            assert tick() == {"a": "running"}  # new to the renderer
+            assert page.tasks["b"][0] == "pending" and page.tasks["a"][0] == "running"
+            assert 'data-task="c"' in page.panels["dag"] and set(page.tasks) == {"a", "b", "c"}
+            orch._record(run, Refused(task="a", attempt="r/a/1", device="d", reason="at capacity"))
+            assert tick() == {"a": "pending"}  # only what changed
+            assert tick() == {}
+            orch._record(run, Dispatched(task="a", attempt="r/a/2", device="d"))
+            assert tick() == {"a": "running"}
+            dash._show(None)  # the last viewer left
+            assert run.changed is None and not orch.listeners
+            orch._record(run, Refused(task="a", attempt="r/a/2", device="d", reason="at capacity"))
+            # A viewer came back: every state, "a" back to pending among them.
+            assert tick() == {"a": "pending", "b": "pending", "c": "pending"}
+            assert page.tasks["a"][0] == "pending"
+
+    asyncio.run(main())

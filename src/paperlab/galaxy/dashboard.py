@@ -45,6 +45,7 @@ from paperlab.galaxy.dashboard_render import STATUS_FILL, render_svg
 
 if TYPE_CHECKING:
     from paperlab.galaxy.orchestrator import Orchestrator
+    from paperlab.galaxy.runstate import Run
 
 __all__ = ["Dashboard", "render_svg"]
 
@@ -112,10 +113,6 @@ table{border-collapse:collapse;font-size:13px} td,th{padding:2px 8px;text-align:
 """
 
 
-# Events that change no task's state; any other event without a task may change many.
-_NO_TASK_CHANGE = frozenset({"device", "dropped", "reconciled", "edit_rejected"})
-
-
 @dataclass(frozen=True)
 class Frame:
     """One frame from the renderer: the diff from frame ``base`` and, when a viewer needed
@@ -161,22 +158,15 @@ class Dashboard:
         self._proc: asyncio.subprocess.Process | None = None
         self._pump: asyncio.Task[None] | None = None
         self._seq = 0  # the renderer's newest frame
-        # Tasks whose state changed since the last tick (or all of them): collected by the
-        # listener only while someone watches, at the cost of a set.add per event.
-        self._touched: set[str] = set()
-        self._all = True
+        # The run on show, whose Run.changed collects the tasks that changed since the last
+        # tick while someone watches; None when nobody does or the renderer is new.
+        self._shown: Run | None = None
         self._dag_key = ""
+        self._renderer_run: str | None = None  # the run the renderer last heard of
         self.renders = 0  # frames received from the renderer
         self.frames_sent = 0  # frames sent to viewers, all together
         self.frames_dropped = 0  # frames a slow viewer skipped
         self.fulls = 0  # frames that carried the whole page (a viewer was out of step)
-
-    def _on_event(self, run_id: str, kind: str, data: dict[str, Any]) -> None:
-        task = data.get("task")
-        if task is not None:
-            self._touched.add(task)
-        elif kind not in _NO_TASK_CHANGE:
-            self._all = True
 
     def http(self, path: str, query: dict[str, list[str]], identity: Identity,
              token: str) -> Response | None:
@@ -201,9 +191,6 @@ class Dashboard:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
         viewer = Viewer(conn)  # the next tick asks the renderer for the whole page for it
         self._clients.add(viewer)
-        if self._on_event not in self.orch.listeners:
-            self.orch.listeners.append(self._on_event)
-            self._all = True
         if self._pump is None:
             self._pump = asyncio.get_running_loop().create_task(self._pump_frames())
         loop = asyncio.get_running_loop()
@@ -267,8 +254,10 @@ class Dashboard:
     # ---- the renderer process ------------------------------------------------------------
     def _tick(self) -> bytes:
         """What the renderer needs from this process: the run on show (the newest), its
-        structure's key, the state of the tasks that changed since the last tick, and the
-        devices table (liveness is not journaled). O(changed tasks + devices)."""
+        structure's key, the ``[status, device, error]`` of the tasks that changed since the
+        last tick, and the devices table (liveness is not journaled). O(changed tasks +
+        devices); when the run on show is new to the renderer, O(tasks) once, and only the
+        tasks that are not pending are sent (the renderer takes the others as pending)."""
         run_id = next(reversed(self.orch.runs), None)
         run = self.orch.runs[run_id] if run_id is not None else None
         states: dict[str, list[Any]] = {}
@@ -277,15 +266,28 @@ class Dashboard:
             c = run.constellation
             key = f"{run_id}:{id(c)}:{len(c.tasks)}:{len(c.edges)}"
             tasks = c.tasks
-            for tid in (tasks if self._all or key != self._dag_key else self._touched):
+            if run is not self._shown and run_id != self._renderer_run:
+                self._show(run)  # new to the renderer: it takes unlisted tasks as pending
+                pending = run.pending
+                todo: Any = (tid for tid in tasks if tid not in pending)
+            elif run is not self._shown or key != self._dag_key:
+                # Shown again after nobody watched (the renderer holds states that may be
+                # stale), or edited (the renderer keeps its states): all of them.
+                self._show(run)
+                todo = tasks
+            else:
+                todo = run.changed or ()
+            for tid in todo:
                 t = tasks.get(tid)
                 if t is not None:
                     # The status is a str enum: json writes its value (``.value`` is a slow
                     # property, and this runs for every task that changed).
                     states[tid] = [t.status, t.assigned_device, t.error]
-        self._dag_key = key
-        self._touched.clear()
-        self._all = False
+            if run.changed is not None:
+                run.changed.clear()
+        else:
+            self._show(None)
+        self._dag_key, self._renderer_run = key, run_id
         devices = [[d.device_id, d.status(), sorted(d.capabilities), len(d.running), d.completed]
                    for d in self.orch.devices.values()]
         return json.dumps({
@@ -297,6 +299,14 @@ class Dashboard:
             "full": any(v.pending is None and v.last != self._seq for v in self._clients),
         }).encode() + b"\n"
 
+    def _show(self, run: Run | None) -> None:
+        """Collect the changes of ``run`` (None: of no run) from now on."""
+        if self._shown is not None:
+            self._shown.changed = None
+        self._shown = run
+        if run is not None:
+            run.changed = set()
+
     async def _pump_frames(self) -> None:
         """While someone watches: one tick per interval, the answer fanned out to the viewers'
         slots. A tick waits for its answer before the next is sent, so a busy renderer slows
@@ -306,8 +316,7 @@ class Dashboard:
             while True:
                 started = time.monotonic()
                 if not self._clients:
-                    if self._on_event in self.orch.listeners:  # nobody watches: no cost per event
-                        self.orch.listeners.remove(self._on_event)
+                    self._show(None)  # nobody watches: no cost per event
                     idle_since = idle_since or started
                     if started - idle_since > self.idle_stop:
                         return
@@ -330,8 +339,7 @@ class Dashboard:
                 await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
         finally:
             self._pump = None
-            if self._on_event in self.orch.listeners:
-                self.orch.listeners.remove(self._on_event)
+            self._show(None)
             await self._stop_renderer()
 
     async def _render(self) -> Frame | None:
@@ -352,7 +360,8 @@ class Dashboard:
         return Frame(int(head["seq"]), int(head["base"]), d, f)
 
     async def _start_renderer(self) -> asyncio.subprocess.Process:
-        self._seq, self._dag_key, self._all = 0, "", True  # a new renderer knows nothing yet
+        self._seq, self._dag_key, self._renderer_run = 0, "", None  # a new renderer knows nothing
+        self._show(None)
         for viewer in self._clients:
             viewer.last = -1
         src = str(Path(__file__).resolve().parents[2])  # the paperlab this process runs

@@ -226,14 +226,18 @@ class PageState:
             if self.tasks.get(tid) != v:
                 self.tasks[tid] = changed_tasks[tid] = v
         if key != self.dag_key or run_id != self.run_id:
-            if run_id != self.run_id:
+            new_run = run_id != self.run_id
+            if new_run:
                 self._events_seq, self._path = -1, ""
-                self.tasks = {t: v for t, v in self.tasks.items() if t in msg.get("states", {})}
             self.run_id, self.dag_key = run_id, key
             if run_id is None:
-                self.ids, self.edges, self.tasks = [], [], {}
+                self.ids, self.edges = [], []
             else:
                 self._load_structure(run_id)
+            if new_run:  # the tick lists the tasks of a run new to us that are not pending
+                listed = msg.get("states", {})
+                self.tasks = {t: self.tasks[t] if t in listed else ["pending", tip(t, "pending", None, None)]
+                              for t in self.ids}
             self.depth = _depths(self.ids, self.edges)
             dag = svg(self.ids, self.edges, self.tasks, self.depth) if run_id else "<p>no run yet</p>"
             self.panels["dag"] = dag

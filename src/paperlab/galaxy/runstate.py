@@ -67,6 +67,9 @@ class Run:
     running: dict[str, tuple[str, str]] = field(default_factory=dict)  # attempt -> (task, device)
     dirty: set[str] = field(default_factory=set)  # pending tasks whose readiness may have changed
     order: dict[str, int] = field(default_factory=dict)  # plan order, the priority tie-break
+    # Tasks whose state changed, collected only while a dashboard shows this run (None: off),
+    # so the dashboard costs the scheduler one set.add per event and no listener call.
+    changed: set[str] | None = None
 
     def __post_init__(self) -> None:
         self.reindex()
@@ -81,6 +84,8 @@ class Run:
         self.order = {tid: i for i, tid in enumerate(c.tasks)}
 
     def _touch(self, task_id: str, old_attempt: str | None) -> None:
+        if self.changed is not None:
+            self.changed.add(task_id)
         t = self.constellation.tasks[task_id]
         if old_attempt is not None and t.status is not TaskStatus.RUNNING:
             self.running.pop(old_attempt, None)
