@@ -65,54 +65,63 @@ def test_runs_are_frozen_while_it_runs_and_the_dropped_ones_are_still_freed(tmp_
     assert gc.get_threshold() == before
 
 
-def test_cycles_made_by_other_code_are_collected_once_the_frozen_set_doubles(monkeypatch: pytest.MonkeyPatch,
-                                                                             restore_gc: None) -> None:
-    monkeypatch.setattr(gcpolicy, "FLOOR", 1000)
-    policy = gcpolicy.OrchestratorGC(idle=lambda: True)
-    policy.start()
-    try:
-        policy.run_finished()  # this process holds more than 4 x FLOOR objects: a full collection now
-        assert policy.full_collections == 1
-        first = gc.get_freeze_count()
+def test_cycles_made_by_other_code_are_collected_once_memory_grows_fourfold(restore_gc: None) -> None:
+    mem = [gcpolicy.FLOOR]  # the process's memory as the policy reads it (the far side)
+    policy = gcpolicy.OrchestratorGC(idle=lambda: False, idle_after=0.01, size=lambda: mem[0])
+
+    async def main() -> None:  # (run_finished is called on the orchestrator's loop)
         a, b = Node(), Node()
         a.other, b.other = b, a  # a cycle: reference counting alone never frees it
         cycle = weakref.ref(a)
         policy.run_finished()  # frozen with it
         del a, b
-        assert cycle() is not None and policy.full_collections == 1
-        keep = [[i] for i in range(4 * max(first, 1000) + 10)]  # the frozen set grows fourfold
+        assert gc.get_freeze_count() > 0 and cycle() is not None and policy.full_collections == 0
+        mem[0] = 3 * gcpolicy.FLOOR  # doubled, and the orchestrator is busy: not yet
         policy.run_finished()
-        assert policy.full_collections == 2
-        assert cycle() is None  # the doubling's full collection found it
-        assert gc.get_freeze_count() >= len(keep)  # the live objects are frozen again
+        await asyncio.sleep(0.05)
+        assert cycle() is not None and policy.full_collections == 0
+        mem[0] = 5 * gcpolicy.FLOOR  # fourfold: now, busy or not
+        policy.run_finished()
+        assert policy.full_collections == 1 and policy.baseline == 5 * gcpolicy.FLOOR
+        assert cycle() is None  # the full collection found it
+        assert gc.get_freeze_count() > 0  # the live objects are frozen again
+
+    policy.start()
+    try:
+        asyncio.run(main())
     finally:
         policy.stop()
     assert gc.get_freeze_count() == 0
 
 
 @pytest.mark.parametrize("idle", [True, False])
-def test_a_doubled_frozen_set_is_collected_only_when_the_orchestrator_is_idle(monkeypatch: pytest.MonkeyPatch,
-                                                                             restore_gc: None, idle: bool) -> None:
+def test_doubled_memory_is_collected_only_when_the_orchestrator_is_idle(restore_gc: None, idle: bool) -> None:
     async def main() -> int:
-        policy = gcpolicy.OrchestratorGC(idle=lambda: idle, idle_after=0.05)
+        mem = [gcpolicy.FLOOR]
+        policy = gcpolicy.OrchestratorGC(idle=lambda: idle, idle_after=0.05, size=lambda: mem[0])
         policy.start()
         try:
             policy.run_finished()
-            monkeypatch.setattr(gcpolicy, "FLOOR", 1)
-            policy.baseline = gc.get_freeze_count() // 3  # as if it had tripled since the last one
-            before = policy.full_collections
+            mem[0] = 3 * gcpolicy.FLOOR
             policy.run_finished()
-            assert policy.full_collections == before  # not while the run's loop step is running
+            assert policy.full_collections == 0  # not while the run's loop step is running
             await asyncio.sleep(0.2)
-            return policy.full_collections - before
+            return policy.full_collections
         finally:
             policy.stop()
 
     assert asyncio.run(main()) == (1 if idle else 0)
 
 
+def test_where_memory_cannot_be_measured_nothing_is_frozen(restore_gc: None) -> None:
+    policy = gcpolicy.OrchestratorGC(idle=lambda: True, size=lambda: 0)
+    policy.run_finished()
+    assert gc.get_freeze_count() == 0
+    assert gcpolicy.resident_bytes() > 0  # here it can
+
+
 def test_a_process_that_turned_the_collector_off_is_left_alone(restore_gc: None) -> None:
-    policy = gcpolicy.OrchestratorGC(idle=lambda: True)
+    policy = gcpolicy.OrchestratorGC(idle=lambda: True, size=lambda: 5 * gcpolicy.FLOOR)
     gc.disable()
     try:
         policy.run_finished()
