@@ -21,7 +21,7 @@ connected, or one skipped frames). Both are UTF-8 JSON text, encoded once for ev
 
 Run as ``python -m paperlab.galaxy.dashboard_render JOURNAL``; it exits when its stdin closes,
 so an orchestrator that dies (even by SIGKILL) leaves no renderer behind. It lowers its own
-CPU priority (``nice`` +10, or as GALAXY_RENDER_NICE says: another nice value, or ``idle`` for
+CPU priority (``nice`` +19, or as GALAXY_RENDER_NICE says: another nice value, or ``idle`` for
 SCHED_IDLE): where cores are scarce, the orchestrator and the devices come first and frames
 come less often.
 """
@@ -294,17 +294,17 @@ def serve(journal: str | Path, inp: BinaryIO, out: BinaryIO) -> None:
 
 
 # The renderer's CPU priority below the orchestrator's: on a busy machine the scheduler and
-# the devices come first, and frames come less often instead. By default nice +10.
-# GALAXY_RENDER_NICE=N sets another nice value (0: the orchestrator's own priority), and
-# GALAXY_RENDER_NICE=idle the SCHED_IDLE policy (Linux): a core only when nothing else wants
-# one, and the kernel counts a core that runs only the renderer as idle when it places a
-# waking process, so a device woken by the orchestrator takes the renderer's core instead of
-# queueing on the orchestrator's. Measured (docs/galaxy.md): with 3 viewers of a 5000-task run
-# the orchestrator's extra run-queue wait fell from 60-73 ms to 3-49 ms (median 17), but the
-# viewers' throughput ratio did not measurably improve, and with both cores busy with other
-# work (bench/galaxy/first_frame.py, two CPU burners) the first frame of a 5000-task run took
-# 34.5 s instead of 0.41 s (200 tasks: 1.56 s instead of 0.13 s). So it is not the default.
-NICE = 10
+# the devices come first, and frames come less often instead. By default nice +19, the lowest
+# (it adds to the orchestrator's own nice value, up to 19). GALAXY_RENDER_NICE=N sets another
+# nice value (0: the orchestrator's own priority), and GALAXY_RENDER_NICE=idle the SCHED_IDLE
+# policy (Linux): a core only when nothing else wants one. Measured (docs/galaxy.md), with 3
+# viewers of a 5000-task run, viewed over unviewed tasks/s, interleaved in one process:
+# nice +10 0.87-0.89 (median of 16 rounds; paired 0.89-0.94), nice +19 0.91-1.00 (paired
+# 0.91-1.00): at +10 the renderer's slices on the orchestrator's core cost it 5-10% more CPU
+# (its caches refilled after each). With both cores busy with other work (two CPU burners,
+# bench/galaxy/first_frame.py) the first frame of a 5000-task run takes 0.56 s at +10, 7.3 s at
+# +19 and 35 s under idle: +19 keeps the page alive on a saturated machine, idle does not.
+NICE = 19
 
 
 def lower_priority(env: dict[str, str]) -> str:
