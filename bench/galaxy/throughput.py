@@ -398,9 +398,9 @@ def main() -> None:
     ap.add_argument("--sleep", type=float, default=0.2)
     ap.add_argument("--settle", type=float, default=0.5,
                     help="seconds between the viewers' first frames and the timed run")
-    # 15 rounds: this machine's speed flips between two states (about 1.6x apart) for seconds
-    # at a time, so a single round's ratio lands anywhere in 0.7-1.4; the median of 3 rounds
-    # swung by +-0.15 between runs of the benchmark, that of 15 by about +-0.05.
+    # 15 rounds (was 3): this VM's speed flips between two states about 1.6x apart for seconds
+    # at a time, so a single round's viewer ratio lands anywhere in 0.7-1.4; the 95% interval
+    # of the median of 15, printed with it, was 0.13-0.30 wide in six runs.
     ap.add_argument("--repeat", type=int, default=15, help="runs per no-op measurement (median)")
     args = ap.parse_args()
     deps = layered(args.tasks, args.width, fanin=2)
