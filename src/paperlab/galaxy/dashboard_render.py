@@ -300,10 +300,11 @@ def serve(journal: str | Path, inp: BinaryIO, out: BinaryIO) -> None:
 # policy (Linux): a core only when nothing else wants one. Measured (docs/galaxy.md), with 3
 # viewers of a 5000-task run, viewed over unviewed tasks/s, interleaved in one process:
 # nice +10 0.87-0.89 (median of 16 rounds; paired 0.89-0.94), nice +19 0.91-1.00 (paired
-# 0.91-1.00): at +10 the renderer's slices on the orchestrator's core cost it 5-10% more CPU
-# (its caches refilled after each). With both cores busy with other work (two CPU burners,
-# bench/galaxy/first_frame.py) the first frame of a 5000-task run takes 0.56 s at +10, 7.3 s at
-# +19 and 35 s under idle: +19 keeps the page alive on a saturated machine, idle does not.
+# 0.91-1.00). At +10 the orchestrator's own CPU per run rose by about 0.1 s (5-10%) with its
+# dashboard code unchanged, most likely from the renderer's slices on its core. With both
+# cores busy with other work (two CPU burners, bench/galaxy/first_frame.py) the first frame of
+# a 5000-task run took 0.56-0.60 s at +10, 0.61-7.3 s at +19 (medians of two runs) and 35 s
+# under idle: +19 keeps the page alive on a saturated machine, idle does not.
 NICE = 19
 
 
