@@ -192,7 +192,7 @@ def test_cached_condition_gives_the_uncached_logits(guided: bool, rows: int) -> 
     guidance, in one call or, from 8 rows, with the unconditional rows in their own) equal the full
     masked forward pass, at a partly decoded state. Two layers: with one,
     the condition's keys could not depend on the outputs even without the prefix mask."""
-    from paperlab.paradiff.sample import _ConditionCache, _logits
+    from paperlab.paradiff.sample import _DecodeCaches, _logits
 
     torch.manual_seed(1)
     rand_model = ParaDiffModel(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64), LAY).eval()
@@ -202,7 +202,7 @@ def test_cached_condition_gives_the_uncached_logits(guided: bool, rows: int) -> 
                                       LAY.n_words + torch.randint(0, LAY.codebook, (rows, LAY.n_image), generator=gen))
     x[:, LAY.text.start: LAY.text.start + 3] = 9
     with torch.no_grad():
-        cache = _ConditionCache(rand_model, x, guided)
+        cache = _DecodeCaches(rand_model, x, guided)
         t1, i1 = _logits(rand_model, x, 2.0 if guided else 0.0, True, chunk=2, cache=cache)
         t0, i0 = _logits(rand_model, x, 2.0 if guided else 0.0, True, chunk=0, cache=None)
     finite = torch.isfinite(t0)

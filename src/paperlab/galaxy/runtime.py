@@ -49,7 +49,7 @@ async def start_orchestrator(journal: str | Path, token: str, *, host: str = "12
     control API on that port, 0 for any); close them all on exit."""
     j = Journal(journal)
     # (``orch`` is read when the collector asks, after it is made.)
-    collector = OrchestratorGC(idle=lambda: all(r.finished is not None for r in orch.runs.values()))
+    collector = OrchestratorGC(idle=lambda: not orch._active_runs())
     collector.start()
     try:
         orch = Orchestrator(j, config or OrchestratorConfig(), clock=clock)

@@ -84,8 +84,8 @@ def _model_logits(model: ParaDiffModel, x: torch.Tensor, chunk: int, cache: Cond
 _SPLIT_ROWS = 8  # from this batch size on, guidance's unconditional rows get their own model call
 
 
-class _ConditionCache:
-    """The condition's keys and values, computed once per decode: ``cond`` for the conditional
+class _DecodeCaches:
+    """The :class:`ConditionCache` objects of one decode: ``cond`` for the conditional
     rows and, with guidance, the unconditional rows' (one blank row's, repeated): in a buffer
     of their own (``uncond``) when they take their own call, else after the conditional rows
     in one buffer (``both``). Each call writes its rows' output keys and values in place."""
@@ -104,7 +104,7 @@ class _ConditionCache:
 
 
 def _logits(model: ParaDiffModel, x: torch.Tensor, guidance: float, need_image: bool,
-            chunk: int = 0, cache: _ConditionCache | None = None, need_text: bool = True,
+            chunk: int = 0, cache: _DecodeCaches | None = None, need_text: bool = True,
             keep_image: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Text and (guided, when ``need_image``) image logits of one step over cond (+ uncond) rows.
 
@@ -275,7 +275,7 @@ def sample(model: ParaDiffModel, cond: torch.Tensor, sampler: str, cfg: SampleCo
     else:
         plan = [("image", s) for s in range(cfg.image_steps)]
     total = len(plan)
-    cache = _ConditionCache(model, x, cfg.guidance > 0) if model.cacheable and reuse_condition else None
+    cache = _DecodeCaches(model, x, cfg.guidance > 0) if model.cacheable and reuse_condition else None
     for step, (what, s) in enumerate(plan):
         need_img = what != "text"
         # A recorded trajectory keeps both modalities' guesses at every step.
