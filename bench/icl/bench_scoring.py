@@ -23,8 +23,8 @@ from paperlab.icl.models import load_model
 from paperlab.icl.prompts import build_prompt_sets, parse_shots
 from paperlab.icl.scoring import fitting_shots
 from paperlab.icl.tasks import generate_functions
-from paperlab.icl.train import set_threads
 from paperlab.io.atomic import atomic_write_text
+from paperlab.threads import set_threads
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 from typing import Annotated, Any
 
@@ -94,6 +95,8 @@ def _root(
     global _DEBUG
     _DEBUG = debug
     level = logging.DEBUG if debug else logging.WARNING
+    if not _main_rank() and not debug:
+        level = logging.ERROR  # under torchrun rank 0 alone reports
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     # Some libraries (bm25s) set their own loggers to DEBUG; the handler's level keeps their
     # chatter off the user's terminal unless --debug asks for it.
@@ -114,6 +117,12 @@ def demo(
     run_demo(only=only, out_dir=out)
 
 
+def _main_rank() -> bool:
+    """True in a plain process and on rank 0 of a torchrun launch (read from its environment,
+    without importing torch)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
 def main(argv: list[str] | None = None) -> Any:
     """Entry point: run the CLI, mapping PaperlabError to one stderr line and exit code 2.
 
@@ -125,5 +134,6 @@ def main(argv: list[str] | None = None) -> Any:
     except PaperlabError as exc:
         if _DEBUG:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        if _main_rank():  # every rank of a launch fails alike: one line, from rank 0
+            print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)

@@ -16,7 +16,8 @@ Every error a user can cause (a bad path, a bad config, a server that does not a
     ├── ICLError             paperlab.icl: genomic in-context learning probes
     ├── AlignError           paperlab.align: representation alignment
     ├── InstellaError        paperlab.instella
-    └── ParadiffError        paperlab.paradiff: MMaDA-Parallel
+    ├── ParadiffError        paperlab.paradiff: MMaDA-Parallel
+    └── TrainError           paperlab.train: the training loop, torchrun, checkpoints
 """
 
 from __future__ import annotations
@@ -72,6 +73,10 @@ class InstellaError(PaperlabError):
 
 class ParadiffError(PaperlabError):
     """Failure in MMaDA-Parallel (paperlab.paradiff)."""
+
+
+class TrainError(PaperlabError):
+    """Failure in the shared training loop (paperlab.train): launch, sharding, checkpoints."""
 
 
 def validation_message(exc: Exception, what: str = "config") -> str:

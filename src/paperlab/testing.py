@@ -89,3 +89,16 @@ def start_python_server(script: Path, args: list[str], port: int, log_path: Path
         proc = subprocess.Popen([sys.executable, str(script), *args], stdout=log, stderr=subprocess.STDOUT)
     wait_http(f"http://127.0.0.1:{port}{health_path}", proc, startup_timeout)
     return proc
+
+
+def run_torchrun(args: list[str], nproc: int, *, timeout: float, cwd: Path | None = None,
+                 env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``torchrun --standalone --nproc_per_node nproc ARGS`` as a real launch (gloo on the CPU).
+
+    ``args`` start with a script path or ``-m module``. Output is captured; the caller checks the
+    return code. Each rank runs on one torch thread.
+    """
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", *args]
+    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=cwd, env=full_env,
+                          stdin=subprocess.DEVNULL)

@@ -10,8 +10,8 @@ import pytest
 
 @pytest.fixture(scope="session", autouse=True)
 def _torch_threads() -> None:
-    """At most 2 torch threads, 1 on a loaded machine (see paperlab.icl.train.set_threads)."""
-    from paperlab.icl.train import set_threads
+    """Torch threads as a command sizes them (paperlab.threads.set_threads)."""
+    from paperlab.threads import set_threads
 
     set_threads()
 

@@ -8,9 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from paperlab.instella.recipe.config import StageSettings, load_recipe_config
+from paperlab.instella.recipe.config import load_recipe_config
 from paperlab.instella.recipe.stages import run_recipe
-from paperlab.instella.recipe.train import train
 
 SMALL = dict(
     bpe_vocab=320, gsm8k="synthetic", save_every=4, threads=1,
@@ -30,6 +29,7 @@ def _corpus(tmp_path: Path) -> str:
     return "pydoc"
 
 
+@pytest.mark.slow
 def test_tiny_recipe_end_to_end(tmp_path: Path) -> None:
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
@@ -76,47 +76,6 @@ def test_tiny_recipe_end_to_end(tmp_path: Path) -> None:
     assert json.loads((out / "report.json").read_text())["stages"] == json.loads(before)["stages"]
 
 
-def test_training_resumes_after_ctrl_c_exactly(tmp_path: Path) -> None:
-    """Interrupted at step 5 then rerun == one uninterrupted run (batches depend on the step)."""
-    from paperlab.instella.configuration import InstellaConfig
-    from paperlab.instella.modeling import InstellaForCausalLM
-    from paperlab.instella.recipe.losses import masked_lm_loss
-
-    cfg = InstellaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=16)
-    settings = StageSettings(steps=8, lr=1e-2, warmup=2, batch=4)
-
-    def batch(step: int) -> dict[str, torch.Tensor]:
-        ids = torch.randint(0, 64, (4, 16), generator=torch.Generator().manual_seed(step))
-        return {"ids": ids, "mask": torch.ones_like(ids)}
-
-    def loss(m: torch.nn.Module, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        return masked_lm_loss(m(b["ids"], use_cache=False).logits, b["ids"], b["mask"]), b["ids"].numel()
-
-    def fresh() -> InstellaForCausalLM:
-        torch.manual_seed(0)
-        return InstellaForCausalLM(cfg)
-
-    kw = dict(schedule="cosine", save_every=100, weight_decay=0.1, grad_clip=1.0, label="t")
-    ref = fresh()
-    train(ref, batch, loss, settings, state_dir=tmp_path / "a", **kw)  # type: ignore[arg-type]
-
-    def interrupting(step: int) -> dict[str, torch.Tensor]:
-        if step == 5:
-            raise KeyboardInterrupt
-        return batch(step)
-
-    m = fresh()
-    with pytest.raises(KeyboardInterrupt):
-        train(m, interrupting, loss, settings, state_dir=tmp_path / "b", **kw)  # type: ignore[arg-type]
-    assert json.loads((tmp_path / "b" / "state.json").read_text())["step"] == 5
-    m2 = fresh()
-    stats = train(m2, batch, loss, settings, state_dir=tmp_path / "b", **kw)  # type: ignore[arg-type]
-    assert stats.resumed_from == 5
-    for (n, a), b in zip(ref.state_dict().items(), m2.state_dict().values(), strict=True):
-        assert torch.allclose(a, b, atol=1e-6), n
-
-
 def test_sft_before_any_checkpoint_writes_nothing(tmp_path: Path) -> None:
     from paperlab.instella.errors import InstellaConfigError
 
@@ -127,13 +86,13 @@ def test_sft_before_any_checkpoint_writes_nothing(tmp_path: Path) -> None:
 
 
 def test_gpu_preset_without_cuda_is_one_line_and_writes_nothing(tmp_path: Path) -> None:
-    from paperlab.instella.errors import InstellaConfigError
+    from paperlab.errors import TrainError
 
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA: the gpu preset would run")
     cfg = load_recipe_config(preset="gpu")
     assert cfg.device == "cuda" and cfg.bf16_autocast
-    with pytest.raises(InstellaConfigError, match="CUDA is not available; use --device cpu") as exc:
+    with pytest.raises(TrainError, match="CUDA is not available here; use --device cpu") as exc:
         run_recipe(cfg, tmp_path / "out")
     assert "\n" not in str(exc.value)
     assert not (tmp_path / "out").exists()

@@ -95,33 +95,33 @@ def test_unknown_preset_and_sampler(capsys: pytest.CaptureFixture[str]) -> None:
     assert_one_line_error(code, err, "does not parse")
 
 
-def test_render_then_sample_then_trajectory(trained: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_render_then_sample_then_trajectory(plumbing: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     inp = tmp_path / "in.png"
     code, _, err = run_cli(["render", "--scene", "big red circle b2 ; small blue square c3", "--out", str(inp)], capsys)
     assert code == 0, err
     out = tmp_path / "out.png"
     code, stdout, err = run_cli(["sample", "--prompt", "recolour the circle to the colour of the blue shape",
-                                 "--image", str(inp), "--out", str(out)], capsys)
+                                 "--image", str(inp), "--out", str(out), "--preset", "test"], capsys)
     assert code == 0, err
     assert stdout.startswith("text:") and "text and image agree:" in stdout
     img = np.asarray(Image.open(out))
     assert img.shape == (32, 32, 3)
     gif = tmp_path / "traj.gif"
     code, stdout, err = run_cli(["trajectory", "--prompt", "draw a big red circle at b2 and a small blue square at c3",
-                                 "--out", str(gif), "--sampler", "sequential"], capsys)
+                                 "--out", str(gif), "--sampler", "sequential", "--preset", "test"], capsys)
     assert code == 0, err
     with Image.open(gif) as im:
-        assert im.n_frames == trained.cfg.sample.text_steps + trained.cfg.sample.image_steps
+        assert im.n_frames == plumbing.cfg.sample.text_steps + plumbing.cfg.sample.image_steps
     strip = tmp_path / "traj.png"
     code, _, err = run_cli(["trajectory", "--prompt", "draw a big red circle at b2", "--out", str(strip),
-                            "--every", "4"], capsys)
+                            "--every", "2", "--preset", "test"], capsys)
     assert code == 0, err
-    assert Image.open(strip).width > 4 * 32 * 4
+    assert Image.open(strip).width > 4 * 32 * 2
 
 
-def test_bench_command_writes_the_documented_json(trained: Any, tmp_path: Path,
+def test_bench_command_writes_the_documented_json(plumbing: Any, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    code, stdout, err = run_cli(["bench", "--preset", "tiny", "--out", str(tmp_path / "b"), "--n-prompts", "12"], capsys)
+    code, stdout, err = run_cli(["bench", "--preset", "test", "--out", str(tmp_path / "b"), "--n-prompts", "12"], capsys)
     assert code == 0, err
     data = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert data["n_prompts"] == 12

@@ -19,10 +19,10 @@ def run(args: list[str]) -> int:
     return 0
 
 
-def test_rl_command_writes_all_three_arms_and_the_training_reward(trained: Any, tmp_path: Path,
+def test_rl_command_writes_all_three_arms_and_the_training_reward(plumbing: Any, tmp_path: Path,
                                                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "rl"
-    args = ["paradiff", "rl", "--preset", "tiny", "--out", str(out), "--updates", "2", "--group", "2",
+    args = ["paradiff", "rl", "--preset", "test", "--out", str(out), "--updates", "2", "--group", "2",
             "--train-prompts", "2", "--prompts", "2", "--eval-prompts", "3", "--eval-every", "1"]
     assert run(args) == 0
     res = json.loads((out / "rl.json").read_text())

@@ -65,6 +65,7 @@ def test_first_update_starts_at_zero_kl_and_resumes(small: tuple[ParaDiffModel, 
     assert seen == [2, 3] and [h["update"] for h in state.history] == [1, 2, 3]
 
 
+@pytest.mark.slow
 def test_scorer_learns_to_match_text_and_image(trained: object) -> None:
     """A short contrastive run retrieves the right image for a text far above chance.
 

@@ -26,7 +26,7 @@ def test_every_rl_preset_is_a_valid_config() -> None:
 
 
 def test_unknown_rl_preset_and_bad_device_are_config_errors() -> None:
-    with pytest.raises(ParadiffConfigError, match="choose one of: tiny, small, gpu"):
+    with pytest.raises(ParadiffConfigError, match="choose one of: test, tiny, small, gpu"):
         rl_preset("huge")
     with pytest.raises(ParadiffConfigError, match="unknown RL device"):
         check_device(RLConfig(device="tpu-ish"))

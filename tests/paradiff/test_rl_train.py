@@ -5,11 +5,14 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import pytest
+
 from paperlab.paradiff.bench import conditions
 from paperlab.paradiff.rl import prompt_reward, rl_preset, rl_train, train_prompts
 from paperlab.paradiff.scorer import ensure_scorer
 from paperlab.paradiff.train import bench_examples
-from paperlab.threads import one_thread
+
+pytestmark = pytest.mark.slow  # trains the tiny preset (minutes) and 16 RL updates
 
 
 def test_rl_raises_the_scorer_reward_on_its_training_prompts(trained: Any) -> None:
@@ -29,10 +32,10 @@ def test_rl_raises_the_scorer_reward_on_its_training_prompts(trained: Any) -> No
     scorer, _ = ensure_scorer(cfg.scorer, trained.vq)
     held = {e.key for e in bench_examples(trained.cfg)}
     cond = conditions(trained, train_prompts(cfg, held))
-    with one_thread():  # as measured: two threads sum floats in a load-dependent order
-        before = prompt_reward(trained.model, scorer, cond, trained.cfg.sample, rollouts=16)
-        policy, state = rl_train(copy.deepcopy(trained.model), scorer, cond, trained.cfg.sample, cfg)
-        after = prompt_reward(policy, scorer, cond, trained.cfg.sample, rollouts=16)
+    # one torch thread (conftest): two threads sum floats in a load-dependent order
+    before = prompt_reward(trained.model, scorer, cond, trained.cfg.sample, rollouts=16)
+    policy, state = rl_train(copy.deepcopy(trained.model), scorer, cond, trained.cfg.sample, cfg)
+    after = prompt_reward(policy, scorer, cond, trained.cfg.sample, rollouts=16)
     assert state.update == cfg.updates and state.history[-1]["kl"] > 0  # it moved away from the start
     assert after - before >= 0.03, (before, after)
     # the starting model was not touched (the run trained a copy)

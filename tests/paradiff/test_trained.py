@@ -16,7 +16,12 @@ from paperlab.paradiff.task import make_examples
 from paperlab.paradiff.tokens import decode_images, image_codes
 from paperlab.paradiff.vq import roundtrip_accuracy
 
+# Everything here but the VQ-split check needs the tiny preset trained (minutes) or a patch-4
+# VQ fitted: the slow lane.
+slow = pytest.mark.slow
 
+
+@slow
 def test_patch4_vq_round_trip_keeps_every_scene() -> None:
     """Detector(VQ decode(VQ encode(render(scene)))) == scene for the 4x4-patch VQ (small, gpu presets)."""
     from paperlab.paradiff.config import VQConfig
@@ -30,12 +35,14 @@ def test_patch4_vq_round_trip_keeps_every_scene() -> None:
     assert np.abs(back.astype(int) - render_batch(scenes).astype(int)).mean() < 8
 
 
+@slow
 def test_tiny_vq_round_trip(trained: Any) -> None:
     """The tiny preset's one-code-per-cell VQ reads every scene back exactly (look-alike cells,
     a small circle and a small square, are split onto their own codes after training)."""
     assert roundtrip_accuracy(trained.vq, n=256, seed=11) == 1.0
 
 
+@slow
 def test_tiny_vq_gives_cells_their_own_codes(trained: Any) -> None:
     from paperlab.paradiff.vq import patch_universe
 
@@ -67,6 +74,7 @@ def bench_result(trained: Any) -> dict[str, Any]:
     return run_bench(trained, 48, batch=24)
 
 
+@slow
 def test_bench_payload_structure(bench_result: dict[str, Any], tmp_path: Path) -> None:
     js, png = write_bench(bench_result, tmp_path / "out")
     data = json.loads(js.read_text())
@@ -85,6 +93,7 @@ def test_bench_payload_structure(bench_result: dict[str, Any], tmp_path: Path) -
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@slow
 def test_the_tiny_model_learned_the_grammar_and_to_keep_untouched_shapes(bench_result: dict[str, Any]) -> None:
     """Floors well below what was measured (docs/paradiff.md), far above chance.
 

@@ -58,7 +58,7 @@ def run(
     from paperlab.icl.prompts import parse_shots
     from paperlab.icl.sweep import run_sweep, write_csv
     from paperlab.icl.tasks import generate_functions
-    from paperlab.icl.train import set_threads
+    from paperlab.threads import set_threads
 
     if out.exists() and not force:
         raise ICLError(f"{out} exists; pass --force to overwrite it or choose another --out")
@@ -105,7 +105,9 @@ def train_dna_cmd(
     from paperlab.icl.dnamodel import cached_model_dir, preset_config
     from paperlab.icl.markov import bits
     from paperlab.icl.train import ensure_dna_model, train_dna
+    from paperlab.threads import set_threads
 
+    set_threads()
     if (time_budget is not None or init_from is not None) and out is None:
         raise ICLError("--time-budget and --init-from train a model its config does not describe; "
                        "give it an --out directory")
@@ -148,8 +150,8 @@ def induction(
 
     from paperlab.icl.induction import ALPHABETS, induction_probe, result_rows
     from paperlab.icl.models import load_model
-    from paperlab.icl.train import set_threads
     from paperlab.io.atomic import atomic_write_text
+    from paperlab.threads import set_threads
 
     set_threads()
     results = []

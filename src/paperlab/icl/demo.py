@@ -31,7 +31,8 @@ def run(ctx: DemoContext) -> Section:
     from paperlab.icl.models import load_model
     from paperlab.icl.sweep import run_sweep, write_csv
     from paperlab.icl.tasks import generate_functions
-    from paperlab.icl.train import ensure_dna_model, set_threads
+    from paperlab.icl.train import ensure_dna_model
+    from paperlab.threads import set_threads
 
     set_threads()
     t0 = time.perf_counter()

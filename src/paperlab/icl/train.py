@@ -27,7 +27,6 @@ from paperlab.icl.dnamodel import (
     save_model,
 )
 from paperlab.icl.markov import bits, eval_windows, markov_table
-from paperlab.threads import set_threads
 
 log = logging.getLogger(__name__)
 SCORE_FROM = 16
@@ -114,7 +113,7 @@ def train_dna(
     """
     import torch
 
-    threads = set_threads()
+    threads = torch.get_num_threads()  # sized by the command (paperlab.threads), not here
     split = split or load_split(tuple(cfg.sources))
     t0 = time.perf_counter()
     model = build_model(cfg)

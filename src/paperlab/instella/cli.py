@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from paperlab.train.options import BackendOpt, DryRunOpt, NprocOpt, ParallelOpt, ThreadsOpt
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="Instella: a native Hugging Face model for AMD's fully open 3B LMs.")
@@ -151,10 +153,20 @@ def recipe(
     corpus: Annotated[str | None, typer.Option(help="Stage-1 text file, or 'pydoc'.")] = None,
     gsm8k: Annotated[str | None, typer.Option(help="GSM8K dir, 'auto' or 'synthetic'.")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    parallel: ParallelOpt = None,
+    backend: BackendOpt = "auto",
+    threads: ThreadsOpt = None,
+    dry_run: DryRunOpt = False,
+    nproc: NprocOpt = None,
 ) -> None:
-    """Run the Instella recipe: pretrain -> 3-seed stage 2 -> soup -> SFT -> DPO -> long."""
+    """Run the Instella recipe: pretrain -> 3-seed stage 2 -> soup -> SFT -> DPO -> long.
+
+    One process, or every rank of `torchrun --nproc_per_node N -m paperlab instella recipe ...`
+    (DDP by default, --parallel fsdp for FSDP2); see docs/training.md.
+    """
     from paperlab.instella.recipe.config import load_recipe_config
-    from paperlab.instella.recipe.stages import run_recipe
+    from paperlab.threads import set_threads
+    from paperlab.train import check_launch, distributed, is_main_process
 
     overrides: dict[str, object] = {}
     if stage:
@@ -163,8 +175,18 @@ def recipe(
         if value is not None:
             overrides[key] = value
     cfg = load_recipe_config(config, preset=preset, overrides=overrides)
+    if dry_run:
+        _recipe_dry_run(cfg, parallel, nproc)
+        return
+    check_launch(parallel, backend)
+    from paperlab.instella.recipe.stages import run_recipe
+
+    set_threads(threads or cfg.threads)
     t0 = time.perf_counter()
-    report = run_recipe(cfg, out, from_dir=from_dir, console=err)
+    with distributed(parallel, cfg.device, backend) as ctx:
+        report = run_recipe(cfg, out, from_dir=from_dir, console=err, ctx=ctx)
+    if not is_main_process():
+        return
     rows = report.get("stages", {})
     t = Table(title=f"Instella recipe ({cfg.preset}) in {time.perf_counter() - t0:.0f} s -> {out}")
     for h in ("stage", "text loss", "GSM8K loss", "GSM8K EM", "pref. acc", "margin", "tok/s"):
@@ -175,3 +197,22 @@ def recipe(
                   f"{r['gsm8k_exact_match']:.2f}", f"{r['preference_accuracy']:.2f}",
                   f"{r['reward_margin']:.3f}", f"{tps:.0f}" if tps else "-")
     Console().print(t)
+
+
+def _recipe_dry_run(cfg: Any, parallel: str | None, nproc: int | None) -> None:
+    """Print the recipe model's size and memory per rank for each stage (nothing trained)."""
+    from paperlab.instella.recipe.plan import recipe_memory
+    from paperlab.train import launch_ranks
+
+    ranks = launch_ranks()
+    world = nproc or (ranks[1] if ranks else 1)
+    mode = parallel or ("ddp" if world > 1 or ranks else "none")
+    rows = recipe_memory(cfg, world_size=world, parallel=mode)
+    first = next(iter(rows.values()))
+    t = Table(title=f"Instella recipe ({cfg.preset}) dry run: {first.parameters:,} parameters, "
+                    f"{world} process(es), {mode}; GiB per rank")
+    for h in ("stage", *(k for k, _ in first.rows())):
+        t.add_column(h, no_wrap=True)
+    for stage, est in rows.items():
+        t.add_row(stage, *[v for _, v in est.rows()])
+    Console(width=max(120, Console().width)).print(t)

@@ -12,9 +12,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from paperlab.train.options import BackendOpt, DryRunOpt, NprocOpt, ParallelOpt, ThreadsOpt
+
 if TYPE_CHECKING:
     from paperlab.paradiff.config import ParadiffConfig
     from paperlab.paradiff.train import Trained
+    from paperlab.train import DistContext
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="MMaDA-Parallel: joint text+image masked diffusion on a thinking-aware shapes task.")
@@ -39,45 +42,114 @@ def _config(preset: str, steps: int | None = None, guidance: float | None = None
     return cfg.with_overrides(**over) if over else cfg
 
 
-def _trained(cfg: ParadiffConfig, checkpoint: Path | None = None, retrain: bool = False) -> Trained:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+def _trained(cfg: ParadiffConfig, checkpoint: Path | None = None, retrain: bool = False,
+             ctx: DistContext | None = None, threads: int | None = None) -> Trained:
+    """The preset's model from ``checkpoint`` or the cache, trained first when missing.
 
-    from paperlab.paradiff.train import ensure_model, load_trained, set_threads
+    Threads are sized here, at the command's edge: training on ``cfg.train.threads`` (one, so
+    every machine trains the same weights), then decoding on ``threads`` (default: the cores).
+    """
+    from rich.progress import BarColumn, Progress, TextColumn
 
-    set_threads()
+    from paperlab.paradiff.train import ensure_model, load_trained
+    from paperlab.threads import set_threads
+
     if checkpoint is not None:
+        set_threads(threads)
         return load_trained(cfg, checkpoint)
+    set_threads(threads or cfg.train.threads)
     cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TextColumn("loss {task.fields[loss]:.3f}"), TimeElapsedColumn())
-    with Progress(*cols, console=console, transient=True) as bar:
-        tasks = {"vq": bar.add_task("VQ tokenizer", total=cfg.vq.steps, loss=float("nan"), visible=False),
-                 "model": bar.add_task(f"{cfg.name} model", total=cfg.train.steps, loss=float("nan"), visible=False)}
+            TextColumn("loss {task.fields[loss]:.3f}"))
+    with Progress(*cols, console=console, transient=True, disable=ctx is not None and not ctx.is_main) as bar:
+        vq_bar = bar.add_task("VQ tokenizer", total=cfg.vq.steps, loss=float("nan"), visible=False)
 
-        def on_step(stage: str, step: int, loss: float) -> None:
-            bar.update(tasks[stage], completed=step + 1, loss=loss, visible=True)
+        def on_step(stage: str, step: int, loss: float) -> None:  # the model's steps draw their own bar
+            if stage == "vq":
+                bar.update(vq_bar, completed=step + 1, loss=loss, visible=True)
 
-        return ensure_model(cfg, retrain=retrain, on_step=on_step)
+        trained = ensure_model(cfg, retrain=retrain, on_step=on_step, ctx=ctx, console=console)
+    set_threads(threads)
+    return trained
 
 
 @app.command()
 def train(
     preset: Preset = "tiny",
     retrain: Annotated[bool, typer.Option(help="Train again even if the cache has this config.")] = False,
-    out: Annotated[Path | None, typer.Option(help="Also export the VQ and model to this directory.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Also export the VQ and model, and train.json, here.")] = None,
+    steps: Annotated[int | None, typer.Option(min=1, help="Override train.steps (the schedule follows).")] = None,
+    parallel: ParallelOpt = None,
+    backend: BackendOpt = "auto",
+    threads: ThreadsOpt = None,
+    dry_run: DryRunOpt = False,
+    nproc: NprocOpt = None,
 ) -> None:
-    """Train (or load from the cache) the VQ tokenizer and the joint model of a preset."""
+    """Train (or load from the cache) the VQ tokenizer and the joint model of a preset.
+
+    One process, or every rank of `torchrun --nproc_per_node N -m paperlab paradiff train ...`
+    (DDP by default, --parallel fsdp for FSDP2); see docs/training.md. OUT/train.json holds the
+    loss of every step and the world size.
+    """
+    from paperlab.train import check_launch, distributed
+
+    cfg = _config(preset)
+    if steps is not None:
+        cfg = cfg.with_overrides(**{"train.steps": steps})
+    if dry_run:
+        _train_dry_run(cfg, parallel, nproc)
+        return
+    check_launch(parallel, backend)
+    import json
+
+    from paperlab.io import atomic_write_text
     from paperlab.paradiff.train import export_trained
     from paperlab.paradiff.vq import roundtrip_accuracy
 
-    cfg = _config(preset)
-    trained = _trained(cfg, retrain=retrain)
-    state = "loaded from the cache" if trained.cached else f"trained in {trained.seconds:.0f} s"
-    rt = trained.vq_roundtrip if trained.vq_roundtrip >= 0 else roundtrip_accuracy(trained.vq)
-    console.print(f"{cfg.name} model {state}: {trained.path}")
-    console.print(f"VQ round trip: {rt:.3f} of 512 random scenes read back exactly by the detector")
-    if out is not None:
-        export_trained(trained, out)
-        console.print(f"exported to {out}")
+    if cfg.device.startswith("cuda"):
+        _trained_cuda_check(cfg)
+    with distributed(parallel, cfg.device, backend) as ctx:
+        trained = _trained(cfg, retrain=retrain, ctx=ctx, threads=threads)
+        if not ctx.is_main:
+            return
+        state = "loaded from the cache" if trained.cached else f"trained in {trained.seconds:.0f} s"
+        rt = trained.vq_roundtrip if trained.vq_roundtrip >= 0 else roundtrip_accuracy(trained.vq)
+        console.print(f"{cfg.name} model {state}: {trained.path}")
+        console.print(f"VQ round trip: {rt:.3f} of 512 random scenes read back exactly by the detector")
+        if out is not None:
+            export_trained(trained, out)
+            record = {"preset": cfg.name, "model": str(trained.path), "cached": trained.cached,
+                      **(trained.train or {})}
+            atomic_write_text(out / "train.json", json.dumps(record, indent=2))
+            console.print(f"exported to {out} (train.json: {len(record.get('losses', []))} step losses)")
+
+
+def _trained_cuda_check(cfg: ParadiffConfig) -> None:
+    import torch
+
+    from paperlab.paradiff.errors import ParadiffConfigError
+
+    if not torch.cuda.is_available():
+        raise ParadiffConfigError(f"preset {cfg.name!r} needs CUDA, which this machine lacks; use --preset tiny "
+                                  "or small (or --dry-run to see its memory per rank)")
+
+
+def _train_dry_run(cfg: ParadiffConfig, parallel: str | None, nproc: int | None) -> None:
+    """Print the transformer's size and memory per rank for the launch (nothing is trained)."""
+    from rich.table import Table
+
+    from paperlab.paradiff.plan import train_memory
+    from paperlab.train import launch_ranks
+
+    ranks = launch_ranks()
+    world = nproc or (ranks[1] if ranks else 1)
+    mode = parallel or ("ddp" if world > 1 or ranks else "none")
+    est = train_memory(cfg, world_size=world, parallel=mode)
+    t = Table(title=f"paradiff {cfg.name} dry run: {est.parameters:,} parameters, {world} process(es), {mode}")
+    t.add_column("per rank", no_wrap=True)
+    t.add_column("GiB", no_wrap=True)
+    for k, v in est.rows():
+        t.add_row(k, v)
+    Console(width=max(100, Console().width)).print(t)
 
 
 @app.command("sample")
@@ -223,8 +295,15 @@ def rl(
     eval_prompts: Annotated[int, typer.Option(min=3, help="Held-out benchmark prompts to score each arm on.")] = 96,
     eval_every: Annotated[int, typer.Option(min=0, help="Also score them every N updates (0: at the end only).")] = 4,
     checkpoint: Checkpoint = None,
+    parallel: ParallelOpt = None,
+    backend: BackendOpt = "auto",
+    threads: ThreadsOpt = None,
 ) -> None:
-    """ParaRL: no RL vs final-step reward vs trajectory reward, on the same held-out prompts."""
+    """ParaRL: no RL vs final-step reward vs trajectory reward, on the same held-out prompts.
+
+    One process, or every rank of `torchrun --nproc_per_node N -m paperlab paradiff rl ...`: each
+    rank samples and trains on its share of every update's prompts (docs/training.md).
+    """
     from pydantic import ValidationError
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -240,16 +319,23 @@ def rl(
     except ValidationError as exc:
         raise config_error(exc, "rl config", ParadiffConfigError) from None
     check_device(cfg)  # before any training: a gpu preset on a CPU machine is one line, exit 2
-    trained = _trained(_config(preset), checkpoint)
-    cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-            TextColumn("reward {task.fields[reward]:.3f}  kl {task.fields[kl]:.4f}"), TimeElapsedColumn())
-    with Progress(*cols, console=console, transient=True) as bar:
-        tasks = {a: bar.add_task(f"ParaRL {a}", total=cfg.updates, reward=float("nan"), kl=0.0) for a in ARMS[1:]}
+    from paperlab.train import check_launch, distributed
 
-        def on_update(arm: str, rec: dict[str, float]) -> None:
-            bar.update(tasks[arm], completed=rec["update"], reward=rec["final_reward"], kl=rec["kl"])
+    check_launch(parallel, backend)
+    with distributed(parallel, cfg.device, backend) as ctx:
+        trained = _trained(_config(preset), checkpoint, ctx=ctx, threads=threads)
+        cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TextColumn("reward {task.fields[reward]:.3f}  kl {task.fields[kl]:.4f}"), TimeElapsedColumn())
+        with Progress(*cols, console=console, transient=True, disable=not ctx.is_main) as bar:
+            tasks = {a: bar.add_task(f"ParaRL {a}", total=cfg.updates, reward=float("nan"), kl=0.0) for a in ARMS[1:]}
 
-        result = run_rl(trained, out, cfg, eval_prompts=eval_prompts, eval_every=eval_every, on_update=on_update)
+            def on_update(arm: str, rec: dict[str, float]) -> None:
+                bar.update(tasks[arm], completed=rec["update"], reward=rec["final_reward"], kl=rec["kl"])
+
+            result = run_rl(trained, out, cfg, eval_prompts=eval_prompts, eval_every=eval_every,
+                            on_update=on_update, ctx=ctx)
+        if not ctx.is_main:
+            return
     from rich.table import Table
 
     from paperlab.paradiff.bench import AXES

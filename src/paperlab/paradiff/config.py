@@ -1,4 +1,4 @@
-"""Validated configs and the three presets (tiny, small, gpu).
+"""Validated configs and the presets (test, tiny, small, gpu).
 
 One :class:`ParadiffConfig` holds everything a run depends on; its :func:`config_hash` keys the
 cache, so a cached VQ or model is reused exactly when the parts of the config it was trained
@@ -61,6 +61,9 @@ class TrainConfig(_Strict):
     weight_decay: float = Field(0.01, ge=0)
     cond_dropout: float = Field(0.1, ge=0, le=1, description="share of samples trained without the condition")
     seed: int = 0
+    save_every: int = Field(250, ge=1, description="steps between resumable saves of the training state")
+    threads: int | None = Field(1, ge=1, description="torch threads per process while training (1: the same "
+                                "weights on every machine; None: the machine's default)")
 
 
 class SampleConfig(_Strict):
@@ -127,6 +130,16 @@ def config_hash(part: BaseModel | dict[str, Any]) -> str:
 
 
 PRESETS: dict[str, ParadiffConfig] = {
+    # Plumbing only (tests, trying a command): the tiny preset's tokenizer and layout under a
+    # one-layer model trained for seconds. Its samples are noise.
+    "test": ParadiffConfig(
+        name="test",
+        vq=VQConfig(patch=8, steps=300),
+        model=ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64),
+        train=TrainConfig(steps=40, batch=16, lr=3e-3, warmup=5),
+        sample=SampleConfig(steps=8, text_steps=8, image_steps=6),
+        bench=BenchConfig(n_prompts=12),
+    ),
     # Trains VQ + model in a few minutes on 2 CPU cores: tests and the demo. One code per 8x8
     # cell (16 image tokens) keeps the sequence short enough for that budget. Wide and shallow:
     # at equal wall time d 128 x 2 layers learnt the task far better than d 64 x 3 (per-op

@@ -19,13 +19,15 @@ def run(ctx: DemoContext) -> Section:
     from paperlab.paradiff.pipeline import decode_prompt, write_trajectory
     from paperlab.paradiff.scene import render
     from paperlab.paradiff.task import scene_text
-    from paperlab.paradiff.train import bench_examples, ensure_model, set_threads
+    from paperlab.paradiff.train import bench_examples, ensure_model
+    from paperlab.threads import set_threads
 
-    set_threads()
     cfg = get_preset("tiny")
     t0 = time.perf_counter()
+    set_threads(cfg.train.threads)  # training on one thread: the same weights on every machine
     with ctx.console.status("paradiff: training or loading the tiny VQ + joint model"):
         trained = ensure_model(cfg)
+    set_threads()
     t_train = time.perf_counter() - t0
     ex = next(e for e in bench_examples(cfg) if e.kind == "edit" and e.prompt[0] == "recolour")
     assert ex.input_scene is not None

@@ -28,6 +28,7 @@ from torch import nn
 
 from paperlab.paradiff.config import ModelConfig
 from paperlab.paradiff.task import PROMPT_LEN, SPECIALS, TEXT_LEN, WORDS
+from paperlab.train.seeds import RowDropout
 
 __all__ = ["BOI", "EOI", "EOS", "KV", "MASK", "ConditionCache", "NOIMG", "PAD", "Layout", "ParaDiffModel"]
 
@@ -149,7 +150,7 @@ class Block(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.mlp = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, cfg.d_model))
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = RowDropout(cfg.dropout)  # per-sample masks under training (paperlab.train.seeds)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None,
                 kv: tuple[torch.Tensor, torch.Tensor] | None = None,
@@ -182,6 +183,8 @@ class Block(nn.Module):
 
 class ParaDiffModel(nn.Module):
     """Token + position embeddings, ``n_layers`` blocks, a head over words and image codes."""
+
+    _no_split_modules = ["Block"]  # the units FSDP shards one by one (paperlab.train.parallel)
 
     def __init__(self, cfg: ModelConfig, layout: Layout) -> None:
         super().__init__()
@@ -250,8 +253,14 @@ class ParaDiffModel(nn.Module):
         o0, o1 = lay.out_image.start - start, lay.out_image.stop - start
         return torch.cat([h[:, :o0], h[:, o0:o1] + skip, h[:, o1:]], 1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L) token ids -> (B, L, V) logits, restricted to each position's modality."""
+    def forward(self, x: torch.Tensor, outputs: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """(B, L) token ids -> (B, L, V) logits, restricted to each position's modality.
+
+        ``outputs=True``: :meth:`output_logits` instead (a training step that needs only the
+        outputs' logits still goes through ``forward``, where DDP and FSDP hook in).
+        """
+        if outputs:
+            return self.output_logits(x)
         h = self._embed(x)
         for blk in self.blocks:
             h = blk(h, self.attn_mask)[0]

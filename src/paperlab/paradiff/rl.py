@@ -11,7 +11,6 @@ each denoising step, minus a KL penalty (the k3 estimator) to the frozen startin
 from __future__ import annotations
 
 import copy
-import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -27,9 +26,21 @@ from paperlab.paradiff.model import MASK, ParaDiffModel
 from paperlab.paradiff.sample import Trajectory, sample
 from paperlab.paradiff.scorer import Scorer, ScorerConfig
 from paperlab.paradiff.task import Example, make_examples
+from paperlab.train import (
+    DistContext,
+    LossParts,
+    OptimSpec,
+    Schedule,
+    TrainResult,
+    TrainSpec,
+    Wrapped,
+    run_training,
+    single_process,
+    whole_weights,
+)
 
-__all__ = ["RLConfig", "RLState", "clipped_objective", "group_advantages", "RL_PRESETS", "check_device", "kl_k3",
-           "prompt_reward", "rl_preset", "rl_train"]
+__all__ = ["RLConfig", "RLState", "RLTask", "clipped_objective", "group_advantages", "RL_PRESETS", "check_device",
+           "kl_k3", "prompt_reward", "rl_preset", "rl_train"]
 
 
 class RLConfig(_Strict):
@@ -51,6 +62,9 @@ class RLConfig(_Strict):
 
 
 RL_PRESETS: dict[str, RLConfig] = {
+    # Plumbing only: two prompts, two updates, a scorer fitted for a few steps (seconds).
+    "test": RLConfig(train_prompts=2, prompts=2, group=2, updates=2, epochs=1, loss_steps=2,
+                     scorer=ScorerConfig(d_model=16, dim=8, steps=20, batch=16)),
     # CPU, minutes: a fixed set of 4 training prompts, all of them in every update (GRPO over a
     # prompt set), so the reward on them can be measured before and after (tests, docs).
     "tiny": RLConfig(train_prompts=4, prompts=4, group=4, updates=16),
@@ -65,7 +79,7 @@ RL_PRESETS: dict[str, RLConfig] = {
 
 
 def rl_preset(name: str) -> RLConfig:
-    """The RL config of a preset (tiny, small, gpu); one-line error for an unknown one."""
+    """The RL config of a preset (test, tiny, small, gpu); one-line error for an unknown one."""
     if name not in RL_PRESETS:
         raise ParadiffConfigError(f"unknown RL preset {name!r}; choose one of: {', '.join(RL_PRESETS)}")
     return RL_PRESETS[name]
@@ -127,17 +141,24 @@ def _state(model: ParaDiffModel, cond: torch.Tensor, traj: Trajectory, k: int) -
     return x, new_t, new_i
 
 
+def _committed_logp(tl: torch.Tensor, il: torch.Tensor, traj: Trajectory, k: int, new_t: torch.Tensor,
+                    new_i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """From the outputs' logits: log-probs of the tokens committed at step k (flat), and which
+    trajectory each belongs to."""
+    tl, il = tl.float(), il.float()  # ratios of bf16 log-probs would be too coarse
+    lt = tl.log_softmax(-1).gather(-1, traj.texts[k].clamp(min=0)[..., None])[..., 0]
+    li = il.log_softmax(-1).gather(-1, traj.images[k].clamp(min=0)[..., None])[..., 0]
+    rows = torch.arange(tl.shape[0], device=tl.device)
+    lp = torch.cat([lt[new_t], li[new_i]])
+    who = torch.cat([rows[:, None].expand_as(new_t)[new_t], rows[:, None].expand_as(new_i)[new_i]])
+    return lp, who
+
+
 def _token_logp(model: ParaDiffModel, x: torch.Tensor, traj: Trajectory, k: int, new_t: torch.Tensor,
                 new_i: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probs of the tokens committed at step k (flat), and which trajectory each belongs to."""
     tl, il = model.output_logits(x)
-    tl, il = tl.float(), il.float()  # ratios of bf16 log-probs would be too coarse
-    lt = tl.log_softmax(-1).gather(-1, traj.texts[k].clamp(min=0)[..., None])[..., 0]
-    li = il.log_softmax(-1).gather(-1, traj.images[k].clamp(min=0)[..., None])[..., 0]
-    rows = torch.arange(x.shape[0], device=x.device)
-    lp = torch.cat([lt[new_t], li[new_i]])
-    who = torch.cat([rows[:, None].expand_as(new_t)[new_t], rows[:, None].expand_as(new_i)[new_i]])
-    return lp, who
+    return _committed_logp(tl, il, traj, k, new_t, new_i)
 
 
 def _reward(scorer: Scorer, traj: Trajectory, cfg: RLConfig) -> torch.Tensor:
@@ -149,7 +170,7 @@ def _reward(scorer: Scorer, traj: Trajectory, cfg: RLConfig) -> torch.Tensor:
 
 @dataclass
 class RLState:
-    """What resuming needs: the policy, the optimiser, the update count and the history."""
+    """Where a run stands: the updates done and one record per update."""
 
     update: int = 0
     history: list[dict[str, float]] = field(default_factory=list)
@@ -160,10 +181,123 @@ def rollout_config(sample_cfg: SampleConfig) -> SampleConfig:
     return sample_cfg.model_copy(update={"text_temperature": 1.0, "temperature": 1.0, "guidance": 0.0, "noise": 0.0})
 
 
+@dataclass
+class _Rollouts:
+    """One update's rollouts of this rank's prompts, prepared for the update's epochs."""
+
+    key: tuple[int, int, int]  # (update, first prompt slot, end)
+    traj: Trajectory
+    adv: torch.Tensor  # (R,) group-normalised advantages
+    steps: list[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]]
+    stats: dict[str, tuple[float, float]]
+
+
+class RLTask:
+    """GRPO over the parallel sampler, as a task of the shared training loop (paperlab.train).
+
+    One update is ``epochs`` optimiser steps over the same rollouts; its global batch is the
+    update's ``prompts`` prompt slots, each with ``group`` trajectories. Rank r samples the
+    trajectories of its own slots, with the row seeds they would get in one process (a row's
+    draws depend only on its seed), so rollouts, rewards and advantages (within a group) do not
+    depend on the number of processes.
+    """
+
+    def __init__(self, scorer: Scorer, conds: torch.Tensor, sample_cfg: SampleConfig, cfg: RLConfig,
+                 reference: ParaDiffModel, device: torch.device) -> None:
+        self.scorer, self.conds, self.cfg, self.ref, self.device = scorer, conds, cfg, reference, device
+        self.roll_cfg = rollout_config(sample_cfg)
+        self.autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
+        self.cache: _Rollouts | None = None
+        self.w: Wrapped | None = None
+        self.sampler_copy: ParaDiffModel | None = None
+
+    def bind(self, w: Wrapped) -> None:
+        self.w = w
+        if w.mode == "fsdp":  # the sampler calls methods FSDP does not hook: it samples from a whole copy
+            self.sampler_copy = copy.deepcopy(self.ref)
+
+    @torch.no_grad()
+    def batch(self, step: int, rows: range) -> _Rollouts:
+        cfg = self.cfg
+        update = step // cfg.epochs
+        key = (update, rows.start, rows.stop)
+        if self.cache is not None and self.cache.key == key:
+            return self.cache
+        assert self.w is not None, "RLTask.bind is called by the training loop"
+        policy = whole_weights(self.w, self.sampler_copy) if self.sampler_copy is not None else self.w.module
+        assert isinstance(policy, ParaDiffModel)
+        policy.eval()
+        g = cfg.group
+        # GRPO iterates over a fixed prompt set: update u takes the next ``prompts`` of them in turn
+        idx = [(update * cfg.prompts + j) % len(self.conds) for j in rows]
+        cond = self.conds[idx].to(self.device).repeat_interleave(g, 0)  # (R, L), R = prompts * G
+        # row seeds base + global row: bases far apart keep every update's rows on their own streams
+        base = (cfg.seed * 100003 + update) << 16
+        with self.autocast:
+            res = sample(policy, cond, "parallel", self.roll_cfg, seed=base + rows.start * g, record=True)
+        traj = res.trajectory
+        assert traj is not None
+        rewards = _reward(self.scorer, traj, cfg)  # (R,)
+        final = self.scorer.reward(traj.texts[-1], traj.images[-1])
+        adv = group_advantages(rewards.view(len(rows), g)).view(-1)
+        # seeded per update, the same on every rank and on a resumed run
+        rng = random.Random(cfg.seed * 1_000_003 + update)
+        ks = sorted(rng.sample(range(len(traj)), min(cfg.loss_steps, len(traj))))
+        prepared = []
+        with self.autocast:
+            for k in ks:
+                x, new_t, new_i = _state(policy, cond, traj, k)
+                lp_old, who = _token_logp(policy, x, traj, k, new_t, new_i)
+                lp_ref, _ = _token_logp(self.ref, x, traj, k, new_t, new_i)
+                prepared.append((k, x, new_t, new_i, lp_old, lp_ref, who))
+        self.w.module.train()
+        n = float(rewards.numel())
+        self.cache = _Rollouts(key, traj, adv, prepared, {"reward": (float(rewards.sum()), n),
+                                                          "final_reward": (float(final.sum()), n)})
+        return self.cache
+
+    def loss(self, model: torch.nn.Module, b: _Rollouts) -> LossParts:
+        # every scored step's sequences in one forward pass (DDP and FSDP expect one per backward)
+        xs = torch.cat([x for _, x, *_ in b.steps])
+        tl_all, il_all = model(xs, outputs=True)
+        r = b.steps[0][1].shape[0]
+        objs, kls = [], []
+        for j, (k, _, new_t, new_i, lp_old, lp_ref, who) in enumerate(b.steps):
+            lp, _ = _committed_logp(tl_all[j * r:(j + 1) * r], il_all[j * r:(j + 1) * r], b.traj, k, new_t, new_i)
+            objs.append(clipped_objective(lp, lp_old, b.adv[who], self.cfg.clip))
+            kls.append(kl_k3(lp, lp_ref))
+        obj, kl = torch.cat(objs), torch.cat(kls)
+        # the mean over committed tokens of -objective + beta KL, as a sum and its count
+        total = (-obj + self.cfg.beta * kl).sum()
+        return LossParts(total, obj.numel(), tokens=int(xs.numel()),
+                         stats={**b.stats, "kl": (float(kl.detach().sum()), float(kl.numel()))})
+
+
+def rl_spec(cfg: RLConfig) -> TrainSpec:
+    """GRPO's optimiser steps: Adam at a constant rate, clipping at 1, a save after every update."""
+    return TrainSpec(steps=cfg.updates * cfg.epochs, global_batch=cfg.prompts,
+                     optim=OptimSpec(lr=cfg.lr, kind="adam", betas=(0.9, 0.999)), schedule=Schedule("constant"),
+                     grad_clip=1.0, bf16=cfg.dtype == "bfloat16", save_every=cfg.epochs,
+                     save_on_interrupt=False,  # an update's epochs share its rollouts: resume at an update
+                     label=f"ParaRL {cfg.mode}")
+
+
+def history_of(result: TrainResult, epochs: int) -> list[dict[str, float]]:
+    """One record per update from the loop's per-step figures: the reward of its rollouts and
+    the KL of its last epoch."""
+    s, out = result.stats, []
+    for u in range(len(result.losses) // epochs):
+        first, last = u * epochs, u * epochs + epochs - 1
+        out.append({"update": u + 1, "reward": round(s["reward"][first], 4),
+                    "final_reward": round(s["final_reward"][first], 4), "kl": round(s["kl"][last], 5)})
+    return out
+
+
 def rl_train(policy: ParaDiffModel, scorer: Scorer, conds: torch.Tensor, sample_cfg: SampleConfig, cfg: RLConfig,
-             *, state_dir: Path | None = None, on_update: Callable[[dict[str, float]], None] | None = None,
-             stop_after: int | None = None) -> tuple[ParaDiffModel, RLState]:
-    """Run GRPO updates on ``policy`` (a copy is the frozen reference), resuming from ``state_dir``.
+             *, reference: ParaDiffModel | None = None, state_dir: Path | None = None,
+             on_update: Callable[[dict[str, float]], None] | None = None, stop_after: int | None = None,
+             ctx: DistContext | None = None, console: Any = None) -> tuple[ParaDiffModel, RLState]:
+    """Run GRPO updates on ``policy`` with the shared training loop, resuming from ``state_dir``.
 
     Args:
         policy: the starting model (trained in place; pass a copy to keep the original).
@@ -171,81 +305,43 @@ def rl_train(policy: ParaDiffModel, scorer: Scorer, conds: torch.Tensor, sample_
         conds: (P, L) condition sequences of the training prompts.
         sample_cfg: the sampler's schedule (made stochastic by :func:`rollout_config`).
         cfg: the RL config.
-        state_dir: where to save progress after each update (and resume from).
-        on_update: called with each update's record (reward, kl, ...).
+        reference: the frozen KL reference (default: a copy of ``policy`` as given; a run resumed
+            from ``state_dir`` must pass the original starting model).
+        state_dir: where progress is saved after each update (and resumed from); a finished run
+            keeps its final state there, so calling again trains nothing.
+        on_update: called on rank 0 with each update's record (reward, kl, ...).
         stop_after: stop after this many updates in this call (to test resuming).
+        ctx: this process's place in a torchrun launch (default: one process on ``cfg.device``).
+
+    Returns:
+        The trained policy (whole, on every rank) and the run's :class:`RLState`.
     """
     dev = check_device(cfg)
-    policy.to(dev)
-    scorer.to(dev)
-    conds = conds.to(dev)
-    # bf16 autocast on CUDA only (check_device refuses it elsewhere); log-probs are taken in float32
-    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=cfg.dtype == "bfloat16")
-    ref = copy.deepcopy(policy).eval()
+    ctx = ctx or single_process(str(dev))
+    scorer.to(ctx.device)
+    ref = copy.deepcopy(reference if reference is not None else policy).to(ctx.device).eval()
     for p in ref.parameters():
         p.requires_grad_(False)
-    opt = torch.optim.Adam(policy.parameters(), lr=cfg.lr)
-    state = RLState()
-    if state_dir is not None and (state_dir / "rl-state.pt").is_file():
-        saved = torch.load(state_dir / "rl-state.pt", map_location=dev, weights_only=False)
-        policy.load_state_dict(saved["policy"])
-        ref.load_state_dict(saved["ref"])
-        opt.load_state_dict(saved["opt"])
-        state = RLState(saved["update"], saved["history"])
-    roll_cfg = rollout_config(sample_cfg)
-    done_here = 0
-    while state.update < cfg.updates and (stop_after is None or done_here < stop_after):
-        # GRPO iterates over a fixed prompt set: update u takes the next ``prompts`` of them in turn
-        idx = [(state.update * cfg.prompts + j) % len(conds) for j in range(cfg.prompts)]
-        cond = conds[idx].repeat_interleave(cfg.group, 0)  # (P*G, L)
-        policy.eval()
-        # rows take seeds base + row: bases far apart keep every update's rows on their own streams
-        with autocast:
-            res = sample(policy, cond, "parallel", roll_cfg, seed=(cfg.seed * 100003 + state.update) << 16,
-                         record=True)
-        traj = res.trajectory
-        assert traj is not None
-        rewards = _reward(scorer, traj, cfg)  # (P*G,)
-        final = scorer.reward(traj.texts[-1], traj.images[-1])
-        adv = group_advantages(rewards.view(cfg.prompts, cfg.group)).view(-1)
-        # seeded per update, so a run resumed (or trained in segments) picks the same steps as
-        # one that never stopped
-        rng = random.Random(cfg.seed * 1_000_003 + state.update)
-        steps = sorted(rng.sample(range(len(traj)), min(cfg.loss_steps, len(traj))))
-        prepared = []
-        with torch.no_grad(), autocast:
-            for k in steps:
-                x, new_t, new_i = _state(policy, cond, traj, k)
-                lp_old, who = _token_logp(policy, x, traj, k, new_t, new_i)
-                lp_ref, _ = _token_logp(ref, x, traj, k, new_t, new_i)
-                prepared.append((k, x, new_t, new_i, lp_old, lp_ref, who))
-        policy.train()
-        kl_val = 0.0
-        for _ in range(cfg.epochs):
-            objs, kls = [], []
-            for k, x, new_t, new_i, lp_old, lp_ref, who in prepared:
-                with autocast:
-                    lp, _ = _token_logp(policy, x, traj, k, new_t, new_i)
-                objs.append(clipped_objective(lp, lp_old, adv[who], cfg.clip))
-                kls.append(kl_k3(lp, lp_ref))
-            obj, kl = torch.cat(objs).mean(), torch.cat(kls).mean()
-            loss = -obj + cfg.beta * kl
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
-            opt.step()
-            kl_val = kl.item()
-        policy.eval()
-        state.update += 1
-        done_here += 1
-        rec = {"update": state.update, "reward": round(rewards.mean().item(), 4),
-               "final_reward": round(final.mean().item(), 4), "kl": round(kl_val, 5)}
-        state.history.append(rec)
-        if on_update is not None:
-            on_update(rec)
-        if state_dir is not None:
-            _save_state(state_dir, policy, ref, opt, state)
-    return policy, state
+    task = RLTask(scorer, conds, sample_cfg, cfg, ref, ctx.device)
+    first_reward: dict[int, tuple[float, float]] = {}
+
+    def step_done(step: int, loss: float, stats: dict[str, float]) -> None:
+        update, epoch = divmod(step, cfg.epochs)
+        if epoch == 0:  # the rollouts' rewards; the KL is the update's last epoch's
+            first_reward[update] = (stats["reward"], stats["final_reward"])
+        if on_update is not None and epoch == cfg.epochs - 1:
+            reward, final = first_reward.pop(update, (float("nan"), float("nan")))
+            on_update({"update": update + 1, "reward": round(reward, 4), "final_reward": round(final, 4),
+                       "kl": round(stats["kl"], 5)})
+
+    w, result = run_training(policy, task, rl_spec(cfg), ctx, state_dir=state_dir,
+                             fingerprint={"rl": cfg.model_dump(mode="json")}, console=console,
+                             on_step=step_done, stop_after=None if stop_after is None else stop_after * cfg.epochs,
+                             keep_final=True)  # a finished arm reruns as a no-op (rl_bench resumes arms)
+    history = history_of(result, cfg.epochs)
+    trained = whole_weights(w, copy.deepcopy(ref)) if w.mode == "fsdp" else w.module
+    assert isinstance(trained, ParaDiffModel)
+    return trained.eval(), RLState(len(result.losses) // cfg.epochs, history)
 
 
 @torch.no_grad()
@@ -262,19 +358,6 @@ def prompt_reward(policy: ParaDiffModel, scorer: Scorer, conds: torch.Tensor, sa
     cond = conds.to(dev).repeat_interleave(rollouts, 0)
     res = sample(policy, cond, "parallel", rollout_config(sample_cfg), seed=seed)
     return float(scorer.reward(res.text, res.image).mean())
-
-
-def _save_state(state_dir: Path, policy: ParaDiffModel, ref: ParaDiffModel, opt: torch.optim.Optimizer,
-                state: RLState) -> None:
-    import io
-
-    from paperlab.io import atomic_write_bytes
-
-    buf = io.BytesIO()
-    torch.save({"policy": policy.state_dict(), "ref": ref.state_dict(), "opt": opt.state_dict(),
-                "update": state.update, "history": state.history}, buf)
-    atomic_write_bytes(state_dir / "rl-state.pt", buf.getvalue())
-    (state_dir / "history.json").write_text(json.dumps(state.history))
 
 
 def train_prompts(cfg: RLConfig, held_out: set[Any]) -> list[Example]:

@@ -17,6 +17,7 @@ from paperlab.paradiff.bench import AXES, conditions, score_sampler, summarise
 from paperlab.paradiff.rl import RLConfig, check_device, prompt_reward, rl_train, train_prompts
 from paperlab.paradiff.scorer import ensure_scorer
 from paperlab.paradiff.train import Trained, bench_examples
+from paperlab.train import DistContext, single_process
 
 __all__ = ["ARMS", "plot_rl", "run_rl"]
 
@@ -26,16 +27,23 @@ CURVE_AXES = ("output_alignment", "text_alignment", "image_alignment")  # held-o
 
 
 def run_rl(trained: Trained, out: Path, cfg: RLConfig, *, eval_prompts: int = 96, seed: int = 0,
-           eval_every: int = 4,
-           on_update: Callable[[str, dict[str, float]], None] | None = None) -> dict[str, Any]:
+           eval_every: int = 4, on_update: Callable[[str, dict[str, float]], None] | None = None,
+           ctx: DistContext | None = None) -> dict[str, Any]:
     """Train the two RL arms from the same start (resuming from ``out/<arm>``) and score all three.
 
     Every arm is scored on the same held-out benchmark prompts with the same sampler seeds, at
     the end and every ``eval_every`` updates on the way (the held-out curves of the plot; 0 =
-    at the end only).
+    at the end only). Under torchrun (``ctx``) every rank trains its share of each update's
+    rollouts; rank 0 alone fits the scorer, scores and writes, the others waiting.
     """
+    dev = check_device(cfg)
+    ctx = ctx or single_process(str(dev))
     out.mkdir(parents=True, exist_ok=True)
-    scorer, srep = ensure_scorer(cfg.scorer, trained.vq, device=str(check_device(cfg)))
+    if ctx.is_main:
+        scorer, srep = ensure_scorer(cfg.scorer, trained.vq, device=str(dev))
+    ctx.barrier()
+    if not ctx.is_main:
+        scorer, srep = ensure_scorer(cfg.scorer, trained.vq, device=str(dev))  # cached by rank 0
     held = {e.key for e in bench_examples(trained.cfg)}
     train_ex = train_prompts(cfg, held)
     train_cond = conditions(trained, train_ex)
@@ -55,7 +63,9 @@ def run_rl(trained: Trained, out: Path, cfg: RLConfig, *, eval_prompts: int = 96
         means, _ = summarise(score_sampler(trained, model, eval_ex, eval_cond, "parallel", seed=seed), idx)
         return {a: means[a] for a in CURVE_AXES}
 
-    start_reward = prompt_reward(trained.model, scorer, train_cond, trained.cfg.sample, rollouts=TRAIN_ROLLOUTS)
+    main = ctx.is_main
+    start_reward = prompt_reward(trained.model, scorer, train_cond, trained.cfg.sample,
+                                 rollouts=TRAIN_ROLLOUTS) if main else 0.0
     for arm in ARMS:
         t0 = time.perf_counter()
         model = trained.model
@@ -66,20 +76,25 @@ def run_rl(trained: Trained, out: Path, cfg: RLConfig, *, eval_prompts: int = 96
                 if on_update is not None:
                     on_update(arm, rec)
 
-            model = copy.deepcopy(trained.model)
             # update 0 is the starting model, already scored as the "none" arm (ARMS[0])
-            curve = [{"update": 0, **{a: result["none"][a] for a in CURVE_AXES}}]
+            curve = [{"update": 0, **{a: result["none"][a] for a in CURVE_AXES}}] if main else []
             while True:  # rl_train resumes from out/<arm>: segments of eval_every updates
-                model, state = rl_train(model, scorer, train_cond, trained.cfg.sample, arm_cfg,
-                                        state_dir=out / arm, on_update=report, stop_after=eval_every or None)
+                model, state = rl_train(copy.deepcopy(trained.model), scorer, train_cond, trained.cfg.sample,
+                                        arm_cfg, reference=trained.model, state_dir=out / arm, on_update=report,
+                                        stop_after=eval_every or None, ctx=ctx)
                 if state.update >= arm_cfg.updates:
                     break
-                curve.append({"update": state.update, **held_out(model)})
+                if main:
+                    curve.append({"update": state.update, **held_out(model)})
+            if not main:
+                continue
             result["history"][arm] = state.history
             result.setdefault("held_out_curve", {})[arm] = curve
             after = prompt_reward(model, scorer, train_cond, trained.cfg.sample, rollouts=TRAIN_ROLLOUTS)
             result["train_reward"][arm] = {"before": round(start_reward, 4), "after": round(after, 4),
                                            "rise": round(after - start_reward, 4)}
+        if not main:
+            continue
         raw = score_sampler(trained, model, eval_ex, eval_cond, "parallel", seed=seed)
         means, ci = summarise(raw, idx)
         result[arm] = means
@@ -88,8 +103,10 @@ def run_rl(trained: Trained, out: Path, cfg: RLConfig, *, eval_prompts: int = 96
                 {"update": arm_cfg.updates, **{a: means[a] for a in CURVE_AXES}})
         result["ci95"][arm] = ci
         result["seconds"][arm] = round(time.perf_counter() - t0, 1)
-    atomic_write_text(out / "rl.json", json.dumps(result, indent=2))
-    plot_rl(result, out / "rl.png")
+    if main:
+        atomic_write_text(out / "rl.json", json.dumps(result, indent=2))
+        plot_rl(result, out / "rl.png")
+    ctx.barrier()
     return result
 
 

@@ -16,7 +16,7 @@ from paperlab.paradiff.errors import CheckpointError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["load_checkpoint", "save_checkpoint"]
+__all__ = ["load_checkpoint", "read_meta", "save_checkpoint"]
 
 WEIGHTS = "weights.safetensors"
 META = "meta.json"
@@ -63,3 +63,12 @@ def load_checkpoint(path: Path, kind: str, expect_hash: str | None = None) -> tu
                               f"{meta.get('hash')}, this config needs {expect_hash}); use the matching "
                               "--preset or retrain")
     return tensors, meta
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    """A checkpoint's ``meta.json`` ({} when it is missing or unreadable)."""
+    try:
+        meta = json.loads((path / META).read_text())
+    except (OSError, ValueError):
+        return {}
+    return meta if isinstance(meta, dict) else {}

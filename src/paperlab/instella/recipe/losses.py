@@ -30,6 +30,15 @@ def token_nll(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> to
     return nll.view(B, T)
 
 
+def masked_lm_sum(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """The summed next-token cross-entropy over the masked targets, and how many there are
+    (what the training loop averages over the whole global batch; see paperlab.train)."""
+    B, T, V = logits.shape
+    targets = _targets(ids, mask).reshape(-1)
+    total = F.cross_entropy(logits.reshape(-1, V).float(), targets, reduction="sum")
+    return total, int((targets != -100).sum())
+
+
 def masked_lm_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of predicting ``ids[:, t+1]`` from position t, where ``mask[:, t+1]``.
 
@@ -38,10 +47,8 @@ def masked_lm_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) 
         ids: (B, T) the token ids.
         mask: (B, T) 1 where the token is a training target (0: prompt, padding).
     """
-    B, T, V = logits.shape
-    targets = _targets(ids, mask).reshape(-1)
-    total = F.cross_entropy(logits.reshape(-1, V).float(), targets, reduction="sum")
-    return total / (targets != -100).sum().clamp(min=1)
+    total, count = masked_lm_sum(logits, ids, mask)
+    return total / max(count, 1)
 
 
 def sequence_logprobs(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -40,35 +40,45 @@ from paperlab.instella.recipe.evaluate import (
 )
 from paperlab.instella.recipe.losses import (
     length_normalised_dpo_loss,
-    masked_lm_loss,
+    masked_lm_sum,
     sequence_logprobs,
 )
-from paperlab.instella.recipe.train import TrainStats, train
-from paperlab.threads import cpu_threads
+from paperlab.instella.recipe.train import stage_spec
+from paperlab.train import (
+    DistContext,
+    FnTask,
+    LossParts,
+    TrainResult,
+    Wrapped,
+    full_state_dict,
+    run_training,
+    sample_generator,
+    single_process,
+)
 
 log = logging.getLogger(__name__)
 CHAT_STAGES = ("sft", "dpo", "long")
-
-
+Batch = dict[str, torch.Tensor]
 
 
 class Recipe:
-    """One recipe run into ``out`` (see the module docstring for the layout)."""
+    """One recipe run into ``out`` (see the module docstring for the layout).
+
+    Under torchrun every rank runs the recipe: training is sharded over the ranks (the global
+    batch of each stage is split by sample index), while rank 0 alone writes the tokenizer,
+    the checkpoints, the soup and the report and runs the evaluations, the others waiting.
+    """
 
     def __init__(self, cfg: RecipeConfig, out: str | Path, *, from_dir: str | Path | None = None,
-                 console: Any = None) -> None:
+                 console: Any = None, ctx: DistContext | None = None) -> None:
         self.cfg, self.out, self.console = cfg, Path(out), console
         self.from_dir = Path(from_dir) if from_dir is not None else None
         check_stage_inputs(cfg, self.from_dir)
         if self.from_dir is not None and not (self.from_dir / "config.json").is_file():
             raise InstellaConfigError(f"--from {self.from_dir} is not a checkpoint directory (no config.json)")
-        want = "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
-        if want == "cuda" and not torch.cuda.is_available():
-            raise InstellaConfigError("device 'cuda' asked for but CUDA is not available; use --device cpu")
-        self.device = torch.device(want)
-        if want == "cpu":
-            torch.set_num_threads(cfg.threads or cpu_threads())
-        self.autocast = cfg.bf16_autocast and want == "cuda"
+        self.ctx = ctx if ctx is not None else single_process(cfg.device)
+        self.device = self.ctx.device
+        self.bf16 = cfg.bf16_autocast and self.device.type == "cuda"
         # data: loaded (and checked) before anything is written
         self.text_train, self.text_held = D.stage1_text(cfg.corpus)
         self.math_train, self.math_test, self.math_source = D.math_problems(cfg.gsm8k, cfg.seed)
@@ -76,11 +86,18 @@ class Recipe:
 
     # -- set-up ---------------------------------------------------------------------------
     def _tokenizer(self) -> Any:
+        """Rank 0 makes (or finds) the run's tokenizer; the other ranks read what it wrote."""
         path = self.out / "tokenizer"
-        if (path / "tokenizer.json").is_file():
-            from transformers import AutoTokenizer
+        if self.ctx.is_main:
+            self._make_tokenizer(path)
+        self.ctx.barrier()
+        from transformers import AutoTokenizer
 
-            return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path)
+
+    def _make_tokenizer(self, path: Path) -> None:
+        if (path / "tokenizer.json").is_file():
+            return
         if self.from_dir is not None and (self.from_dir / "tokenizer.json").is_file():
             from transformers import AutoTokenizer
 
@@ -96,7 +113,6 @@ class Recipe:
 
         with atomic_directory(path, force=True) as tmp:
             tok.save_pretrained(tmp)
-        return tok
 
     def _new_model(self) -> Any:
         from paperlab.instella.configuration import InstellaConfig
@@ -141,12 +157,15 @@ class Recipe:
         raise InstellaConfigError(f"stage {stage!r} found no input checkpoint under {self.out}")
 
     # -- batches --------------------------------------------------------------------------
-    def _gen(self, seed: int, step: int) -> torch.Generator:
-        return torch.Generator().manual_seed(seed * 1_000_003 + step)
+    # Every sample's randomness comes from (stream seed, step, global sample index), so one
+    # process and N processes draw the same batches (paperlab.train.seeds).
+    def _pick(self, seed: int, step: int, i: int, n: int) -> int:
+        """Sample ``i``'s uniform choice in [0, n) at ``step``."""
+        return int(torch.randint(0, n, (1,), generator=sample_generator(seed, step, i)))
 
-    def _windows(self, ids: torch.Tensor, g: torch.Generator, rows: int, T: int) -> torch.Tensor:
-        starts = torch.randint(0, ids.numel() - T - 1, (rows,), generator=g)
-        return torch.stack([ids[s : s + T] for s in starts.tolist()])  # (rows, T)
+    def _windows(self, ids: torch.Tensor, seed: int, step: int, rows: range, T: int) -> torch.Tensor:
+        starts = [self._pick(seed, step, i, ids.numel() - T - 1) for i in rows]
+        return torch.stack([ids[s : s + T] for s in starts])  # (rows, T)
 
     # -- the run ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -171,9 +190,15 @@ class Recipe:
         self.report["config"] = self.cfg.model_dump(mode="json")
         for stage in self.cfg.stages:
             getattr(self, f"_stage_{stage}")()
-            self._write_report()
-        self._plot()
+            self._main_only(self._write_report)
+        self._main_only(self._plot)
         return self.report
+
+    def _main_only(self, fn: Any, *args: Any, **kw: Any) -> None:
+        """Run ``fn`` on rank 0 while the other ranks wait for it."""
+        if self.ctx.is_main:
+            fn(*args, **kw)
+        self.ctx.barrier()
 
     def _done(self, key: str) -> bool:
         return key in self.report.get("stages", {}) and self._ckpt_for_key(key).is_dir()
@@ -183,25 +208,43 @@ class Recipe:
             return self._ckpt("stage2", int(key.split("-")[-1]))
         return self._ckpt(key)
 
-    def _train_stage(self, key: str, model: Any, settings: Any, schedule: str, make_batch: Any,
-                     loss_fn: Any) -> TrainStats:
-        state = self.out / key / ".state"
-        stats = train(model, make_batch, loss_fn, settings, schedule=schedule, state_dir=state,
-                      save_every=self.cfg.save_every, weight_decay=self.cfg.weight_decay,
-                      grad_clip=self.cfg.grad_clip, label=key, console=self.console, autocast=self.autocast)
-        return stats
+    def _train_stage(self, key: str, model: Any, settings: Any, schedule: str,
+                     make_batch: Any, loss_fn: Any) -> tuple[Wrapped, TrainResult]:
+        """Train one stage with the shared loop (sharded under torchrun, resumable)."""
+        spec = stage_spec(self.cfg, settings, schedule, label=key, bf16=self.bf16)
+        fingerprint = {"stage": key, "model": model.config.to_diff_dict(), "settings": settings.model_dump(),
+                       "schedule": schedule, "seed": self.cfg.seed, "weight_decay": self.cfg.weight_decay}
+        return run_training(model, FnTask(make_batch, loss_fn), spec, self.ctx, state_dir=self.out / key / ".state",
+                            fingerprint=fingerprint, console=self.console)
 
-    def _finish(self, key: str, model: Any, stats: TrainStats | None, *, chat: bool,
+    def _whole(self, w: Wrapped) -> Any:
+        """The trained model whole on rank 0 (None elsewhere); every rank must call it."""
+        if w.mode != "fsdp":
+            return w.module if self.ctx.is_main else None
+        full = full_state_dict(w)  # a collective: FSDP gathers the shards on rank 0
+        if not self.ctx.is_main:
+            return None
+        from paperlab.instella.modeling import InstellaForCausalLM
+
+        model = InstellaForCausalLM(w.module.config)  # type: ignore[arg-type]  # an Instella module
+        model.load_state_dict(full)
+        return model.to(self.device).eval()  # type: ignore[arg-type]
+
+    def _finish(self, key: str, trained: Wrapped | Any, stats: TrainResult | None, *, chat: bool,
                 extra: dict[str, Any] | None = None, ref: Any = None) -> None:
-        self._save(model, self._ckpt_for_key(key))
-        shutil.rmtree(self.out / key / ".state", ignore_errors=True)
-        metrics = self._evaluate(model, chat=chat, ref=ref)
-        entry = {"checkpoint": str(self._ckpt_for_key(key)), **metrics, **(extra or {})}
-        if stats is not None:
-            entry.update(train=asdict(stats))
-        self.report.setdefault("stages", {})[key] = entry
-        self._write_report()
-        log.info("%s: %s", key, metrics)
+        """Save the stage's consolidated checkpoint and measure it (rank 0; the others wait)."""
+        model = self._whole(trained) if isinstance(trained, Wrapped) else trained
+        if self.ctx.is_main:
+            self._save(model, self._ckpt_for_key(key))
+            shutil.rmtree(self.out / key / ".state", ignore_errors=True)
+            metrics = self._evaluate(model, chat=chat, ref=ref)
+            entry = {"checkpoint": str(self._ckpt_for_key(key)), **metrics, **(extra or {})}
+            if stats is not None:
+                entry.update(train=asdict(stats))
+            self.report.setdefault("stages", {})[key] = entry
+            self._write_report()
+            log.info("%s: %s", key, metrics)
+        self.report = self.ctx.broadcast(self.report)
 
     def _evaluate(self, model: Any, *, chat: bool, ref: Any = None) -> dict[str, float]:
         e, T = self.cfg.eval, self.cfg.model.seq_len
@@ -231,22 +274,22 @@ class Recipe:
         return out
 
     # -- stages -----------------------------------------------------------------------------
-    def _lm_loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        logits = model(batch["ids"], use_cache=False).logits
-        return masked_lm_loss(logits, batch["ids"], batch["mask"]), int(batch["ids"].numel())
+    def _lm_loss(self, model: Any, batch: Batch) -> LossParts:
+        ids = batch["ids"].to(self.device)
+        total, count = masked_lm_sum(model(ids, use_cache=False).logits, ids, batch["mask"].to(self.device))
+        return LossParts(total, count, tokens=int(ids.numel()))
 
     def _stage_pretrain(self) -> None:
         if self._done("pretrain"):
             return
         s, T = self.cfg.pretrain, self.cfg.model.seq_len
 
-        def batch(step: int) -> dict[str, torch.Tensor]:
-            ids = self._windows(self.text_ids, self._gen(self.cfg.seed, step), s.batch, T)
+        def batch(step: int, rows: range) -> Batch:
+            ids = self._windows(self.text_ids, self.cfg.seed, step, rows, T)
             return {"ids": ids, "mask": torch.ones_like(ids)}
 
-        model = self._new_model()
-        stats = self._train_stage("pretrain", model, s, "cosine", batch, self._lm_loss)
-        self._finish("pretrain", model, stats, chat=False)
+        w, stats = self._train_stage("pretrain", self._new_model(), s, "cosine", batch, self._lm_loss)
+        self._finish("pretrain", w, stats, chat=False)
 
     def _stage_stage2(self) -> None:
         base = self._ckpt("pretrain") if self._ckpt("pretrain").is_dir() else self.from_dir
@@ -258,23 +301,26 @@ class Recipe:
             if self._done(key):
                 continue
 
-            def batch(step: int, seed: int = seed) -> dict[str, torch.Tensor]:
-                g = self._gen(seed, step)
-                n_general = int(round(s.batch * self.cfg.general_fraction))
-                rows = [self._windows(self.math_ids, g, s.batch - n_general, T)]
-                if n_general:
-                    rows.append(self._windows(self.text_ids, g, n_general, T))
-                ids = torch.cat(rows)
+            # the last general_fraction of each global batch is stage-1 text, the rest math
+            n_math = s.batch - int(round(s.batch * self.cfg.general_fraction))
+
+            def batch(step: int, rows: range, seed: int = seed, n_math: int = n_math) -> Batch:
+                ids = torch.stack([
+                    self._windows(self.math_ids if i < n_math else self.text_ids, seed, step, range(i, i + 1), T)[0]
+                    for i in rows])
                 return {"ids": ids, "mask": torch.ones_like(ids)}
 
             torch.manual_seed(seed)
-            model = self._load(base)
-            stats = self._train_stage(key, model, s, "linear", batch, self._lm_loss)
-            self._finish(key, model, stats, chat=False, extra={"seed": seed})
+            w, stats = self._train_stage(key, self._load(base), s, "linear", batch, self._lm_loss)
+            self._finish(key, w, stats, chat=False, extra={"seed": seed})
 
     def _stage_soup(self) -> None:
         if self._done("soup"):
             return
+        self._main_only(self._make_soup)
+        self.report = self.ctx.broadcast(self.report)
+
+    def _make_soup(self) -> None:
         from paperlab.soup import MergeSpec, ModelEntry, merge_checkpoints
 
         t0 = time.perf_counter()
@@ -310,18 +356,13 @@ class Recipe:
         s = self.cfg.sft
         examples = self._sft_examples()
 
-        def batch(step: int) -> dict[str, torch.Tensor]:
-            idx = torch.randint(0, len(examples), (s.batch,), generator=self._gen(self.cfg.seed + 1, step))
-            ids, mask = pad_batch([examples[i] for i in idx.tolist()], self.tok.pad_token_id)
+        def batch(step: int, rows: range) -> Batch:
+            picked = [examples[self._pick(self.cfg.seed + 1, step, i, len(examples))] for i in rows]
+            ids, mask = pad_batch(picked, self.tok.pad_token_id)
             return {"ids": ids, "mask": mask}
 
-        def loss(model: Any, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-            logits = model(b["ids"], use_cache=False).logits
-            return masked_lm_loss(logits, b["ids"], b["mask"]), int(b["mask"].sum())
-
-        model = self._load(self._input_for("sft"))
-        stats = self._train_stage("sft", model, s, "linear", batch, loss)
-        self._finish("sft", model, stats, chat=True)
+        w, stats = self._train_stage("sft", self._load(self._input_for("sft")), s, "linear", batch, self._lm_loss)
+        self._finish("sft", w, stats, chat=True)
 
     def _stage_dpo(self) -> None:
         if self._done("dpo"):
@@ -334,22 +375,23 @@ class Recipe:
         train_pairs = self._pairs(self.math_train, chat=True)
         encoded = [(encode_pair(self.tok, pr, c, T), encode_pair(self.tok, pr, r, T)) for pr, c, r in train_pairs]
 
-        def batch(step: int) -> dict[str, torch.Tensor]:
-            idx = torch.randint(0, len(encoded), (s.batch,), generator=self._gen(self.cfg.seed + 2, step)).tolist()
+        def batch(step: int, rows: range) -> Batch:
+            # one sample is one (chosen, rejected) pair: chosen rows first, then rejected
+            idx = [self._pick(self.cfg.seed + 2, step, i, len(encoded)) for i in rows]
             ids, mask = pad_batch([encoded[i][0] for i in idx] + [encoded[i][1] for i in idx], self.tok.pad_token_id)
             return {"ids": ids, "mask": mask}
 
-        def loss(model: Any, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-            n = b["ids"].shape[0] // 2
-            lp, ln = sequence_logprobs(model(b["ids"], use_cache=False).logits, b["ids"], b["mask"])
+        def loss(model: Any, b: Batch) -> LossParts:
+            ids, mask = b["ids"].to(self.device), b["mask"].to(self.device)
+            n = ids.shape[0] // 2
+            lp, ln = sequence_logprobs(model(ids, use_cache=False).logits, ids, mask)
             with torch.no_grad():
-                rp, _ = sequence_logprobs(ref(b["ids"], use_cache=False).logits, b["ids"], b["mask"])
-            value, _ = length_normalised_dpo_loss(lp[:n], lp[n:], rp[:n], rp[n:], ln[:n], ln[n:], beta)
-            return value, int(b["mask"].sum())
+                rp, _ = sequence_logprobs(ref(ids, use_cache=False).logits, ids, mask)
+            mean, _ = length_normalised_dpo_loss(lp[:n], lp[n:], rp[:n], rp[n:], ln[:n], ln[n:], beta)
+            return LossParts(mean * n, n, tokens=int(mask.sum()))  # summed over this rank's pairs
 
-        model = self._load(src)
-        stats = self._train_stage("dpo", model, s, "linear", batch, loss)
-        self._finish("dpo", model, stats, chat=True, extra={"reference": str(src), "beta": beta}, ref=ref)
+        w, stats = self._train_stage("dpo", self._load(src), s, "linear", batch, loss)
+        self._finish("dpo", w, stats, chat=True, extra={"reference": str(src), "beta": beta}, ref=ref)
 
     def _stage_long(self) -> None:
         if self._done("long"):
@@ -363,14 +405,16 @@ class Recipe:
         cfg.set_rope_theta(theta)
         cfg.max_position_embeddings = T
 
-        def batch(step: int) -> dict[str, torch.Tensor]:
-            ids = self._windows(self.text_ids, self._gen(self.cfg.seed + 3, step), s.batch, T)
+        def batch(step: int, rows: range) -> Batch:
+            ids = self._windows(self.text_ids, self.cfg.seed + 3, step, rows, T)
             return {"ids": ids, "mask": torch.ones_like(ids)}
 
-        before = heldout_text_loss(model, self.held_ids, T, max(1, self.cfg.eval.heldout_windows // f))
-        stats = self._train_stage("long", model, s, "linear", batch, self._lm_loss)
-        after = heldout_text_loss(model, self.held_ids, T, max(1, self.cfg.eval.heldout_windows // f))
-        self._finish("long", model, stats, chat=True, extra={
+        windows = max(1, self.cfg.eval.heldout_windows // f)
+        before = heldout_text_loss(model, self.held_ids, T, windows) if self.ctx.is_main else float("nan")
+        w, stats = self._train_stage("long", model, s, "linear", batch, self._lm_loss)
+        whole = self._whole(w)
+        after = heldout_text_loss(whole, self.held_ids, T, windows) if self.ctx.is_main else float("nan")
+        self._finish("long", whole, stats, chat=True, extra={
             "rope_theta": theta, "context": T, "heldout_loss_text_long_before": before,
             "heldout_loss_text_long_after": after})
 
@@ -412,16 +456,13 @@ class Recipe:
 
 
 def run_recipe(cfg: RecipeConfig, out: str | Path, *, from_dir: str | Path | None = None,
-               console: Any = None) -> dict[str, Any]:
+               console: Any = None, ctx: DistContext | None = None) -> dict[str, Any]:
     """Run the configured stages into ``out`` and return the report (also OUT/report.json).
 
-    torch's thread count is set for the run (see :func:`cpu_threads`) and restored after it.
+    ``ctx``: this process's place in a torchrun launch (:func:`paperlab.train.init_distributed`);
+    default a single process on ``cfg.device``.
     """
-    threads = torch.get_num_threads()
-    try:
-        return Recipe(cfg, out, from_dir=from_dir, console=console).run()
-    finally:
-        torch.set_num_threads(threads)
+    return Recipe(cfg, out, from_dir=from_dir, console=console, ctx=ctx).run()
 
 
 __all__ = ["Recipe", "run_recipe"]
