@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from paperlab.align.backend import Ops, get_ops
-from paperlab.align.cknna import CKNNA_VARIANTS, cknna_from_normalized
+from paperlab.align.cknna_variants import CKNNA_VARIANTS, cknna_from_normalized
 from paperlab.errors import AlignError
 
 log = logging.getLogger(__name__)
@@ -138,11 +138,11 @@ def cknna(
 ) -> float:
     """CKNNA: centred kernel alignment restricted to mutual nearest neighbours.
 
-    ``variant`` picks the definition (:data:`paperlab.align.cknna.CKNNA_VARIANTS`):
+    ``variant`` picks the definition (:data:`paperlab.align.cknna_variants.CKNNA_VARIANTS`):
     ``double-centred`` (default: Kc = H K H at the neighbour pairs), ``paper`` (the paper's
     printed formula: row-centred K_ij - E_l[K_il]) or ``platonic-rep`` (the authors' reference
     code: masked, uncentred kernels through the unbiased HSIC estimator). The formulas are in
-    :mod:`paperlab.align.cknna`. All work on L2-normalised rows, with memory O(N k); identical
+    :mod:`paperlab.align.cknna_variants`. All work on L2-normalised rows, with memory O(N k); identical
     inputs give 1.
     """
     if variant not in CKNNA_VARIANTS:
