@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from paperlab.console import out_console
 from paperlab.train.options import BackendOpt, DryRunOpt, NprocOpt, ParallelOpt, ThreadsOpt
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ def _train_dry_run(cfg: ParadiffConfig, parallel: str | None, nproc: int | None)
     t.add_column("GiB", no_wrap=True)
     for k, v in est.rows():
         t.add_row(k, v)
-    Console(width=max(100, Console().width)).print(t)
+    out_console().print(t)
 
 
 @app.command("sample")
@@ -249,7 +250,7 @@ def bench(
             v = row[a]
             cells.append("n/a" if v is None else f"{v:.3f} [{result['ci95'][name][a][0]:.2f}, {result['ci95'][name][a][1]:.2f}]")
         t.add_row(a, *cells)
-    Console().print(t)
+    out_console().print(t)
     console.print(f"wrote {js} and {png}")
 
 
@@ -347,7 +348,7 @@ def rl(
     for a in AXES:
         t.add_row(a, *[f"{result[arm][a]:.3f} [{result['ci95'][arm][a][0]:.2f}, {result['ci95'][arm][a][1]:.2f}]"
                        if result[arm][a] is not None else "n/a" for arm in ARMS])
-    Console().print(t)
+    out_console().print(t)
     tr = result["train_reward"]
     console.print("scorer reward on the RL training prompts (same seeded rollouts), before -> after: "
                   + "; ".join(f"{a} {tr[a]['before']:.3f} -> {tr[a]['after']:.3f}" for a in ARMS[1:]))
