@@ -87,3 +87,19 @@ def test_dry_run_refuses_a_batch_the_ranks_cannot_share(capsys: pytest.CaptureFi
         main(["instella", "recipe", "--preset", "gpu", "--dry-run", "--nproc", "3"])
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(err) == 1 and "does not split evenly over 3 processes" in err[0]
+
+
+def test_pararl_gpu_preset_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
+    out = run(["paradiff", "rl", "--preset", "gpu", "--dry-run", "--nproc", "8", "--parallel", "fsdp"], capsys)
+    from paperlab.paradiff.config import get_preset
+    from paperlab.paradiff.plan import layout_of
+    from paperlab.paradiff.rl import rl_preset
+
+    cfg, rl = get_preset("gpu"), rl_preset("gpu")
+    lay = layout_of(cfg)
+    P = int(re.search(r"([\d,]+) parameters", out).group(1).replace(",", ""))  # type: ignore[union-attr]
+    rows = table_rows(out)
+    C, L, F, V, S = 512, 12, 2048, lay.vocab, lay.length
+    seqs = rl.prompts // 8 * rl.group * rl.loss_steps  # this rank's prompts x group x scored steps
+    assert rows["activations"][0] == pytest.approx(seqs * S * (L * (10 * C + 2 * F) * 2 + V * 6) / GIB, abs=0.006)
+    assert rows["gathered"][0] > 4 * P / GIB  # the reference model is whole on every rank
