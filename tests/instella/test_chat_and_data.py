@@ -11,17 +11,17 @@ import pytest
 import torch
 
 from paperlab.instella.chat import ChatSession, read_chat_file
-from paperlab.instella.checkpoint import init_checkpoint, load_model, load_tokenizer_for
+from paperlab.instella.checkpoint import load_model, load_tokenizer_for
 from paperlab.instella.errors import InstellaConfigError
 from paperlab.instella.recipe.data import math_problems, shared_gsm8k
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+@pytest.fixture
+def tiny_dir(tiny_preset_dir: Path) -> Path:
     """The tiny preset with the real tokenizer (random weights: the replies are noise)."""
-    return init_checkpoint("tiny", tmp_path_factory.mktemp("chat") / "tiny", seed=0)
+    return tiny_preset_dir
 
 
 def _cli(*args: str) -> int:

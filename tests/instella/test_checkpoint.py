@@ -26,6 +26,7 @@ from .conftest import REPO_SRC, write_released_checkpoint
 IDS = torch.tensor([[5, 17, 3, 88, 42]])
 
 
+@pytest.mark.slow  # a fresh interpreter imports torch and transformers (about 10 s)
 def test_released_layout_loads_with_plain_auto_class_in_a_fresh_interpreter(
     released_dir: Path, tiny_model: InstellaForCausalLM, tmp_path: Path
 ) -> None:
