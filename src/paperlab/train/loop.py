@@ -237,12 +237,12 @@ def run_training(
     autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=spec.bf16 and ctx.device.type == "cuda")
     params = [p for p in w.module.parameters() if p.requires_grad]
     tok0, t0 = tokens, time.perf_counter()
-    step, done_here = start, 0
+    done = start  # optimiser steps applied to the weights (what a save records)
     w.module.train()
     try:
         with _Progress(spec, start, ctx, console) as progress:
             for step in range(start, spec.steps):
-                if stop_after is not None and done_here >= stop_after:
+                if stop_after is not None and done - start >= stop_after:
                     break
                 factor = spec.schedule.factor(step, spec.steps)
                 for g, peak in zip(opt.param_groups, peaks, strict=True):
@@ -264,39 +264,37 @@ def run_training(
                         p.grad.mul_(scale)
                 if spec.grad_clip:
                     clip_gradients(params, spec.grad_clip, ctx, sharded=w.mode == "fsdp")
-                opt.step()
-                opt.zero_grad(set_to_none=True)
                 loss_v = total / count
                 if not math.isfinite(loss_v):
                     raise TrainError(f"{spec.label}: the loss is {loss_v} at step {step}; lower the learning "
                                      "rate or check the data")
-                losses.append(loss_v)
+                opt.step()
+                done, tokens = step + 1, tokens + n_tok
+                losses.append(loss_v)  # as close to the step as it goes: a Ctrl-C save needs both
+                opt.zero_grad(set_to_none=True)
                 for i, n in enumerate(names):
                     s, k = float(packed[3 + 2 * i]), float(packed[4 + 2 * i])
                     stats.setdefault(n, []).append(s / k if k else float("nan"))
-                tokens += n_tok
-                done_here += 1
                 tps = (tokens - tok0) / max(1e-9, time.perf_counter() - t0)
                 progress.update(step, loss_v, tps)
                 if on_step is not None and ctx.is_main:
                     on_step(step, loss_v, {n: v[-1] for n, v in stats.items()})
-                if state_dir is not None and spec.save_every and (step + 1) % spec.save_every == 0 \
-                        and step + 1 < spec.steps:
-                    save_state(state_dir, step + 1, w, opt, meta(step + 1), ctx)
-            else:
-                step = spec.steps
+                if state_dir is not None and spec.save_every and done % spec.save_every == 0 and done < spec.steps:
+                    save_state(state_dir, done, w, opt, meta(done), ctx)
     except KeyboardInterrupt:
         # one process only: ranks of a launch may stop at different points, and a save is a collective
-        if state_dir is not None and spec.save_on_interrupt and ctx.world_size == 1 and step > start:
-            save_state(state_dir, step, w, opt, meta(step), ctx)
+        if state_dir is not None and spec.save_on_interrupt and ctx.world_size == 1 and done > start:
+            if len(losses) < done:  # stopped between the optimiser step and its record
+                losses.append(loss_v)
+            save_state(state_dir, done, w, opt, meta(done), ctx)
         raise
     w.module.eval()
     secs = time.perf_counter() - t0
-    finished = step >= spec.steps
+    finished = done >= spec.steps
     if finished and state_dir is not None and not keep_final:
         clear_state(state_dir, ctx)
-    elif finished and state_dir is not None and done_here:
-        save_state(state_dir, step, w, opt, meta(step), ctx)
+    elif finished and state_dir is not None and done > start:
+        save_state(state_dir, done, w, opt, meta(done), ctx)
     result = TrainResult(
         steps=spec.steps, resumed_from=start, seconds=secs, tokens=tokens,
         tokens_per_s=(tokens - tok0) / max(1e-9, secs), first_loss=losses[0] if losses else float("nan"),
@@ -304,7 +302,7 @@ def run_training(
         parallel=w.mode, stats=stats,
     )
     if not finished and state_dir is not None:
-        save_state(state_dir, step, w, opt, meta(step), ctx)
+        save_state(state_dir, done, w, opt, meta(done), ctx)
     return w, result
 
 
