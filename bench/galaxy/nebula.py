@@ -1,7 +1,7 @@
 """NebulaBench-style cross-device scenarios (issue 7), CI-sized.
 
 Each scenario in bench/galaxy/scenarios/ is a request, a declarative plan over simulated device
-tools (paperlab.galaxy.tools: python executors with realistic delays, some with injected
+tools (paperlab.galaxy.device.tools: python executors with realistic delays, some with injected
 first-call faults) and a checker (a safe expression over the final results). A fleet of five
 real device-agent processes (phone, laptop, server, tablet, watch) with overlapping
 capabilities runs every scenario through the orchestrator with the rule-based replanner.
@@ -34,17 +34,17 @@ from typing import Any
 
 import yaml
 
-from paperlab.galaxy.conditions import evaluate
-from paperlab.galaxy.constellation import Constellation, TaskStatus
-from paperlab.galaxy.journal import Journal
-from paperlab.galaxy.local import LocalDevice, spawn_device
-from paperlab.galaxy.orchestrator import Orchestrator, OrchestratorConfig
-from paperlab.galaxy.planner import DeviceSummary, LLMPlanner
-from paperlab.galaxy.replanner import RuleReplanner
-from paperlab.galaxy.runstate import RunSettings
-from paperlab.galaxy.server import OrchestratorServer
+from paperlab.galaxy.control.server import OrchestratorServer
+from paperlab.galaxy.device.local import LocalDevice, spawn_device
+from paperlab.galaxy.device.tools import allow
+from paperlab.galaxy.orchestrator.core import Orchestrator, OrchestratorConfig
+from paperlab.galaxy.orchestrator.journal import Journal
+from paperlab.galaxy.orchestrator.runstate import RunSettings
+from paperlab.galaxy.plan.conditions import evaluate
+from paperlab.galaxy.plan.constellation import Constellation, TaskStatus
+from paperlab.galaxy.planning.planner import DeviceSummary, LLMPlanner
+from paperlab.galaxy.planning.replanner import RuleReplanner
 from paperlab.galaxy.timeline import run_metrics
-from paperlab.galaxy.tools import allow
 
 HERE = Path(__file__).parent
 FLEET: dict[str, tuple[list[str], list[str]]] = {

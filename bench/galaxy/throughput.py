@@ -42,10 +42,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from paperlab.galaxy.constellation import Constellation
-from paperlab.galaxy.local import spawn_device
-from paperlab.galaxy.orchestrator import OrchestratorConfig
-from paperlab.galaxy.runtime import Started, start_orchestrator
+from paperlab.galaxy.control.runtime import Started, start_orchestrator
+from paperlab.galaxy.device.local import spawn_device
+from paperlab.galaxy.orchestrator.core import OrchestratorConfig
+from paperlab.galaxy.plan.constellation import Constellation
 from paperlab.galaxy.timeline import run_metrics
 
 RESULTS = Path(__file__).parent / "results"

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from paperlab.galaxy.journal import Journal
-from paperlab.galaxy.local import LocalDevice, free_port, spawn_device
+from paperlab.galaxy.device.local import LocalDevice, free_port, spawn_device
+from paperlab.galaxy.orchestrator.journal import Journal
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 TOKEN = "test-token-123"

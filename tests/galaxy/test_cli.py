@@ -35,10 +35,10 @@ def test_user_errors_are_one_line(tmp_path: Path) -> None:
 
 
 def test_status_replays_the_journal(tmp_path: Path) -> None:
-    from paperlab.galaxy.constellation import Constellation
-    from paperlab.galaxy.events import Created, Dispatched, Result
-    from paperlab.galaxy.journal import Journal
-    from paperlab.galaxy.runstate import Run
+    from paperlab.galaxy.orchestrator.events import Created, Dispatched, Result
+    from paperlab.galaxy.orchestrator.journal import Journal
+    from paperlab.galaxy.orchestrator.runstate import Run
+    from paperlab.galaxy.plan.constellation import Constellation
 
     j = Journal(tmp_path / "j.sqlite")
     plan = Constellation.from_plan({"tasks": [{"id": "alpha", "executor": {"kind": "echo"}}]})
@@ -80,7 +80,7 @@ def test_ask_with_a_plan_file_runs_after_devices_join(galaxy, tmp_path: Path) ->
 
 
 def test_token_and_control_commands_fail_in_one_line(tmp_path: Path) -> None:
-    from paperlab.galaxy.auth import device_token
+    from paperlab.galaxy.protocol.auth import device_token
 
     r = cli("token", "--device", "laptop", token="sekret")
     assert r.returncode == 0 and r.stdout.strip() == device_token("sekret", "laptop")
@@ -99,7 +99,7 @@ def test_max_send_mb_reaches_the_service_and_a_bad_one_is_one_line(tmp_path: Pat
     from typer.testing import CliRunner
 
     from paperlab.galaxy import cli as galaxy_cli
-    from paperlab.galaxy import service
+    from paperlab.galaxy.control import service
 
     seen: list[service.ServiceOptions] = []
 

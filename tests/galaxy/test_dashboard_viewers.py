@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from paperlab.galaxy.constellation import Constellation, ConstellationState
-from paperlab.galaxy.edits import parse_batch
-from paperlab.galaxy.local import spawn_device
-from paperlab.galaxy.runtime import start_orchestrator
+from paperlab.galaxy.control.runtime import start_orchestrator
+from paperlab.galaxy.device.local import spawn_device
+from paperlab.galaxy.plan.constellation import Constellation, ConstellationState
+from paperlab.galaxy.plan.edits import parse_batch
 
 SECRET = "admin"
 
@@ -198,7 +198,7 @@ def test_a_bad_nice_value_does_not_stop_the_renderer(value: str | None, done: st
     import sys
 
     env = {} if value is None else {"GALAXY_RENDER_NICE": value}
-    code = ("import json, sys; from paperlab.galaxy.dashboard_render import lower_priority; "
+    code = ("import json, sys; from paperlab.galaxy.dashboard.render import lower_priority; "
             "print(lower_priority(json.loads(sys.argv[1])))")
     import paperlab
 
@@ -216,9 +216,9 @@ def test_ticks_carry_what_the_renderer_lacks_and_cost_nothing_per_event_unwatche
     unseen); and while nobody watches, no listener runs and the run collects nothing."""
     import sqlite3
 
-    from paperlab.galaxy.dashboard import Dashboard
-    from paperlab.galaxy.dashboard_render import PageState
-    from paperlab.galaxy.events import Dispatched, Refused
+    from paperlab.galaxy.dashboard.relay import Dashboard
+    from paperlab.galaxy.dashboard.render import PageState
+    from paperlab.galaxy.orchestrator.events import Dispatched, Refused
 
     plan = Constellation.from_plan({"tasks": [{"id": "a", "executor": {"kind": "echo"}},
                                               {"id": "b", "executor": {"kind": "echo"}},

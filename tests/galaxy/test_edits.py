@@ -6,8 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from paperlab.galaxy.constellation import Constellation, TaskStatus
-from paperlab.galaxy.edits import (
+from paperlab.galaxy.errors import EditError
+from paperlab.galaxy.plan.constellation import Constellation, TaskStatus
+from paperlab.galaxy.plan.edits import (
     AddDependency,
     AddTask,
     EditBatch,
@@ -18,7 +19,6 @@ from paperlab.galaxy.edits import (
     check_invariants,
     parse_batch,
 )
-from paperlab.galaxy.errors import EditError
 
 IDS = [f"t{i}" for i in range(8)]
 

@@ -18,15 +18,15 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from paperlab.galaxy.agent import DeviceAgent
-from paperlab.galaxy.constellation import Constellation, ConstellationState, TaskStatus
-from paperlab.galaxy.edits import AddDependency, AddTask, EditBatch
-from paperlab.galaxy.executors import DeviceConfig
-from paperlab.galaxy.journal import Journal
-from paperlab.galaxy.orchestrator import Orchestrator, OrchestratorConfig
-from paperlab.galaxy.protocol import Register, TaskResult, encode
-from paperlab.galaxy.runstate import RunSettings
-from paperlab.galaxy.server import OrchestratorServer
+from paperlab.galaxy.control.server import OrchestratorServer
+from paperlab.galaxy.device.agent import DeviceAgent
+from paperlab.galaxy.device.executors import DeviceConfig
+from paperlab.galaxy.orchestrator.core import Orchestrator, OrchestratorConfig
+from paperlab.galaxy.orchestrator.journal import Journal
+from paperlab.galaxy.orchestrator.runstate import RunSettings
+from paperlab.galaxy.plan.constellation import Constellation, ConstellationState, TaskStatus
+from paperlab.galaxy.plan.edits import AddDependency, AddTask, EditBatch
+from paperlab.galaxy.protocol.aip import Register, TaskResult, encode
 
 TOKEN = "tok"
 
@@ -203,7 +203,7 @@ def test_a_device_that_stops_reading_is_disconnected_not_buffered(tmp_path: Path
             await slow.send(encode(Register(device_id="slow", max_concurrency=1024)))
             await wait_devices(orch, 1, tscale)
             slow.transport.pause_reading()
-            with caplog.at_level(logging.WARNING, logger="paperlab.galaxy.server"):
+            with caplog.at_level(logging.WARNING, logger="paperlab.galaxy.control.server"):
                 rid = orch.submit(plan)
                 for _ in range(int(200 * tscale)):
                     if not orch.devices["slow"].online:
@@ -288,7 +288,7 @@ def test_cancel_one_task_keeps_the_rest(tmp_path: Path, tscale: float) -> None:
 def test_a_lost_device_that_speaks_again_comes_back(tmp_path: Path) -> None:
     import time
 
-    from paperlab.galaxy.protocol import Heartbeat
+    from paperlab.galaxy.protocol.aip import Heartbeat
 
     async def main() -> None:
         journal = Journal(tmp_path / "j.sqlite")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from paperlab.galaxy.errors import PlanError, PlannerError
-from paperlab.galaxy.planner import (
+from paperlab.galaxy.planning.planner import (
     DeclarativePlanner,
     DeviceSummary,
     LLMPlanner,
@@ -67,7 +67,7 @@ def test_llm_planner_gives_up_showing_last_plan() -> None:
 
 
 def test_llm_replan_returns_validated_batch() -> None:
-    from paperlab.galaxy.constellation import Constellation
+    from paperlab.galaxy.plan.constellation import Constellation
 
     c = Constellation.from_plan(GOOD)
     bad = {"edits": [{"op": "add_edge", "source": "edit", "target": "shoot"}]}

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from paperlab.galaxy.errors import ProtocolError
-from paperlab.galaxy.protocol import (
+from paperlab.galaxy.protocol.aip import (
     MAX_BATCH,
     PROTOCOL_VERSION,
     Batch,

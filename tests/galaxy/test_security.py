@@ -22,16 +22,16 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from paperlab.galaxy.agent import DeviceAgent
-from paperlab.galaxy.auth import DEVICE_HEADER, device_token, viewer_token
-from paperlab.galaxy.client import call
-from paperlab.galaxy.constellation import Constellation, ConstellationState, TaskStatus
+from paperlab.galaxy.control.client import call
+from paperlab.galaxy.control.runtime import Started, start_orchestrator
+from paperlab.galaxy.device.agent import DeviceAgent
+from paperlab.galaxy.device.executors import DeviceConfig
 from paperlab.galaxy.errors import GalaxyError
-from paperlab.galaxy.executors import DeviceConfig
-from paperlab.galaxy.orchestrator import OrchestratorConfig
-from paperlab.galaxy.protocol import DeviceInfo, Register, encode
-from paperlab.galaxy.runtime import Started, start_orchestrator
-from paperlab.galaxy.tls import client_context, server_context
+from paperlab.galaxy.orchestrator.core import OrchestratorConfig
+from paperlab.galaxy.plan.constellation import Constellation, ConstellationState, TaskStatus
+from paperlab.galaxy.protocol.aip import DeviceInfo, Register, encode
+from paperlab.galaxy.protocol.auth import DEVICE_HEADER, device_token, viewer_token
+from paperlab.galaxy.protocol.tls import client_context, server_context
 
 SECRET = "s3cret-admin"
 

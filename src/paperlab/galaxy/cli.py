@@ -62,7 +62,7 @@ def serve(
 
     The control API (submit, status, edit, cancel, devices) listens on --api-port, by default
     the next port after --port."""
-    from paperlab.galaxy.service import ServiceOptions, run_service
+    from paperlab.galaxy.control.service import ServiceOptions, run_service
 
     run_service(ServiceOptions(token=_need_token(token), host=host, port=port, journal=journal,
                                plan=plan, resume=resume, ui=ui, device_timeout=device_timeout,
@@ -92,7 +92,7 @@ def run(
 ) -> None:
     """Start an orchestrator, run PLAN (or --resume RUN_ID) to the end, print the result."""
     from paperlab.errors import ConfigError
-    from paperlab.galaxy.service import ServiceOptions, run_service
+    from paperlab.galaxy.control.service import ServiceOptions, run_service
 
     if (plan is None) == (resume is None):
         raise ConfigError("give exactly one of PLAN or --resume RUN_ID")
@@ -124,9 +124,9 @@ def device(
     import asyncio
     import signal
 
-    from paperlab.galaxy.agent import DeviceAgent
-    from paperlab.galaxy.executors import load_device_config
-    from paperlab.galaxy.tls import client_context
+    from paperlab.galaxy.device.agent import DeviceAgent
+    from paperlab.galaxy.device.executors import load_device_config
+    from paperlab.galaxy.protocol.tls import client_context
 
     cfg = load_device_config(
         config, device_id=id,
@@ -181,7 +181,7 @@ def ask(
 ) -> None:
     """Plan REQUEST with an LLM over the connected devices, confirm, then run it with live
     rule-based replanning."""
-    from paperlab.galaxy.ask import AskOptions, run_ask
+    from paperlab.galaxy.control.ask import AskOptions, run_ask
 
     state = run_ask(AskOptions(request=request, token=_need_token(token), llm=llm, plan=plan,
                                host=host, port=port, journal=journal, wait_devices=wait_devices,
@@ -200,10 +200,10 @@ def status(
     """Show a run's tasks and state: from a running orchestrator (--api) or the journal."""
     from rich.console import Console
 
-    from paperlab.galaxy.service import replay_run, task_table
+    from paperlab.galaxy.control.service import replay_run, task_table
 
     if api:
-        from paperlab.galaxy.client import call, print_run
+        from paperlab.galaxy.control.client import call, print_run
 
         print_run(call(api, _need_token(token), "GET", f"/runs/{run_id}", ca_file=ca_file))
         return
@@ -222,7 +222,7 @@ def submit(
     ca_file: CaOpt = None,
 ) -> None:
     """Submit PLAN as a new run to a running orchestrator (admin token); prints the run id."""
-    from paperlab.galaxy.client import call, read_body
+    from paperlab.galaxy.control.client import call, read_body
 
     print(call(api, _need_token(token), "POST", "/runs", read_body(plan), ca_file=ca_file)["run_id"])
 
@@ -236,7 +236,7 @@ def edit(
     ca_file: CaOpt = None,
 ) -> None:
     """Apply an edit batch to a live run, all or nothing (exit 1 when rejected)."""
-    from paperlab.galaxy.client import call, read_body
+    from paperlab.galaxy.control.client import call, read_body
 
     res = call(api, _need_token(token), "POST", f"/runs/{run_id}/edits", read_body(edits), ca_file=ca_file)
     print(("accepted" if res["accepted"] else "rejected") + f": {res['reason']}")
@@ -254,7 +254,7 @@ def cancel(
     """Cancel a live run, or one task of it."""
     import json
 
-    from paperlab.galaxy.client import call
+    from paperlab.galaxy.control.client import call
 
     body = json.dumps({"task": task} if task else {}).encode()
     print(f"cancelled {call(api, _need_token(token), 'POST', f'/runs/{run_id}/cancel', body, ca_file=ca_file)['cancelled']}")
@@ -263,7 +263,7 @@ def cancel(
 @app.command()
 def devices(api: ApiOpt = DEFAULT_API, token: TokenOpt = "", ca_file: CaOpt = None) -> None:
     """List the devices a running orchestrator knows."""
-    from paperlab.galaxy.client import call, print_devices
+    from paperlab.galaxy.control.client import call, print_devices
 
     print_devices(call(api, _need_token(token), "GET", "/devices", ca_file=ca_file))
 
@@ -276,7 +276,7 @@ def token(
 ) -> None:
     """Derive a device's or the dashboard viewer's token from the orchestrator's secret."""
     from paperlab.errors import ConfigError
-    from paperlab.galaxy.auth import device_token, viewer_token
+    from paperlab.galaxy.protocol.auth import device_token, viewer_token
 
     if (device is None) == (not viewer):
         raise ConfigError("give exactly one of --device ID or --viewer")

@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from paperlab.galaxy.placement import DeviceState
-from paperlab.galaxy.runstate import Run
+from paperlab.galaxy.orchestrator.placement import DeviceState
+from paperlab.galaxy.orchestrator.runstate import Run
 
 __all__ = ["Deadlines", "Verdict", "reconcile", "stale"]
 

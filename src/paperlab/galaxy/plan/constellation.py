@@ -11,7 +11,7 @@ A TaskStarLine is an edge ``source -> target`` of one kind:
 * ``success_only``: the target runs only if the source completed;
 * ``completion_only``: the target runs once the source ended, whether it succeeded or failed;
 * ``conditional``: the target runs only if the source completed and a safe expression over its
-  result holds (see :mod:`paperlab.galaxy.conditions`).
+  result holds (see :mod:`paperlab.galaxy.plan.conditions`).
 
 A target whose incoming edge cannot be satisfied is *skipped*; a skip caused by a false
 condition is a normal outcome, a skip caused by a failed upstream counts as a failure.
@@ -29,8 +29,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
 from paperlab.errors import config_error
-from paperlab.galaxy.conditions import check_condition, evaluate
 from paperlab.galaxy.errors import ConditionError, PlanError
+from paperlab.galaxy.plan.conditions import check_condition, evaluate
 from paperlab.io.atomic import atomic_write_text
 
 __all__ = [
@@ -117,7 +117,7 @@ class TaskPlan(BaseModel):
 
 class TaskState(BaseModel):
     """One task's run state: owned by the orchestrator, changed only by folding journaled
-    events (:meth:`paperlab.galaxy.runstate.Run.apply`), never written in a plan."""
+    events (:meth:`paperlab.galaxy.orchestrator.runstate.Run.apply`), never written in a plan."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=False)
     status: TaskStatus = TaskStatus.PENDING

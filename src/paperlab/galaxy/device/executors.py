@@ -26,8 +26,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from paperlab.errors import config_error
-from paperlab.galaxy.constellation import ID_PATTERN
 from paperlab.galaxy.errors import DeviceConfigError, ExecutorError
+from paperlab.galaxy.plan.constellation import ID_PATTERN
 
 if TYPE_CHECKING:
     from paperlab.llm import LLM

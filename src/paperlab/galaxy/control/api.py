@@ -27,11 +27,11 @@ from typing import Any
 import yaml
 
 from paperlab.errors import PaperlabError
-from paperlab.galaxy.auth import identify, presented_token
-from paperlab.galaxy.constellation import Constellation
-from paperlab.galaxy.edits import parse_batch
-from paperlab.galaxy.orchestrator import Orchestrator
-from paperlab.galaxy.runstate import Run
+from paperlab.galaxy.orchestrator.core import Orchestrator
+from paperlab.galaxy.orchestrator.runstate import Run
+from paperlab.galaxy.plan.constellation import Constellation
+from paperlab.galaxy.plan.edits import parse_batch
+from paperlab.galaxy.protocol.auth import identify, presented_token
 
 __all__ = ["ControlServer", "run_summary"]
 

@@ -17,7 +17,7 @@ ERROR and the others still count); a BATCH inside a BATCH is refused.
 the accepted messages; replies (ERROR for anything malformed, oversized, of the wrong
 direction or out of order) are queued and taken with :meth:`Session.data_to_send`. It never
 raises on bad input, so a hostile peer cannot crash the orchestrator; after too many errors it
-asks to be closed. The asyncio layers (:mod:`paperlab.galaxy.server`, :mod:`.agent`) only move
+asks to be closed. The asyncio layers (:mod:`paperlab.galaxy.control.server`, :mod:`paperlab.galaxy.device.agent`) only move
 frames between a socket and a Session.
 """
 
@@ -28,8 +28,8 @@ from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from paperlab.galaxy.constellation import ID_PATTERN, ExecutorSpec
 from paperlab.galaxy.errors import ProtocolError
+from paperlab.galaxy.plan.constellation import ID_PATTERN, ExecutorSpec
 
 __all__ = [
     "PROTOCOL_VERSION",

@@ -10,7 +10,7 @@ carry ``?token=``; the response sets an HttpOnly, SameSite=Strict cookie and the
 the token from the address bar, so later requests and the WebSocket use the cookie.
 
 Isolation from the scheduler: the scheduler does no dashboard work at all. Frames are drawn
-by a separate renderer process (:mod:`paperlab.galaxy.dashboard_render`) that reads the run's
+by a separate renderer process (:mod:`paperlab.galaxy.dashboard.render`) that reads the run's
 events from the journal; this side only sends it a tick at most ``max_fps`` times a second
 while someone watches (the run on show and the devices table) and relays the frame it answers
 with, encoded once for every viewer. Each viewer has ONE slot: a frame that arrives while the
@@ -40,12 +40,12 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
-from paperlab.galaxy.auth import COOKIE, Identity
-from paperlab.galaxy.dashboard_render import STATUS_FILL, render_svg
+from paperlab.galaxy.dashboard.render import STATUS_FILL, render_svg
+from paperlab.galaxy.protocol.auth import COOKIE, Identity
 
 if TYPE_CHECKING:
-    from paperlab.galaxy.orchestrator import Orchestrator
-    from paperlab.galaxy.runstate import Run
+    from paperlab.galaxy.orchestrator.core import Orchestrator
+    from paperlab.galaxy.orchestrator.runstate import Run
 
 __all__ = ["Dashboard", "render_svg"]
 
@@ -364,10 +364,10 @@ class Dashboard:
         self._show(None)
         for viewer in self._clients:
             viewer.last = -1
-        src = str(Path(__file__).resolve().parents[2])  # the paperlab this process runs
+        src = str(Path(__file__).resolve().parents[3])  # the paperlab this process runs
         env = {**os.environ, "PYTHONPATH": src + os.pathsep + os.environ.get("PYTHONPATH", "")}
         return await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "paperlab.galaxy.dashboard_render", str(self.orch.journal.path),
+            sys.executable, "-m", "paperlab.galaxy.dashboard.render", str(self.orch.journal.path),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env)
 
     async def _stop_renderer(self) -> None:

@@ -14,11 +14,11 @@ from rich.live import Live
 from rich.table import Table
 
 from paperlab.galaxy import defaults
-from paperlab.galaxy.constellation import load_constellation
-from paperlab.galaxy.journal import Journal
-from paperlab.galaxy.orchestrator import OrchestratorConfig
-from paperlab.galaxy.runstate import Run, replay
-from paperlab.galaxy.runtime import Started, start_orchestrator
+from paperlab.galaxy.control.runtime import Started, start_orchestrator
+from paperlab.galaxy.orchestrator.core import OrchestratorConfig
+from paperlab.galaxy.orchestrator.journal import Journal
+from paperlab.galaxy.orchestrator.runstate import Run, replay
+from paperlab.galaxy.plan.constellation import load_constellation
 
 __all__ = ["ServiceOptions", "replay_run", "run_service", "task_table"]
 
@@ -83,12 +83,12 @@ def run_service(opts: ServiceOptions) -> str | None:
 async def _main(opts: ServiceOptions) -> str | None:
     replanner = None
     if opts.replan:
-        from paperlab.galaxy.replanner import RuleReplanner
+        from paperlab.galaxy.planning.replanner import RuleReplanner
 
         replanner = RuleReplanner()
     config = OrchestratorConfig(device_timeout=opts.device_timeout,
                                 unplaceable_timeout=opts.unplaceable_timeout)
-    from paperlab.galaxy.tls import server_context
+    from paperlab.galaxy.protocol.tls import server_context
 
     async with start_orchestrator(opts.journal, opts.token, host=opts.host, port=opts.port,
                                   config=config, ui=opts.ui, replanner=replanner,

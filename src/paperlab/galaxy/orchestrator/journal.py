@@ -2,7 +2,7 @@
 
 The orchestrator writes an event *before* it changes its in-memory state (and before it sends
 the TASK that a ``dispatched`` event announces). Replaying a run's events through
-:func:`paperlab.galaxy.runstate.replay` rebuilds the state exactly, which is how
+:func:`paperlab.galaxy.orchestrator.runstate.replay` rebuilds the state exactly, which is how
 ``--resume RUN_ID`` works after a ``kill -9``. WAL mode with ``synchronous=NORMAL`` keeps every
 committed event across a process crash (an OS crash may lose the last few, which the resume
 logic treats like events that never happened).
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from paperlab.galaxy.errors import JournalError
-from paperlab.galaxy.events import Event
+from paperlab.galaxy.orchestrator.events import Event
 
 __all__ = ["Journal"]
 

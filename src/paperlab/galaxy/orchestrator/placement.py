@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from paperlab.galaxy.constellation import TaskStar
+from paperlab.galaxy.plan.constellation import TaskStar
 
 __all__ = ["DeviceState", "Unplaceable", "capable", "choose_device", "slot_cap"]
 

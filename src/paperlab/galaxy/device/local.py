@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from paperlab.galaxy.auth import device_token
+from paperlab.galaxy.protocol.auth import device_token
 from paperlab.testing import free_port
 
 __all__ = ["LocalDevice", "free_port", "spawn_device"]
@@ -79,7 +79,7 @@ def spawn_device(work_dir: Path, device_id: str, url: str, token: str, capabilit
     log_path = work_dir / f"{device_id}.log"
     cred = device_token(token, device_id) if derive_token else token
     env = {**os.environ, "GALAXY_TOKEN": cred, **(extra_env or {})}
-    src = str(Path(__file__).resolve().parents[2])
+    src = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from paperlab.galaxy.constellation import TaskStar, TaskStatus
-from paperlab.galaxy.events import Event, Skipped
-from paperlab.galaxy.runstate import Run
+from paperlab.galaxy.orchestrator.events import Event, Skipped
+from paperlab.galaxy.orchestrator.runstate import Run
+from paperlab.galaxy.plan.constellation import TaskStar, TaskStatus
 
 __all__ = ["Scheduler"]
 

@@ -1,4 +1,4 @@
-"""A run's state as a fold over its journaled events (:mod:`paperlab.galaxy.events`).
+"""A run's state as a fold over its journaled events (:mod:`paperlab.galaxy.orchestrator.events`).
 
 :meth:`Run.apply` is the ONLY place task run-state changes. The orchestrator journals an event
 and then applies it; ``--resume`` decodes the journaled rows into the same event types and
@@ -13,9 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from paperlab.galaxy.constellation import Constellation, ConstellationState, TaskStar, TaskStatus
-from paperlab.galaxy.edits import apply_batch, parse_batch
-from paperlab.galaxy.events import (
+from paperlab.galaxy.orchestrator.events import (
     Adopted,
     CancelRun,
     CancelTask,
@@ -31,6 +29,13 @@ from paperlab.galaxy.events import (
     TaskFailed,
     decode_event,
 )
+from paperlab.galaxy.plan.constellation import (
+    Constellation,
+    ConstellationState,
+    TaskStar,
+    TaskStatus,
+)
+from paperlab.galaxy.plan.edits import apply_batch, parse_batch
 
 __all__ = ["Run", "RunSettings", "replay"]
 

@@ -24,10 +24,9 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
 
-from paperlab.galaxy.auth import DEVICE_HEADER
+from paperlab.galaxy.device.executors import DeviceConfig, run_executor
 from paperlab.galaxy.errors import ExecutorError, GalaxyError
-from paperlab.galaxy.executors import DeviceConfig, run_executor
-from paperlab.galaxy.protocol import (
+from paperlab.galaxy.protocol.aip import (
     Cancel,
     ErrorMsg,
     Heartbeat,
@@ -37,6 +36,7 @@ from paperlab.galaxy.protocol import (
     TaskResult,
     batch_frames,
 )
+from paperlab.galaxy.protocol.auth import DEVICE_HEADER
 
 __all__ = ["DeviceAgent", "backoff_delay"]
 

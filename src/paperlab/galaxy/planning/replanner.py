@@ -21,11 +21,17 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from paperlab.galaxy.constellation import Constellation, EdgeKind, TaskStatus
-from paperlab.galaxy.edits import AddDependency, AddTask, EditBatch, RemoveDependency, UpdateTask
+from paperlab.galaxy.plan.constellation import Constellation, EdgeKind, TaskStatus
+from paperlab.galaxy.plan.edits import (
+    AddDependency,
+    AddTask,
+    EditBatch,
+    RemoveDependency,
+    UpdateTask,
+)
 
 if TYPE_CHECKING:
-    from paperlab.galaxy.orchestrator import Orchestrator
+    from paperlab.galaxy.orchestrator.core import Orchestrator
 
 __all__ = ["ReplanRule", "RuleReplanner"]
 

@@ -97,4 +97,4 @@ TOOLS = ["capture", "enhance", "fetch", "count_words", "query_db", "aggregate", 
 
 def allow(names: list[str]) -> dict[str, str]:
     """A python_allow mapping for these tool names."""
-    return {n: f"paperlab.galaxy.tools:{n}" for n in names}
+    return {n: f"paperlab.galaxy.device.tools:{n}" for n in names}

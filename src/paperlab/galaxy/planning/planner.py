@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from paperlab.galaxy.constellation import ID_PATTERN, Constellation, load_constellation
-from paperlab.galaxy.edits import EditBatch, apply_batch, parse_batch
+from paperlab.galaxy.device.executors import EXECUTORS
 from paperlab.galaxy.errors import EditError, PlanError, PlannerError
-from paperlab.galaxy.executors import EXECUTORS
+from paperlab.galaxy.plan.constellation import ID_PATTERN, Constellation, load_constellation
+from paperlab.galaxy.plan.edits import EditBatch, apply_batch, parse_batch
 
 if TYPE_CHECKING:
     from paperlab.llm import LLM, Message

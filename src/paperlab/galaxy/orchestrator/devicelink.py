@@ -1,9 +1,9 @@
 """The orchestrator's side of its devices: registration, messages, liveness, reconciliation.
 
-A mixin of :class:`paperlab.galaxy.orchestrator.Orchestrator`, kept apart because it is the
+A mixin of :class:`paperlab.galaxy.orchestrator.core.Orchestrator`, kept apart because it is the
 failure-detection half: who is connected (one live connection per device id), who went silent
 (lost, attempts reassigned without a retry), who came back and what it still runs (adopted or
-cancelled, see :func:`paperlab.galaxy.failures.reconcile`), and which long-gone devices to forget.
+cancelled, see :func:`paperlab.galaxy.orchestrator.failures.reconcile`), and which long-gone devices to forget.
 """
 
 from __future__ import annotations
@@ -13,16 +13,16 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from paperlab.galaxy.events import Adopted, DeviceChanged, Event, Lost, Reconciled
-from paperlab.galaxy.failures import Deadlines, reconcile, stale
-from paperlab.galaxy.journal import Journal
-from paperlab.galaxy.placement import DeviceState, Unplaceable
-from paperlab.galaxy.protocol import Cancel, DeviceInfo, Heartbeat, Register, TaskResult
-from paperlab.galaxy.runstate import Run
-from paperlab.galaxy.waker import Waker
+from paperlab.galaxy.orchestrator.events import Adopted, DeviceChanged, Event, Lost, Reconciled
+from paperlab.galaxy.orchestrator.failures import Deadlines, reconcile, stale
+from paperlab.galaxy.orchestrator.journal import Journal
+from paperlab.galaxy.orchestrator.placement import DeviceState, Unplaceable
+from paperlab.galaxy.orchestrator.runstate import Run
+from paperlab.galaxy.orchestrator.waker import Waker
+from paperlab.galaxy.protocol.aip import Cancel, DeviceInfo, Heartbeat, Register, TaskResult
 
 if TYPE_CHECKING:
-    from paperlab.galaxy.orchestrator import OrchestratorConfig
+    from paperlab.galaxy.orchestrator.core import OrchestratorConfig
 
 __all__ = ["DeviceLink"]
 

@@ -6,7 +6,7 @@ show, a key of its DAG's structure, the ``[status, device, error]`` of the tasks
 changed since the last tick (of all tasks when the structure changed), the run's state and
 the devices table (device liveness is not journaled). Everything else comes from the SQLite
 journal (WAL mode: a reader never blocks the writer): the plan of a new run (the ``created``
-row, or the whole run replayed through :meth:`paperlab.galaxy.runstate.Run.apply` after an
+row, or the whole run replayed through :meth:`paperlab.galaxy.orchestrator.runstate.Run.apply` after an
 edit), the newest events for the events panel, and task durations for the critical path once
 the run has finished. This process lays out and draws the SVG, keeps the page state, computes
 diffs and encodes them; it answers on stdout with the frame, or ``{"seq": null}`` when nothing
@@ -19,7 +19,7 @@ else the tasks whose state changed and the small panels that changed; empty when
 did); ``full`` is the whole page state, encoded only when the tick asks for it (a viewer just
 connected, or one skipped frames). Both are UTF-8 JSON text, encoded once for every viewer.
 
-Run as ``python -m paperlab.galaxy.dashboard_render JOURNAL``; it exits when its stdin closes,
+Run as ``python -m paperlab.galaxy.dashboard.render JOURNAL``; it exits when its stdin closes,
 so an orchestrator that dies (even by SIGKILL) leaves no renderer behind. It lowers its own
 CPU priority (``nice`` +19, or as GALAXY_RENDER_NICE says: another nice value, or ``idle`` for
 SCHED_IDLE): where cores are scarce, the orchestrator and the devices come first and frames
@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 if TYPE_CHECKING:  # the renderer imports no pydantic model unless a run was edited
-    from paperlab.galaxy.constellation import Constellation
+    from paperlab.galaxy.plan.constellation import Constellation
 
 __all__ = ["STATUS_FILL", "PageState", "event_line", "render_svg", "svg"]
 
@@ -177,7 +177,7 @@ class PageState:
         elif len(rows) == 1:  # no edit: the plan as submitted (fast: no pydantic models)
             self.ids, self.edges = _structure(json.loads(rows[0][3])["plan"])
         else:  # edited: replay the whole run, exactly as a resume would
-            from paperlab.galaxy.runstate import replay
+            from paperlab.galaxy.orchestrator.runstate import replay
 
             every = [{"seq": s, "ts": ts, "kind": k, "data": json.loads(d)} for s, ts, k, d in self.db.execute(
                 "SELECT seq, ts, kind, data FROM events WHERE run_id=? ORDER BY seq", (run_id,))]

@@ -1,7 +1,7 @@
 """The typed events of a run: one frozen dataclass per kind, journaled as ``(kind, data, ts)``.
 
 Every change to a run's state is one of these, written to the journal first and then folded
-into memory by :meth:`paperlab.galaxy.runstate.Run.apply`. ``--resume`` decodes the journaled
+into memory by :meth:`paperlab.galaxy.orchestrator.runstate.Run.apply`. ``--resume`` decodes the journaled
 rows back into the same dataclasses (:func:`decode_event`) and folds them again, so the two
 paths cannot drift apart. Audit-only kinds (``device``, ``dropped``, ``edit_rejected``,
 ``resumed``, ``reconciled``) change nothing in the fold.
@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 if TYPE_CHECKING:
-    from paperlab.galaxy.constellation import Constellation
+    from paperlab.galaxy.plan.constellation import Constellation
 
 __all__ = [
     "Adopted",

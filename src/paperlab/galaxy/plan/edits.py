@@ -18,7 +18,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from paperlab.errors import config_error
-from paperlab.galaxy.constellation import (
+from paperlab.galaxy.errors import EditError, PlanError
+from paperlab.galaxy.plan.constellation import (
     Constellation,
     EdgeKind,
     TaskPlan,
@@ -26,7 +27,6 @@ from paperlab.galaxy.constellation import (
     TaskStarLine,
     TaskStatus,
 )
-from paperlab.galaxy.errors import EditError, PlanError
 
 PLAN_FIELDS = frozenset(TaskPlan.model_fields)  # what an edit may set; the rest is run state
 

@@ -1,12 +1,12 @@
 """The orchestrator: owns the one authoritative constellation of each run and drives it.
 
-Single-threaded asyncio: every state change is a typed event (:mod:`paperlab.galaxy.events`),
-first journaled, then folded into memory (:meth:`paperlab.galaxy.runstate.Run.apply`). The
-transport (:mod:`paperlab.galaxy.server`) calls :meth:`Orchestrator.device_registered`,
+Single-threaded asyncio: every state change is a typed event (:mod:`paperlab.galaxy.orchestrator.events`),
+first journaled, then folded into memory (:meth:`paperlab.galaxy.orchestrator.runstate.Run.apply`). The
+transport (:mod:`paperlab.galaxy.control.server`) calls :meth:`Orchestrator.device_registered`,
 :meth:`on_message` and :meth:`device_disconnected`; the orchestrator answers through each
-device's ``send`` callable (that side lives in :mod:`paperlab.galaxy.devicelink`). A periodic
-step runs failure detection (:mod:`paperlab.galaxy.failures`), scheduling
-(:mod:`paperlab.galaxy.scheduling`) and placement (:mod:`paperlab.galaxy.placement`). Time
+device's ``send`` callable (that side lives in :mod:`paperlab.galaxy.orchestrator.devicelink`). A periodic
+step runs failure detection (:mod:`paperlab.galaxy.orchestrator.failures`), scheduling
+(:mod:`paperlab.galaxy.orchestrator.scheduling`) and placement (:mod:`paperlab.galaxy.orchestrator.placement`). Time
 comes from the injected ``clock``.
 """
 
@@ -23,16 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from paperlab.galaxy import defaults
-from paperlab.galaxy.constellation import (
-    Constellation,
-    ConstellationState,
-    TaskStatus,
-    resolve_inputs,
-)
-from paperlab.galaxy.devicelink import DeviceLink
-from paperlab.galaxy.edits import EditBatch, apply_batch
 from paperlab.galaxy.errors import EditError
-from paperlab.galaxy.events import (
+from paperlab.galaxy.orchestrator.devicelink import DeviceLink
+from paperlab.galaxy.orchestrator.events import (
     Adopted,
     CancelRun,
     CancelTask,
@@ -48,13 +41,25 @@ from paperlab.galaxy.events import (
     Resumed,
     TaskFailed,
 )
-from paperlab.galaxy.failures import Deadlines
-from paperlab.galaxy.journal import Journal
-from paperlab.galaxy.placement import DeviceState, Unplaceable, choose_device, unplaceable_reason
-from paperlab.galaxy.protocol import Cancel, Task, TaskResult
-from paperlab.galaxy.runstate import Run, RunSettings, replay
-from paperlab.galaxy.scheduling import Scheduler
-from paperlab.galaxy.waker import Waker
+from paperlab.galaxy.orchestrator.failures import Deadlines
+from paperlab.galaxy.orchestrator.journal import Journal
+from paperlab.galaxy.orchestrator.placement import (
+    DeviceState,
+    Unplaceable,
+    choose_device,
+    unplaceable_reason,
+)
+from paperlab.galaxy.orchestrator.runstate import Run, RunSettings, replay
+from paperlab.galaxy.orchestrator.scheduling import Scheduler
+from paperlab.galaxy.orchestrator.waker import Waker
+from paperlab.galaxy.plan.constellation import (
+    Constellation,
+    ConstellationState,
+    TaskStatus,
+    resolve_inputs,
+)
+from paperlab.galaxy.plan.edits import EditBatch, apply_batch
+from paperlab.galaxy.protocol.aip import Cancel, Task, TaskResult
 
 __all__ = ["DeviceState", "Orchestrator", "OrchestratorConfig"]
 

@@ -11,13 +11,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from paperlab.galaxy.constellation import Constellation
+from paperlab.galaxy.control.runtime import start_orchestrator
+from paperlab.galaxy.control.service import task_table
 from paperlab.galaxy.errors import PlannerError
-from paperlab.galaxy.orchestrator import Orchestrator
-from paperlab.galaxy.planner import DeclarativePlanner, DeviceSummary, LLMPlanner, Planner
-from paperlab.galaxy.replanner import RuleReplanner
-from paperlab.galaxy.runtime import start_orchestrator
-from paperlab.galaxy.service import task_table
+from paperlab.galaxy.orchestrator.core import Orchestrator
+from paperlab.galaxy.plan.constellation import Constellation
+from paperlab.galaxy.planning.planner import DeclarativePlanner, DeviceSummary, LLMPlanner, Planner
+from paperlab.galaxy.planning.replanner import RuleReplanner
 
 __all__ = ["AskOptions", "plan_table", "run_ask"]
 

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from paperlab.galaxy.gcpolicy import OrchestratorGC
-from paperlab.galaxy.journal import Journal
-from paperlab.galaxy.orchestrator import Orchestrator, OrchestratorConfig
-from paperlab.galaxy.server import OrchestratorServer
+from paperlab.galaxy.control.server import OrchestratorServer
+from paperlab.galaxy.orchestrator.core import Orchestrator, OrchestratorConfig
+from paperlab.galaxy.orchestrator.gcpolicy import OrchestratorGC
+from paperlab.galaxy.orchestrator.journal import Journal
 
 if TYPE_CHECKING:
-    from paperlab.galaxy.replanner import RuleReplanner
+    from paperlab.galaxy.planning.replanner import RuleReplanner
 
 __all__ = ["Started", "start_orchestrator"]
 
@@ -58,7 +58,7 @@ async def start_orchestrator(journal: str | Path, token: str, *, host: str = "12
             replanner.attach(orch)
         dash = None
         if ui:
-            from paperlab.galaxy.dashboard import Dashboard
+            from paperlab.galaxy.dashboard.relay import Dashboard
 
             dash = Dashboard(orch)
         server = OrchestratorServer(orch, token, host, port, ui=dash, ssl_context=ssl_context, **server_kw)
@@ -66,7 +66,7 @@ async def start_orchestrator(journal: str | Path, token: str, *, host: str = "12
         control = None
         try:
             if api_port is not None:
-                from paperlab.galaxy.control import ControlServer
+                from paperlab.galaxy.control.api import ControlServer
 
                 control = ControlServer(orch, token, host, api_port, ssl_context=ssl_context)
                 await control.start()

@@ -1,7 +1,7 @@
 """The orchestrator's WebSocket endpoint: a thin asyncio layer over :class:`protocol.Session`.
 
 Devices connect to ``ws://HOST:PORT/aip`` (``wss://`` with TLS) with ``Authorization: Bearer
-TOKEN`` and, for a per-device token, ``X-Galaxy-Device: ID`` (see :mod:`paperlab.galaxy.auth`).
+TOKEN`` and, for a per-device token, ``X-Galaxy-Device: ID`` (see :mod:`paperlab.galaxy.protocol.auth`).
 The token is checked during the HTTP handshake, so a wrong or missing one gets HTTP 401 and
 never reaches the protocol; a device token binds the connection to its id, so REGISTER under
 another id is refused. Each frame goes through the connection's Session; accepted messages go
@@ -30,9 +30,8 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from paperlab.galaxy import defaults
-from paperlab.galaxy.auth import DEVICE_HEADER, Identity, identify, presented_token
-from paperlab.galaxy.orchestrator import Orchestrator
-from paperlab.galaxy.protocol import (
+from paperlab.galaxy.orchestrator.core import Orchestrator
+from paperlab.galaxy.protocol.aip import (
     DEFAULT_MAX_BYTES,
     ErrorMsg,
     Register,
@@ -40,6 +39,7 @@ from paperlab.galaxy.protocol import (
     batch_frames,
     encode,
 )
+from paperlab.galaxy.protocol.auth import DEVICE_HEADER, Identity, identify, presented_token
 
 __all__ = ["OrchestratorServer", "RateLimit", "SendQueue", "token_ok"]
 
