@@ -37,9 +37,9 @@ import yaml
 from paperlab.galaxy.control.server import OrchestratorServer
 from paperlab.galaxy.device.local import LocalDevice, spawn_device
 from paperlab.galaxy.device.tools import allow
-from paperlab.galaxy.orchestrator.core import Orchestrator, OrchestratorConfig
+from paperlab.galaxy.orchestrator.config import OrchestratorConfig, RunSettings
+from paperlab.galaxy.orchestrator.core import Orchestrator
 from paperlab.galaxy.orchestrator.journal import Journal
-from paperlab.galaxy.orchestrator.runstate import RunSettings
 from paperlab.galaxy.plan.conditions import evaluate
 from paperlab.galaxy.plan.constellation import Constellation, TaskStatus
 from paperlab.galaxy.planning.planner import DeviceSummary, LLMPlanner

@@ -44,7 +44,7 @@ from typing import Any
 
 from paperlab.galaxy.control.runtime import Started, start_orchestrator
 from paperlab.galaxy.device.local import spawn_device
-from paperlab.galaxy.orchestrator.core import OrchestratorConfig
+from paperlab.galaxy.orchestrator.config import OrchestratorConfig
 from paperlab.galaxy.plan.constellation import Constellation
 from paperlab.galaxy.timeline import run_metrics
 

@@ -230,7 +230,7 @@ def test_ticks_carry_what_the_renderer_lacks_and_cost_nothing_per_event_unwatche
             page = PageState(sqlite3.connect(f"file:{tmp_path / 'j.sqlite'}?mode=ro", uri=True))
             rid = orch.submit(plan, "r")
             run = orch.runs[rid]
-            orch._record(run, Dispatched(task="a", attempt="r/a/1", device="d"))
+            orch.book.record(run, Dispatched(task="a", attempt="r/a/1", device="d"))
 
             def tick() -> dict[str, str]:
                 """One tick through the renderer's page state; the statuses it carried."""
@@ -241,14 +241,14 @@ def test_ticks_carry_what_the_renderer_lacks_and_cost_nothing_per_event_unwatche
             assert tick() == {"a": "running"}  # new to the renderer
             assert page.tasks["b"][0] == "pending" and page.tasks["a"][0] == "running"
             assert 'data-task="c"' in page.panels["dag"] and set(page.tasks) == {"a", "b", "c"}
-            orch._record(run, Refused(task="a", attempt="r/a/1", device="d", reason="at capacity"))
+            orch.book.record(run, Refused(task="a", attempt="r/a/1", device="d", reason="at capacity"))
             assert tick() == {"a": "pending"}  # only what changed
             assert tick() == {}
-            orch._record(run, Dispatched(task="a", attempt="r/a/2", device="d"))
+            orch.book.record(run, Dispatched(task="a", attempt="r/a/2", device="d"))
             assert tick() == {"a": "running"}
             dash._show(None)  # the last viewer left
             assert run.changed is None and not orch.listeners
-            orch._record(run, Refused(task="a", attempt="r/a/2", device="d", reason="at capacity"))
+            orch.book.record(run, Refused(task="a", attempt="r/a/2", device="d", reason="at capacity"))
             # A viewer came back: every state, "a" back to pending among them.
             assert tick() == {"a": "pending", "b": "pending", "c": "pending"}
             assert page.tasks["a"][0] == "pending"

@@ -16,7 +16,7 @@ from paperlab.galaxy.control.runtime import start_orchestrator
 from paperlab.galaxy.device.agent import DeviceAgent
 from paperlab.galaxy.device.executors import DeviceConfig
 from paperlab.galaxy.orchestrator import gcpolicy
-from paperlab.galaxy.orchestrator.core import OrchestratorConfig
+from paperlab.galaxy.orchestrator.config import OrchestratorConfig
 from paperlab.galaxy.plan.constellation import Constellation, ConstellationState
 
 

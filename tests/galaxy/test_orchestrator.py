@@ -21,9 +21,9 @@ from websockets.exceptions import InvalidStatus
 from paperlab.galaxy.control.server import OrchestratorServer
 from paperlab.galaxy.device.agent import DeviceAgent
 from paperlab.galaxy.device.executors import DeviceConfig
-from paperlab.galaxy.orchestrator.core import Orchestrator, OrchestratorConfig
+from paperlab.galaxy.orchestrator.config import OrchestratorConfig, RunSettings
+from paperlab.galaxy.orchestrator.core import Orchestrator
 from paperlab.galaxy.orchestrator.journal import Journal
-from paperlab.galaxy.orchestrator.runstate import RunSettings
 from paperlab.galaxy.plan.constellation import Constellation, ConstellationState, TaskStatus
 from paperlab.galaxy.plan.edits import AddDependency, AddTask, EditBatch
 from paperlab.galaxy.protocol.aip import Register, TaskResult, encode
@@ -294,7 +294,7 @@ def test_a_lost_device_that_speaks_again_comes_back(tmp_path: Path) -> None:
         journal = Journal(tmp_path / "j.sqlite")
         orch = Orchestrator(journal, OrchestratorConfig(device_timeout=1.0))
         orch.device_registered(Register(device_id="slow"), lambda m: None)
-        orch._check_devices(time.time() + 5)  # silent past the timeout: lost
+        orch.link.check(time.time() + 5)  # silent past the timeout: lost
         assert orch.devices["slow"].status() == "lost"
         orch.on_message("slow", Heartbeat())  # its connection was alive all along
         assert orch.devices["slow"].status() == "online"

@@ -12,7 +12,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 
 from paperlab.galaxy.control.runtime import start_orchestrator
-from paperlab.galaxy.orchestrator.core import OrchestratorConfig
+from paperlab.galaxy.orchestrator.config import OrchestratorConfig
 from paperlab.galaxy.plan.constellation import Constellation, ConstellationState, TaskStatus
 from paperlab.galaxy.protocol.aip import Heartbeat, Register, TaskResult, encode
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from paperlab.galaxy.orchestrator.core import Orchestrator, OrchestratorConfig
+from paperlab.galaxy.orchestrator.config import OrchestratorConfig
+from paperlab.galaxy.orchestrator.core import Orchestrator
 from paperlab.galaxy.orchestrator.journal import Journal
 from paperlab.galaxy.plan.constellation import Constellation, ConstellationState, TaskStatus
 from paperlab.galaxy.plan.edits import apply_batch

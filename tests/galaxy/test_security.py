@@ -27,7 +27,7 @@ from paperlab.galaxy.control.runtime import Started, start_orchestrator
 from paperlab.galaxy.device.agent import DeviceAgent
 from paperlab.galaxy.device.executors import DeviceConfig
 from paperlab.galaxy.errors import GalaxyError
-from paperlab.galaxy.orchestrator.core import OrchestratorConfig
+from paperlab.galaxy.orchestrator.config import OrchestratorConfig
 from paperlab.galaxy.plan.constellation import Constellation, ConstellationState, TaskStatus
 from paperlab.galaxy.protocol.aip import DeviceInfo, Register, encode
 from paperlab.galaxy.protocol.auth import DEVICE_HEADER, device_token, viewer_token

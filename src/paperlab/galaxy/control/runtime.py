@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from paperlab.galaxy.control.server import OrchestratorServer
-from paperlab.galaxy.orchestrator.core import Orchestrator, OrchestratorConfig
+from paperlab.galaxy.orchestrator.config import OrchestratorConfig
+from paperlab.galaxy.orchestrator.core import Orchestrator
 from paperlab.galaxy.orchestrator.gcpolicy import OrchestratorGC
 from paperlab.galaxy.orchestrator.journal import Journal
 
@@ -49,7 +50,7 @@ async def start_orchestrator(journal: str | Path, token: str, *, host: str = "12
     control API on that port, 0 for any); close them all on exit."""
     j = Journal(journal)
     # (``orch`` is read when the collector asks, after it is made.)
-    collector = OrchestratorGC(idle=lambda: not orch._active_runs())
+    collector = OrchestratorGC(idle=lambda: not orch.active_runs())
     collector.start()
     try:
         orch = Orchestrator(j, config or OrchestratorConfig(), clock=clock)

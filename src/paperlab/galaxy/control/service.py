@@ -15,7 +15,7 @@ from rich.table import Table
 
 from paperlab.galaxy import defaults
 from paperlab.galaxy.control.runtime import Started, start_orchestrator
-from paperlab.galaxy.orchestrator.core import OrchestratorConfig
+from paperlab.galaxy.orchestrator.config import OrchestratorConfig
 from paperlab.galaxy.orchestrator.journal import Journal
 from paperlab.galaxy.orchestrator.runstate import Run, replay
 from paperlab.galaxy.plan.constellation import load_constellation

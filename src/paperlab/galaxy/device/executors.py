@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from paperlab.errors import config_error
 from paperlab.galaxy.errors import DeviceConfigError, ExecutorError
-from paperlab.galaxy.plan.constellation import ID_PATTERN
+from paperlab.galaxy.plan.constellation import EXECUTOR_KINDS, ID_PATTERN
 
 if TYPE_CHECKING:
     from paperlab.llm import LLM
@@ -50,7 +50,7 @@ class DeviceConfig(BaseModel):
     device_id: str = Field(pattern=ID_PATTERN)
     capabilities: list[str] = Field(default_factory=list)
     max_concurrency: int = Field(default=2, ge=1, le=1024)
-    executors: list[str] = Field(default_factory=lambda: ["echo", "sleep", "shell", "python", "llm"])
+    executors: list[str] = Field(default_factory=lambda: list(EXECUTOR_KINDS))
     shell_allow: list[str] = Field(default_factory=list)
     python_allow: dict[str, str] = Field(default_factory=dict)
     llm_spec: str | None = None
@@ -182,6 +182,7 @@ EXECUTORS: dict[str, Executor] = {
     "python": _python,
     "llm": _llm,
 }
+assert tuple(EXECUTORS) == EXECUTOR_KINDS, "the plan room's EXECUTOR_KINDS names every executor"
 
 
 def get_executor(kind: str) -> Executor:

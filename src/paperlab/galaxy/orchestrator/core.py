@@ -1,13 +1,13 @@
 """The orchestrator: owns the one authoritative constellation of each run and drives it.
 
-Single-threaded asyncio: every state change is a typed event (:mod:`paperlab.galaxy.orchestrator.events`),
-first journaled, then folded into memory (:meth:`paperlab.galaxy.orchestrator.runstate.Run.apply`). The
-transport (:mod:`paperlab.galaxy.control.server`) calls :meth:`Orchestrator.device_registered`,
-:meth:`on_message` and :meth:`device_disconnected`; the orchestrator answers through each
-device's ``send`` callable (that side lives in :mod:`paperlab.galaxy.orchestrator.devicelink`). A periodic
-step runs failure detection (:mod:`paperlab.galaxy.orchestrator.failures`), scheduling
-(:mod:`paperlab.galaxy.orchestrator.scheduling`) and placement (:mod:`paperlab.galaxy.orchestrator.placement`). Time
-comes from the injected ``clock``.
+Single-threaded asyncio: every state change is a typed event (:mod:`.events`), first
+journaled, then folded into memory (:meth:`.runstate.Run.apply`), both through the
+:class:`~.book.RunBook`. The transport (:mod:`paperlab.galaxy.control.server`) calls
+:meth:`Orchestrator.device_registered`, :meth:`on_message` and :meth:`device_disconnected`,
+which the :class:`~.devicelink.DeviceLink` handles; the orchestrator answers through each
+device's ``send`` callable. A periodic step runs failure detection (:mod:`.failures`),
+scheduling (:mod:`.scheduling`) and placement (:mod:`.placement`). Time comes from the
+injected ``clock``.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from paperlab.galaxy import defaults
 from paperlab.galaxy.errors import EditError
+from paperlab.galaxy.orchestrator.book import Listener, RunBook
+from paperlab.galaxy.orchestrator.config import OrchestratorConfig
 from paperlab.galaxy.orchestrator.devicelink import DeviceLink
 from paperlab.galaxy.orchestrator.events import (
     Adopted,
@@ -34,7 +34,6 @@ from paperlab.galaxy.orchestrator.events import (
     Dropped,
     Edited,
     EditRejected,
-    Event,
     Finished,
     Refused,
     Result,
@@ -49,7 +48,7 @@ from paperlab.galaxy.orchestrator.placement import (
     choose_device,
     unplaceable_reason,
 )
-from paperlab.galaxy.orchestrator.runstate import Run, RunSettings, replay
+from paperlab.galaxy.orchestrator.runstate import Run, replay
 from paperlab.galaxy.orchestrator.scheduling import Scheduler
 from paperlab.galaxy.orchestrator.waker import Waker
 from paperlab.galaxy.plan.constellation import (
@@ -59,52 +58,69 @@ from paperlab.galaxy.plan.constellation import (
     resolve_inputs,
 )
 from paperlab.galaxy.plan.edits import EditBatch, apply_batch
-from paperlab.galaxy.protocol.aip import Cancel, Task, TaskResult
+from paperlab.galaxy.protocol.aip import Register, Task, TaskResult
 
 __all__ = ["DeviceState", "Orchestrator", "OrchestratorConfig"]
 
 log = logging.getLogger(__name__)
 Clock = Callable[[], float]
+#: Called with (orchestrator, run id, events) after results and losses; may edit the run.
+Replanner = Callable[["Orchestrator", str, list[dict[str, Any]]], Any]
 
 
-@dataclass
-class OrchestratorConfig:
-    """Knobs of the orchestrator (all times in seconds; defaults in :mod:`.defaults`)."""
-
-    global_cap: int = 256
-    per_device_cap: int | None = None  # None: each device's own max_concurrency
-    device_timeout: float = defaults.DEVICE_TIMEOUT
-    unplaceable_timeout: float = defaults.UNPLACEABLE_TIMEOUT
-    evict_after: float = defaults.EVICT_AFTER
-    max_info_bytes: int = defaults.MAX_INFO_BYTES
-    keep_finished: int = defaults.KEEP_FINISHED
-    tick: float = defaults.TICK
-    settings: RunSettings = field(default_factory=RunSettings)
-
-
-class Orchestrator(DeviceLink):
+class Orchestrator:
     """Runs constellations over the devices connected to it."""
 
     def __init__(self, journal: Journal, config: OrchestratorConfig | None = None,
                  clock: Clock = time.time) -> None:
-        self.journal = journal
         self.config = config or OrchestratorConfig()
-        self.clock = clock
-        self.devices: dict[str, DeviceState] = {}
-        self.runs: dict[str, Run] = {}
+        self.book = RunBook(journal, clock)
         self._done: dict[str, asyncio.Future[ConstellationState]] = {}
         self._deadlines = Deadlines()
         self._unplaceable = Unplaceable()
-        self._scheduler = Scheduler(self._record)
-        self._inbox: list[tuple[str, TaskResult]] = []
         self._wake = Waker()
+        self._scheduler = Scheduler(self.book.record)
+        self.link = DeviceLink(self.book, self.config, self._deadlines, self._unplaceable, self._wake,
+                               on_result=self._on_result, on_lost=self._replan)
         self._loop_task: asyncio.Task[None] | None = None
-        self._conn_seq = 0
-        self.listeners: list[Callable[[str, str, dict[str, Any]], None]] = []
         # Called with the run id once a run has finished (after its waiters are told and the
         # oldest finished runs are dropped): runtime.py freezes the live objects for the GC there.
         self.on_finished: list[Callable[[str], None]] = []
-        self.replanner: Callable[[Orchestrator, str, list[dict[str, Any]]], Any] | None = None
+        self.replanner: Replanner | None = None
+
+    # ---- shared state, read-only views ------------------------------------------------
+    @property
+    def journal(self) -> Journal:
+        return self.book.journal
+
+    @property
+    def clock(self) -> Clock:
+        return self.book.clock
+
+    @property
+    def runs(self) -> dict[str, Run]:
+        return self.book.runs
+
+    @property
+    def listeners(self) -> list[Listener]:
+        return self.book.listeners
+
+    @property
+    def devices(self) -> dict[str, DeviceState]:
+        return self.link.devices
+
+    def active_runs(self) -> list[Run]:
+        return self.book.active()
+
+    # ---- the transport's calls (see DeviceLink) ------------------------------------------
+    def device_registered(self, msg: Register, send: Callable[[Any], None]) -> int | None:
+        return self.link.registered(msg, send)
+
+    def device_disconnected(self, device_id: str, conn: int) -> None:
+        self.link.disconnected(device_id, conn)
+
+    def on_message(self, device_id: str, msg: Any, conn: int | None = None) -> None:
+        self.link.message(device_id, msg, conn)
 
     # ---- lifecycle -------------------------------------------------------------------
     def start(self) -> None:
@@ -119,17 +135,21 @@ class Orchestrator(DeviceLink):
             self._loop_task = None
 
     def submit(self, constellation: Constellation, run_id: str | None = None) -> str:
-        """Start a new run of ``constellation``; returns its run id."""
+        """Start a new run of ``constellation`` (validated when it was built, e.g. by
+        :meth:`Constellation.from_plan`); returns its run id."""
         run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         now = self.clock()
-        ev = Created(plan=constellation.plan_dict(), settings=dataclasses.asdict(self.config.settings), ts=now)
-        # The run's own copy, built (and its graph validated) from the plan exactly as a
-        # resume will rebuild it; a bad plan raises PlanError here, before anything is journaled.
-        run = Run.from_created(run_id, ev)
-        self.journal.create_run(run_id, constellation.name, now)
+        # The run's own copy: the plan without run state. Its fields were validated when the
+        # caller's constellation was built; only the graph is checked again (cheap, no
+        # pydantic), so a bad graph raises PlanError here, before anything is journaled.
+        fresh = constellation.plan_copy()
+        fresh.validate_graph()
+        ev = Created(plan=fresh.plan_dict(), settings=dataclasses.asdict(self.config.settings), ts=now)
+        run = Run.from_created(run_id, ev, prepared=fresh)
+        self.journal.create_run(run_id, fresh.name, now)
         self.journal.append(run_id, ev)
         self.runs[run_id] = run
-        self._emit(run_id, ev)
+        self.book.emit(run_id, ev)
         self._done[run_id] = asyncio.get_running_loop().create_future()
         self._wake.set()
         return run_id
@@ -149,10 +169,10 @@ class Orchestrator(DeviceLink):
             return run_id
         now = self.clock()
         for attempt, (task_id, dev) in run.running_attempts().items():
-            self._deadlines.arm(attempt, now + run.constellation.tasks[task_id].timeout)
+            self._deadlines.arm(attempt, run.constellation.tasks[task_id], now)
             d = self.devices.setdefault(dev, DeviceState(dev, set(), 1, last_seen=now))
             d.running.add(attempt)
-        self._record(run, Resumed(events=run.events_applied))
+        self.book.record(run, Resumed(events=run.events_applied))
         self._wake.set()
         return run_id
 
@@ -160,66 +180,44 @@ class Orchestrator(DeviceLink):
         """Wait until the run finishes; returns its final state."""
         return await asyncio.wait_for(asyncio.shield(self._done[run_id]), timeout)
 
-    # ---- events ------------------------------------------------------------------------
-    def _record(self, run: Run, ev: Event) -> None:
-        """Journal ``ev`` (commit first), fold it into the run, tell the listeners."""
-        # Stamp the event in place: it was made by the caller for this call and nobody else
-        # holds it yet (frozen guards it from here on). dataclasses.replace cost twice as much
-        # as the rest of this method, twice per task.
-        object.__setattr__(ev, "ts", self.clock())
-        data = ev.data()
-        self.journal.append(run.run_id, ev, data)
-        run.apply(ev)
-        self._emit(run.run_id, ev, data)
-
-    def _emit(self, run_id: str, ev: Event, data: dict[str, Any] | None = None) -> None:
-        if not self.listeners:
-            return
-        # ``data`` was made for this event and the journal has already serialised it, so the
-        # timestamp goes in place (a copy per event was a tenth of the dashboard's cost).
-        data = ev.data() if data is None else data
-        data["ts"] = ev.ts
-        for listener in list(self.listeners):
-            try:
-                listener(run_id, ev.kind, data)
-            except Exception:  # a broken UI listener must not stop the run
-                log.exception("listener failed")
-
     # ---- results -----------------------------------------------------------------------
     def _on_result(self, device_id: str, msg: TaskResult) -> None:
         d = self.devices.get(device_id)
         if d is not None:
             d.running.discard(msg.attempt_id)
             d.foreign.discard(msg.attempt_id)
-        run = next((r for r in self._active_runs() if msg.attempt_id in r.attempts), None)
+        run = next((r for r in self.active_runs() if msg.attempt_id in r.attempts), None)
         task = run.constellation.tasks.get(msg.task_id) if run else None
         if (run is not None and task is not None and msg.status != "refused"
                 and run.adoptable(msg.attempt_id, device_id)):
             # Declared lost, but it finished on its device before anyone else ran it: adopt.
-            self._record(run, Adopted(task=task.id, attempt=msg.attempt_id, device=device_id))
+            self.book.record(run, Adopted(task=task.id, attempt=msg.attempt_id, device=device_id))
         ok = (run is not None and task is not None and task.status is TaskStatus.RUNNING
               and task.attempt_id == msg.attempt_id and task.assigned_device == device_id)
         if not ok:
-            # Late (after timeout or loss), duplicate (resent after a reconnect) or from the
-            # wrong device: never applied, only logged and journaled for audit.
-            log.info("dropped result for %s from %s", msg.attempt_id, device_id)
-            if run is not None:
-                self._audit(run.run_id, Dropped(task=msg.task_id, attempt=msg.attempt_id, device=device_id,
-                                                why="not the current attempt of a running task on this device"))
+            self._drop(run, device_id, msg)
             return
         assert run is not None and task is not None
         self._deadlines.disarm(msg.attempt_id)
         if msg.status == "refused":  # the device was full: offer the task again, no retry used
-            self._record(run, Refused(task=task.id, attempt=msg.attempt_id, device=device_id,
-                                      reason=msg.error or "at capacity"))
+            self.book.record(run, Refused(task=task.id, attempt=msg.attempt_id, device=device_id,
+                                          reason=msg.error or "at capacity"))
             self._wake.set()
             return
         if d is not None and msg.status == "completed":
             d.completed += 1
-        self._record(run, Result(task=msg.task_id, attempt=msg.attempt_id, device=device_id,
-                                 status=msg.status, result=msg.result, error=msg.error))
+        self.book.record(run, Result(task=msg.task_id, attempt=msg.attempt_id, device=device_id,
+                                     status=msg.status, result=msg.result, error=msg.error))
         self._replan(run, {"kind": "result", "task": msg.task_id, "status": msg.status, "error": msg.error})
         self._wake.set()
+
+    def _drop(self, run: Run | None, device_id: str, msg: TaskResult) -> None:
+        """A result that is not applied: late (after a timeout or loss), a duplicate (resent
+        after a reconnect) or from the wrong device; only logged and journaled for audit."""
+        log.info("dropped result for %s from %s", msg.attempt_id, device_id)
+        if run is not None:
+            self.book.audit(run.run_id, Dropped(task=msg.task_id, attempt=msg.attempt_id, device=device_id,
+                                                why="not the current attempt of a running task on this device"))
 
     def _replan(self, run: Run, event: dict[str, Any]) -> None:
         if self.replanner is not None:
@@ -232,9 +230,9 @@ class Orchestrator(DeviceLink):
         try:
             prepared = apply_batch(run.constellation, batch)  # validated once, here
         except EditError as exc:
-            self._audit(run_id, EditRejected(reason=str(exc)))
+            self.book.audit(run_id, EditRejected(reason=str(exc)))
             return False, str(exc)
-        self._record(run, Edited(batch=batch.model_dump(mode="json"), prepared=prepared))
+        self.book.record(run, Edited(batch=batch.model_dump(mode="json"), prepared=prepared))
         self._wake.set()
         return True, "applied"
 
@@ -243,27 +241,18 @@ class Orchestrator(DeviceLink):
         task = run.constellation.tasks[task_id]
         attempt, dev = task.attempt_id, task.assigned_device
         was_running = task.status is TaskStatus.RUNNING
-        self._record(run, CancelTask(task=task_id))
+        self.book.record(run, CancelTask(task=task_id))
         if was_running and attempt and dev:
-            self._send_cancel(dev, attempt, "task cancelled")
+            self.link.send_cancel(dev, attempt, "task cancelled")
         self._wake.set()
 
     def cancel_run(self, run_id: str) -> None:
         run = self.runs[run_id]
         running = run.running_attempts()
-        self._record(run, CancelRun())
+        self.book.record(run, CancelRun())
         for attempt, (_, dev) in running.items():
-            self._send_cancel(dev, attempt, "run cancelled")
+            self.link.send_cancel(dev, attempt, "run cancelled")
         self._wake.set()
-
-    def _send_cancel(self, device_id: str, attempt: str, reason: str) -> None:
-        self._deadlines.disarm(attempt)
-        d = self.devices.get(device_id)
-        if d is not None:
-            d.running.discard(attempt)
-            if d.send is not None:
-                d.foreign.add(attempt)  # its slot is busy until the device stops it
-                d.send(Cancel(attempt_id=attempt, reason=reason))
 
     # ---- the periodic step -----------------------------------------------------------------
     async def _main(self) -> None:
@@ -277,11 +266,11 @@ class Orchestrator(DeviceLink):
 
     def step(self) -> None:
         """One pass of every periodic check; public so tests can drive it."""
-        self._drain_inbox()
+        self.link.drain_inbox()
         now = self.clock()
-        self._check_devices(now)
-        global_running = sum(len(r.running) for r in self._active_runs())
-        for run in self._active_runs():
+        self.link.check(now)
+        global_running = sum(len(r.running) for r in self.active_runs())
+        for run in self.active_runs():
             self._check_deadlines(run, now)
             self._scheduler.propagate(run)
             global_running = self._dispatch(run, now, global_running)
@@ -289,11 +278,10 @@ class Orchestrator(DeviceLink):
             self._check_finished(run)
 
     def _check_deadlines(self, run: Run, now: float) -> None:
-        for attempt, task_id, dev in self._deadlines.expired(run, now):
-            timeout = run.constellation.tasks[task_id].timeout
-            self._send_cancel(dev, attempt, "timed out")
-            self._record(run, Result(task=task_id, attempt=attempt, device=dev, status="failed",
-                                     error=f"timed out after {timeout:g}s", origin="timeout"))
+        for attempt, task_id, dev, timeout in self._deadlines.expired(run, now):
+            self.link.send_cancel(dev, attempt, "timed out")
+            self.book.record(run, Result(task=task_id, attempt=attempt, device=dev, status="failed",
+                                         error=f"timed out after {timeout:g}s", origin="timeout"))
             self._replan(run, {"kind": "result", "task": task_id, "status": "failed", "error": "timeout"})
 
     def _dispatch(self, run: Run, now: float, global_running: int) -> int:
@@ -307,23 +295,23 @@ class Orchestrator(DeviceLink):
             if d is None:
                 continue
             attempt = f"{run.run_id}/{task.id}/{task.attempts + 1}"
-            self._record(run, Dispatched(task=task.id, attempt=attempt, device=d.device_id))
+            self.book.record(run, Dispatched(task=task.id, attempt=attempt, device=d.device_id))
             self._scheduler.dispatched(run, task.id)
             d.running.add(attempt)
-            self._deadlines.arm(attempt, now + task.timeout)
+            timeout = self._deadlines.arm(attempt, task, now)
             global_running += 1
             assert d.send is not None
             # Built from validated plan fields: no second validation (model_construct).
             d.send(Task.model_construct(task_id=task.id, attempt_id=attempt, executor=task.executor,
-                                        inputs=resolve_inputs(run.constellation, task),
-                                        timeout=task.timeout))
+                                        inputs=resolve_inputs(run.constellation, task), timeout=timeout))
         return global_running
 
     def _check_unplaceable(self, run: Run, now: float) -> None:
         for task_id in self._unplaceable.expired(run.run_id, now, self.config.unplaceable_timeout):
             task = run.constellation.tasks.get(task_id)
             if task is not None and task.status is TaskStatus.PENDING:
-                self._record(run, TaskFailed(task=task_id, reason=unplaceable_reason(task, self.devices.values())))
+                self.book.record(run, TaskFailed(task=task_id,
+                                                 reason=unplaceable_reason(task, self.devices.values())))
 
     def _check_finished(self, run: Run) -> None:
         if not run.all_terminal():
@@ -331,7 +319,7 @@ class Orchestrator(DeviceLink):
         state = run.constellation.state(run.cancelled)
         if state is ConstellationState.RUNNING:
             return
-        self._record(run, Finished(state=state.value))
+        self.book.record(run, Finished(state=state.value))
         self.journal.set_state(run.run_id, state.value)
         self._scheduler.forget(run.run_id)
         fut = self._done.get(run.run_id)
@@ -362,4 +350,3 @@ class Orchestrator(DeviceLink):
             return run
         self.journal.run_info(run_id)
         return replay(run_id, self.journal.events(run_id))
-

@@ -18,26 +18,30 @@ from dataclasses import dataclass
 
 from paperlab.galaxy.orchestrator.placement import DeviceState
 from paperlab.galaxy.orchestrator.runstate import Run
+from paperlab.galaxy.plan.constellation import TaskPlan
 
 __all__ = ["Deadlines", "Verdict", "reconcile", "stale"]
 
 
 class Deadlines:
-    """attempt -> deadline (memory only: a resume gives running attempts a fresh timeout)."""
+    """attempt -> (deadline, timeout) (memory only: a resume gives running attempts a fresh
+    timeout). The one place the orchestrator reads a task's ``timeout``."""
 
     def __init__(self) -> None:
-        self._at: dict[str, float] = {}
+        self._at: dict[str, tuple[float, float]] = {}
 
-    def arm(self, attempt: str, deadline: float) -> None:
-        self._at[attempt] = deadline
+    def arm(self, attempt: str, task: TaskPlan, now: float) -> float:
+        """Start ``attempt``'s clock for ``task``; returns the timeout (it goes in the TASK)."""
+        self._at[attempt] = (now + task.timeout, task.timeout)
+        return task.timeout
 
     def disarm(self, attempt: str) -> None:
         self._at.pop(attempt, None)
 
-    def expired(self, run: Run, now: float) -> list[tuple[str, str, str]]:
-        """(attempt, task, device) of the run's running attempts past their deadline."""
-        return [(a, t, d) for a, (t, d) in run.running.items()
-                if (at := self._at.get(a)) is not None and now > at]
+    def expired(self, run: Run, now: float) -> list[tuple[str, str, str, float]]:
+        """(attempt, task, device, timeout) of the run's running attempts past their deadline."""
+        return [(a, t, d, at[1]) for a, (t, d) in run.running.items()
+                if (at := self._at.get(a)) is not None and now > at[0]]
 
 
 def stale(devices: Iterable[DeviceState], now: float, timeout: float) -> list[DeviceState]:

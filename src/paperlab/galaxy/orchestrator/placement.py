@@ -51,9 +51,7 @@ class DeviceState:
 
 
 def capable(d: DeviceState, task: TaskStar) -> bool:
-    return (not d.lost and d.online and d.capabilities.issuperset(task.capabilities)
-            and (task.device is None or task.device == d.device_id)
-            and (d.executors is None or task.executor.kind in d.executors))
+    return not d.lost and d.online and task.fits(d.device_id, d.capabilities, d.executors)
 
 
 def slot_cap(d: DeviceState, per_device_cap: int | None) -> int:

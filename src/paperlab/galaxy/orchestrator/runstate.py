@@ -105,8 +105,11 @@ class Run:
             self.dirty.update(e.target for e in self.constellation.successors(task_id))
 
     @classmethod
-    def from_created(cls, run_id: str, ev: Created) -> Run:
-        return cls(run_id, Constellation.from_plan(ev.plan), RunSettings(**ev.settings))
+    def from_created(cls, run_id: str, ev: Created, prepared: Constellation | None = None) -> Run:
+        """The run a ``created`` event starts. ``prepared``: the plan as the live path has it,
+        validated already (a replay validates ``ev.plan``, read back from the journal)."""
+        c = prepared if prepared is not None else Constellation.from_plan(ev.plan)
+        return cls(run_id, c, RunSettings(**ev.settings))
 
     def apply(self, ev: Event) -> None:
         """Fold one event into the state. Audit-only events change nothing."""

@@ -19,11 +19,13 @@ condition is a normal outcome, a skip caused by a failed upstream counts as a fa
 
 from __future__ import annotations
 
+import copy
 import json
 from collections import defaultdict, deque
+from collections.abc import Iterable
 from enum import Enum
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
@@ -34,6 +36,9 @@ from paperlab.galaxy.plan.conditions import check_condition, evaluate
 from paperlab.io.atomic import atomic_write_text
 
 __all__ = [
+    "EXECUTOR_KINDS",
+    "PLAN_FIELDS",
+    "Seconds",
     "Constellation",
     "ConstellationState",
     "EdgeKind",
@@ -48,6 +53,8 @@ __all__ = [
 ]
 
 ID_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,63}$"  # no dots: inputs use them as paths
+#: The executor kinds a device may offer (the device room registers one executor per kind).
+EXECUTOR_KINDS: tuple[str, ...] = ("echo", "sleep", "shell", "python", "llm")
 
 
 class TaskStatus(str, Enum):
@@ -81,6 +88,10 @@ class EdgeKind(str, Enum):
     CONDITIONAL = "conditional"
 
 
+#: A duration in seconds, > 0: the one rule for a task's ``timeout``, in plans and on the wire.
+Seconds = Annotated[float, Field(gt=0)]
+
+
 class ExecutorSpec(BaseModel):
     """Which executor runs the task on the device, and its arguments (JSON values)."""
 
@@ -101,7 +112,7 @@ class TaskPlan(BaseModel):
     capabilities: list[str] = Field(default_factory=list)
     device: str | None = None
     priority: int = 0
-    timeout: float = Field(default=60.0, gt=0)
+    timeout: Seconds = 60.0
     max_retries: int = Field(default=1, ge=0, le=20)
     executor: ExecutorSpec
     inputs: dict[str, str] = Field(default_factory=dict)
@@ -113,6 +124,18 @@ class TaskPlan(BaseModel):
     @classmethod
     def _caps(cls, v: list[str]) -> list[str]:
         return sorted({c.strip() for c in v if c.strip()})
+
+    def fits(self, device_id: str, capabilities: Iterable[str], executors: Iterable[str] | None) -> bool:
+        """Whether a device with these capabilities and executor kinds (None: any) may run
+        this task: the one place a task's ``capabilities``, ``device`` pin and executor kind
+        are matched against a device (placement, planners and replanners all ask here)."""
+        return ((self.device is None or self.device == device_id)
+                and set(self.capabilities).issubset(capabilities)
+                and (executors is None or self.executor.kind in executors))
+
+
+#: What a plan (and an edit) may set; everything else of a task is run state.
+PLAN_FIELDS: frozenset[str] = frozenset(TaskPlan.model_fields)
 
 
 class TaskState(BaseModel):
@@ -139,14 +162,21 @@ class TaskStar(TaskPlan, TaskState):
     (:class:`TaskState`). The plan part is what files and edits see (:meth:`plan_dict`)."""
 
     # Derived from the plan type, so a new plan field is never forgotten here.
-    PLAN_FIELDS: ClassVar[frozenset[str]] = frozenset(TaskPlan.model_fields)
+    PLAN_FIELDS: ClassVar[frozenset[str]] = PLAN_FIELDS
 
     def plan_dict(self) -> dict[str, Any]:
         """The task as written in a plan (no run state)."""
-        return self.model_dump(mode="json", include=set(self.PLAN_FIELDS))
+        return self.model_dump(mode="json", include=set(PLAN_FIELDS))
 
-    def plan(self) -> TaskPlan:
-        return TaskPlan.model_validate(self.model_dump(include=set(self.PLAN_FIELDS)))
+    def plan_values(self) -> dict[str, Any]:
+        """The plan fields as (deep-copied) values, already validated."""
+        return {k: copy.deepcopy(getattr(self, k)) for k in PLAN_FIELDS}
+
+    @classmethod
+    def from_plan_values(cls, values: dict[str, Any]) -> TaskStar:
+        """A pending task from plan values that were validated already (by :class:`TaskPlan`
+        or another TaskStar): no second validation."""
+        return cls.model_construct(**values)
 
 
 class TaskStarLine(BaseModel):
@@ -354,6 +384,13 @@ class Constellation(BaseModel):
         }
 
     # ---- files -----------------------------------------------------------------------
+    def plan_copy(self) -> Constellation:
+        """The plan alone (every task pending, no run state), as new objects, without
+        validating the fields again: they were validated when this constellation was built."""
+        tasks = {tid: TaskStar.from_plan_values(t.plan_values()) for tid, t in self.tasks.items()}
+        return Constellation.model_construct(name=self.name, request=self.request, tasks=tasks,
+                                             edges=[e.model_copy() for e in self.edges])
+
     def plan_dict(self) -> dict[str, Any]:
         """The plan without run state (what a plan file holds)."""
         return {

@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from paperlab.errors import config_error
 from paperlab.galaxy.errors import EditError, PlanError
 from paperlab.galaxy.plan.constellation import (
+    PLAN_FIELDS,
     Constellation,
     EdgeKind,
     TaskPlan,
@@ -27,8 +28,6 @@ from paperlab.galaxy.plan.constellation import (
     TaskStarLine,
     TaskStatus,
 )
-
-PLAN_FIELDS = frozenset(TaskPlan.model_fields)  # what an edit may set; the rest is run state
 
 __all__ = [
     "AddDependency",
@@ -121,15 +120,17 @@ def _apply_one(c: Constellation, e: Any) -> None:
 
 def _apply_one_inner(c: Constellation, e: Any) -> None:
     if isinstance(e, AddTask):
+        spec = dict(e.task)
+        after = [*e.after, *(spec.pop("after", None) or [])]  # as in a plan file, or beside it
         try:
-            plan = TaskPlan.model_validate({k: v for k, v in e.task.items() if k in PLAN_FIELDS})
+            plan = TaskPlan.model_validate(spec)  # the new task's one validation
         except ValidationError as exc:
             raise config_error(exc, "add_task", EditError) from None
-        task = TaskStar(**plan.model_dump())
+        task = TaskStar.from_plan_values({k: getattr(plan, k) for k in PLAN_FIELDS})
         if task.id in c.tasks:
             raise EditError(f"add_task: task {task.id!r} already exists")
         c.tasks[task.id] = task
-        for src in e.after:
+        for src in after:
             if src not in c.tasks:
                 raise EditError(f"add_task {task.id!r}: 'after' names unknown task {src!r}")
             c.edges.append(TaskStarLine(source=src, target=task.id))
@@ -145,11 +146,15 @@ def _apply_one_inner(c: Constellation, e: Any) -> None:
         if bad:
             raise EditError(f"update_task: cannot change {sorted(bad)}; allowed: "
                             f"{sorted(PLAN_FIELDS - {'id'})}")
-        try:
-            plan = TaskPlan.model_validate({**task.plan().model_dump(), **e.changes})
-        except ValidationError as exc:
-            raise config_error(exc, f"update_task {e.task_id!r}", EditError) from None
-        c.tasks[e.task_id] = TaskStar(**{**task.model_dump(), **plan.model_dump()})
+        # Only the changed fields are validated (the others were, when the task was made);
+        # the task is pending and never attempted, so it has no run state to keep.
+        new = TaskStar.from_plan_values(task.plan_values())
+        for name, value in e.changes.items():
+            try:
+                TaskPlan.__pydantic_validator__.validate_assignment(new, name, value)
+            except ValidationError as exc:
+                raise config_error(exc, f"update_task {e.task_id!r}", EditError) from None
+        c.tasks[e.task_id] = new
     elif isinstance(e, AddDependency):
         for end in (e.source, e.target):
             if end not in c.tasks:
@@ -185,7 +190,7 @@ def apply_batch(c: Constellation, batch: EditBatch) -> Constellation:
         new.validate_graph()
     except PlanError as exc:
         raise EditError(f"batch rejected, DAG unchanged: {exc}") from None
-    check_invariants(c, new)
+    _started_unchanged(c, new)
     return new
 
 
@@ -195,6 +200,10 @@ def check_invariants(before: Constellation, after: Constellation) -> None:
         after.validate_graph()
     except PlanError as exc:
         raise EditError(str(exc)) from None
+    _started_unchanged(before, after)
+
+
+def _started_unchanged(before: Constellation, after: Constellation) -> None:
     for tid, task in before.tasks.items():
         if task.status is TaskStatus.PENDING and task.attempts == 0:
             continue

@@ -19,9 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from paperlab.galaxy.device.executors import EXECUTORS
 from paperlab.galaxy.errors import EditError, PlanError, PlannerError
-from paperlab.galaxy.plan.constellation import ID_PATTERN, Constellation, load_constellation
+from paperlab.galaxy.plan.constellation import (
+    EXECUTOR_KINDS,
+    ID_PATTERN,
+    Constellation,
+    load_constellation,
+)
 from paperlab.galaxy.plan.edits import EditBatch, apply_batch, parse_batch
 
 if TYPE_CHECKING:
@@ -39,7 +43,7 @@ class DeviceSummary:
 
     device_id: str
     capabilities: list[str]
-    executors: list[str] = field(default_factory=lambda: sorted(EXECUTORS))
+    executors: list[str] = field(default_factory=lambda: sorted(EXECUTOR_KINDS))
     python_allow: list[str] = field(default_factory=list)
 
 
@@ -66,8 +70,7 @@ def check_placeable(c: Constellation, devices: list[DeviceSummary]) -> None:
     if not devices:
         return  # nothing known yet: placement is the orchestrator's job at run time
     for t in c.tasks.values():
-        ok = [d for d in devices if set(t.capabilities) <= set(d.capabilities)
-              and t.executor.kind in d.executors and (t.device is None or t.device == d.device_id)]
+        ok = [d for d in devices if t.fits(d.device_id, d.capabilities, d.executors)]
         if not ok:
             raise PlanError(f"task {t.id!r} needs capabilities {t.capabilities} and executor "
                             f"{t.executor.kind!r}{' on ' + t.device if t.device else ''}; no device "
@@ -123,7 +126,7 @@ def plan_schema(devices: list[DeviceSummary]) -> dict[str, Any]:
     ``response_format``). What a schema cannot say (no cycles, a python function a capable
     device allows, inputs naming upstream tasks) is still checked after parsing and fed back.
     """
-    kinds = sorted({k for d in devices for k in d.executors}) if devices else sorted(EXECUTORS)
+    kinds = sorted({k for d in devices for k in d.executors}) if devices else sorted(EXECUTOR_KINDS)
     caps = sorted({c for d in devices for c in d.capabilities})
     task_id = {"type": "string", "pattern": ID_PATTERN}
     task: dict[str, Any] = {
@@ -187,7 +190,7 @@ class LLMPlanner:
                              f"{d.executors}, python functions {d.python_allow}" for d in devices)
         messages = [
             {"role": "system", "content": "You split a user request into a DAG of tasks for devices. "
-                                          + _SCHEMA_HINT % {"kinds": sorted(EXECUTORS)}},
+                                          + _SCHEMA_HINT % {"kinds": sorted(EXECUTOR_KINDS)}},
             {"role": "user", "content": f"Devices:\n{dev_text or '- (none registered yet)'}\n\nRequest: {request}"},
         ]
         last, error = "", ""

@@ -103,7 +103,7 @@ class RuleReplanner:
             spec["id"] = new_id
             failed_on = sorted({s for s in [task.assigned_device] if s})
             others = sorted(d for d, caps in (devices or {}).items()
-                            if d not in failed_on and set(task.capabilities) <= set(caps))
+                            if d not in failed_on and task.model_copy(update={"device": None}).fits(d, caps, None))
             if devices is not None and not others:
                 return None  # nowhere else to go
             spec["device"] = others[0] if others else None

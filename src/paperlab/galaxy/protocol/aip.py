@@ -29,7 +29,7 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from paperlab.galaxy.errors import ProtocolError
-from paperlab.galaxy.plan.constellation import ID_PATTERN, ExecutorSpec
+from paperlab.galaxy.plan.constellation import ID_PATTERN, ExecutorSpec, Seconds
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -103,7 +103,7 @@ class Task(_Msg):
     attempt_id: str
     executor: ExecutorSpec
     inputs: dict[str, Any] = Field(default_factory=dict)
-    timeout: float = Field(gt=0)
+    timeout: Seconds  # the plan's own rule, checked again only where frames come in
 
 
 class Cancel(_Msg):
