@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "src" / "paperlab" / "galaxy"
-BASE = {"errors", "defaults"}
+BASE = {"errors", "defaults", "ratelog"}
 # room -> the rooms it may import (besides itself and the base modules)
 ALLOWED = {
     "plan": set(),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -24,6 +24,16 @@ MaxSendOpt = Annotated[int, typer.Option(
     "--max-send-mb", help="MiB of frames queued for a device that stops reading before it is disconnected.")]
 CaOpt = Annotated[Path | None, typer.Option("--ca-file", envvar="GALAXY_CA_FILE",
                                             help="Certificate to trust for an https:// API (self-signed).")]
+DEFAULT_REGISTRY = Path("galaxy-devices.yaml")
+RegistryOpt = Annotated[Path, typer.Option(
+    "--registry", envvar="GALAXY_REGISTRY",
+    help="Device registry file (`paperlab galaxy devices add`); absent: only the admin secret connects devices.")]
+OriginOpt = Annotated[list[str] | None, typer.Option(
+    "--allow-origin", help="A browser origin (scheme://host[:port]) besides our own that may connect; repeatable.")]
+MaxViewersOpt = Annotated[int, typer.Option("--max-viewers", help="Dashboard viewers at once.")]
+KeepMbOpt = Annotated[float, typer.Option("--keep-mb", help="MiB of finished runs kept in memory (estimated); "
+                                          "older ones are read back from the journal.")]
+KeepOpt = Annotated[int, typer.Option("--keep-finished", help="Finished runs kept in memory.")]
 
 
 def _positive_mb(mb: int) -> int:
@@ -32,6 +42,16 @@ def _positive_mb(mb: int) -> int:
     if mb < 1:
         raise ConfigError(f"--max-send-mb {mb}: give at least 1 (MiB queued for a device that stops reading)")
     return mb
+
+
+def _keep(count: int, mb: float) -> dict[str, Any]:
+    from paperlab.errors import ConfigError
+
+    if count < 0:
+        raise ConfigError(f"--keep-finished {count}: give 0 or more (finished runs kept in memory)")
+    if not mb > 0:
+        raise ConfigError(f"--keep-mb {mb:g}: give a size above 0 (MiB of finished runs kept in memory)")
+    return {"keep_finished": count, "keep_mb": mb}
 
 
 def _need_token(token: str) -> str:
@@ -57,6 +77,11 @@ def serve(
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
     max_send_mb: MaxSendOpt = defaults.MAX_SEND_MB,
+    registry: RegistryOpt = DEFAULT_REGISTRY,
+    allow_origin: OriginOpt = None,
+    max_viewers: MaxViewersOpt = defaults.MAX_VIEWERS,
+    keep_mb: KeepMbOpt = defaults.KEEP_MB,
+    keep_finished: KeepOpt = defaults.KEEP_FINISHED,
 ) -> None:
     """Run an orchestrator that devices dial in to; stays up until interrupted.
 
@@ -68,7 +93,9 @@ def serve(
                                plan=plan, resume=resume, ui=ui, device_timeout=device_timeout,
                                exit_when_done=False, replan=replan,
                                api_port=api_port if api_port is not None else (port + 1 if port else 0),
-                               tls_cert=tls_cert, tls_key=tls_key, max_send_mb=_positive_mb(max_send_mb)))
+                               tls_cert=tls_cert, tls_key=tls_key, max_send_mb=_positive_mb(max_send_mb),
+                               registry=registry, allow_origins=allow_origin or [], max_viewers=max_viewers,
+                               **_keep(keep_finished, keep_mb)))
 
 
 @app.command()
@@ -89,6 +116,11 @@ def run(
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
     max_send_mb: MaxSendOpt = defaults.MAX_SEND_MB,
+    registry: RegistryOpt = DEFAULT_REGISTRY,
+    allow_origin: OriginOpt = None,
+    max_viewers: MaxViewersOpt = defaults.MAX_VIEWERS,
+    keep_mb: KeepMbOpt = defaults.KEEP_MB,
+    keep_finished: KeepOpt = defaults.KEEP_FINISHED,
 ) -> None:
     """Start an orchestrator, run PLAN (or --resume RUN_ID) to the end, print the result."""
     from paperlab.errors import ConfigError
@@ -100,7 +132,8 @@ def run(
         token=_need_token(token), host=host, port=port, journal=journal, plan=plan, run_id=run_id,
         resume=resume, ui=ui, device_timeout=device_timeout, unplaceable_timeout=unplaceable_timeout,
         exit_when_done=True, live=live, replan=replan, api_port=api_port, tls_cert=tls_cert,
-        tls_key=tls_key, max_send_mb=_positive_mb(max_send_mb)))
+        tls_key=tls_key, max_send_mb=_positive_mb(max_send_mb), registry=registry,
+        allow_origins=allow_origin or [], max_viewers=max_viewers, **_keep(keep_finished, keep_mb)))
     raise typer.Exit(0 if state == "completed" else 1)
 
 
@@ -119,8 +152,8 @@ def device(
 ) -> None:
     """Run a device agent that dials in to an orchestrator and runs what its config allows.
 
-    TOKEN is this device's own credential (`paperlab galaxy token --device ID` on the
-    orchestrator's machine prints it) or the orchestrator's admin secret."""
+    TOKEN is this device's own credential (printed by `paperlab galaxy devices add` on the
+    orchestrator's machine, or `paperlab galaxy token --device ID`) or the admin secret."""
     import asyncio
     import signal
 
@@ -178,6 +211,7 @@ def ask(
     journal: JournalOpt = DEFAULT_JOURNAL,
     wait_devices: Annotated[int, typer.Option(help="Devices to wait for before planning.")] = 1,
     ui: Annotated[bool, typer.Option("--ui", help="Also serve the live dashboard at /ui.")] = False,
+    registry: RegistryOpt = DEFAULT_REGISTRY,
 ) -> None:
     """Plan REQUEST with an LLM over the connected devices, confirm, then run it with live
     rule-based replanning."""
@@ -185,7 +219,7 @@ def ask(
 
     state = run_ask(AskOptions(request=request, token=_need_token(token), llm=llm, plan=plan,
                                host=host, port=port, journal=journal, wait_devices=wait_devices,
-                               yes=yes, ui=ui), confirm=lambda q: typer.confirm(q, default=False))
+                               yes=yes, ui=ui, registry=registry), confirm=lambda q: typer.confirm(q, default=False))
     raise typer.Exit(0 if state == "completed" else 1)
 
 
@@ -244,6 +278,36 @@ def edit(
 
 
 @app.command()
+def undo(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    api: ApiOpt = DEFAULT_API,
+    token: TokenOpt = "",
+    ca_file: CaOpt = None,
+) -> None:
+    """Undo the newest edit of a live run (refused if a task it touches has started; exit 1)."""
+    _undo_redo("undo", run_id, api, token, ca_file)
+
+
+@app.command()
+def redo(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    api: ApiOpt = DEFAULT_API,
+    token: TokenOpt = "",
+    ca_file: CaOpt = None,
+) -> None:
+    """Redo the newest undone edit of a live run (exit 1 when refused)."""
+    _undo_redo("redo", run_id, api, token, ca_file)
+
+
+def _undo_redo(action: str, run_id: str, api: str, token: str, ca_file: Path | None) -> None:
+    from paperlab.galaxy.control.client import call
+
+    res = call(api, _need_token(token), "POST", f"/runs/{run_id}/{action}", b"{}", ca_file=ca_file)
+    print(("accepted" if res["accepted"] else "rejected") + f": {res['reason']}")
+    raise typer.Exit(0 if res["accepted"] else 1)
+
+
+@app.command()
 def cancel(
     run_id: Annotated[str, typer.Argument(help="Run id.")],
     task: Annotated[str | None, typer.Argument(help="Cancel only this task.")] = None,
@@ -261,23 +325,28 @@ def cancel(
 
 
 @app.command()
-def devices(api: ApiOpt = DEFAULT_API, token: TokenOpt = "", ca_file: CaOpt = None) -> None:
-    """List the devices a running orchestrator knows."""
-    from paperlab.galaxy.control.client import call, print_devices
-
-    print_devices(call(api, _need_token(token), "GET", "/devices", ca_file=ca_file))
-
-
-@app.command()
 def token(
-    device: Annotated[str | None, typer.Option("--device", help="Print this device's own token.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="Print this registered device's token.")] = None,
     viewer: Annotated[bool, typer.Option("--viewer", help="Print the read-only dashboard token.")] = False,
     secret: TokenOpt = "",
+    registry: RegistryOpt = DEFAULT_REGISTRY,
 ) -> None:
-    """Derive a device's or the dashboard viewer's token from the orchestrator's secret."""
+    """Derive a registered device's or the dashboard viewer's token from the orchestrator's secret."""
     from paperlab.errors import ConfigError
-    from paperlab.galaxy.protocol.auth import device_token, viewer_token
 
     if (device is None) == (not viewer):
         raise ConfigError("give exactly one of --device ID or --viewer")
-    print(device_token(_need_token(secret), device) if device else viewer_token(_need_token(secret)))
+    from paperlab.galaxy.control.registry_cli import device_credential
+    from paperlab.galaxy.protocol.auth import viewer_token
+
+    print(device_credential(registry, device, _need_token(secret)) if device else viewer_token(_need_token(secret)))
+
+
+def _mount_devices() -> None:
+    from paperlab.galaxy.control.registry_cli import app as devices_app
+
+    app.add_typer(devices_app, name="devices", help="Register, revoke and list devices (the registry file); "
+                                                    "`devices online` asks a running orchestrator.")
+
+
+_mount_devices()

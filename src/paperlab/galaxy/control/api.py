@@ -6,11 +6,16 @@
     GET  /api/runs/RUN                a run's state and tasks
     POST /api/runs/RUN/edits          body: an edit batch (JSON/YAML)  -> {"accepted", "reason"}
     POST /api/runs/RUN/cancel         body: {} or {"task": ID}
+    POST /api/runs/RUN/undo           undo the newest edit             -> {"accepted", "reason"}
+    POST /api/runs/RUN/redo           redo the newest undone edit      -> {"accepted", "reason"}
 
-Every request needs ``Authorization: Bearer ADMIN_TOKEN``. (The device port's WebSocket
-library reads no request bodies, hence a second port.) Bodies are capped at ``max_body``
-bytes, one request per connection, and each connection has a read deadline, so a slow or
-hostile client cannot hold memory. Errors are ``{"error": one line}`` with 4xx codes; an
+Every request needs ``Authorization: Bearer ADMIN_TOKEN`` (never a token in the URL); a
+request that carries an ``Origin`` must come from an allowed one (a browser page on another
+site gets 403, see :mod:`.guard`). (The device port's WebSocket library reads no request
+bodies, hence a second port.) Bodies are capped at ``max_body`` bytes, one request per
+connection, at most ``max_conns`` connections at once (429 beyond), and each connection has
+a read deadline, so a slow or hostile client cannot hold memory. Refusals are logged at a
+bounded rate. Errors are ``{"error": one line}`` with 4xx codes; an
 invalid plan or edit gets the same one-line message as on the command line.
 """
 
@@ -27,11 +32,13 @@ from typing import Any
 import yaml
 
 from paperlab.errors import PaperlabError
+from paperlab.galaxy.control.guard import Origins, warn_if_plaintext
 from paperlab.galaxy.orchestrator.core import Orchestrator
 from paperlab.galaxy.orchestrator.runstate import Run
 from paperlab.galaxy.plan.constellation import Constellation
 from paperlab.galaxy.plan.edits import parse_batch
-from paperlab.galaxy.protocol.auth import identify, presented_token
+from paperlab.galaxy.protocol.auth import bearer_token, identify
+from paperlab.galaxy.ratelog import RateLimitedLog
 
 __all__ = ["ControlServer", "run_summary"]
 
@@ -59,9 +66,13 @@ def run_summary(run: Run) -> dict[str, Any]:
 class ControlServer:
     def __init__(self, orch: Orchestrator, token: str, host: str = "127.0.0.1", port: int = 0,
                  ssl_context: ssl.SSLContext | None = None, max_body: int = 1 << 20,
-                 deadline: float = 10.0) -> None:
+                 deadline: float = 10.0, origins: Origins | None = None, max_conns: int = 64) -> None:
         self.orch, self.token, self.host, self.port = orch, token, host, port
         self.ssl_context, self.max_body, self.deadline = ssl_context, max_body, deadline
+        self.origins = origins or Origins()
+        self.max_conns = max_conns
+        self.refusals = RateLimitedLog(log)
+        self._open = 0
         self._server: asyncio.Server | None = None
 
     @property
@@ -69,6 +80,7 @@ class ControlServer:
         return f"{'https' if self.ssl_context else 'http'}://{self.host}:{self.port}/api"
 
     async def start(self) -> int:
+        warn_if_plaintext(self.host, self.ssl_context is not None, "the control API")
         self._server = await asyncio.start_server(self._conn, self.host, self.port, ssl=self.ssl_context,
                                                   limit=16_384)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -81,28 +93,39 @@ class ControlServer:
                 await asyncio.wait_for(self._server.wait_closed(), 2)
 
     async def _conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        status, body = HTTPStatus.OK, b""
+        self._open += 1
         try:
-            method, path, headers, data = await asyncio.wait_for(self._read(reader), self.deadline)
-            ident = identify(self.token, presented_token(headers, ""))
-            if ident is None or ident.role != "admin":
-                raise _HTTPError(HTTPStatus.UNAUTHORIZED, "missing or wrong admin token")
-            result = self._route(method, path, data)
-            body = json.dumps(result, default=str).encode()
-        except _HTTPError as exc:
-            status, body = exc.status, json.dumps({"error": str(exc)}).encode()
-        except PaperlabError as exc:
-            status, body = HTTPStatus.BAD_REQUEST, json.dumps({"error": str(exc)}).encode()
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, ConnectionError):
-            status, body = HTTPStatus.BAD_REQUEST, b'{"error": "bad or incomplete request"}'
-        try:
+            status, body = await self._answer(reader, writer)
             writer.write(f"HTTP/1.1 {status.value} {status.phrase}\r\nContent-Type: application/json\r\n"
                          f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
             await writer.drain()
         except ConnectionError:
             pass
         finally:
+            self._open -= 1
             writer.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[HTTPStatus, bytes]:
+        try:
+            if self._open > self.max_conns:
+                raise _HTTPError(HTTPStatus.TOO_MANY_REQUESTS, f"more than {self.max_conns} connections at once")
+            method, path, headers, data = await asyncio.wait_for(self._read(reader), self.deadline)
+            if not self.origins.allows(headers.get("Origin"), headers.get("Host"), self.ssl_context is not None):
+                raise _HTTPError(HTTPStatus.FORBIDDEN, f"origin {headers.get('Origin')!r} is not allowed")
+            ident = identify(self.token, bearer_token(headers))
+            if ident is None or ident.role != "admin":
+                raise _HTTPError(HTTPStatus.UNAUTHORIZED, "missing or wrong admin token")
+            return HTTPStatus.OK, json.dumps(self._route(method, path, data), default=str).encode()
+        except _HTTPError as exc:
+            if exc.status in (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN, HTTPStatus.TOO_MANY_REQUESTS):
+                peer = writer.get_extra_info("peername")
+                self.refusals.warning(str(exc.status.value), "control API refused a request from %s: %s",
+                                      peer[0] if peer else "?", exc)
+            return exc.status, json.dumps({"error": str(exc)}).encode()
+        except PaperlabError as exc:
+            return HTTPStatus.BAD_REQUEST, json.dumps({"error": str(exc)}).encode()
+        except (asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError, ConnectionError):
+            return HTTPStatus.BAD_REQUEST, b'{"error": "bad or incomplete request"}'
 
     async def _read(self, reader: asyncio.StreamReader) -> tuple[str, str, dict[str, str], bytes]:
         line = (await reader.readline()).decode("latin-1").split()
@@ -143,6 +166,9 @@ class ControlServer:
                 raise _HTTPError(HTTPStatus.CONFLICT, f"run {parts[1]!r} is not running here")
             if parts[2] == "edits":
                 ok, reason = self.orch.apply_edits(run.run_id, parse_batch(_parse(data)))
+                return {"accepted": ok, "reason": reason}
+            if parts[2] in ("undo", "redo"):
+                ok, reason = getattr(self.orch, parts[2])(run.run_id)
                 return {"accepted": ok, "reason": reason}
             if parts[2] == "cancel":
                 task = (_parse(data) or {}).get("task") if data.strip() else None

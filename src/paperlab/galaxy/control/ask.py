@@ -35,6 +35,7 @@ class AskOptions:
     wait_seconds: float = 60.0
     yes: bool = False
     ui: bool = False
+    registry: Path | None = None
 
 
 def plan_table(c: Constellation) -> Table:
@@ -74,7 +75,7 @@ async def _main(opts: AskOptions, planner: Planner, console: Console,
                 confirm: Callable[[str], bool]) -> str:
     replanner = RuleReplanner()
     async with start_orchestrator(opts.journal, opts.token, host=opts.host, port=opts.port,
-                                  ui=opts.ui, replanner=replanner) as g:
+                                  ui=opts.ui, replanner=replanner, registry=opts.registry) as g:
         orch = g.orch
         print(f"listening ws://{opts.host}:{g.server.port}/aip", flush=True)
         end = time.monotonic() + opts.wait_seconds

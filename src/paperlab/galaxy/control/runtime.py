@@ -14,11 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from paperlab.galaxy import defaults
+from paperlab.galaxy.control.guard import Origins
 from paperlab.galaxy.control.server import OrchestratorServer
 from paperlab.galaxy.orchestrator.config import OrchestratorConfig
 from paperlab.galaxy.orchestrator.core import Orchestrator
 from paperlab.galaxy.orchestrator.gcpolicy import OrchestratorGC
 from paperlab.galaxy.orchestrator.journal import Journal
+from paperlab.galaxy.protocol.registry import DeviceRegistry
 
 if TYPE_CHECKING:
     from paperlab.galaxy.planning.replanner import RuleReplanner
@@ -45,9 +48,18 @@ async def start_orchestrator(journal: str | Path, token: str, *, host: str = "12
                              ui: bool = False, replanner: RuleReplanner | None = None,
                              clock: Callable[[], float] = time.time, api_port: int | None = None,
                              ssl_context: ssl.SSLContext | None = None,
+                             registry: DeviceRegistry | str | Path | None = None,
+                             allow_origins: list[str] | None = None, max_viewers: int = defaults.MAX_VIEWERS,
                              **server_kw: Any) -> AsyncIterator[Started]:
     """Open the journal, start the orchestrator and its server (and, with ``api_port``, the
-    control API on that port, 0 for any); close them all on exit."""
+    control API on that port, 0 for any); close them all on exit.
+
+    ``registry``: the device registry (a :class:`DeviceRegistry` or its file; None: no device
+    tokens, only the admin secret connects devices). ``allow_origins``: browser origins besides
+    our own that may open connections (``scheme://host[:port]``)."""
+    origins = Origins(allow_origins)  # DeviceConfigError for a bad one, before anything starts
+    if not isinstance(registry, DeviceRegistry):
+        registry = DeviceRegistry(registry)
     j = Journal(journal)
     # (``orch`` is read when the collector asks, after it is made.)
     collector = OrchestratorGC(idle=lambda: not orch.active_runs())
@@ -61,15 +73,16 @@ async def start_orchestrator(journal: str | Path, token: str, *, host: str = "12
         if ui:
             from paperlab.galaxy.dashboard.relay import Dashboard
 
-            dash = Dashboard(orch)
-        server = OrchestratorServer(orch, token, host, port, ui=dash, ssl_context=ssl_context, **server_kw)
+            dash = Dashboard(orch, max_viewers=max_viewers)
+        server = OrchestratorServer(orch, token, host, port, ui=dash, ssl_context=ssl_context,
+                                    registry=registry, origins=origins, **server_kw)
         await server.start()
         control = None
         try:
             if api_port is not None:
                 from paperlab.galaxy.control.api import ControlServer
 
-                control = ControlServer(orch, token, host, api_port, ssl_context=ssl_context)
+                control = ControlServer(orch, token, host, api_port, ssl_context=ssl_context, origins=origins)
                 await control.start()
             yield Started(j, orch, server, dash, control)
         finally:

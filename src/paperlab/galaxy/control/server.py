@@ -1,17 +1,22 @@
-"""The orchestrator's WebSocket endpoint: a thin asyncio layer over :class:`protocol.Session`.
+"""The orchestrator's WebSocket endpoint: a thin asyncio layer over the AIP Session.
 
 Devices connect to ``ws://HOST:PORT/aip`` (``wss://`` with TLS) with ``Authorization: Bearer
-TOKEN`` and, for a per-device token, ``X-Galaxy-Device: ID`` (see :mod:`paperlab.galaxy.protocol.auth`).
-The token is checked during the HTTP handshake, so a wrong or missing one gets HTTP 401 and
-never reaches the protocol; a device token binds the connection to its id, so REGISTER under
-another id is refused. Each frame goes through the connection's Session; accepted messages go
-to the orchestrator, ERROR replies go back. Each connection is rate-limited (a token bucket):
-frames beyond the budget are dropped and count as protocol errors, so a flood gets the
-connection closed. Frames TO a device wait in a per-connection queue bounded in bytes
-(``max_send_bytes``): a device that stops reading while frames for it pile up past the bound is
-disconnected with a warning (its attempts then follow the usual loss rules) instead of
-growing the orchestrator's memory. The dashboard (when enabled) is served from the same port
-under ``/ui``; its viewers have their own bound (one frame each, see :mod:`.dashboard`).
+TOKEN`` and, for a device token, ``X-Galaxy-Device: ID`` (see :mod:`paperlab.galaxy.protocol.auth`).
+What a connection must pass, in order:
+
+1. the handshake (HTTP): an ``Origin``, if any, that is ours or allowed (else 403); a known
+   token in the header, never in the URL (else 401); a credential under its connection cap
+   (else 429). Refusals are logged at a bounded rate;
+2. REGISTER within ``register_timeout`` seconds (else closed, 1008); a device token's REGISTER
+   must name its own id, and any REGISTER for a registered id may claim no more than the
+   registration (else ERROR ``identity`` / ``registration``, a WARNING, a device-audit row in
+   the journal, and the connection closed);
+3. the message rate limit and the protocol's error budget (a flood gets the connection closed).
+
+Frames TO a device wait in a per-connection queue bounded in bytes (``max_send_bytes``): a
+device that stops reading is disconnected with a warning instead of growing our memory. The
+registry file is reread when it changes: a revoked (or narrowed) device's live connection is
+closed. The dashboard (when enabled) is served from the same port under ``/ui``.
 """
 
 from __future__ import annotations
@@ -20,16 +25,19 @@ import asyncio
 import contextlib
 import logging
 import ssl
-import time
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, Protocol
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from paperlab.galaxy import defaults
+from paperlab.galaxy.control.flow import RateLimit, SendQueue
+from paperlab.galaxy.control.guard import ConnectionCaps, Origins, warn_if_plaintext
+from paperlab.galaxy.errors import RegistryError
 from paperlab.galaxy.orchestrator.core import Orchestrator
 from paperlab.galaxy.protocol.aip import (
     DEFAULT_MAX_BYTES,
@@ -37,11 +45,12 @@ from paperlab.galaxy.protocol.aip import (
     Register,
     Session,
     batch_frames,
-    encode,
 )
-from paperlab.galaxy.protocol.auth import DEVICE_HEADER, Identity, identify, presented_token
+from paperlab.galaxy.protocol.auth import DEVICE_HEADER, Identity, bearer_token, identify
+from paperlab.galaxy.protocol.registry import DeviceRegistry
+from paperlab.galaxy.ratelog import RateLimitedLog
 
-__all__ = ["OrchestratorServer", "RateLimit", "SendQueue", "token_ok"]
+__all__ = ["OrchestratorServer", "UIHandler"]
 
 # Bytes queued for one device before it counts as not reading: 64 frames of the largest size.
 # A step queues at most max_concurrency TASKs for a device at once, which must fit.
@@ -51,64 +60,17 @@ log = logging.getLogger(__name__)
 
 
 class UIHandler(Protocol):
-    def http(self, path: str, query: dict[str, list[str]], identity: Identity,
-             token: str) -> Response | None: ...
-    async def websocket(self, conn: ServerConnection, identity: Identity) -> None: ...
+    def http(self, path: str) -> Response | None: ...
+    async def websocket(self, conn: ServerConnection, identity: Identity | None,
+                        identify: Callable[[str], Identity | None]) -> None: ...
 
 
-def token_ok(request: Request, token: str) -> bool:
-    """True if the request carries the admin ``token`` (header, cookie or query)."""
-    ident = identify(token, presented_token(request.headers, request.path))
-    return ident is not None and ident.role == "admin"
+class _Refused(Exception):
+    """A REGISTER this connection may not make: (ERROR code, one line)."""
 
-
-class RateLimit:
-    """A token bucket: ``rate`` messages per second on average, bursts up to ``burst``."""
-
-    def __init__(self, rate: float, burst: float) -> None:
-        self.rate, self.burst = rate, burst
-        self.tokens, self.at = burst, time.monotonic()
-
-    def allow(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
-
-    def charge(self, n: int) -> None:
-        """Take ``n`` more tokens (the other messages of a BATCH): the budget counts messages,
-        not frames. The bucket may go into debt; frames are dropped until it refills."""
-        self.tokens -= n
-
-
-class SendQueue:
-    """Frames for one connection, in order, bounded in bytes: a frame counts from when it is
-    queued until its send returned (so the writer's batch in flight counts too)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.bytes = 0
-        self.full = False
-        self.queue: asyncio.Queue[str] = asyncio.Queue()
-
-    def put(self, frame: str) -> bool:
-        """Queue ``frame``; False (and nothing queued, now or later) once over the bound."""
-        if self.full:
-            return False
-        self.bytes += len(frame)
-        if self.bytes > self.limit:
-            self.full = True
-            return False
-        self.queue.put_nowait(frame)
-        return True
-
-    def sent(self, frames: list[str]) -> None:
-        self.bytes -= sum(map(len, frames))
-        for _ in frames:
-            self.queue.task_done()
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class OrchestratorServer:
@@ -117,7 +79,10 @@ class OrchestratorServer:
     def __init__(self, orchestrator: Orchestrator, token: str, host: str = "127.0.0.1",
                  port: int = 0, max_bytes: int = DEFAULT_MAX_BYTES, ui: UIHandler | None = None,
                  ssl_context: ssl.SSLContext | None = None, rate: float = 2000.0,
-                 burst: float = 4000.0, max_send_bytes: int = DEFAULT_MAX_SEND_BYTES) -> None:
+                 burst: float = 4000.0, max_send_bytes: int = DEFAULT_MAX_SEND_BYTES,
+                 registry: DeviceRegistry | None = None, origins: Origins | None = None,
+                 caps: ConnectionCaps | None = None, register_timeout: float = defaults.REGISTER_TIMEOUT,
+                 registry_poll: float = 1.0) -> None:
         if not token:
             raise ValueError("a non-empty token is required")
         self.orch = orchestrator
@@ -129,10 +94,20 @@ class OrchestratorServer:
         self.ssl_context = ssl_context
         self.rate, self.burst = rate, burst
         self.max_send_bytes = max_send_bytes
+        self.registry = registry if registry is not None else DeviceRegistry()
+        self.origins = origins or Origins()
+        self.caps = caps or ConnectionCaps()
+        self.register_timeout = register_timeout
+        self.registry_poll = registry_poll
+        self.refusals = RateLimitedLog(log)
+        # Live device connections: what they presented and registered, for revocation.
+        self._live: dict[ServerConnection, tuple[Identity, str, Register | None]] = {}
         self._server: Server | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
         """Start listening; returns the bound port (useful with port 0)."""
+        warn_if_plaintext(self.host, self.ssl_context is not None, "the orchestrator")
         self._server = await serve(
             self._handle, self.host, self.port, process_request=self._process_request,
             # Let frames up to 4x our limit through so the Session can answer them with an
@@ -143,6 +118,8 @@ class OrchestratorServer:
             max_queue=64, compression=None)
         self.port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self.port
         self.orch.start()
+        if self.registry.path is not None:
+            self._watch = asyncio.get_running_loop().create_task(self._watch_registry())
         log.info("orchestrator listening on %s", self.url)
         return self.port
 
@@ -151,49 +128,84 @@ class OrchestratorServer:
         return f"{'wss' if self.ssl_context else 'ws'}://{self.host}:{self.port}/aip"
 
     async def close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
         await self.orch.stop()
 
-    def _identity(self, request: Request) -> Identity | None:
-        return identify(self.token, presented_token(request.headers, request.path),
-                        request.headers.get(DEVICE_HEADER))
+    def identify(self, token: str, device_id: str | None = None) -> Identity | None:
+        """Who holds ``token`` here (the dashboard asks this for its first-message login)."""
+        return identify(self.token, token, device_id, self.registry)
+
+    # ---- the handshake -----------------------------------------------------------------
+    def _refuse(self, conn: ServerConnection, status: HTTPStatus, why: str, path: str) -> Response:
+        peer = conn.remote_address[0] if conn.remote_address else "?"
+        self.refusals.warning(f"{status.value}", "refused a connection to %s from %s: %s", path, peer, why)
+        return conn.respond(status, why + "\n")
 
     def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path = urlsplit(request.path).path
-        query = parse_qs(urlsplit(request.path).query)
-        ident = self._identity(request)
+        if not self.origins.allows(request.headers.get("Origin"), request.headers.get("Host"),
+                                   self.ssl_context is not None):
+            return self._refuse(conn, HTTPStatus.FORBIDDEN, f"origin {request.headers.get('Origin')!r} "
+                                "is not allowed (serve --allow-origin)", path)
+        token = bearer_token(request.headers)
         if path.startswith("/ui"):
             if self.ui is None:
                 return conn.respond(HTTPStatus.NOT_FOUND, "dashboard not enabled (serve --ui)\n")
-            if ident is None or ident.role == "device":
-                return conn.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
-            return self.ui.http(path, query, ident, presented_token(request.headers, request.path))
+            if path != "/ui/ws":
+                return self.ui.http(path)  # the page: static, no data in it
+            ident = self.identify(token) if token else None
+            if token and (ident is None or ident.role == "device"):
+                return self._refuse(conn, HTTPStatus.UNAUTHORIZED, "missing or wrong token", path)
+            return None  # without a header, the page logs in with its first message
         if path != "/aip":
             return conn.respond(HTTPStatus.NOT_FOUND, "devices connect to /aip\n")
+        ident = self.identify(token, request.headers.get(DEVICE_HEADER))
         if ident is None or ident.role == "viewer":
-            log.warning("refused a device connection from %s: missing or wrong token",
-                        conn.remote_address[0] if conn.remote_address else "?")
-            return conn.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong token\n")
+            return self._refuse(conn, HTTPStatus.UNAUTHORIZED, "missing or wrong token", path)
+        if self.caps.full(ident.key):
+            return self._refuse(conn, HTTPStatus.TOO_MANY_REQUESTS,
+                                f"too many connections for this credential ({self.caps.cap(ident.key)})", path)
         return None
 
+    # ---- a connection --------------------------------------------------------------------
     async def _handle(self, ws: ServerConnection) -> None:
         request = ws.request
-        path = urlsplit(request.path).path if request is not None else ""
-        ident = self._identity(request) if request is not None else None
+        if request is None:
+            return
+        path = urlsplit(request.path).path
+        token = bearer_token(request.headers)
+        if path == "/ui/ws" and self.ui is not None:
+            await self.ui.websocket(ws, self.identify(token) if token else None, self.identify)
+            return
+        ident = self.identify(token, request.headers.get(DEVICE_HEADER))
         if ident is None:
             return
-        if path.startswith("/ui") and self.ui is not None:
-            await self.ui.websocket(ws, ident)
+        if not self.caps.open(ident.key):  # handshakes that raced past the check
+            await ws.close(1008, "too many connections for this credential")
             return
+        try:
+            await self._serve_device(ws, ident, token)
+        finally:
+            self.caps.close(ident.key)
+            self._live.pop(ws, None)
+
+    async def _serve_device(self, ws: ServerConnection, ident: Identity, token: str) -> None:
         session = Session("orchestrator", max_bytes=self.max_bytes)
         queue = SendQueue(self.max_send_bytes)
         writer = asyncio.create_task(self._writer(ws, queue))
         limit = RateLimit(self.rate, self.burst)
         device_id: str | None = None
         conn = 0
-        refused = ""
+        closing = ""
+        self._live[ws] = (ident, token, None)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.register_timeout
 
         def send(msg: Any) -> None:
             session.send(msg)
@@ -207,11 +219,18 @@ class OrchestratorServer:
                 ws.transport.abort()  # its reader ends at once, and the orchestrator hears of it
 
         try:
-            async for frame in ws:
+            while True:
+                if device_id is None:
+                    try:
+                        frame = await asyncio.wait_for(ws.recv(), max(0.0, deadline - loop.time()))
+                    except asyncio.TimeoutError:
+                        closing = f"no REGISTER within {self.register_timeout:g}s"
+                        self.refusals.warning("register-timeout", "closed a connection: %s", closing)
+                        break
+                else:
+                    frame = await ws.recv()
                 if not limit.allow():
                     session.errors += 1  # dropped unread; a sustained flood closes the connection
-                    if session.should_close:
-                        refused = "message rate limit exceeded"
                     msgs: list[Any] = []
                 else:
                     msgs = session.receive(frame)
@@ -219,29 +238,32 @@ class OrchestratorServer:
                         limit.charge(len(msgs) - 1)
                 for msg in msgs:
                     if isinstance(msg, Register):
-                        if ident.role == "device" and msg.device_id != ident.device_id:
-                            refused = f"this token belongs to device {ident.device_id!r}, not {msg.device_id!r}"
-                        else:
-                            accepted = self.orch.device_registered(msg, send)
-                            if accepted is None:
-                                refused = f"device {msg.device_id!r} already has a live connection"
-                            else:
-                                device_id, conn = msg.device_id, accepted
-                        if refused:
-                            log.warning("refused REGISTER: %s", refused)
-                            session.send(ErrorMsg(code="identity", message=refused))
+                        try:
+                            msg = self._admit(ident, msg)
+                        except _Refused as refused:
+                            closing = str(refused)
+                            session.send(ErrorMsg(code=refused.code, message=closing))
                             break
+                        accepted = self.orch.device_registered(msg, send)
+                        if accepted is None:
+                            closing = f"device {msg.device_id!r} already has a live connection"
+                            session.send(ErrorMsg(code="identity", message=closing))
+                            break
+                        device_id, conn = msg.device_id, accepted
+                        self._live[ws] = (ident, token, msg)
                     elif isinstance(msg, ErrorMsg):
                         log.warning("device %s reported error %s: %s", device_id, msg.code, msg.message)
                     elif device_id is not None:
                         self.orch.on_message(device_id, msg, conn)
                 for out in session.data_to_send():
                     put(out)
-                if refused or session.should_close:
-                    await queue.queue.join()
-                    await ws.close(1008, (refused or "too many protocol errors")[:100])
+                if closing or session.should_close:
+                    closing = closing or ("message rate limit exceeded" if limit.tokens < 0
+                                          else "too many protocol errors")
                     break
-        except ConnectionClosed:
+            await asyncio.wait_for(queue.queue.join(), 5.0)
+            await ws.close(1008, closing[:100])
+        except (ConnectionClosed, asyncio.TimeoutError):
             pass
         finally:
             session.close()
@@ -250,6 +272,42 @@ class OrchestratorServer:
                 await writer
             if device_id is not None:
                 self.orch.device_disconnected(device_id, conn)
+
+    def _admit(self, ident: Identity, msg: Register) -> Register:
+        """The REGISTER as accepted, or _Refused (logged and journaled)."""
+        if ident.role == "device" and msg.device_id != ident.device_id:
+            refused = _Refused("identity", f"this token belongs to device {ident.device_id!r}, not {msg.device_id!r}")
+        elif (why := self.registry.refusal(msg)) is not None:
+            refused = _Refused("registration", why)
+        else:
+            return self.registry.narrow(msg)
+        self.refusals.warning(f"register:{msg.device_id}", "refused REGISTER: %s", refused)
+        self.orch.journal.device_audit(self.orch.clock(), msg.device_id, f"register_refused:{refused.code}",
+                                       str(refused))
+        raise refused
+
+    async def _watch_registry(self) -> None:
+        """Reread the registry when its file changes; close the connections it no longer
+        admits (a revoked token, a registration narrowed below what the device claimed)."""
+        while True:
+            await asyncio.sleep(self.registry_poll)
+            try:
+                if not self.registry.reload_if_changed():
+                    continue
+            except RegistryError as exc:
+                self.refusals.warning("registry", "registry not reloaded (the previous one stays): %s", exc)
+                continue
+            for ws, (ident, token, reg) in list(self._live.items()):
+                why = None
+                if ident.role == "device" and self.identify(token, ident.device_id) is None:
+                    why = "its credential was revoked"
+                elif reg is not None and (refusal := self.registry.refusal(reg)) is not None:
+                    why = refusal
+                if why is not None:
+                    device = reg.device_id if reg is not None else ident.device_id or "?"
+                    log.warning("disconnecting device %s: %s", device, why)
+                    self.orch.journal.device_audit(self.orch.clock(), device, "disconnected", why)
+                    ws.transport.abort()
 
     @staticmethod
     async def _writer(ws: ServerConnection, queue: SendQueue) -> None:
@@ -267,7 +325,3 @@ class OrchestratorServer:
                 pass
             finally:
                 queue.sent(frames)
-
-
-def encode_error(code: str, message: str) -> str:
-    return encode(ErrorMsg(code=code, message=message))

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
@@ -18,7 +18,7 @@ from paperlab.galaxy.control.runtime import Started, start_orchestrator
 from paperlab.galaxy.orchestrator.config import OrchestratorConfig
 from paperlab.galaxy.orchestrator.journal import Journal
 from paperlab.galaxy.orchestrator.runstate import Run, replay
-from paperlab.galaxy.plan.constellation import load_constellation
+from paperlab.galaxy.plan.constellation import Constellation, load_constellation
 
 __all__ = ["ServiceOptions", "replay_run", "run_service", "task_table"]
 
@@ -46,6 +46,11 @@ class ServiceOptions:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     max_send_mb: int = defaults.MAX_SEND_MB  # frames queued for a device that stops reading
+    registry: Path | None = None  # the device registry file (None or absent: no device tokens)
+    allow_origins: list[str] = field(default_factory=list)
+    max_viewers: int = defaults.MAX_VIEWERS
+    keep_finished: int = defaults.KEEP_FINISHED  # finished runs kept in memory: how many,
+    keep_mb: float = defaults.KEEP_MB  # and how many MiB (estimated)
 
 
 def replay_run(journal_path: Path, run_id: str) -> Run:
@@ -87,18 +92,25 @@ async def _main(opts: ServiceOptions) -> str | None:
 
         replanner = RuleReplanner()
     config = OrchestratorConfig(device_timeout=opts.device_timeout,
-                                unplaceable_timeout=opts.unplaceable_timeout)
+                                unplaceable_timeout=opts.unplaceable_timeout,
+                                keep_finished=opts.keep_finished, keep_mb=opts.keep_mb)
+    from paperlab.galaxy.protocol.registry import DeviceRegistry
     from paperlab.galaxy.protocol.tls import server_context
 
+    # Every input is read and checked before a port is bound or the journal is opened: a bad
+    # one is one line, and nothing is left behind.
+    plan = load_constellation(opts.plan) if opts.plan is not None and not opts.resume else None
+    registry = DeviceRegistry(opts.registry)
+    ssl_context = server_context(opts.tls_cert, opts.tls_key)
     async with start_orchestrator(opts.journal, opts.token, host=opts.host, port=opts.port,
                                   config=config, ui=opts.ui, replanner=replanner,
-                                  api_port=opts.api_port,
-                                  ssl_context=server_context(opts.tls_cert, opts.tls_key),
-                                  max_send_bytes=opts.max_send_mb << 20) as g:
-        return await _serve(opts, g)
+                                  api_port=opts.api_port, ssl_context=ssl_context,
+                                  max_send_bytes=opts.max_send_mb << 20, registry=registry,
+                                  allow_origins=opts.allow_origins, max_viewers=opts.max_viewers) as g:
+        return await _serve(opts, g, plan)
 
 
-async def _serve(opts: ServiceOptions, g: Started) -> str | None:
+async def _serve(opts: ServiceOptions, g: Started, plan: Constellation | None) -> str | None:
     orch = g.orch
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -110,13 +122,14 @@ async def _serve(opts: ServiceOptions, g: Started) -> str | None:
         print(f"control api {g.control.url}", flush=True)
     if g.ui is not None:
         scheme = "https" if g.server.ssl_context else "http"
-        print(f"dashboard {scheme}://{opts.host}:{g.server.port}/ui?token=<viewer or admin token> "
-              "(`paperlab galaxy token --viewer` prints the read-only one)", flush=True)
+        print(f"dashboard {scheme}://{opts.host}:{g.server.port}/ui#token=<viewer or admin token> "
+              "(`paperlab galaxy token --viewer` prints the read-only one; the part after # never "
+              "leaves the browser)", flush=True)
     run_id = None
     if opts.resume:
         run_id = orch.resume(opts.resume)
-    elif opts.plan is not None:
-        run_id = orch.submit(load_constellation(opts.plan), opts.run_id)
+    elif plan is not None:
+        run_id = orch.submit(plan, opts.run_id)
     if run_id is not None:
         print(f"run {run_id}", flush=True)
     if not opts.exit_when_done or run_id is None:

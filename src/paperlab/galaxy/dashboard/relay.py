@@ -5,9 +5,10 @@ status) and the page replaces the panels that changed with each frame pushed ove
 ``/ui/ws`` WebSocket: the SVG when the DAG's structure changes, otherwise only the tasks whose
 status changed (the page recolours those nodes).
 
-Access: the viewer token (read-only) or the admin token (may also cancel). The first load may
-carry ``?token=``; the response sets an HttpOnly, SameSite=Strict cookie and the page removes
-the token from the address bar, so later requests and the WebSocket use the cookie.
+Access: the viewer token (read-only) or the admin token (may also cancel), given in the
+``Authorization`` header of the ``/ui/ws`` handshake or as the connection's first message
+within ``login_timeout`` seconds (the page, see :mod:`.page`). At most ``max_viewers`` viewers
+at once (the page shows one run, so this caps the viewers of the run on show).
 
 Isolation from the scheduler: the scheduler does no dashboard work at all. Frames are drawn
 by a separate renderer process (:mod:`paperlab.galaxy.dashboard.render`) that reads the run's
@@ -30,6 +31,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -40,8 +42,10 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 
-from paperlab.galaxy.dashboard.render import STATUS_FILL, render_svg
-from paperlab.galaxy.protocol.auth import COOKIE, Identity
+from paperlab.galaxy import defaults
+from paperlab.galaxy.dashboard.page import page
+from paperlab.galaxy.dashboard.render import render_svg
+from paperlab.galaxy.protocol.auth import Identity
 
 if TYPE_CHECKING:
     from paperlab.galaxy.orchestrator.core import Orchestrator
@@ -51,66 +55,6 @@ __all__ = ["Dashboard", "render_svg"]
 
 log = logging.getLogger(__name__)
 
-PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>Galaxy dashboard</title>
-<style>
-body{font-family:system-ui,sans-serif;margin:16px;background:#fafafa;color:#222}
-h1{font-size:20px;margin:0 0 8px} h2{font-size:15px;margin:12px 0 4px}
-.grid{display:grid;grid-template-columns:2fr 1fr;gap:16px}
-.panel{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;overflow:auto}
-table{border-collapse:collapse;font-size:13px} td,th{padding:2px 8px;text-align:left}
-.dev-online{color:#2e7d32}.dev-busy{color:#ef6c00}.dev-lost{color:#c62828;font-weight:bold}
-.dev-offline{color:#757575} #events{font-family:monospace;font-size:12px;max-height:260px}
-#conn{font-size:12px;color:#757575}
-</style></head><body>
-<h1>Galaxy dashboard <span id="conn">connecting...</span>
- <button id="cancel-run" hidden>cancel run</button></h1>
-<div class="grid">
- <div class="panel"><h2>Constellation</h2><div id="dag"></div><div id="metrics"></div></div>
- <div><div class="panel"><h2>Devices</h2><div id="devices"></div></div>
-      <div class="panel"><h2>Events</h2><div id="events"></div></div></div>
-</div>
-<script>
-(function(){
-  var FILL = %FILL%;
-  if (location.search) history.replaceState(null, "", location.pathname);  // the cookie has it now
-  var ws = null;
-  document.getElementById("dag").addEventListener("click", function(e){
-    var g = e.target.closest ? e.target.closest("g.task") : null;
-    var run = document.getElementById("run-state");
-    if (!g || !ws || !run || document.body.dataset.role !== "admin") return;
-    if (confirm("cancel task " + g.dataset.task + "?"))
-      ws.send(JSON.stringify({op: "cancel", run: run.dataset.run, task: g.dataset.task}));
-  });
-  document.getElementById("cancel-run").addEventListener("click", function(){
-    var run = document.getElementById("run-state");
-    if (ws && run && confirm("cancel run " + run.dataset.run + "?"))
-      ws.send(JSON.stringify({op: "cancel", run: run.dataset.run}));
-  });
-  function connect(){
-    ws = new WebSocket(location.origin.replace(/^http/, "ws") + "/ui/ws");
-    ws.onopen = function(){ document.getElementById("conn").textContent = "live"; };
-    ws.onmessage = function(m){
-      var s = JSON.parse(m.data);
-      if (s.role) { document.body.dataset.role = s.role;
-                    document.getElementById("cancel-run").hidden = s.role !== "admin"; }
-      for (var k of ["dag", "metrics", "devices", "events"])
-        if (k in s) document.getElementById(k).innerHTML = s[k];
-      if (s.tasks) for (var id in s.tasks) {
-        var g = document.querySelector('g.task[data-task="' + CSS.escape(id) + '"]');
-        if (!g) continue;
-        g.dataset.status = s.tasks[id][0];
-        g.querySelector("rect").setAttribute("fill", FILL[s.tasks[id][0]]);
-        g.querySelector("title").textContent = s.tasks[id][1];
-      }
-    };
-    ws.onclose = function(){ document.getElementById("conn").textContent = "reconnecting...";
-                             setTimeout(connect, 1000); };
-  }
-  connect();
-})();
-</script></body></html>
-"""
 
 
 @dataclass(frozen=True)
@@ -148,8 +92,11 @@ class Dashboard:
     """Implements the server's UI hook: the page over HTTP, frames over WebSocket."""
 
     def __init__(self, orch: Orchestrator, max_fps: float = 4.0, idle_stop: float = 30.0,
-                 send_timeout: float = 60.0, sndbuf: int = 256 * 1024) -> None:
+                 send_timeout: float = 60.0, sndbuf: int = 256 * 1024,
+                 max_viewers: int = defaults.MAX_VIEWERS, login_timeout: float = defaults.REGISTER_TIMEOUT) -> None:
         self.orch = orch
+        self.max_viewers = max_viewers
+        self.login_timeout = login_timeout
         self.interval = 1.0 / max_fps
         self.idle_stop = idle_stop
         self.send_timeout = send_timeout
@@ -168,15 +115,15 @@ class Dashboard:
         self.frames_dropped = 0  # frames a slow viewer skipped
         self.fulls = 0  # frames that carried the whole page (a viewer was out of step)
 
-    def http(self, path: str, query: dict[str, list[str]], identity: Identity,
-             token: str) -> Response | None:
+    def http(self, path: str) -> Response | None:
+        """The page (``/ui``); ``/ui/ws`` goes on to :meth:`websocket`."""
         if path in ("/ui", "/ui/"):
-            body = PAGE.replace("%FILL%", json.dumps(STATUS_FILL)).encode()
+            body = page()
             headers = Headers([("Content-Type", "text/html; charset=utf-8"),
                                ("Content-Length", str(len(body))), ("Cache-Control", "no-store"),
-                               ("Referrer-Policy", "no-referrer")])
-            if query.get("token"):  # first load: move the token into a cookie
-                headers["Set-Cookie"] = f"{COOKIE}={token}; Path=/ui; HttpOnly; SameSite=Strict"
+                               ("Referrer-Policy", "no-referrer"), ("X-Frame-Options", "DENY"),
+                               ("Content-Security-Policy", "default-src 'self'; style-src 'unsafe-inline'; "
+                                "script-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'")])
             return Response(HTTPStatus.OK.value, "OK", headers, body)
         if path == "/ui/ws":
             return None
@@ -184,7 +131,17 @@ class Dashboard:
         return Response(404, "Not Found", Headers([("Content-Length", str(len(body)))]), body)
 
     # ---- viewers -----------------------------------------------------------------------
-    async def websocket(self, conn: ServerConnection, identity: Identity) -> None:
+    async def websocket(self, conn: ServerConnection, identity: Identity | None,
+                        identify: Callable[[str], Identity | None]) -> None:
+        """Serve one viewer: logged in by its handshake (``identity``) or its first message."""
+        if identity is None:
+            identity = await self._login(conn, identify)
+            if identity is None:
+                return
+        if len(self._clients) >= self.max_viewers:
+            log.warning("dashboard: refused a viewer, %d already watch (max_viewers)", len(self._clients))
+            await conn.close(1013, f"at most {self.max_viewers} viewers at once; try again later")
+            return
         sock = conn.transport.get_extra_info("socket")
         if sock is not None and self.sndbuf:
             with contextlib.suppress(OSError):
@@ -231,6 +188,22 @@ class Dashboard:
             reader.cancel()
             if wait is not None:
                 wait.cancel()
+
+    async def _login(self, conn: ServerConnection, identify: Callable[[str], Identity | None]) -> Identity | None:
+        """The identity of the first message ``{"op": "auth", "token": ...}`` (a viewer or the
+        admin), or None with the connection closed (1008)."""
+        with contextlib.suppress(ConnectionClosed):
+            try:
+                raw = await asyncio.wait_for(conn.recv(), self.login_timeout)
+                msg = json.loads(raw) if len(raw) < 4096 else {}
+                token = str(msg.get("token", "")) if isinstance(msg, dict) and msg.get("op") == "auth" else ""
+            except (asyncio.TimeoutError, ValueError):
+                token = ""
+            ident = identify(token) if token else None
+            if ident is not None and ident.role != "device":
+                return ident
+            await conn.close(1008, "log in with a viewer or admin token")
+        return None
 
     async def _commands(self, conn: ServerConnection, identity: Identity) -> None:
         """Cancel requests from an admin's page (a viewer's are ignored)."""

@@ -150,6 +150,16 @@ def tip(tid: str, status: str, device: str | None, error: str | None) -> str:
     return text + html.escape(error) if error else text
 
 
+def failures_table(failed: dict[str, tuple[str | None, str | None]], limit: int = 50) -> str:
+    """The failed-tasks panel: each failed task, its device and its reason (HTML-escaped)."""
+    if not failed:
+        return "<p>none</p>"
+    rows = "".join(f'<tr id="failed-{html.escape(t)}"><td>{html.escape(t)}</td><td>{html.escape(d or "")}</td>'
+                   f"<td>{html.escape(e or 'failed')}</td></tr>" for t, (d, e) in sorted(failed.items())[:limit])
+    more = f"<p>and {len(failed) - limit} more</p>" if len(failed) > limit else ""
+    return f"<table><tr><th>task</th><th>device</th><th>reason</th></tr>{rows}</table>{more}"
+
+
 class PageState:
     """The page of one orchestrator: the run on show, its tasks' states, the last frame."""
 
@@ -163,7 +173,8 @@ class PageState:
         self.edges: list[tuple[str, str, str]] = []
         self.depth: dict[str, int] = {}
         self.tasks: dict[str, list[str]] = {}
-        self.panels: dict[str, str] = {"dag": "", "metrics": "", "devices": "", "events": ""}
+        self.panels: dict[str, str] = {"dag": "", "metrics": "", "devices": "", "events": "", "failures": ""}
+        self.failed: dict[str, tuple[str | None, str | None]] = {}  # task -> (device, reason)
         self._dag_json = json.dumps("")
         self._events_seq = -1
         self._path: str = ""
@@ -221,7 +232,13 @@ class PageState:
         run_id, key = msg.get("run"), str(msg.get("dag", ""))
         changes: dict[str, Any] = {}
         changed_tasks: dict[str, list[str]] = {}
+        if run_id != self.run_id:
+            self.failed = {}
         for tid, (st, dev, err) in msg.get("states", {}).items():
+            if st == "failed":
+                self.failed[tid] = (dev, err)
+            else:
+                self.failed.pop(tid, None)
             v = [st, tip(tid, st, dev, err)]
             if self.tasks.get(tid) != v:
                 self.tasks[tid] = changed_tasks[tid] = v
@@ -245,7 +262,8 @@ class PageState:
             changes["dag"], changes["tasks"] = dag, self.tasks
         elif changed_tasks:
             changes["tasks"] = changed_tasks
-        panels = {"devices": devices_table(msg.get("devices", [])), "events": "", "metrics": ""}
+        panels = {"devices": devices_table(msg.get("devices", [])), "events": "", "metrics": "",
+                  "failures": failures_table(self.failed) if run_id is not None else ""}
         if run_id is not None:
             state = str(msg.get("state") or "running")
             if state != "running" and not self._path:
@@ -266,7 +284,7 @@ class PageState:
         full = b""
         if want_full:  # the SVG's JSON was encoded once, when it was drawn
             full = ('{"dag": ' + self._dag_json + ', "tasks": ' + json.dumps(self.tasks) + ", "
-                    + json.dumps({k: self.panels[k] for k in ("metrics", "devices", "events")})[1:]).encode()
+                    + json.dumps({k: self.panels[k] for k in ("metrics", "devices", "events", "failures")})[1:]).encode()
         diff_text = b""
         if "dag" in changes:  # the SVG's JSON was encoded once, when it was drawn
             del changes["dag"]

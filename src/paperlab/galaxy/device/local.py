@@ -15,7 +15,6 @@ from pathlib import Path
 
 import yaml
 
-from paperlab.galaxy.protocol.auth import device_token
 from paperlab.testing import free_port
 
 __all__ = ["LocalDevice", "free_port", "spawn_device"]
@@ -64,12 +63,12 @@ class LocalDevice:
 def spawn_device(work_dir: Path, device_id: str, url: str, token: str, capabilities: list[str],
                  max_concurrency: int = 2, shell_allow: list[str] | None = None,
                  python_allow: dict[str, str] | None = None, heartbeat: float = 0.5,
-                 extra_env: dict[str, str] | None = None, derive_token: bool = True,
+                 extra_env: dict[str, str] | None = None,
                  extra_args: list[str] | None = None) -> LocalDevice:
     """Start a device agent process with a config file written under ``work_dir``.
 
-    ``token`` is the orchestrator's secret; the device gets its own derived credential
-    (``derive_token=False`` hands it the secret itself)."""
+    ``token`` is the credential the device presents: its own device token (see
+    :mod:`paperlab.galaxy.protocol.registry`) or the orchestrator's admin secret."""
     work_dir.mkdir(parents=True, exist_ok=True)
     cfg = {"device_id": device_id, "capabilities": capabilities, "max_concurrency": max_concurrency,
            "shell_allow": shell_allow or [], "python_allow": python_allow or {},
@@ -77,8 +76,7 @@ def spawn_device(work_dir: Path, device_id: str, url: str, token: str, capabilit
     cfg_path = work_dir / f"{device_id}.yaml"
     cfg_path.write_text(yaml.safe_dump(cfg))
     log_path = work_dir / f"{device_id}.log"
-    cred = device_token(token, device_id) if derive_token else token
-    env = {**os.environ, "GALAXY_TOKEN": cred, **(extra_env or {})}
+    env = {**os.environ, "GALAXY_TOKEN": token, **(extra_env or {})}
     src = str(Path(__file__).resolve().parents[3])
     env["PYTHONPATH"] = src + os.pathsep + env.get("PYTHONPATH", "")
     with open(log_path, "ab") as log:

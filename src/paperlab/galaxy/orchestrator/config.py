@@ -12,7 +12,12 @@ __all__ = ["OrchestratorConfig", "RunSettings"]
 
 @dataclass
 class OrchestratorConfig:
-    """Knobs of the orchestrator (all times in seconds; defaults in :mod:`paperlab.galaxy.defaults`)."""
+    """Knobs of the orchestrator (all times in seconds; defaults in :mod:`paperlab.galaxy.defaults`).
+
+    ``keep_finished`` and ``keep_mb`` bound the finished runs kept in memory: the oldest are
+    dropped once there are more than ``keep_finished`` of them or their estimated size passes
+    ``keep_mb`` MiB (their journals stay; :meth:`Orchestrator.get_run` replays them).
+    """
 
     global_cap: int = 256
     per_device_cap: int | None = None  # None: each device's own max_concurrency
@@ -21,5 +26,6 @@ class OrchestratorConfig:
     evict_after: float = defaults.EVICT_AFTER
     max_info_bytes: int = defaults.MAX_INFO_BYTES
     keep_finished: int = defaults.KEEP_FINISHED
+    keep_mb: float = defaults.KEEP_MB
     tick: float = defaults.TICK
     settings: RunSettings = field(default_factory=RunSettings)

@@ -21,7 +21,6 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from paperlab.galaxy.errors import EditError
 from paperlab.galaxy.orchestrator.book import Listener, RunBook
 from paperlab.galaxy.orchestrator.config import OrchestratorConfig
 from paperlab.galaxy.orchestrator.devicelink import DeviceLink
@@ -32,8 +31,6 @@ from paperlab.galaxy.orchestrator.events import (
     Created,
     Dispatched,
     Dropped,
-    Edited,
-    EditRejected,
     Finished,
     Refused,
     Result,
@@ -41,7 +38,9 @@ from paperlab.galaxy.orchestrator.events import (
     TaskFailed,
 )
 from paperlab.galaxy.orchestrator.failures import Deadlines
+from paperlab.galaxy.orchestrator.history import EditHistory
 from paperlab.galaxy.orchestrator.journal import Journal
+from paperlab.galaxy.orchestrator.memory import forget_old_runs
 from paperlab.galaxy.orchestrator.placement import (
     DeviceState,
     Unplaceable,
@@ -57,8 +56,9 @@ from paperlab.galaxy.plan.constellation import (
     TaskStatus,
     resolve_inputs,
 )
-from paperlab.galaxy.plan.edits import EditBatch, apply_batch
+from paperlab.galaxy.plan.edits import EditBatch
 from paperlab.galaxy.protocol.aip import Register, Task, TaskResult
+from paperlab.galaxy.ratelog import RateLimitedLog
 
 __all__ = ["DeviceState", "Orchestrator", "OrchestratorConfig"]
 
@@ -82,11 +82,13 @@ class Orchestrator:
         self._scheduler = Scheduler(self.book.record)
         self.link = DeviceLink(self.book, self.config, self._deadlines, self._unplaceable, self._wake,
                                on_result=self._on_result, on_lost=self._replan)
+        self.edits = EditHistory(self.book, self._wake)
         self._loop_task: asyncio.Task[None] | None = None
         # Called with the run id once a run has finished (after its waiters are told and the
         # oldest finished runs are dropped): runtime.py freezes the live objects for the GC there.
         self.on_finished: list[Callable[[str], None]] = []
         self.replanner: Replanner | None = None
+        self._dropped_log = RateLimitedLog(log)
 
     # ---- shared state, read-only views ------------------------------------------------
     @property
@@ -213,11 +215,17 @@ class Orchestrator:
 
     def _drop(self, run: Run | None, device_id: str, msg: TaskResult) -> None:
         """A result that is not applied: late (after a timeout or loss), a duplicate (resent
-        after a reconnect) or from the wrong device; only logged and journaled for audit."""
-        log.info("dropped result for %s from %s", msg.attempt_id, device_id)
+        after a reconnect), from the wrong device, or for an attempt no active run dispatched
+        (a forgery, or a run since finished). Every one is journaled (in its run's events, else
+        in the device audit) and logged (at a bounded rate: a forger could send thousands)."""
+        why = ("not the current attempt of a running task on this device" if run is not None
+               else "no active run dispatched this attempt")
+        self._dropped_log.info(device_id, "dropped result for %s from %s: %s", msg.attempt_id, device_id, why)
         if run is not None:
-            self.book.audit(run.run_id, Dropped(task=msg.task_id, attempt=msg.attempt_id, device=device_id,
-                                                why="not the current attempt of a running task on this device"))
+            self.book.audit(run.run_id, Dropped(task=msg.task_id, attempt=msg.attempt_id,
+                                                device=device_id, why=why))
+        else:
+            self.journal.device_audit(self.clock(), device_id, "result_dropped", f"{msg.attempt_id}: {why}")
 
     def _replan(self, run: Run, event: dict[str, Any]) -> None:
         if self.replanner is not None:
@@ -226,15 +234,15 @@ class Orchestrator:
     # ---- edits and cancellation -----------------------------------------------------------
     def apply_edits(self, run_id: str, batch: EditBatch) -> tuple[bool, str]:
         """Validate and apply an edit batch to a live run atomically. Returns (accepted, reason)."""
-        run = self.runs[run_id]
-        try:
-            prepared = apply_batch(run.constellation, batch)  # validated once, here
-        except EditError as exc:
-            self.book.audit(run_id, EditRejected(reason=str(exc)))
-            return False, str(exc)
-        self.book.record(run, Edited(batch=batch.model_dump(mode="json"), prepared=prepared))
-        self._wake.set()
-        return True, "applied"
+        return self.edits.apply(self.runs[run_id], batch)
+
+    def undo(self, run_id: str) -> tuple[bool, str]:
+        """Undo the run's newest edit (itself a validated edit batch). Returns (accepted, reason)."""
+        return self.edits.undo(self.runs[run_id])
+
+    def redo(self, run_id: str) -> tuple[bool, str]:
+        """Redo the run's newest undone edit. Returns (accepted, reason)."""
+        return self.edits.redo(self.runs[run_id])
 
     def cancel_task(self, run_id: str, task_id: str) -> None:
         run = self.runs[run_id]
@@ -325,19 +333,9 @@ class Orchestrator:
         fut = self._done.get(run.run_id)
         if fut is not None and not fut.done():
             fut.set_result(state)
-        self._forget_old_runs()
+        forget_old_runs(self.runs, self.config.keep_finished, self.config.keep_mb)
         for hook in self.on_finished:
             hook(run.run_id)
-
-    def _forget_old_runs(self) -> None:
-        """Drop the oldest finished runs beyond ``keep_finished`` from memory.
-
-        A long-lived orchestrator would otherwise keep every run it ever ran (about 15,000
-        objects per 1000-task run). Their journals stay: :meth:`get_run` replays them.
-        """
-        finished = [rid for rid, r in self.runs.items() if r.finished is not None]
-        for rid in finished[: max(0, len(finished) - self.config.keep_finished)]:
-            del self.runs[rid]
 
     def get_run(self, run_id: str) -> Run:
         """A run in memory, or one replayed from the journal (a finished run forgotten since).

@@ -65,6 +65,10 @@ class Edited(_Event):
 
     kind: ClassVar[str] = "edit"
     batch: dict[str, Any]
+    # "edit", or "undo" / "redo" of an earlier one; ``inverse``: the batch that undoes this
+    # one (None: it changed nothing that can be undone). Journaled, so a resumed run can undo.
+    action: str = "edit"
+    inverse: dict[str, Any] | None = None
     prepared: Constellation | None = field(default=None, compare=False, metadata={"journal": False})
 
 
@@ -72,6 +76,7 @@ class Edited(_Event):
 class EditRejected(_Event):
     kind: ClassVar[str] = "edit_rejected"
     reason: str
+    action: str = "edit"
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,13 @@ CREATE TABLE IF NOT EXISTS events (
     data TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_run ON events(run_id, seq);
+CREATE TABLE IF NOT EXISTS device_audit (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts REAL NOT NULL,
+    device TEXT NOT NULL,
+    what TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
 """
 
 
@@ -95,6 +102,22 @@ class Journal:
             "INSERT INTO events (run_id, ts, kind, task_id, attempt_id, data) VALUES (?,?,?,?,?,?)",
             (run_id, ev.ts, ev.kind, data.get("task"), data.get("attempt"), json.dumps(data)),
         )
+
+    def device_audit(self, ts: float, device: str, what: str, detail: str) -> None:
+        """Record something a device (or a process claiming to be one) did that no run owns:
+        a refused registration, a result for an attempt no run dispatched, a revoked
+        credential. (Each connection's message rate limit bounds how fast these can come.)"""
+        self._db.execute("INSERT INTO device_audit (ts, device, what, detail) VALUES (?,?,?,?)",
+                         (ts, device[:64], what, detail[:1000]))
+
+    def device_audits(self, device: str | None = None) -> list[dict[str, Any]]:
+        """The device audit rows, oldest first (of one device when ``device`` is given)."""
+        q = "SELECT ts, device, what, detail FROM device_audit"
+        args: tuple[str, ...] = ()
+        if device is not None:
+            q, args = q + " WHERE device=?", (device,)
+        rows = self._db.execute(q + " ORDER BY seq", args).fetchall()
+        return [dict(zip(("ts", "device", "what", "detail"), r, strict=True)) for r in rows]
 
     def set_state(self, run_id: str, state: str) -> None:
         self._db.execute("UPDATE runs SET state=? WHERE run_id=?", (state, run_id))

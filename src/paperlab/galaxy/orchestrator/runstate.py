@@ -41,6 +41,7 @@ __all__ = ["Run", "RunSettings", "replay"]
 
 # A capacity refusal waits this long before the task is offered again (no retry is used).
 REFUSED_DELAY = 0.2
+MAX_UNDO = 100  # edits a run can undo (the oldest beyond are forgotten)
 
 
 @dataclass
@@ -75,6 +76,12 @@ class Run:
     # Tasks whose state changed, collected only while a dashboard shows this run (None: off),
     # so the dashboard costs the scheduler one set.add per event and no listener call.
     changed: set[str] | None = None
+    # Estimated bytes this run holds, set once it has finished (see memory.estimate_bytes).
+    footprint: int | None = None
+    # Accepted edits as (batch, inverse) pairs, newest last: what undo and redo take from
+    # (see history.EditHistory). Part of the fold, so a resumed run can undo what came before.
+    undo_stack: list[tuple[dict[str, Any], dict[str, Any] | None]] = field(default_factory=list)
+    redo_stack: list[tuple[dict[str, Any], dict[str, Any] | None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.reindex()
@@ -131,6 +138,7 @@ class Run:
         if isinstance(ev, Edited):
             self.constellation = (ev.prepared.model_copy(deep=True) if ev.prepared is not None
                                   else apply_batch(self.constellation, parse_batch(ev.batch)))
+            self._stack(ev)
         elif isinstance(ev, CancelRun):
             self.cancelled = True
             for t in self.constellation.tasks.values():
@@ -202,6 +210,21 @@ class Run:
             task.ended_at = ts
         elif isinstance(ev, CancelTask):
             self._cancel(task.id, ts)
+
+    def _stack(self, ev: Edited) -> None:
+        entry = (ev.batch, ev.inverse)
+        if ev.action == "undo":
+            if self.undo_stack:
+                self.undo_stack.pop()
+            self.redo_stack.append(entry)
+        else:
+            if ev.action == "redo":
+                if self.redo_stack:
+                    self.redo_stack.pop()
+            else:
+                self.redo_stack.clear()  # a new edit forks the history: nothing left to redo
+            self.undo_stack.append(entry)
+        del self.undo_stack[:-MAX_UNDO]
 
     def _cancel(self, task_id: str, ts: float) -> None:
         task = self.constellation.tasks[task_id]

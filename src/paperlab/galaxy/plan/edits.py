@@ -39,6 +39,7 @@ __all__ = [
     "UpdateTask",
     "apply_batch",
     "check_invariants",
+    "inverse_batch",
 ]
 
 
@@ -212,3 +213,31 @@ def _started_unchanged(before: Constellation, after: Constellation) -> None:
             raise EditError(f"started task {tid!r} was changed")
         if {x.key for x in before.predecessors(tid)} != {x.key for x in after.predecessors(tid)}:
             raise EditError(f"edges into started task {tid!r} were changed")
+
+
+def inverse_batch(before: Constellation, after: Constellation, reason: str = "") -> EditBatch | None:
+    """The batch that turns ``after`` back into ``before`` (None when they do not differ):
+    what undoing an edit applies. It is an ordinary batch, so it goes through the same
+    validated path and is refused, DAG unchanged, when a task it would touch has started since."""
+    edits: list[Any] = []
+    old_edges = {e.key: e for e in before.edges}
+    new_edges = {e.key: e for e in after.edges}
+    added = [t for t in after.tasks if t not in before.tasks]
+    removed = [t for t in before.tasks if t not in after.tasks]
+    for key, e in new_edges.items():  # edges to drop (those of added tasks go with them)
+        if (key not in old_edges or old_edges[key] != e) and not ({e.source, e.target} & set(added)):
+            edits.append(RemoveDependency(source=e.source, target=e.target))
+    edits += [RemoveTask(task_id=t) for t in added]
+    edits += [AddTask(task=before.tasks[t].plan_dict()) for t in removed]
+    for tid, old in before.tasks.items():
+        new = after.tasks.get(tid)
+        if new is None:
+            continue
+        was, now = old.plan_dict(), new.plan_dict()
+        changes = {k: v for k, v in was.items() if now.get(k) != v}
+        if changes:
+            edits.append(UpdateTask(task_id=tid, changes=changes))
+    for key, e in old_edges.items():  # edges to restore
+        if key not in new_edges or new_edges[key] != e:
+            edits.append(AddDependency(source=e.source, target=e.target, kind=e.kind, condition=e.condition))
+    return EditBatch(edits=edits, reason=reason) if edits else None
