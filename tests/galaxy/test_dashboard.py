@@ -75,7 +75,7 @@ def test_dashboard_in_headless_chromium(galaxy, tmp_path: Path) -> None:  # type
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
         try:
-            page = browser.new_page(viewport={"width": 1200, "height": 700})
+            page = browser.new_page(viewport={"width": 1200, "height": 700}, bypass_csp=True)  # its probes use eval
             page.goto(f"http://127.0.0.1:{galaxy.port}/ui#token={galaxy.token}", timeout=t)
             page.wait_for_function(
                 "document.querySelectorAll('g.task[data-status=completed]').length >= 6", timeout=t)
@@ -89,6 +89,12 @@ def test_dashboard_in_headless_chromium(galaxy, tmp_path: Path) -> None:  # type
             assert "disk full on the scanner" in page.inner_text("#failures")
             assert "failed" in page.inner_text("#legend") and "completed" in page.inner_text("#legend")
             page.screenshot(path=str(shot), full_page=True)
+            # The page's own script under its Content-Security-Policy (no bypass this time).
+            strict = browser.new_page()
+            strict.goto(f"http://127.0.0.1:{galaxy.port}/ui#token={galaxy.token}", timeout=t)
+            strict.wait_for_selector("#dev-worker", timeout=t)
+            strict.wait_for_selector("#failed-broken", timeout=t)
+            assert strict.inner_text("#conn") == "live"
         finally:
             browser.close()
     assert shot.stat().st_size > 10_000
