@@ -5,6 +5,13 @@ with the attempts still running and the results of recent attempts (the orchestr
 crashed before it journaled them); the orchestrator drops any it already applied. Reconnects
 back off exponentially with full jitter so many devices do not stampede a restarted
 orchestrator.
+
+No network fault stops the agent: a refused or reset connection, a peer that closes before it
+answers (a ``ws://`` URL against a TLS port, a server that accepts and hangs up), a TLS
+mismatch, an HTTP error status or a timeout are each one log line (at a bounded rate: one per
+reason every few seconds, then how many were suppressed) and a retry. The agent stops only
+when told to, or for what retrying cannot fix: its token refused (HTTP 401), its claim beyond
+its registration, or a malformed URL.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from collections.abc import Coroutine
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI, WebSocketException
 
 from paperlab.galaxy.device.executors import DeviceConfig, run_executor
 from paperlab.galaxy.errors import ExecutorError, GalaxyError
@@ -37,8 +44,9 @@ from paperlab.galaxy.protocol.aip import (
     batch_frames,
 )
 from paperlab.galaxy.protocol.auth import DEVICE_HEADER
+from paperlab.galaxy.ratelog import RateLimitedLog
 
-__all__ = ["DeviceAgent", "backoff_delay"]
+__all__ = ["AuthRefused", "DeviceAgent", "RegistrationRefused", "backoff_delay"]
 
 log = logging.getLogger(__name__)
 _RECENT = 256
@@ -61,6 +69,19 @@ class AuthRefused(GalaxyError):
     """The orchestrator refused our token (HTTP 401); retrying would not help."""
 
 
+class RegistrationRefused(GalaxyError):
+    """The orchestrator refused what this device claims (beyond its registration)."""
+
+
+def _why(exc: BaseException) -> str:
+    """One line for a failed connection attempt: the error and, when it has one, its cause."""
+    text = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause) and str(cause) not in text:
+        text += f" ({type(cause).__name__}: {cause})"
+    return text[:300]
+
+
 class DeviceAgent:
     """One device. ``run()`` returns only when stopped or when the token is refused."""
 
@@ -77,6 +98,9 @@ class DeviceAgent:
         self.running: dict[str, asyncio.Task[None]] = {}
         self.recent: OrderedDict[str, TaskResult] = OrderedDict()
         self.connections = 0
+        self.failed_attempts = 0  # connection attempts that failed (each followed by a retry)
+        self._failures_log = RateLimitedLog(log)
+        self._refused: str | None = None  # set when the orchestrator refused our REGISTER claim
         self._send_queue: asyncio.Queue[str] | None = None
         self._session: Session | None = None
         self._stop = asyncio.Event()
@@ -88,6 +112,7 @@ class DeviceAgent:
         """Connect, serve, and reconnect with backoff until stopped."""
         failures = 0
         while not self._stop.is_set():
+            why = ""
             try:
                 headers = {"Authorization": f"Bearer {self.token}", DEVICE_HEADER: self.cfg.device_id}
                 async with connect(self.url, additional_headers=headers, max_size=None,
@@ -99,17 +124,26 @@ class DeviceAgent:
                     await self._serve(ws)
             except InvalidStatus as exc:
                 if exc.response.status_code == 401:
-                    raise AuthRefused(f"orchestrator at {self.url} refused the token (HTTP 401); "
-                                      "pass the orchestrator's token with --token or GALAXY_TOKEN") from None
-                log.warning("handshake failed: %s", exc)
+                    raise AuthRefused(f"orchestrator at {self.url} refused the token (HTTP 401); pass this "
+                                      "device's token (`paperlab galaxy devices add`) or the admin secret "
+                                      "with --token or GALAXY_TOKEN") from None
+                why = f"HTTP {exc.response.status_code}: {exc.response.body.decode(errors='replace').strip()[:120]}"
             except InvalidURI as exc:
                 raise GalaxyError(f"bad orchestrator URL {self.url!r}: {exc}") from None
-            except (OSError, ConnectionClosed, asyncio.TimeoutError) as exc:
-                log.info("connection to %s failed: %s", self.url, exc)
+            except (OSError, EOFError, asyncio.TimeoutError, WebSocketException) as exc:
+                # OSError: refused, reset, unreachable, TLS errors; WebSocketException: a peer that
+                # closed before answering, or answered something that is not a WebSocket handshake.
+                why = _why(exc)
+            if self._refused is not None:
+                raise RegistrationRefused(f"the orchestrator refused device {self.cfg.device_id}: {self._refused}")
             if self._stop.is_set():
                 break
             delay = backoff_delay(failures, self.backoff_base, self.backoff_cap, self.rng)
             failures += 1
+            if why:
+                self.failed_attempts += 1
+                self._failures_log.warning(why.split(":", 1)[0], "connecting to %s failed (attempt %d): %s; "
+                                           "retrying in %.1fs", self.url, failures, why, delay)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), delay)
         for t in list(self.running.values()):
@@ -157,7 +191,9 @@ class DeviceAgent:
                         log.info("cancel %s: %s", msg.attempt_id, msg.reason)
                         t.cancel()
                 elif isinstance(msg, ErrorMsg):
-                    (log.error if msg.code == "identity" else log.warning)(
+                    if msg.code == "registration":
+                        self._refused = msg.message  # claims beyond the registration: retrying won't help
+                    (log.error if msg.code in ("identity", "registration") else log.warning)(
                         "orchestrator error %s: %s", msg.code, msg.message)
             self._flush()
 
