@@ -212,14 +212,16 @@ def ask(
     wait_devices: Annotated[int, typer.Option(help="Devices to wait for before planning.")] = 1,
     ui: Annotated[bool, typer.Option("--ui", help="Also serve the live dashboard at /ui.")] = False,
     registry: RegistryOpt = DEFAULT_REGISTRY,
+    llm_edits: Annotated[bool, typer.Option("--llm-edits", help="The --llm model also edits the run from "
+                                            "its task results (instead of the rule-based replanner).")] = False,
 ) -> None:
-    """Plan REQUEST with an LLM over the connected devices, confirm, then run it with live
-    rule-based replanning."""
+    """Plan REQUEST with an LLM (or --plan) over the connected devices, confirm, then run it
+    with live replanning: rule-based, or by the same LLM reading task results (--llm-edits)."""
     from paperlab.galaxy.control.ask import AskOptions, run_ask
 
     state = run_ask(AskOptions(request=request, token=_need_token(token), llm=llm, plan=plan,
                                host=host, port=port, journal=journal, wait_devices=wait_devices,
-                               yes=yes, ui=ui, registry=registry), confirm=lambda q: typer.confirm(q, default=False))
+                               yes=yes, ui=ui, registry=registry, llm_edits=llm_edits), confirm=lambda q: typer.confirm(q, default=False))
     raise typer.Exit(0 if state == "completed" else 1)
 
 

@@ -16,6 +16,7 @@ from paperlab.galaxy.control.service import task_table
 from paperlab.galaxy.errors import PlannerError
 from paperlab.galaxy.orchestrator.core import Orchestrator
 from paperlab.galaxy.plan.constellation import Constellation
+from paperlab.galaxy.planning.llmloop import LLMEditor
 from paperlab.galaxy.planning.planner import DeclarativePlanner, DeviceSummary, LLMPlanner, Planner
 from paperlab.galaxy.planning.replanner import RuleReplanner
 
@@ -36,6 +37,7 @@ class AskOptions:
     yes: bool = False
     ui: bool = False
     registry: Path | None = None
+    llm_edits: bool = False  # the planning LLM also edits the run from its results (llmloop)
 
 
 def plan_table(c: Constellation) -> Table:
@@ -60,20 +62,26 @@ def run_ask(opts: AskOptions, confirm: Callable[[str], bool]) -> str:
     """Plan, show, confirm, run; returns the final state (or ``declined``)."""
     console = Console(stderr=True)
     planner: Planner
-    if opts.plan is not None:
-        planner = DeclarativePlanner(opts.plan)
-    elif opts.llm:
+    if opts.llm_edits and not opts.llm:
+        raise PlannerError("--llm-edits needs --llm SPEC: the model that edits the run from its results")
+    llm = None
+    if opts.llm:
         from paperlab.llm import load_llm
 
-        planner = LLMPlanner(load_llm(opts.llm))
+        llm = load_llm(opts.llm)
+    if opts.plan is not None:
+        planner = DeclarativePlanner(opts.plan)
+    elif llm is not None:
+        planner = LLMPlanner(llm)
     else:
         raise PlannerError("give --llm SPEC (e.g. smollm2) or --plan PLAN.yaml")
-    return asyncio.run(_main(opts, planner, console, confirm))
+    replanner: RuleReplanner | LLMEditor = (LLMEditor(llm, request=opts.request) if opts.llm_edits and llm
+                                            else RuleReplanner())
+    return asyncio.run(_main(opts, planner, replanner, console, confirm))
 
 
-async def _main(opts: AskOptions, planner: Planner, console: Console,
+async def _main(opts: AskOptions, planner: Planner, replanner: RuleReplanner | LLMEditor, console: Console,
                 confirm: Callable[[str], bool]) -> str:
-    replanner = RuleReplanner()
     async with start_orchestrator(opts.journal, opts.token, host=opts.host, port=opts.port,
                                   ui=opts.ui, replanner=replanner, registry=opts.registry) as g:
         orch = g.orch
@@ -91,6 +99,6 @@ async def _main(opts: AskOptions, planner: Planner, console: Console,
         state = await orch.wait(run_id)
         Console().print(task_table(orch.get_run(run_id)))
         for entry in replanner.log:
-            console.print(f"replan: {entry.get('reason', '')} -> {entry['outcome']}")
+            console.print(f"replan: {entry.get('reason', '')} -> {entry.get('outcome', '')}")
         print(f"run {run_id} finished: {state.value}", flush=True)
         return state.value

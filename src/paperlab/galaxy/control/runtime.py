@@ -24,6 +24,7 @@ from paperlab.galaxy.orchestrator.journal import Journal
 from paperlab.galaxy.protocol.registry import DeviceRegistry
 
 if TYPE_CHECKING:
+    from paperlab.galaxy.planning.llmloop import LLMEditor
     from paperlab.galaxy.planning.replanner import RuleReplanner
 
 __all__ = ["Started", "start_orchestrator"]
@@ -45,7 +46,7 @@ class Started:
 @contextlib.asynccontextmanager
 async def start_orchestrator(journal: str | Path, token: str, *, host: str = "127.0.0.1",
                              port: int = 0, config: OrchestratorConfig | None = None,
-                             ui: bool = False, replanner: RuleReplanner | None = None,
+                             ui: bool = False, replanner: RuleReplanner | LLMEditor | None = None,
                              clock: Callable[[], float] = time.time, api_port: int | None = None,
                              ssl_context: ssl.SSLContext | None = None,
                              registry: DeviceRegistry | str | Path | None = None,

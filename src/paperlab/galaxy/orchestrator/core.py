@@ -88,6 +88,9 @@ class Orchestrator:
         # oldest finished runs are dropped): runtime.py freezes the live objects for the GC there.
         self.on_finished: list[Callable[[str], None]] = []
         self.replanner: Replanner | None = None
+        # Runs a planner is editing (see hold()): run id -> holds on finishing, and on dispatching.
+        self._holds: dict[str, int] = {}
+        self._paused: dict[str, int] = {}
         self._dropped_log = RateLimitedLog(log)
 
     # ---- shared state, read-only views ------------------------------------------------
@@ -210,7 +213,8 @@ class Orchestrator:
             d.completed += 1
         self.book.record(run, Result(task=msg.task_id, attempt=msg.attempt_id, device=device_id,
                                      status=msg.status, result=msg.result, error=msg.error))
-        self._replan(run, {"kind": "result", "task": msg.task_id, "status": msg.status, "error": msg.error})
+        self._replan(run, {"kind": "result", "task": msg.task_id, "status": msg.status, "error": msg.error,
+                           "result": msg.result})
         self._wake.set()
 
     def _drop(self, run: Run | None, device_id: str, msg: TaskResult) -> None:
@@ -230,6 +234,30 @@ class Orchestrator:
     def _replan(self, run: Run, event: dict[str, Any]) -> None:
         if self.replanner is not None:
             self.replanner(self, run.run_id, [event])
+
+    # ---- holds: a planner thinking about a run ------------------------------------------
+    def hold(self, run_id: str, dispatch: bool = False) -> None:
+        """Keep ``run_id`` from finishing, and (``dispatch=False``) from starting tasks, until
+        :meth:`release` (holds are counted): what a planner editing the run from its results
+        needs, so that nothing starts from a DAG it is about to change (UFO's safe assignment
+        lock) and the run does not end before a follow-up task is added. Results, deadlines
+        and device liveness carry on."""
+        self._holds[run_id] = self._holds.get(run_id, 0) + 1
+        if not dispatch:
+            self._paused[run_id] = self._paused.get(run_id, 0) + 1
+
+    def release(self, run_id: str, dispatch: bool = False) -> None:
+        """Undo one :meth:`hold` (with the same ``dispatch``)."""
+        for counts in (self._holds,) if dispatch else (self._holds, self._paused):
+            n = counts.get(run_id, 0) - 1
+            if n > 0:
+                counts[run_id] = n
+            else:
+                counts.pop(run_id, None)
+        self._wake.set()
+
+    def held(self, run_id: str) -> bool:
+        return run_id in self._holds
 
     # ---- edits and cancellation -----------------------------------------------------------
     def apply_edits(self, run_id: str, batch: EditBatch) -> tuple[bool, str]:
@@ -281,9 +309,11 @@ class Orchestrator:
         for run in self.active_runs():
             self._check_deadlines(run, now)
             self._scheduler.propagate(run)
-            global_running = self._dispatch(run, now, global_running)
-            self._check_unplaceable(run, now)
-            self._check_finished(run)
+            if run.run_id not in self._paused:  # a planner editing it: nothing starts
+                global_running = self._dispatch(run, now, global_running)
+                self._check_unplaceable(run, now)
+            if run.run_id not in self._holds:  # ... and it does not finish
+                self._check_finished(run)
 
     def _check_deadlines(self, run: Run, now: float) -> None:
         for attempt, task_id, dev, timeout in self._deadlines.expired(run, now):

@@ -8,7 +8,7 @@ Two implementations behind one interface (:class:`Planner`), chosen from :data:`
   and feeds the validation error back for a bounded number of retries. It then raises
   :class:`PlannerError` showing the last invalid plan.
 
-The LLM planner also proposes edit batches for the replanner (:meth:`LLMPlanner.replan`).
+Edits of a live run from its results are the job of :mod:`.llmloop`.
 """
 
 from __future__ import annotations
@@ -19,19 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from paperlab.galaxy.errors import EditError, PlanError, PlannerError
+from paperlab.galaxy.errors import PlanError, PlannerError
 from paperlab.galaxy.plan.constellation import (
     EXECUTOR_KINDS,
     ID_PATTERN,
     Constellation,
     load_constellation,
 )
-from paperlab.galaxy.plan.edits import EditBatch, apply_batch, parse_batch
 
 if TYPE_CHECKING:
     from paperlab.llm import LLM, Message
 
-__all__ = ["EDITS_SCHEMA", "PLANNERS", "DeclarativePlanner", "DeviceSummary", "LLMPlanner", "Planner",
+__all__ = ["PLANNERS", "DeclarativePlanner", "DeviceSummary", "LLMPlanner", "Planner",
            "extract_json", "get_planner", "plan_schema"]
 
 log = logging.getLogger(__name__)
@@ -151,15 +150,6 @@ def plan_schema(devices: list[DeviceSummary]) -> dict[str, Any]:
             "required": ["name", "tasks"], "additionalProperties": False}
 
 
-#: A replan reply: an edit batch (its ops are validated after parsing, as from a file).
-EDITS_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"edits": {"type": "array", "items": {"type": "object", "properties": {"op": {"enum": [
-        "add_task", "remove_task", "update_task", "add_edge", "remove_edge"]}}, "required": ["op"]}}},
-    "required": ["edits"],
-}
-
-
 class LLMPlanner:
     """Plans with a :class:`paperlab.llm.LLM`.
 
@@ -213,30 +203,6 @@ class LLMPlanner:
         self.transcript = messages
         raise PlannerError(f"the LLM gave no valid plan in {self.max_attempts} attempts; last "
                            f"error: {error}; last plan: {last[:800]!r}")
-
-    def replan(self, c: Constellation, events: list[dict[str, Any]],
-               feedback: str = "") -> EditBatch | None:
-        """Ask for an edit batch reacting to ``events``; None if the model proposes no change."""
-        state = {t.id: {"status": t.status.value, "error": t.error, "device": t.assigned_device}
-                 for t in c.tasks.values()}
-        prompt = (f"Run state: {json.dumps(state)}\nEvents: {json.dumps(events)}\n"
-                  + (f"Your last edit was rejected: {feedback}\n" if feedback else "")
-                  + 'Reply with {"edits": [...]} using ops add_task, remove_task, update_task, '
-                    'add_edge, remove_edge; or {"edits": []} for no change.')
-        messages = [{"role": "user", "content": prompt}]
-        for _ in range(self.max_attempts):
-            text = self._ask(messages, EDITS_SCHEMA)
-            try:
-                data = extract_json(text)
-                if not data.get("edits"):
-                    return None
-                batch = parse_batch(data)
-                apply_batch(c, batch)  # dry run
-                return batch
-            except (PlanError, EditError, AttributeError) as exc:
-                messages += [{"role": "assistant", "content": text},
-                             {"role": "user", "content": f"Invalid: {exc}. Corrected JSON only."}]
-        return None
 
 
 PLANNERS = {"yaml": DeclarativePlanner, "llm": LLMPlanner}
