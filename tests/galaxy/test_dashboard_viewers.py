@@ -59,6 +59,7 @@ def _merge(page: dict[str, Any], frame: dict[str, Any]) -> None:
     page.setdefault("tasks", {}).update(frame.get("tasks", {}))
 
 
+@pytest.mark.slow
 def test_an_edit_is_drawn_and_logged(tmp_path: Path, tscale: float) -> None:
     plan = Constellation.from_plan({"tasks": [{"id": "a", "executor": {"kind": "echo"}}]})
 
@@ -85,6 +86,7 @@ def test_an_edit_is_drawn_and_logged(tmp_path: Path, tscale: float) -> None:
     asyncio.run(main())
 
 
+@pytest.mark.slow
 def test_a_stalled_viewer_costs_one_frame_and_catches_up_with_the_whole_page(
         tmp_path: Path, tscale: float, monkeypatch: pytest.MonkeyPatch) -> None:
     """A viewer that stops reading (its socket's reading paused, a small receive buffer)
@@ -159,6 +161,7 @@ def test_a_stalled_viewer_costs_one_frame_and_catches_up_with_the_whole_page(
     asyncio.run(main())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="scheduling policies are read on Linux only")
 @pytest.mark.parametrize(("nice", "policy", "step"), [(None, "SCHED_OTHER", 19), ("5", "SCHED_OTHER", 5),
                                                       ("idle", "SCHED_IDLE", 0)])
@@ -189,6 +192,7 @@ def test_the_renderer_runs_below_the_orchestrator_as_told(
     asyncio.run(main())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
 @pytest.mark.parametrize(("value", "done"), [(None, "nice +19"), ("+3", "nice +3"), ("idle", "SCHED_IDLE"),
                                              ("not a number", "nice +19")])

@@ -22,7 +22,7 @@ def plan(n: int, name: str = "p") -> Constellation:
 
 
 def test_the_estimate_is_within_a_factor_of_two_of_what_a_run_holds() -> None:
-    for n, result in ((2000, None), (500, "x" * 3000)):
+    for n, result in ((1000, None), (300, "x" * 3000)):
         gc.collect()
         tracemalloc.start()
         base = tracemalloc.get_traced_memory()[0]
@@ -42,20 +42,20 @@ def test_the_estimate_is_within_a_factor_of_two_of_what_a_run_holds() -> None:
 
 def test_old_finished_runs_leave_memory_by_size_not_only_by_count(tmp_path: Path) -> None:
     async def main() -> None:
-        # Each cancelled 2000-task run is estimated at about 10 MiB: a 25 MiB budget keeps two.
+        # Each cancelled 800-task run is estimated at about 4 MiB: a 10 MiB budget keeps two.
         orch = Orchestrator(Journal(tmp_path / "j.sqlite"),
-                            OrchestratorConfig(keep_finished=32, keep_mb=25, unplaceable_timeout=3600))
+                            OrchestratorConfig(keep_finished=32, keep_mb=10, unplaceable_timeout=3600))
         ids = []
         for k in range(4):
-            rid = orch.submit(plan(2000, f"run{k}"), f"r{k}")
+            rid = orch.submit(plan(800, f"run{k}"), f"r{k}")
             orch.cancel_run(rid)
             orch.step()
             assert await orch.wait(rid, 5) is ConstellationState.CANCELLED
             ids.append(rid)
         assert list(orch.runs) == ["r2", "r3"]
-        assert sum(estimate_bytes(r) for r in orch.runs.values()) <= 25 * 2**20
+        assert sum(estimate_bytes(r) for r in orch.runs.values()) <= 10 * 2**20
         old = orch.get_run("r0")  # read back from the journal
-        assert old.finished is ConstellationState.CANCELLED and len(old.constellation.tasks) == 2000
+        assert old.finished is ConstellationState.CANCELLED and len(old.constellation.tasks) == 800
         orch.journal.close()
 
     asyncio.run(main())

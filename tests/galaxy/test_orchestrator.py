@@ -184,6 +184,7 @@ def test_results_only_from_assigned_device_and_once(tmp_path: Path, tscale: floa
     await_run(tmp_path, tscale, body, [])
 
 
+@pytest.mark.slow
 def test_a_device_that_stops_reading_is_disconnected_not_buffered(tmp_path: Path, tscale: float,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     """A device that registers for 1024 tasks and then stops reading: the frames for it stop

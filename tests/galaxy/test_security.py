@@ -154,7 +154,7 @@ def test_the_dashboard_takes_no_credential_in_a_url_and_checks_origin(tmp_path: 
     another site's page is refused at the handshake; a viewer's cancel is ignored."""
     async def main() -> None:
         async with start_orchestrator(tmp_path / "j.sqlite", SECRET, ui=True) as g:
-            g.ui.login_timeout = 1.0 * tscale
+            g.ui.login_timeout = 0.3 * tscale
             base = f"http://127.0.0.1:{g.server.port}/ui"
 
             def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
@@ -254,6 +254,7 @@ def test_attempt_ids_reach_shell_and_python_tasks(tmp_path: Path, tscale: float,
     asyncio.run(main())
 
 
+@pytest.mark.slow
 def test_spam_keeps_memory_bounded(tmp_path: Path, tscale: float) -> None:
     """A token holder floods DEVICE_INFO and churns through fake ids: the orchestrator keeps
     at most max_info_bytes per device and forgets devices gone for longer than evict_after."""
