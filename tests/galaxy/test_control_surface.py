@@ -37,7 +37,7 @@ def test_a_connection_that_never_registers_is_closed(tmp_path: Path, tscale: flo
 
 
 def test_connections_are_capped_per_credential_and_refusals_logged_at_a_bounded_rate(
-        tmp_path: Path, tscale: float, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, tscale: float, caplog: pytest.LogCaptureFixture, until) -> None:  # type: ignore[no-untyped-def]
     registry = DeviceRegistry(tmp_path / "devices.yaml")
     token = device_token(SECRET, "a", registry.add("a").key)
     hdr = {"Authorization": f"Bearer {token}", DEVICE_HEADER: "a"}
@@ -60,11 +60,10 @@ def test_connections_are_capped_per_credential_and_refusals_logged_at_a_bounded_
             for ws in held + admin:
                 await ws.close()
             # once they are gone, the credential connects again
-            await asyncio.sleep(0.1)
+            await until(lambda: not g.server.caps.live, "the closed connections to be counted out")
             async with connect(g.url, additional_headers=hdr) as ws:
                 await ws.send(encode(Register(device_id="a")))
-                await asyncio.sleep(0.2)
-                assert g.orch.devices["a"].online
+                await until(lambda: "a" in g.orch.devices and g.orch.devices["a"].online, "a to register")
 
     asyncio.run(main())
     lines = [r for r in caplog.records if "refused a connection" in r.getMessage()]

@@ -196,7 +196,7 @@ def test_the_renderer_runs_below_the_orchestrator_as_told(
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
 @pytest.mark.parametrize(("value", "done"), [(None, "nice +19"), ("+3", "nice +3"), ("idle", "SCHED_IDLE"),
                                              ("not a number", "nice +19")])
-def test_a_bad_nice_value_does_not_stop_the_renderer(value: str | None, done: str) -> None:
+def test_a_bad_nice_value_does_not_stop_the_renderer(value: str | None, done: str, tscale: float) -> None:
     """In a child process (the call changes the caller's own scheduling)."""
     import subprocess
     import sys
@@ -208,7 +208,7 @@ def test_a_bad_nice_value_does_not_stop_the_renderer(value: str | None, done: st
 
     src = str(Path(paperlab.__file__).resolve().parents[1])  # the paperlab under test
     out = subprocess.run([sys.executable, "-c", code, json.dumps(env)], capture_output=True, text=True,
-                         check=True, timeout=60, env={**os.environ, "PYTHONPATH": src})
+                         check=True, timeout=60 * tscale, env={**os.environ, "PYTHONPATH": src})
     assert out.stdout.strip() == done
 
 
