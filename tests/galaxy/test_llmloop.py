@@ -104,8 +104,12 @@ def test_the_schema_names_only_what_exists() -> None:
     c = Constellation.from_plan({"tasks": [{"id": "a", "executor": {"kind": "echo"}},
                                            {"id": "b", "executor": {"kind": "echo"}, "after": ["a"]}]})
     c.tasks["a"].attempts = 1
-    schema = edits_schema(c, [DeviceSummary("pc", ["cpu", "gpu"], ["echo"])])
-    add, remove, update, add_edge, remove_edge = schema["properties"]["edits"]["items"]["anyOf"]
+    devices = [DeviceSummary("pc", ["cpu", "gpu"], ["echo"])]
+    add, remove, update, add_edge, remove_edge = edits_schema(c, devices)["properties"]["edits"]["items"]["anyOf"]
     assert remove["properties"]["task_id"]["enum"] == ["b"]  # a has started
     assert add_edge["properties"]["source"]["enum"] == ["a", "b"]
     assert add["properties"]["task"]["properties"]["capabilities"]["items"]["enum"] == ["cpu", "gpu"]
+    changes = update["properties"]["changes"]
+    assert changes["additionalProperties"] is False and changes["properties"]["device"] == {"enum": ["pc"]}
+    c.tasks["b"].attempts = 1  # nothing pending: only adding a task is left
+    assert [o["properties"]["op"]["const"] for o in edits_schema(c, devices)["properties"]["edits"]["items"]["anyOf"]] == ["add_task"]

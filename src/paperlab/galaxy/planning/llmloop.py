@@ -69,34 +69,40 @@ def snapshot(c: Constellation, focus: set[str], limit: int = 40, result_chars: i
 
 def edits_schema(c: Constellation, devices: list[DeviceSummary], max_edits: int = 8) -> dict[str, Any]:
     """The JSON schema of an edit reply, narrowed to this run: existing task ids where an op
-    names one (pending ones where it changes one), and the capabilities and executor kinds the
-    devices offer. What a schema cannot say (no cycle, inputs that name an upstream) is checked
+    names one (pending ones where it changes one), the plan fields an edit may set, and the
+    capabilities, devices and executor kinds online. What a schema cannot say (no cycle, inputs that name an upstream) is checked
     by the edit path and fed back."""
-    every = sorted(c.tasks) or ["none"]
-    pending = sorted(t for t, x in c.tasks.items() if x.status is TaskStatus.PENDING and not x.attempts) or ["none"]
+    every = sorted(c.tasks)
+    pending = sorted(t for t, x in c.tasks.items() if x.status is TaskStatus.PENDING and not x.attempts)
     kinds = sorted({k for d in devices for k in d.executors}) if devices else list(EXECUTOR_KINDS)
     caps = sorted({x for d in devices for x in d.capabilities})
-    new_id = {"type": "string", "pattern": ID_PATTERN}
-    task = {"type": "object", "additionalProperties": False, "required": ["id", "executor"], "properties": {
-        "id": new_id, "description": {"type": "string"},
+    executor = {"type": "object", "additionalProperties": False, "required": ["kind", "args"],
+                "properties": {"kind": {"enum": kinds}, "args": {"type": "object"}}}
+    fields: dict[str, Any] = {  # what an edit may set (no timeout or retries: a grammar cannot bound digits)
+        "description": {"type": "string"}, "priority": {"type": "integer", "minimum": -9, "maximum": 9},
         "capabilities": {"type": "array", "items": {"enum": caps} if caps else {"type": "string"}},
-        "executor": {"type": "object", "additionalProperties": False, "required": ["kind", "args"],
-                     "properties": {"kind": {"enum": kinds}, "args": {"type": "object"}}},
-        "inputs": {"type": "object", "additionalProperties": {"type": "string"}}}}
+        "executor": executor, "inputs": {"type": "object", "additionalProperties": {"type": "string"}}}
+    if devices:
+        fields["device"] = {"enum": sorted(d.device_id for d in devices)}
+    task = {"type": "object", "additionalProperties": False, "required": ["id", "executor"],
+            "properties": {"id": {"type": "string", "pattern": ID_PATTERN}, **fields}}
 
     def op(name: str, props: dict[str, Any], required: list[str]) -> dict[str, Any]:
         return {"type": "object", "additionalProperties": False, "required": ["op", *required],
                 "properties": {"op": {"const": name}, **props}}
 
-    ops = [
-        op("add_task", {"task": task, "after": {"type": "array", "items": {"enum": every}}}, ["task"]),
-        op("remove_task", {"task_id": {"enum": pending}}, ["task_id"]),
-        op("update_task", {"task_id": {"enum": pending}, "changes": {"type": "object"}}, ["task_id", "changes"]),
-        op("add_edge", {"source": {"enum": every}, "target": {"enum": pending},
-                        "kind": {"enum": ["success_only", "completion_only", "conditional"]},
-                        "condition": {"type": "string"}}, ["source", "target"]),
-        op("remove_edge", {"source": {"enum": every}, "target": {"enum": pending}}, ["source", "target"]),
-    ]
+    ops = [op("add_task", {"task": task, "after": {"type": "array", "items": {"enum": every}}}, ["task"])]
+    if pending:  # the other ops change a task that has not started; with none, only adding is left
+        ops += [
+            op("remove_task", {"task_id": {"enum": pending}}, ["task_id"]),
+            op("update_task", {"task_id": {"enum": pending}, "changes": {
+                "type": "object", "additionalProperties": False, "minProperties": 1, "properties": fields}},
+               ["task_id", "changes"]),
+            op("add_edge", {"source": {"enum": every}, "target": {"enum": pending},
+                            "kind": {"enum": ["success_only", "completion_only", "conditional"]},
+                            "condition": {"type": "string"}}, ["source", "target"]),
+            op("remove_edge", {"source": {"enum": every}, "target": {"enum": pending}}, ["source", "target"]),
+        ]
     return {"type": "object", "additionalProperties": False, "required": ["edits"], "properties": {
         "reason": {"type": "string"}, "edits": {"type": "array", "items": {"anyOf": ops}, "maxItems": max_edits}}}
 
