@@ -254,7 +254,10 @@ def test_ticks_carry_what_the_renderer_lacks_and_cost_nothing_per_event_unwatche
             assert run.changed is None and not orch.listeners
             orch.book.record(run, Refused(task="a", attempt="r/a/2", device="d", reason="at capacity"))
             # A viewer came back: every state, "a" back to pending among them.
+            dash.busy_changes = 2  # (a busy scheduler: more than 2 changed tasks in a tick)
             assert tick() == {"a": "pending", "b": "pending", "c": "pending"}
             assert page.tasks["a"][0] == "pending"
+            assert dash.pause() == dash.busy_interval == 1.0  # frames back off while it is busy
+            assert tick() == {} and dash.pause() == dash.interval == 0.25
 
     asyncio.run(main())

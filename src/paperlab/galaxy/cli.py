@@ -247,7 +247,9 @@ def status(
     console = Console()
     console.print(task_table(run))
     state = run.finished.value if run.finished else "running (or interrupted: --resume it)"
-    console.print(f"run {run_id}: {state}; metrics {run.constellation.metrics()}")
+    m = run.constellation.metrics()
+    console.print(f"run {run_id}: {state}; {m['tasks']:.0f} tasks, critical path {m['critical_path']:.2f}s, "
+                  f"work {m['total_work']:.2f}s, parallel width {m['parallel_width']:.2f}")
 
 
 @app.command()

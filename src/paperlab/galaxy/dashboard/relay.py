@@ -13,6 +13,8 @@ at once (the page shows one run, so this caps the viewers of the run on show).
 Isolation from the scheduler: the scheduler does no dashboard work at all. Frames are drawn
 by a separate renderer process (:mod:`paperlab.galaxy.dashboard.render`) that reads the run's
 events from the journal; this side only sends it a tick at most ``max_fps`` times a second
+(once every ``busy_interval`` seconds while the scheduler is busy: more than ``busy_changes``
+tasks changed since the last tick, so a burst of work is not slowed by frames drawn for it)
 while someone watches (the run on show and the devices table) and relays the frame it answers
 with, encoded once for every viewer. Each viewer has ONE slot: a frame that arrives while the
 viewer's previous send is still in progress replaces the unsent one (it is dropped), and the
@@ -91,13 +93,16 @@ class Viewer:
 class Dashboard:
     """Implements the server's UI hook: the page over HTTP, frames over WebSocket."""
 
-    def __init__(self, orch: Orchestrator, max_fps: float = 4.0, idle_stop: float = 30.0,
+    def __init__(self, orch: Orchestrator, max_fps: float = 4.0, busy_changes: int = 500,
+                 busy_interval: float = 1.0, idle_stop: float = 30.0,
                  send_timeout: float = 60.0, sndbuf: int = 256 * 1024,
                  max_viewers: int = defaults.MAX_VIEWERS, login_timeout: float = defaults.REGISTER_TIMEOUT) -> None:
         self.orch = orch
         self.max_viewers = max_viewers
         self.login_timeout = login_timeout
         self.interval = 1.0 / max_fps
+        self.busy_changes, self.busy_interval = busy_changes, busy_interval
+        self._last_changes = 0  # tasks the last tick carried
         self.idle_stop = idle_stop
         self.send_timeout = send_timeout
         self.sndbuf = sndbuf  # kernel send buffer per viewer: bounds what a stalled one holds
@@ -263,6 +268,7 @@ class Dashboard:
         self._dag_key, self._renderer_run = key, run_id
         devices = [[d.device_id, d.status(), sorted(d.capabilities), len(d.running), d.completed]
                    for d in self.orch.devices.values()]
+        self._last_changes = len(states)
         return json.dumps({
             "run": run_id, "dag": key, "states": states, "devices": devices,
             "state": run.finished.value if run is not None and run.finished is not None else "running",
@@ -271,6 +277,11 @@ class Dashboard:
             # tick's answer comes (if not, it skips a frame and the next tick asks for it).
             "full": any(v.pending is None and v.last != self._seq for v in self._clients),
         }).encode() + b"\n"
+
+    def pause(self) -> float:
+        """Seconds between ticks: ``1/max_fps``, or ``busy_interval`` after a tick that carried
+        more than ``busy_changes`` tasks (the scheduler is busy; fewer frames cost it less)."""
+        return self.busy_interval if self._last_changes > self.busy_changes else self.interval
 
     def _show(self, run: Run | None) -> None:
         """Collect the changes of ``run`` (None: of no run) from now on."""
@@ -309,7 +320,7 @@ class Dashboard:
                         for viewer in self._clients:
                             if viewer.offer(frame):
                                 self.frames_dropped += 1
-                await asyncio.sleep(max(0.0, self.interval - (time.monotonic() - started)))
+                await asyncio.sleep(max(0.0, self.pause() - (time.monotonic() - started)))
         finally:
             self._pump = None
             self._show(None)
