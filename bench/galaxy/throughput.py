@@ -37,6 +37,7 @@ import json
 import os
 import random
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -426,6 +427,7 @@ def main() -> None:
         chains = [[i - w] if i >= w else [] for i in range(32)]
         plans.append(plan(chains, {"kind": "sleep", "args": {"seconds": args.sleep}}, f"sleep-w{w}"))
     load = os.getloadavg()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the burners are stopped below
     burners = [subprocess.Popen([sys.executable, "-c", BURNER]) for _ in range(args.burners)]
     try:
         with tempfile.TemporaryDirectory() as tmp:
