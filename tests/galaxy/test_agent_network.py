@@ -53,10 +53,10 @@ def test_the_agent_outlives_every_fault_and_connects_when_the_orchestrator_comes
 
     async def main() -> None:
         a = agent(f"ws://127.0.0.1:{port}/aip")
-        task = await keeps_trying(a, 0.5 * tscale, 3)  # nothing listening: refused
+        task = await keeps_trying(a, 0.3 * tscale, 3)  # nothing listening: refused
         hang = await hang_up_server(port)
         before = a.failed_attempts
-        await asyncio.sleep(0.5 * tscale)  # accepted, then closed before any reply
+        await asyncio.sleep(0.3 * tscale)  # accepted, then closed before any reply
         assert not task.done() and a.failed_attempts >= before + 3
         hang.close()
         await hang.wait_closed()
@@ -89,13 +89,13 @@ def test_ws_against_a_tls_port_and_a_full_server_are_retried_too(tmp_path: Path,
     async def main() -> None:
         async with start_orchestrator(tmp_path / "j.sqlite", SECRET, ssl_context=server_context(cert, key)) as g:
             a = agent(f"ws://127.0.0.1:{g.server.port}/aip")  # plain text against TLS
-            task = await keeps_trying(a, 0.5 * tscale, 2)
+            task = await keeps_trying(a, 0.3 * tscale, 2)
             a.stop()
             await task
         async with start_orchestrator(tmp_path / "k.sqlite", SECRET, registry=registry,
                                       caps=ConnectionCaps(device=0)) as g:
             a = agent(g.url, token)  # HTTP 429: at its cap (0 here), later perhaps not
-            task = await keeps_trying(a, 0.5 * tscale, 2)
+            task = await keeps_trying(a, 0.3 * tscale, 2)
             a.stop()
             await task
 

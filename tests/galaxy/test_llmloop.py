@@ -93,7 +93,7 @@ def test_the_model_sees_results_and_its_edit_lands_before_the_successor_starts(t
 
 def test_results_that_come_while_the_model_thinks_are_batched(tmp_path: Path, tscale: float) -> None:
     plan = {"tasks": [{"id": f"p{i}", "executor": {"kind": "sleep", "args": {"seconds": 0.05 * i}}} for i in range(4)]}
-    model = ScriptedModel([], delay=0.4 * tscale)
+    model = ScriptedModel([], delay=0.25 * tscale)
     asyncio.run(run_with(tmp_path, tscale, plan, model, hold="finish"))
     seen = [r["task"] for p in model.prompts for r in p["new_results"]]
     assert sorted(seen) == ["p0", "p1", "p2", "p3"]  # each result shown once
