@@ -148,8 +148,8 @@ def test_non_finite_inputs_only_with_check_finite(pair: list[Path], tmp_path: Pa
 @pytest.mark.parametrize("weights,method,match", [
     ([0.5, -0.5], "linear", "non-negative"),
     ([0.0, 0.0], "linear", "all weights are zero"),
-    ([0.3, 0.7], "uniform", "takes no weights"),
-    ([0.3, 0.7], "nope", "unknown merge method 'nope'; valid methods: breadcrumbs, .*linear, .*ties, uniform"),
+    ([0.3, 0.7], "uniform", r"unsupported parameter\(s\) in models\[0\].parameters: weight; method 'uniform' takes"),
+    ([0.3, 0.7], "nope", "unknown merge method 'nope'; valid methods: arcee_fusion, .*karcher, .*linear, .*ties, uniform"),
 ])
 def test_weights_that_do_not_fit(pair: list[Path], tmp_path: Path, weights, method, match) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(SoupError, match=match):
@@ -221,7 +221,7 @@ def test_mergekit_yaml_config(pair: list[Path], tmp_path: Path) -> None:
         "parameters: {normalize: true}\npaperlab: {shard_size: 30KB}\n"
     )
     s = load_merge_config(cfg)
-    assert s.weights == [3.0, 1.0] and s.dtype == "bfloat16" and s.shard_size == 30_000
+    assert [m.parameters["weight"] for m in s.models] == [3, 1] and s.dtype == "bfloat16" and s.shard_size == 30_000
     cfg.write_text(f"merge_method: linear\nsliced: []\nmodels: [{{model: {pair[0]}}}]\n")
     with pytest.raises(MergeConfigError, match="unsupported key.*sliced.*honoured keys are"):
         load_merge_config(cfg)

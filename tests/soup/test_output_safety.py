@@ -147,7 +147,7 @@ def test_force_replaces_only_an_earlier_paperlab_output(pair: list[Path], tmp_pa
     (["--method", "ties", "--density", "1.5"], "density"),
     (["--method", "task_arithmetic", "--lambda", "nan"], "lambda must be a finite number"),
     (["--method", "breadcrumbs", "--gamma", "-1"], "gamma"),
-    (["--method", "slerp", "--t", "inf"], "field 't'"),
+    (["--method", "slerp", "--t", "inf"], "parameters.t must be a finite number"),
 ])
 def test_bad_numbers_from_flags_are_one_line(pair: list[Path], tmp_path: Path, flags: list[str], match: str) -> None:
     args = ["merge", "-m", str(pair[0]), "-w", "1", "-m", str(pair[1]), "-w", "1", "--base", str(pair[0]), *flags,

@@ -128,12 +128,18 @@ class Checkpoint:
     config: dict[str, Any]
     tensors: dict[str, TensorInfo]
     pickled: dict[str, Any] | None = None
+    ref: str | None = None  # the reference the user wrote (a Hub id, model+adapter), for messages
     _handles: dict[Path, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def label(self) -> str:
+        """How messages name this model: the user's reference, else the directory."""
+        return self.ref or str(self.path)
 
     @property
     def tied_embeddings(self) -> bool:

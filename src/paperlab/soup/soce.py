@@ -296,7 +296,7 @@ def run_soce(cfg: SoceConfig, *, progress: Callable[[str, int | None], Callable[
     with atomic_directory(out, force=cfg.force, error=SoupError) as tmp:
         plot_heatmap(sel, tmp / "heatmap.png", title="SoCE: category correlation over the candidates")
         spec = MergeSpec(models=[ModelEntry(model=c, weight=w) for c, w in zip(candidates, best, strict=True) if w > 0],
-                         normalize=False)
+                         parameters={"normalize": False})
         merge(spec, tmp / "model")
         # Candidates without tokenizer files (a module:function evaluator brings its own) give a
         # soup without them too; the record says so instead of failing at the very end.
