@@ -87,26 +87,27 @@ def _stripped(tok: Any, rows: int | None, path: Path) -> Any:
     return tok
 
 
-def _union(base_tok: Any, toks: list[tuple[Any, int | None]]) -> Any:
+def _union(base_tok: Any, base_vocab: dict[str, int], toks: list[tuple[Any, dict[str, int], int | None]]) -> Any:
     from transformers import AutoTokenizer
 
     added: dict[str, Any] = {}
     plain: dict[str, None] = {}
-    for tok, rows in toks:
+    for tok, vocab, rows in toks:
         limit = rows if rows is not None else tok.vocab_size
         decoder = tok.added_tokens_decoder
         added_text = {info.content for info in decoder.values()}
-        for t, i in tok.get_vocab().items():
+        for t, i in vocab.items():
             if i < limit and t not in added_text:
                 plain.setdefault(t)
         for i, info in decoder.items():
             if i < limit:
                 added.setdefault(info.content, info)
+    new = [t for t in plain if t not in added and t not in base_vocab]
+    if not new and all(info.content in base_vocab for info in added.values()):
+        return base_tok  # nothing to add: the union is the base tokenizer
     with tempfile.TemporaryDirectory() as d:  # a copy: the base tokenizer object stays as it was
         base_tok.save_pretrained(d)
         out = AutoTokenizer.from_pretrained(d)
-    base_vocab = base_tok.get_vocab()
-    new = [t for t in plain if t not in added and t not in base_vocab]
     if new:
         out.add_tokens(new)
     for info in added.values():
@@ -153,11 +154,12 @@ def build_vocab(spec: TokenizerSpec, models: dict[int, tuple[Path, dict[str, Any
     toks = {i: _load(models[i][0]) for i in order}
     rows = {i: vocab_rows(models[i][1]) for i in order}
     toks[base_idx] = _stripped(toks[base_idx], rows[base_idx], models[base_idx][0])
+    vocabs = {i: toks[i].get_vocab() for i in order}  # get_vocab builds a fresh dict each call
     if spec.source == "base":
         out = toks[base_idx]
     elif spec.source == "union":
-        out = _union(toks[base_idx], [(toks[base_idx], rows[base_idx]), *[(toks[i], rows[i]) for i in order
-                                                                         if i != base_idx]])
+        out = _union(toks[base_idx], vocabs[base_idx], [(toks[i], vocabs[i], rows[i]) for i in
+                                                         [base_idx, *[j for j in order if j != base_idx]]])
     else:
         assert source_dir is not None
         out = _load(source_dir)
@@ -170,7 +172,7 @@ def build_vocab(spec: TokenizerSpec, models: dict[int, tuple[Path, dict[str, Any
         (n // spec.pad_to_multiple_of + 1) * spec.pad_to_multiple_of
     perms: dict[int, list[int]] = {}
     for i in order:
-        mv = toks[i].get_vocab()
+        mv = vocabs[i]
         limit = rows[i] if rows[i] is not None else len(mv)
         p = [-1] * n
         for t, new in vocab.items():
@@ -187,7 +189,7 @@ def build_vocab(spec: TokenizerSpec, models: dict[int, tuple[Path, dict[str, Any
             idx = locate_token_model(str(src["model"]))
             tid = src.get("token_id")
             if tid is None:
-                tid = toks[idx].get_vocab().get(src["token"])
+                tid = vocabs[idx].get(src["token"])
                 if tid is None:
                     raise MergeConfigError(f"tokens.{t}: token {src['token']!r} is not in {models[idx][2]}'s vocabulary")
             src = {"kind": "model_token", "model": idx, "token_id": int(tid)}
