@@ -111,8 +111,9 @@ def test_analyze_cli(tmp_path: Path) -> None:
 def test_soce_without_tokenizer_files(small_zoo: Path, tmp_path: Path) -> None:
     import shutil
 
+    from paperlab.soup.checkpoint import TOKENIZER_FILES
     from paperlab.soup.errors import EvaluatorError, SoupError
-    from paperlab.soup.soce import TOKENIZER_FILES, SoceConfig, run_soce
+    from paperlab.soup.soce import SoceConfig, run_soce
     from paperlab.soup.zoo.build import zoo_candidates
 
     bare = []

@@ -29,6 +29,8 @@ def analyze(
     lower_is_better: Annotated[str, typer.Option("--lower-is-better", help="BFCL v4 lower-is-better columns: exclude or flip.")] = "exclude",
     heatmap: Annotated[Path | None, typer.Option(help="Write the correlation heatmap PNG here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the selection as JSON here.")] = None,
+    expert_floor: Annotated[float | None, typer.Option("--expert-floor", help="Lowest mean over all categories an "
+                                                       "expert may have (leaves degenerate specialists out).")] = None,
 ) -> None:
     """SoCE steps 1-2 only: correlations, the low-correlation set L, and one expert per category."""
     import json
@@ -44,9 +46,9 @@ def analyze(
     table = load_scores(scores, layout=layout, lower_is_better=lower_is_better).select(
         model, category, exclude_models=exclude_model or (), exclude_categories=exclude_category or (), missing=missing
     )
-    sel = select_experts(table, tau)
+    sel = select_experts(table, tau, floor=expert_floor)
     err = Console(stderr=True, soft_wrap=True)
-    for note in table.notes:
+    for note in [*table.notes, *sel.notices]:
         err.print(f"note: {note}", markup=False, highlight=False)
     # A pipe or file gets the whole table, not one cut to 80 columns.
     console = Console() if sys.stdout.isatty() else Console(width=100_000)

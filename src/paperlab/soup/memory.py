@@ -139,8 +139,14 @@ class ExpertBank:
         dtype: str | None = None,
     ) -> dict[str, torch.Tensor]:
         """The soup as a state dict (shaped tensors in ``dtype``, default the plan's)."""
+        from typing import get_args
+
         import torch
 
+        from paperlab.soup.config import DtypeName
+
+        if dtype is not None and dtype not in get_args(DtypeName):
+            raise MergeConfigError(f"unknown dtype {dtype!r}; use one of {', '.join(get_args(DtypeName))}")
         m, params = self._params(method, weights, normalize=normalize, scale=scale, density=density)
         out_dtype = getattr(torch, dtype or self.plan.out_dtype)
         out = {}

@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from paperlab.io.atomic import atomic_directory, sweep_partials
+from paperlab.soup.checkpoint import TOKENIZER_FILES
 from paperlab.soup.config import MergeSpec
 from paperlab.soup.errors import SoupError
 from paperlab.soup.pipeline import ProgressFn, run_prepared
@@ -29,19 +30,6 @@ from paperlab.soup.prepare import PreparedMerge, prepare
 log = logging.getLogger(__name__)
 
 CONFIG_FILES = ("config.json", "generation_config.json")
-# The donor's tokenizer files, copied when its tokenizer is the output's (mergekit's list).
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "tokenizer.model",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.json",
-    "vocab.txt",
-    "merges.txt",
-    "chat_template.jinja",
-    "chat_template.json",
-)
 RECORD = "paperlab_merge.yaml"
 
 

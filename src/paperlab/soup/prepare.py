@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from paperlab.soup.checkpoint import FLOAT_DTYPES, Checkpoint
+from paperlab.soup.checkpoint import FLOAT_DTYPES, Checkpoint, tokenizer_files
 from paperlab.soup.config import MergeSpec, ModelEntry
 from paperlab.soup.errors import CheckpointError, MergeConfigError, SoupError, WeightsError
 from paperlab.soup.jobs import Job, check_count, model_jobs, n_layers_of, resolve_job, slice_jobs
@@ -24,7 +24,6 @@ from paperlab.soup.validate import MergePlan, check_finite_jobs, plan_merge, pla
 from paperlab.soup.vocab import VOCAB_SUFFIXES, VocabPlan, build_vocab, is_vocab_tensor, vocab_rows
 
 _LOW = ("float16", "bfloat16")
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "vocab.json")
 
 
 @dataclass
@@ -229,7 +228,7 @@ def _chat_template(spec: MergeSpec, donor: Path, dirs: list[Path], vocab: VocabP
     from paperlab.soup.chat_template import choose
 
     template = choose(spec.chat_template, dirs)
-    has_tokenizer = vocab is not None or (spec.copy_tokenizer and any((donor / f).is_file() for f in _TOKENIZER_FILES))
+    has_tokenizer = vocab is not None or (spec.copy_tokenizer and bool(tokenizer_files(donor)))
     if template is not None and not has_tokenizer:
         raise MergeConfigError(f"chat_template needs a tokenizer in the output, and the donor {donor} has none "
                                "(or --no-copy-tokenizer); give tokenizer_source, or drop chat_template")
