@@ -148,6 +148,7 @@ def test_arcee_fusion_keeps_the_important_changes(xs: tuple[list[torch.Tensor], 
     assert 0 < int((got != base).sum()) < int((models[0] != base).sum())  # some changes kept, not all
 
 
+@pytest.mark.slow
 def test_arcee_fusion_samples_large_tensors_reproducibly_with_the_right_statistics() -> None:
     g = torch.Generator().manual_seed(1)
     base = torch.randn(1100, 1000, generator=g)  # 1.1M entries: quantiles from a 1M sample

@@ -41,7 +41,7 @@ def cli(*args: str, extra_path: Path | None = None) -> subprocess.CompletedProce
                           env=env, timeout=120)
 
 
-def one_error_line(r: subprocess.CompletedProcess[str]) -> str:
+def one_error_line(r) -> str:  # type: ignore[no-untyped-def]
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
@@ -49,6 +49,7 @@ def one_error_line(r: subprocess.CompletedProcess[str]) -> str:
     return errors[0]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_full_tmpfs_ends_in_one_line_and_leaves_nothing(pair: list[Path], tmp_path: Path) -> None:
     disk = tmp_path / "disk"
@@ -197,15 +198,16 @@ def test_force_replaces_only_an_earlier_paperlab_output(pair: list[Path], tmp_pa
     (["--method", "breadcrumbs", "--gamma", "-1"], "gamma"),
     (["--method", "slerp", "--t", "inf"], "parameters.t must be a finite number"),
 ])
-def test_bad_numbers_from_flags_are_one_line(pair: list[Path], tmp_path: Path, flags: list[str], match: str) -> None:
+def test_bad_numbers_from_flags_are_one_line(pair: list[Path], tmp_path: Path, flags: list[str], match: str,
+                                             soup_cli) -> None:  # type: ignore[no-untyped-def]
     args = ["merge", "-m", str(pair[0]), "-w", "1", "-m", str(pair[1]), "-w", "1", "--base", str(pair[0]), *flags,
             str(tmp_path / "out")]
-    line = one_error_line(cli(*args))
+    line = one_error_line(soup_cli(*args))
     assert match in line
     assert not (tmp_path / "out").exists()
 
 
-def test_nan_weight_flag_is_one_line(pair: list[Path], tmp_path: Path) -> None:
-    line = one_error_line(cli("merge", "-m", str(pair[0]), "-w", "nan", "-m", str(pair[1]), "-w", "1",
+def test_nan_weight_flag_is_one_line(pair: list[Path], tmp_path: Path, soup_cli) -> None:  # type: ignore[no-untyped-def]
+    line = one_error_line(soup_cli("merge", "-m", str(pair[0]), "-w", "nan", "-m", str(pair[1]), "-w", "1",
                               str(tmp_path / "out")))
     assert "weight must be a finite number" in line

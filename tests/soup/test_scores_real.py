@@ -84,7 +84,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
                           timeout=120)
 
 
-def test_cli_analyze_piped_keeps_the_whole_table_and_names_what_it_dropped() -> None:
+def test_cli_analyze_piped_keeps_the_whole_table_and_names_what_it_dropped(soup_cli) -> None:  # type: ignore[no-untyped-def]
+    run_cli = soup_cli
     r = run_cli("analyze", str(V4))
     assert r.returncode == 0, r.stderr
     assert "dropped 3 model(s) with missing scores" in r.stderr

@@ -94,6 +94,7 @@ def test_missing_values_and_unknown_models(tmp_path: Path) -> None:
         t.select(None, ["zz"])
 
 
+@pytest.mark.slow
 @pytest.mark.needs_shared
 def test_real_bfcl_file(shared_data: Path, tmp_path: Path) -> None:
     t = load_scores(shared_data / "bfcl" / "bfcl_v3_2025-06-14_overall.csv")

@@ -59,6 +59,7 @@ def rows(d: Path) -> torch.Tensor:
     return load_file(d / "model.safetensors")["model.embed_tokens.weight"]
 
 
+@pytest.mark.slow
 def test_union_adds_the_other_models_tokens_and_maps_rows_by_token(pair: dict[str, Path], tmp_path: Path) -> None:
     out = run(pair, tmp_path, "tokenizer_source: union\n")
     tok = AutoTokenizer.from_pretrained(out)
@@ -77,6 +78,7 @@ def test_union_adds_the_other_models_tokens_and_maps_rows_by_token(pair: dict[st
     assert torch.isfinite(model(ids).logits).all()
 
 
+@pytest.mark.slow
 def test_base_source_keeps_the_base_vocabulary(pair: dict[str, Path], tmp_path: Path) -> None:
     out = run(pair, tmp_path, "tokenizer: {source: base}\n")
     n = len(AutoTokenizer.from_pretrained(pair["a"]))
@@ -85,6 +87,7 @@ def test_base_source_keeps_the_base_vocabulary(pair: dict[str, Path], tmp_path: 
     assert torch.equal(e, (ea * 0.5).add(eb[:n], alpha=0.5))  # b's extra rows are dropped
 
 
+@pytest.mark.slow
 def test_token_sources_force_and_padding(pair: dict[str, Path], tmp_path: Path) -> None:
     extra = (f"tokenizer:\n  source: union\n  pad_to_multiple_of: 64\n  tokens:\n"
              f"    hello: {{source: {pair['a']}, force: true}}\n"
@@ -104,6 +107,7 @@ def test_token_sources_force_and_padding(pair: dict[str, Path], tmp_path: Path) 
     assert torch.allclose(e[len(tok):], e[len(tok):][0].expand_as(e[len(tok):]))  # padding: one mean row
 
 
+@pytest.mark.slow
 def test_same_tokenizer_everywhere_streams_unchanged(pair: dict[str, Path], tmp_path: Path,
                                                      make_llama_fn: Callable[..., Path]) -> None:
     c = llama_with(tmp_path / "c", AutoTokenizer.from_pretrained(pair["a"]), 3, make_llama_fn)
@@ -115,6 +119,7 @@ def test_same_tokenizer_everywhere_streams_unchanged(pair: dict[str, Path], tmp_
     assert all(torch.equal(x, load_file(plain / "model.safetensors")[k]) for k, x in load_file(union / "model.safetensors").items())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("template,expect", [
     ("chatml", "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"),
     ("{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}{% endfor %}", "[user] hi"),
@@ -128,6 +133,7 @@ def test_chat_template_is_set_on_the_output_tokenizer(pair: dict[str, Path], tmp
     assert got == expect
 
 
+@pytest.mark.slow
 def test_chat_template_auto_takes_the_most_common(pair: dict[str, Path], tmp_path: Path,
                                                   make_llama_fn: Callable[..., Path]) -> None:
     tok = AutoTokenizer.from_pretrained(pair["a"])
@@ -149,10 +155,37 @@ def test_chat_template_auto_takes_the_most_common(pair: dict[str, Path], tmp_pat
     ("tokenizer: {source: union, pad_to_multiple_of: 0}\n", "pad_to_multiple_of"),
     ("tokenizer: {source: union, tokens: {x: {source: {kind: model_token}}}}\n", "model_token"),
 ])
-def test_bad_tokenizer_blocks_are_one_line(pair: dict[str, Path], tmp_path: Path, extra: str, match: str) -> None:
+def test_bad_tokenizer_blocks_are_one_line(tmp_path: Path, extra: str, match: str) -> None:
+    # Checked with the config, before any model is opened (the paths need not exist).
     with pytest.raises(MergeConfigError, match=match):
-        run(pair, tmp_path, extra)
+        run({"a": tmp_path / "a", "b": tmp_path / "b"}, tmp_path, extra)
     assert not (tmp_path / "out").exists()
+
+
+def test_reindex_rules_on_a_small_vocabulary() -> None:
+    """The row rules, unit by unit: own row; the only holder's; the base's; the mean; zero;
+    forced; padding rows = the mean row."""
+    from paperlab.soup.vocab import VocabPlan, reindex
+
+    vocab = {"a": 0, "b": 1, "c": 2, "d": 3, "e": 4, "f": 5}
+    perms = {0: [0, 1, 2, -1, 3, -1], 1: [1, 0, -1, 2, 3, -1], 2: [0, 1, -1, -1, 2, -1]}
+    x = {m: torch.arange(4 * 2, dtype=torch.float32).reshape(4, 2) + 10 * m for m in perms}
+    plan = VocabPlan(None, vocab, 8, perms, base=None, tokens={"b": {"source": {"kind": "model", "model": 2},
+                                                                      "force": True}})
+    out = reindex(plan, x)
+    for m in perms:
+        assert torch.equal(out[m][0], x[m][perms[m][0]])  # own row
+        assert torch.equal(out[m][2], x[0][2])  # "c": only model 0 has it
+        assert torch.equal(out[m][3], x[1][2])  # "d": only model 1 has it
+        assert torch.equal(out[m][1], x[2][1])  # "b": forced from model 2 for everyone
+        assert torch.equal(out[m][5], torch.zeros(2))  # "f": nobody has it
+        assert torch.equal(out[m][6], out[m][:6].mean(0)) and torch.equal(out[m][7], out[m][6])  # padding
+    mean_plan = VocabPlan(None, {"x": 0, "y": 1}, 2, {0: [0, 1], 1: [0, -1], 2: [1, 0]}, base=None)
+    two = {m: torch.tensor([[1.0, 2.0], [3.0, 4.0]]) * (m + 1) for m in range(3)}
+    got = reindex(mean_plan, two)
+    assert torch.equal(got[1][1], (two[0][1] + two[2][0]) / 2)  # the mean of the models that have "y"
+    based = VocabPlan(None, {"x": 0, "y": 1}, 2, {0: [0, 1], 1: [0, -1], 2: [1, 0]}, base=2)
+    assert torch.equal(reindex(based, two)[1][1], two[2][0])  # the base has it: the base's row
 
 
 @pytest.mark.slow
