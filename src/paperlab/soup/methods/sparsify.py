@@ -25,10 +25,11 @@ RESCALE_EPS = 1e-7
 
 def rescaled(delta: torch.Tensor, mask: torch.Tensor, rescale: bool) -> torch.Tensor:
     """``delta * mask``, scaled back to ``delta``'s L1 norm when ``rescale`` (left alone when
-    either norm is ~0), in ``delta``'s dtype."""
-    kept = delta * mask
+    either norm is ~0), in ``delta``'s dtype. Without rescaling ``delta`` is masked in place
+    (the same values: only the copy is saved)."""
     if not rescale:
-        return kept
+        return delta.mul_(mask)
+    kept = delta * mask
     before = delta.abs().sum()
     after = kept.abs().sum()
     if before < RESCALE_EPS or after < RESCALE_EPS:

@@ -44,15 +44,21 @@ LAMBDA = Param("lambda", default=1.0)
 INT8_MASK = Param("int8_mask", kind=bool, default=False)
 
 
+_COLUMNS = 1 << 16  # column block for the election: temporaries of N x 64Ki, not N x n
+
+
 def elect(deltas: torch.Tensor, int8_mask: bool) -> torch.Tensor:
     """TIES's sign election over the model axis: where each delta agrees with the sign of the
     summed deltas (a zero sum elects +; a zero entry never agrees)."""
     import torch
 
     mask_dtype = torch.int8 if int8_mask else deltas.dtype
-    sign = deltas.sign().to(mask_dtype)
     majority = (deltas.sum(dim=0) >= 0).to(mask_dtype) * 2 - 1
-    return sign == majority
+    mask = torch.empty(deltas.shape, dtype=torch.bool, device=deltas.device)
+    for s in range(0, deltas.shape[1], _COLUMNS):
+        e = s + _COLUMNS
+        torch.eq(deltas[:, s:e].sign().to(mask_dtype), majority[s:e], out=mask[:, s:e])
+    return mask
 
 
 class TaskVectorMethod(MergeMethod):
@@ -93,16 +99,25 @@ class TaskVectorMethod(MergeMethod):
         b = load(base, params)
         deltas = torch.empty((len(tensors), b.numel()), dtype=b.dtype, device=b.device)  # (N, n)
         for i, x in enumerate(tensors):
-            d = load(x, params).sub_(b)
-            deltas[i] = self._drop(d, i, params)
+            row = deltas[i]
+            row.copy_(x)  # x in the compute dtype, then x - b, in place: mergekit's values, no copy
+            d = self._drop(row.sub_(b), i, params)
+            if d is not row:
+                row.copy_(d)
             del d
         weights = torch.tensor(params.weights, dtype=b.dtype, device=b.device).unsqueeze(-1)  # (N, 1)
         deltas.mul_(weights)
         if self.consensus:
             mask = elect(deltas, params.get("int8_mask"))
-            mixed = deltas.mul_(mask).sum(dim=0)  # a 0/1 mask: multiplying in place changes no value
-            divisor = (weights * mask).sum(dim=0)
+            # Multiplying by a 0/1 mask in place changes no value; the sums over the model axis
+            # give the same bits in column blocks (each column is summed on its own).
+            divisor = torch.empty_like(b)
+            for s in range(0, b.numel(), _COLUMNS):
+                m = mask[:, s: s + _COLUMNS]
+                deltas[:, s: s + _COLUMNS].mul_(m)
+                torch.sum(weights * m, dim=0, out=divisor[s: s + _COLUMNS])
             del mask
+            mixed = deltas.sum(dim=0)
             divisor[divisor == 0] = 1
         else:
             mixed = deltas.sum(dim=0)
