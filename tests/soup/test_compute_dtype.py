@@ -69,3 +69,22 @@ def test_cli_flag_in_process(trio: dict[str, Path], tmp_path: Path) -> None:
     r = CliRunner().invoke(app, ["merge", str(cfg(trio, tmp_path, "linear")), str(tmp_path / "p"), "--compute-dtype",
                                  "float8"])
     assert r.exit_code != 0 and not (tmp_path / "p").exists()
+
+
+def test_device_without_that_device_is_one_line(trio: dict[str, Path], tmp_path: Path, soup_cli) -> None:  # type: ignore[no-untyped-def]
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the GPU path runs instead")
+    r = soup_cli("merge", str(cfg(trio, tmp_path, "linear")), str(tmp_path / "o"), "--cuda")
+    assert r.returncode == 2 and "--device cuda: no such device here" in r.stderr
+    assert not (tmp_path / "o").exists()
+    r = soup_cli("merge", str(cfg(trio, tmp_path, "linear")), str(tmp_path / "o"), "--device", "tpu")
+    assert r.returncode == 2 and "unknown device 'tpu'" in r.stderr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_merge_equals_the_cpu_merge(trio: dict[str, Path], tmp_path: Path) -> None:
+    merge(load_merge_config(cfg(trio, tmp_path, "ties")), tmp_path / "cpu")
+    merge(load_merge_config(cfg(trio, tmp_path, "ties"), device="cuda"), tmp_path / "gpu")
+    a, b = load_file(tmp_path / "cpu" / "model.safetensors"), load_file(tmp_path / "gpu" / "model.safetensors")
+    close = sum(int(torch.isclose(a[k].float(), b[k].float(), rtol=1e-3, atol=1e-3).sum()) for k in a)
+    assert close / sum(v.numel() for v in a.values()) > 0.999

@@ -69,7 +69,7 @@ class Slerp(MergeMethod):
 
         f32 = torch.float32
         a, b = rounded(base.to(f32, copy=True), params), rounded(tensors[0].to(f32, copy=True), params)
-        t = torch.tensor(params.get("t"), dtype=f32)
+        t = torch.tensor(params.get("t"), dtype=f32, device=a.device)
         if a.numel() == 0:
             return a
         na = _chunked_norm(a)
