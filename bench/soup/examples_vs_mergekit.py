@@ -98,7 +98,7 @@ def main() -> None:
             for mode, extra in (("float32", []), ("yaml", ["--compute-dtype", "yaml"])):
                 out = root / f"ours-{example.stem}-{mode}"
                 r = subprocess.run([sys.executable, "-m", "paperlab", "soup", "merge", str(ours_cfg), str(out), "--quiet",
-                                    *extra], env=env, capture_output=True, text=True)
+                                    "-j", "1", *extra], env=env, capture_output=True, text=True)
                 key = f"{example.name}/{mode}"
                 if r.returncode:
                     results[key] = {"error": r.stderr.strip().splitlines()[-1]}

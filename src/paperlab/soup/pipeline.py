@@ -220,10 +220,13 @@ def run_prepared(
         threading.Thread(target=read_loop, name="soup-read", daemon=True),
         threading.Thread(target=write_loop, name="soup-write", daemon=True),
     ]
-    # One torch thread: the second core is busy reading and writing, and on a shared
-    # 2-core machine two intra-op threads mostly wait for each other.
+    # Elementwise methods: one torch thread; the other cores read and write, and on a shared
+    # 2-core machine two intra-op threads mostly wait for each other. Whole-tensor methods are
+    # bound by their sorts and reductions, so they keep torch's thread count (as mergekit does;
+    # -j sets it), which also decides how a full reduction is split, and so its last bits.
     torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    if prep.method.elementwise:
+        torch.set_num_threads(1)
     for t in threads:
         t.start()
     try:

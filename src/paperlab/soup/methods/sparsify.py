@@ -44,8 +44,9 @@ def _work_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float32 if x.device.type == "cpu" and x.dtype == torch.float16 else x.dtype
 
 
-def _top_k_mask(mag: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
-    """A mask of the k largest entries of ``mag`` (float32), chosen as mergekit chooses."""
+def _top_k_mask(mag: torch.Tensor, k: int) -> torch.Tensor:
+    """A boolean mask of the k largest entries of ``mag`` (float32), chosen as mergekit chooses.
+    (Multiplying by it gives the same values as mergekit's 0/1 mask in the tensor's dtype.)"""
     import torch
 
     n = mag.numel()
@@ -54,9 +55,10 @@ def _top_k_mask(mag: torch.Tensor, k: int, dtype: torch.dtype) -> torch.Tensor:
     at = mag == cut
     room = k - int(above.sum())
     if room == int(at.sum()):  # every entry at the cut is kept: no choice to make, no sort
-        return (above | at).to(dtype)
-    mask = torch.zeros(n, dtype=dtype, device=mag.device)
-    mask[torch.argsort(mag, descending=True)[:k]] = 1
+        return above.logical_or_(at)
+    del above, at
+    mask = torch.zeros(n, dtype=torch.bool, device=mag.device)
+    mask[torch.argsort(mag, descending=True)[:k]] = True
     return mask
 
 
@@ -67,7 +69,7 @@ def magnitude(delta: torch.Tensor, density: float, rescale: bool = False) -> tor
         return delta
     k = max(1, int(density * n))
     mag = delta.abs().float()
-    mask = _top_k_mask(mag, k, delta.dtype)
+    mask = _top_k_mask(mag, k)
     del mag
     return rescaled(delta, mask, rescale)
 
