@@ -205,6 +205,7 @@ def main() -> None:
                     print(f"{key:40} {100 * row['identical']:9.4f}% identical, {100 * row['within_2_ulp']:9.4f}% within 2 ulp, "
                           f"max {row['max_ulp']} ulp, {row['tensors']} tensors{' NAMES DIFFER' if row['names_differ'] else ''}")
                 results[key] = row
+                args.json.write_text(json.dumps(results, indent=2) + "\n")  # a partial run keeps its rows
                 shutil.rmtree(ours, ignore_errors=True)
                 shutil.rmtree(mk, ignore_errors=True)
     shutil.rmtree(root, ignore_errors=True)
