@@ -152,8 +152,8 @@ def run_pair(cfg: Path, ours: Path, mk: Path, mergekit: str, env: dict, extra: l
     mk_env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
     r1 = subprocess.run([sys.executable, "-m", "paperlab", "soup", "merge", str(cfg), str(ours), "--quiet", "-j", "1", *extra],
                         env=env, capture_output=True, text=True)
-    # One torch thread for both: full reductions (karcher's BLAS dot products, norms) split by
-    # thread, so the last bits depend on the thread count in either tool.
+    # One torch thread for mergekit too (ours always runs one): full reductions (karcher's BLAS
+    # dot products) split by thread, so the last bits depend on the thread count.
     r2 = subprocess.run([mergekit, str(cfg), str(mk), "--no-copy-tokenizer", "--no-write-model-card", "-j", "1"],
                         env=mk_env, capture_output=True, text=True)
     if r1.returncode or r2.returncode:

@@ -30,6 +30,7 @@ NO_EFFECT = {
     "clone_tensors": "every tensor is written once",
     "async_write": "writing always runs in its own thread",
     "write_threads": "writing always runs in its own thread",
+    "num_threads": "the arithmetic runs on one torch thread by design",
 }
 
 
@@ -91,8 +92,7 @@ def merge(
     clone_tensors: Annotated[bool, typer.Option("--clone-tensors/--no-clone-tensors", hidden=True)] = False,
     async_write: Annotated[bool, typer.Option("--async-write/--no-async-write", hidden=True)] = False,
     write_threads: Annotated[int | None, typer.Option("--write-threads", hidden=True)] = None,
-    num_threads: Annotated[int | None, typer.Option("--num-threads", "-j", help="torch threads for whole-tensor "
-                                                    "methods (elementwise ones use one).")] = None,
+    num_threads: Annotated[int | None, typer.Option("--num-threads", "-j", hidden=True)] = None,
     verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More log lines (repeat).")] = 0,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing OUT_DIR.")] = False,
@@ -131,14 +131,9 @@ def merge(
     given = {"lazy_unpickle": lazy_unpickle, "trust_remote_code": trust_remote_code,
              "lora_merge_cache": lora_merge_cache, "lora_merge_dtype": lora_merge_dtype,
              "low_cpu_memory": low_cpu_memory, "read_to_gpu": read_to_gpu, "multi_gpu": multi_gpu,
-             "clone_tensors": clone_tensors, "async_write": async_write, "write_threads": write_threads}
+             "clone_tensors": clone_tensors, "async_write": async_write, "write_threads": write_threads,
+             "num_threads": num_threads}
     ignored = [f"--{k.replace('_', '-')} ({NO_EFFECT[k]})" for k, v in given.items() if v]
-    if num_threads is not None:
-        if num_threads < 1:
-            raise MergeConfigError(f"--num-threads must be at least 1, got {num_threads}")
-        import torch
-
-        torch.set_num_threads(num_threads)
     _run(spec, Path(args[-1]), force=force, quiet=quiet, write_model_card=write_model_card, ignored=ignored)
 
 

@@ -220,13 +220,12 @@ def run_prepared(
         threading.Thread(target=read_loop, name="soup-read", daemon=True),
         threading.Thread(target=write_loop, name="soup-write", daemon=True),
     ]
-    # Elementwise methods: one torch thread; the other cores read and write, and on a shared
-    # 2-core machine two intra-op threads mostly wait for each other. Whole-tensor methods are
-    # bound by their sorts and reductions, so they keep torch's thread count (as mergekit does;
-    # -j sets it), which also decides how a full reduction is split, and so its last bits.
+    # One torch thread: the second core is busy reading and writing, and on a shared 2-core
+    # machine two intra-op threads mostly wait for each other (a TIES tensor of 4M entries took
+    # 7.3 s with two threads and 2.0 s with one at a load average of 10). One thread also fixes
+    # how full reductions are split, and so their last bits, on every machine.
     torch_threads = torch.get_num_threads()
-    if prep.method.elementwise:
-        torch.set_num_threads(1)
+    torch.set_num_threads(1)
     for t in threads:
         t.start()
     try:
