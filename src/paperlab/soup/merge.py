@@ -1,6 +1,6 @@
 """The merge engine's public entry: N checkpoints in, one sharded checkpoint out, safely.
 
-:func:`merge` prepares the merge (:mod:`paperlab.soup.prepare`: every input located, opened and
+:func:`merge` prepares the merge (:mod:`paperlab.soup.preparation`: every input located, opened and
 checked before any tensor data is read), streams it (:mod:`paperlab.soup.pipeline`) into a
 temporary sibling directory, adds the config, tokenizer and record, and renames the directory
 into place (:func:`paperlab.io.atomic.atomic_directory`): a crash, Ctrl-C or SIGTERM leaves
@@ -25,7 +25,7 @@ from paperlab.soup.checkpoint import TOKENIZER_FILES
 from paperlab.soup.config import MergeSpec
 from paperlab.soup.errors import SoupError
 from paperlab.soup.pipeline import ProgressFn, run_prepared
-from paperlab.soup.prepare import PreparedMerge, prepare
+from paperlab.soup.preparation import PreparedMerge, prepare
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from paperlab.soup.errors import CheckpointError
 from paperlab.soup.jobs import Job
-from paperlab.soup.prepare import PreparedMerge
+from paperlab.soup.preparation import PreparedMerge
 from paperlab.soup.writer import OutTensor, ShardedWriter
 
 _QUEUE_DEPTH = 2
