@@ -160,7 +160,7 @@ def test_registry_and_input_errors() -> None:
         rank("q", [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}], llm=ScriptedLLM(score_by_number))
     with pytest.raises(RerankConfigError, match="group_size"):
         Reranker(ScriptedLLM(score_by_number), group_size=0)
-    with pytest.raises(RerankConfigError, match="hf backend"):
+    with pytest.raises(RerankConfigError, match="next-token log-probabilities.*--mode generate"):
         Reranker(ScriptedLLM(score_by_number), mode="logit").rank("q", docs(2))
     assert len(rank("q", [], llm=ScriptedLLM(score_by_number))) == 0
 

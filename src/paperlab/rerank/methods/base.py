@@ -92,6 +92,19 @@ class Method(ABC):
     async def _arank(self, query: str, passages: Sequence[Passage], stats: RerankStats) -> list[float]:
         """Final scores in input order (higher is better)."""
 
+    def _scores(self, passages: Sequence[Passage], observations: Sequence[tuple[int, float]],
+                stats: RerankStats) -> list[float]:
+        """Final scores from (passage index, 0-10 score) observations: mean, fusion, first-stage
+        fallback (:func:`aggregate_scores`), with the ledger's counts and flat-score check."""
+        from paperlab.rerank.aggregate import aggregate_scores, model_means
+
+        scores, scored = aggregate_scores(len(passages), observations,
+                                          [p.first_stage_score for p in passages], self.cfg.fusion_weight)
+        stats.passages += len(passages)
+        stats.model_scored += sum(scored)
+        stats.note_spread(model_means(len(passages), observations))
+        return scores
+
     async def arank(self, query: str, passages: Sequence[Passage]) -> Ranking:
         """Rank ``passages`` for ``query`` (async)."""
         from paperlab.rerank.aggregate import to_ranking
@@ -102,7 +115,13 @@ class Method(ABC):
             raise RerankConfigError(f"doc id {dup!r} appears twice; give every passage a unique id")
         stats = RerankStats()
         t0 = time.perf_counter()
-        scores = await self._arank(query, list(passages), stats) if passages else []
+        if self.cfg.mode == "first-stage":  # no model run: the first stage's order, counted
+            from paperlab.rerank.aggregate import first_stage_prior
+
+            scores = first_stage_prior([p.first_stage_score for p in passages])
+            stats.passages, stats.first_stage_only = len(passages), 1
+        else:
+            scores = await self._arank(query, list(passages), stats) if passages else []
         stats.wall_s = time.perf_counter() - t0
         results = to_ranking(ids, scores, [p.text for p in passages])
         assert sorted(r.doc_id for r in results) == sorted(ids)  # the never-drop invariant
