@@ -89,6 +89,10 @@ def build_method(llm: LLM | str, method: str, cfg: RerankConfig, *, cache: bool 
     from paperlab.rerank.replies import wrap_llm
 
     cfg = resolve_config(cfg, method, llm)
+    if isinstance(llm, str) and cfg.mode == "first-stage":  # runs no model: load none
+        from paperlab.rerank.methods.base import Unloaded
+
+        llm = Unloaded(llm)
     if isinstance(llm, str):
         from paperlab.llm import load_llm
 

@@ -78,6 +78,16 @@ class CallRunner:
         return None
 
 
+class Unloaded(LLM):
+    """The model of a method that runs none (``mode="first-stage"``): its spec, never loaded."""
+
+    async def _agenerate_batch(self, prompts: list[Prompt], params: Any) -> list[Generation]:
+        raise LLMError(f"{self.spec} was not loaded (mode first-stage runs no model)")
+
+    async def _ascore(self, prompt: Prompt, continuations: list[str]) -> Any:
+        raise LLMError(f"{self.spec} was not loaded (mode first-stage runs no model)")
+
+
 class Method(ABC):
     """A reranking method: passages in, a full ranking with a score each out."""
 
