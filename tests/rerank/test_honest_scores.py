@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from paperlab.cli import main
-from paperlab.rerank import Passage, Reranker
+from paperlab.rerank import Passage, RerankConfigError, Reranker
 from paperlab.rerank.api import resolve_config
 from paperlab.rerank.config import RerankConfig
 from paperlab.testing import free_port, start_python_server, stop_process
@@ -31,6 +31,7 @@ class LogprobJudge:
 
     def __init__(self) -> None:
         self.walk: list[tuple[str, int]] = []  # (first passage of the prompt, slot)
+        self.fresh_reply = False  # answer as a server that closed the prefilled turn
         judge = self
 
         class H(BaseHTTPRequestHandler):
@@ -40,7 +41,9 @@ class LogprobJudge:
                 docs = dict(re.findall(r"^\[(\d+)\] doc (\d+)", user, flags=re.M))
                 slot = prefill.count('"[')
                 judge.walk.append((docs["1"], slot))
-                if prefill.endswith("1"):
+                if judge.fresh_reply:
+                    top = {"{": -0.2, "Sure": -2.0, "1": -2.5}
+                elif prefill.endswith("1"):
                     top = {",": -0.05, "0": -3.0}
                 else:
                     top = {str(int(docs[str(slot)]) % 10): -0.1, "5": -2.5, "}": -4.0}
@@ -88,6 +91,9 @@ def test_logit_mode_over_http_walks_each_group_and_reads_top_logprobs(judge: Log
     assert [first for first, _ in judge.walk] == ["0"] * 6 + ["3"] * 6
     assert [slot for _, slot in judge.walk[:6]] == [1, 1, 2, 2, 3, 3]
     assert r.stats.model_scored == 6 and r.stats.n_fallbacks == 0 and not r.stats.flat_rankings
+    judge.fresh_reply = True  # a digit among the top tokens, but little mass: the wrong position
+    with pytest.raises(RerankConfigError, match=r"put 0\.08 of the probability.*--chat-template"):
+        Reranker(judge.spec, "grouprank", mode="logit", group_size=3, repeats=1).rank("q", docs(3))
 
 
 def cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

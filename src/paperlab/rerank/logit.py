@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from paperlab.rerank.types import RerankStats
 
 DIGITS = [str(d) for d in range(10)]
+#: Over HTTP, the first score slot must put at least this much probability on the digits.
+MIN_DIGIT_MASS = 0.5
 _NEEDS = ("logit mode needs next-token log-probabilities (a model in this process, or a server "
           "that returns top_logprobs); use --llm smollm2, hf:DIR or an openai: server, or --mode generate")
 
@@ -113,6 +115,7 @@ class LogitScorer:
             for g, nt in zip(live, got, strict=True):
                 res = out[g]
                 if k == 1:
+                    self._check_slot(nt.dists[0].logprobs)
                     res.prompt_tokens = nt.prompt_tokens
                 else:  # the tokens the skeleton grew by, plus the forced "1"
                     res.forced_tokens += max(0, nt.prompt_tokens - last_len[g])
@@ -123,6 +126,20 @@ class LogitScorer:
                 best = max(range(11), key=lambda s: dist[s])
                 skeleton[g] += f'{best}, "[{k + 1}]": '
         return out
+
+    def _check_slot(self, digit_logprobs: list[float]) -> None:
+        """A server that does not continue the prefilled reply reads the wrong position: the
+        digits then hold little of the mass (0.12 on llama-cpp-python's chat endpoint, which
+        closes the assistant turn; nearly 1 where the prefill is continued)."""
+        import math
+
+        mass = sum(math.exp(x) for x in digit_logprobs)
+        if not self.llm.supports_next_tokens and mass < MIN_DIGIT_MASS:
+            raise RerankConfigError(
+                f"the server put {mass:.2f} of the probability after '{{\"[1]\": ' on the digits "
+                f"(below {MIN_DIGIT_MASS}): it does not continue the prefilled reply; pass "
+                "--chat-template with the served model (smollm2, a model dir or .gguf) so paperlab "
+                "renders the prompt, or use --mode generate")
 
     def score(self, messages: Prompt, n: int) -> list[float]:
         """Expected scores for passages 1..n of the chat ``messages`` (one group, sync)."""
