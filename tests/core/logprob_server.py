@@ -29,6 +29,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 MODEL_DIR, PORT = sys.argv[1], int(sys.argv[2])
 SERVED = sys.argv[3] if len(sys.argv) > 3 else None  # None: any model name is taken
 MAX_LOGPROBS = 20
+torch.set_num_threads(1)  # one request at a time per thread; no oversubscription of the test box
 tok = AutoTokenizer.from_pretrained(MODEL_DIR)
 model = AutoModelForCausalLM.from_pretrained(MODEL_DIR).eval()
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import httpx
 
-from paperlab.errors import LLMConnectionError, LLMError, LLMResponseError
+from paperlab.errors import LLMConnectionError, LLMError, LLMRefusedError, LLMResponseError
 from paperlab.llm.base import LLM
 from paperlab.llm.http_forms import SCHEMA_FORMS, first_top_logprobs, prompt_tokens, schema_fields
 from paperlab.llm.types import (
@@ -60,13 +60,7 @@ _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
 _REFUSED_FORM = frozenset({400, 404, 415, 422, 500, 501})
 
 
-class RefusedError(LLMResponseError):
-    """The server answered with a 4xx status that retrying will not change."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
+RefusedError = LLMRefusedError  # the name this module used first
 
 class OpenAICompatibleLLM(LLM):
     """A model served over the OpenAI HTTP API.
@@ -211,9 +205,9 @@ class OpenAICompatibleLLM(LLM):
             return
         if served and self.model not in served:
             shown = ", ".join(served[:5]) + (" ..." if len(served) > 5 else "")
-            raise LLMResponseError(
+            raise LLMRefusedError(
                 f"{self.base_url} does not serve model {self.model!r}; it serves: {shown}; "
-                f"write openai:{self.base_url}#{served[0]}")
+                f"write openai:{self.base_url}#{served[0]}", 404)
 
     # -- generation ---------------------------------------------------------------------
     async def _post_with_schema(self, path: str, body: dict[str, Any], schema_json: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from paperlab.errors import LLMError
+from paperlab.errors import LLMError, LLMRefusedError
 from paperlab.llm import LLM, Generation, Prompt, run_sync
 from paperlab.rerank.config import RerankConfig
 from paperlab.rerank.errors import RerankConfigError, RerankLLMError
@@ -30,7 +30,7 @@ class CallRunner:
     At most ``concurrency`` calls are in flight; :meth:`paperlab.llm.LLM.agenerate` gathers
     concurrent calls into batches where the backend batches. A call that fails is retried on
     its own, ``llm_retries`` times with exponential backoff, so one bad request never costs
-    the others.
+    the others; a request the server refused as invalid (4xx) is not sent again.
     """
 
     def __init__(self, llm: LLM, cfg: RerankConfig, stats: RerankStats) -> None:
@@ -62,6 +62,8 @@ class CallRunner:
                 g = await self._send(prompt, budget, schema)
             except (LLMError, asyncio.TimeoutError) as e:
                 last = e
+                if isinstance(e, LLMRefusedError):  # refused as invalid: the same request would be too
+                    break
                 if attempt + 1 < tries:
                     self.stats.retries += 1
                     log.warning("LLM call failed (%s); retry %d/%d", e, attempt + 1, tries - 1)
@@ -69,6 +71,8 @@ class CallRunner:
                 continue
             self.stats.add_generation(g.prompt_tokens or 0, g.completion_tokens or 0)
             return str(g.text)
+        if self.cfg.on_llm_error == "raise" and isinstance(last, LLMRefusedError):
+            raise RerankLLMError(str(last))  # the refusal names its fix; the server is up
         if self.cfg.on_llm_error == "raise":
             raise RerankLLMError(
                 f"LLM call failed {tries} times ({last}); check that the server behind --llm is up, "
