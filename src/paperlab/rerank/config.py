@@ -117,11 +117,14 @@ def model_location(llm: object) -> str:
         return "server"
     if spec == "smollm2":
         return "packaged"
-    if not (spec == "smollm2" or spec.startswith("hf:")):
+    if not spec.startswith("hf:"):
         return "unknown"  # a spec no backend of paperlab.llm wrote (e.g. a test double)
-    import torch
+    import sys
 
-    return "accelerator" if torch.cuda.is_available() else "cpu"
+    torch = sys.modules.get("torch")  # a model in process has imported it already
+    if torch is None and isinstance(llm, str):  # a spec about to be loaded: it will import torch
+        import torch
+    return "accelerator" if torch is not None and torch.cuda.is_available() else "cpu"
 
 
 def resolve_profile(cfg: RerankConfig, method: str, location: str) -> RerankConfig:
