@@ -83,9 +83,11 @@ def generate(
     from transformers import TextStreamer
 
     from paperlab.instella.checkpoint import check_checkpoint, load_model, load_tokenizer_for
+    from paperlab.threads import set_threads
 
     check_checkpoint(path, allow_pickle=allow_pickle)
     tok = load_tokenizer_for(path)  # before the weights: a tokenizer that does not fit stops here
+    set_threads()  # this command's edge: the model runs in process
     model = load_model(path, dtype=dtype, device=device, rope_theta=rope_theta, allow_pickle=allow_pickle)
     if raw:
         text = prompt
@@ -137,6 +139,7 @@ def chat(
     from paperlab.instella.chat import ChatSession, batch_replies, read_chat_file
     from paperlab.instella.checkpoint import check_checkpoint, load_model, load_tokenizer_for
     from paperlab.instella.errors import InstellaConfigError
+    from paperlab.threads import set_threads
 
     # Everything a user can get wrong is checked before the weights are read.
     if (input_file is None) != (output_file is None):
@@ -148,6 +151,7 @@ def chat(
         raise InstellaConfigError("--top-p applies to the interactive chat; batch replies take --temperature and --seed")
     check_checkpoint(path, allow_pickle=allow_pickle)
     tok = load_tokenizer_for(path)
+    set_threads()  # this command's edge: the model runs in process
     model = load_model(path, dtype=dtype, device=device, rope_theta=rope_theta, allow_pickle=allow_pickle)
     torch.manual_seed(seed)
     if requests is not None:

@@ -125,8 +125,10 @@ def run(
 
     from paperlab.rerank.api import Reranker
     from paperlab.rerank.eval_steps import ranking_warnings
+    from paperlab.threads import set_threads
 
     rows = _read_docs(docs)
+    set_threads()  # this command's edge: an in-process model (or the dense encoder) runs next
     cfg = _settings(config, mode=mode, profile=profile, group_size=group_size, template=template,
                     repeats=repeats, fallback=fallback, max_retries=max_retries, max_chars=max_chars,
                     max_tokens=max_tokens, fusion_weight=fusion_weight, on_llm_error=on_llm_error,
@@ -170,6 +172,10 @@ def index(
     corpus = load_corpus(data / "corpus.jsonl", issues)
     if issues.counts:
         typer.echo(f"warning: {issues.summary()}", err=True)
+    if dense:
+        from paperlab.threads import set_threads
+
+        set_threads()  # the MiniLM encoder runs in process
     idx = DenseIndex.build(corpus) if dense else BM25Index.build(corpus, stem=not no_stem)
     idx.save(out, force=force)
     typer.echo(f"indexed {len(corpus)} docs -> {out}")
@@ -213,6 +219,9 @@ def eval_(
     from paperlab.rerank.api import build_method, resolve_config
     from paperlab.rerank.evaluate import is_first_stage
     from paperlab.rerank.replies import RecordingLLM
+    from paperlab.threads import set_threads
+
+    set_threads()  # this command's edge: in-process models and encoders run with these threads
     from paperlab.rerank.runlog import RunLog
 
     reranking = not is_first_stage(method)

@@ -83,9 +83,11 @@ def soce(
     from rich.table import Table
 
     from paperlab.soup.soce import load_soce_config, run_soce
+    from paperlab.threads import set_threads
 
     cfg = load_soce_config(config)
     cfg.force = cfg.force or force
+    set_threads(cfg.threads)
     console = Console(stderr=True)
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as bar:

@@ -149,7 +149,13 @@ def _run(spec: Any, out: Path, *, force: bool, quiet: bool, write_model_card: bo
 
     from paperlab.soup.merge import Terminated
     from paperlab.soup.merge import merge as run_merge
+    from paperlab.threads import set_threads
 
+    # One torch thread for the merge's arithmetic: the second core is busy reading and writing,
+    # and on a shared 2-core machine two intra-op threads mostly wait for each other (a TIES
+    # tensor of 4M entries took 7.3 s with two threads and 2.0 s with one at a load average of
+    # 10). One thread also fixes how full reductions are split, and so their last bits.
+    set_threads(1)
     console = Console(stderr=True)
     try:
         with Progress("[progress.description]{task.description}", BarColumn(), DownloadColumn(), TransferSpeedColumn(),

@@ -220,12 +220,6 @@ def run_prepared(
         threading.Thread(target=read_loop, name="soup-read", daemon=True),
         threading.Thread(target=write_loop, name="soup-write", daemon=True),
     ]
-    # One torch thread: the second core is busy reading and writing, and on a shared 2-core
-    # machine two intra-op threads mostly wait for each other (a TIES tensor of 4M entries took
-    # 7.3 s with two threads and 2.0 s with one at a load average of 10). One thread also fixes
-    # how full reductions are split, and so their last bits, on every machine.
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     for t in threads:
         t.start()
     try:
@@ -268,7 +262,6 @@ def run_prepared(
             t.join()
         for ck in readers:
             ck.close()
-        torch.set_num_threads(torch_threads)
     if pipe.error is not None:
         raise pipe.error
     return len(writer.files)

@@ -48,7 +48,7 @@ class SoceConfig(BaseModel):
     journal: str | None = None
     baselines: bool = True
     force: bool = False
-    threads: int | None = None  # torch intra-op threads (None: torch's default); 1 suits a busy 2-core box
+    threads: int | None = None  # torch threads, sized by the command at its start (None: paperlab.threads' default)
     expert_floor: float | None = None  # lowest mean over all categories an expert may have
 
 
@@ -139,12 +139,9 @@ def run_soce(cfg: SoceConfig, *, progress: Callable[[str, int | None], Callable[
     Raises:
         SoupError: bad config, bad candidates, evaluator or search errors.
     """
-    import torch
 
     from paperlab.soup import soce_steps as steps
 
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
     tick_none: Callable[[], None] = lambda: None  # noqa: E731
     prog = progress or (lambda label, total: tick_none)

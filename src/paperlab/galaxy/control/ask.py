@@ -67,7 +67,9 @@ def run_ask(opts: AskOptions, confirm: Callable[[str], bool]) -> str:
     llm = None
     if opts.llm:
         from paperlab.llm import load_llm
+        from paperlab.threads import set_threads
 
+        set_threads()  # this is the ask command's edge: an in-process planner model runs next
         llm = load_llm(opts.llm)
     if opts.plan is not None:
         planner = DeclarativePlanner(opts.plan)
