@@ -263,7 +263,7 @@ def run_training(
                     if p.grad is not None:
                         p.grad.mul_(scale)
                 if spec.grad_clip:
-                    clip_gradients(params, spec.grad_clip, ctx, sharded=w.mode == "fsdp")
+                    clip_gradients(params, spec.grad_clip, ctx, mode=w.mode)
                 loss_v = total / count
                 if not math.isfinite(loss_v):
                     raise TrainError(f"{spec.label}: the loss is {loss_v} at step {step}; lower the learning "
@@ -306,21 +306,25 @@ def run_training(
     return w, result
 
 
-def clip_gradients(params: list[nn.Parameter], max_norm: float, ctx: DistContext, *, sharded: bool) -> float:
+def clip_gradients(params: list[nn.Parameter], max_norm: float, ctx: DistContext, *, mode: str) -> float:
     """Scale gradients so their global L2 norm is at most ``max_norm``; returns the norm.
 
-    The squares are summed in float64 (over local shards, then across ranks under FSDP), so the
-    norm, and so the clipping factor, comes out the same whichever way the gradients are split
-    over processes; torch's float32 norm of per-tensor norms differs in its last bits between a
-    whole tensor and its shards, and that difference, fed back through the optimiser, grew to
-    1e-3 of the loss in 50 steps of the paradiff tiny preset.
+    The squares are summed in float64 (``vector_norm`` accumulates in float64 without copying the
+    gradients), so the norm, and so the clipping factor, comes out the same whichever way the
+    gradients are split over processes; torch's float32 norm of per-tensor norms differs in its
+    last bits between a whole tensor and its shards, and that difference, fed back through the
+    optimiser, grew to 1e-3 of the loss in 50 steps of the paradiff tiny preset. Under FSDP each
+    rank sums its own shards; under DDP, where every rank holds the same whole gradients, each
+    sums every world-size-th tensor; the partial sums are then added across ranks.
     """
+    grads = [p.grad for p in params if p.grad is not None]
+    if mode == "ddp" and ctx.world_size > 1:
+        grads = grads[ctx.rank :: ctx.world_size]
     sq = torch.zeros((), dtype=torch.float64)
-    for p in params:
-        if p.grad is not None:
-            g = p.grad.to_local() if sharded and hasattr(p.grad, "to_local") else p.grad
-            sq += g.detach().to(torch.float64).square().sum().cpu()
-    if sharded:
+    for g in grads:
+        local = g.to_local() if mode == "fsdp" and hasattr(g, "to_local") else g
+        sq += torch.linalg.vector_norm(local.detach(), dtype=torch.float64).square().cpu()
+    if mode in ("ddp", "fsdp"):
         ctx.all_reduce_sum(sq)
     norm = float(sq.sqrt())
     coef = max_norm / (norm + 1e-6)
