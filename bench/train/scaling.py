@@ -8,7 +8,7 @@ rounds of each round's ratio.
 
     python bench/train/scaling.py [--rounds 3] [--steps 24] [--warmup 4]
 
-Writes bench/train/results/scaling.json.
+Writes docs/training/scaling.json (the file docs/training.md cites).
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def main() -> None:
     t.add_row("2 processes x 1 thread, FSDP", f"{med['fsdp']:.0f}", f"{ratio_fsdp:.2f}", f"{peak_fsdp:.0f}")
     Console(width=120).print(t)
     print(f"FSDP / DDP peak RSS per rank: {peak_fsdp / peak_ddp:.2f}x")
-    results = HERE / "results"
+    results = HERE.parents[1] / "docs" / "training"
     results.mkdir(exist_ok=True)
     (results / "scaling.json").write_text(json.dumps({
         "rounds": rounds, "ddp_over_one": ratio, "fsdp_over_one": ratio_fsdp,
