@@ -102,6 +102,7 @@ class GRPOTask:
         self.prompts = [r.encode(chat_prompt(r.tok, p.question)).tolist() for p in r.math_train]
         self.w: Wrapped | None = None
         self.sampler_copy: Any = None
+        self.synced_step = -1
 
     def bind(self, w: Wrapped) -> None:
         self.w = w
@@ -112,7 +113,13 @@ class GRPOTask:
     def batch(self, step: int, rows: range) -> Rollouts:
         r, s = self.r, self.s
         assert self.w is not None, "the training loop binds the task first"
-        policy = whole_weights(self.w, self.sampler_copy) if self.sampler_copy is not None else self.w.module
+        if self.sampler_copy is None:
+            policy = self.w.module
+        else:  # gather the shards once per step, not once per micro-batch (a collective: every rank)
+            if self.synced_step != step:
+                whole_weights(self.w, self.sampler_copy)
+                self.synced_step = step
+            policy = self.sampler_copy
         policy.eval()
         seqs, masks, rewards = [], [], []
         for slot in rows:
@@ -142,9 +149,12 @@ class GRPOTask:
     def loss(self, model: torch.nn.Module, b: Rollouts) -> LossParts:
         dev = self.r.device
         ids, mask, adv = b.ids.to(dev), b.mask.to(dev), b.adv.to(dev)
-        lp = -token_nll(model(ids, use_cache=False).logits, ids, mask)  # (R, L): log pi of token t + 1
+        # log-probs under the sampling distribution softmax(logits / T), for the policy and the
+        # reference alike (the gradient is that of the policy the replies were drawn from)
+        t = self.s.temperature
+        lp = -token_nll(model(ids, use_cache=False).logits / t, ids, mask)  # (R, L): log pi of token t + 1
         with torch.no_grad():
-            lp_ref = -token_nll(self.ref(ids, use_cache=False).logits, ids, mask)
+            lp_ref = -token_nll(self.ref(ids, use_cache=False).logits / t, ids, mask)
         targets = torch.zeros_like(mask, dtype=torch.bool)
         targets[:, :-1] = mask[:, 1:].bool()
         ratio = (lp - lp.detach()).exp()  # 1 in value; its gradient is grad log pi
@@ -166,7 +176,8 @@ def stage_grpo(r: Recipe) -> None:
         p.requires_grad_(False)
     before = exact_match_scores(r, ref) if r.ctx.is_main else []
     task = GRPOTask(r, r.cfg.grpo, ref)
-    w, stats = r.train_stage("grpo", "grpo", r.load(src), r.cfg.grpo, None, None, task=task)
+    # one prompt's group per forward (micro-batches): the memory of G replies, not of the whole step's
+    w, stats = r.train_stage("grpo", "grpo", r.load(src), r.cfg.grpo, None, None, task=task, micro_batch=1)
 
     def extra(m: Any) -> dict[str, Any]:
         after = exact_match_scores(r, m)

@@ -46,13 +46,12 @@ def long_stream(r: Recipe, longest: int) -> DocumentStream:
     corpus_tokens = sum(len(d) for d in docs)
     f = r.cfg.long_math_fraction
     want = int(corpus_tokens * f / (1 - f)) if f < 1 else corpus_tokens
-    math_tokens = 0
-    for i in range(len(r.math_train) * 100):
-        if math_tokens >= want:
-            break
-        d = r.encode(D.raw_math(r.math_train[i % len(r.math_train)])).tolist() + [eos]
-        docs.append(d)
-        math_tokens += len(d)
+    math_docs = [r.encode(D.raw_math(p)).tolist() + [eos] for p in r.math_train]
+    math_tokens, i = 0, 0
+    while math_tokens < want:  # the problems in turn (again if the corpus asks for more)
+        docs.append(math_docs[i % len(math_docs)])
+        math_tokens += len(docs[-1])
+        i += 1
     random.Random(seed).shuffle(docs)
     return DocumentStream([(d, [1] * len(d)) for d in docs])
 

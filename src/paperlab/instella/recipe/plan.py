@@ -47,6 +47,8 @@ def recipe_memory(cfg: RecipeConfig, *, world_size: int, parallel: str) -> dict[
         rows = s.batch // world_size * rows_per_sample
         if stage.startswith("long") and stage != "long_dpo":
             rows = 1  # one packed row per forward (micro-batches of 1)
+        elif stage == "grpo":
+            rows = cfg.grpo.group  # one prompt's group of replies per forward
         act = decoder_activation_bytes(batch=rows, seq=seq, hidden=m.hidden_size, ffn=m.intermediate_size,
                                        layers=m.num_hidden_layers, heads=m.num_attention_heads,
                                        vocab=recipe_vocab(cfg), bf16=bf16)

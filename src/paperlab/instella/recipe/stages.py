@@ -84,11 +84,13 @@ class Recipe:
         # data: loaded (and checked) before anything is written
         self.text_train, self.text_held = D.stage1_text(cfg.corpus)
         self.math_train, self.math_test, self.math_source = D.math_problems(cfg.gsm8k, cfg.seed)
-        if self.math_source.startswith("synthetic") and cfg.synthetic_max != 40:
+        if self.math_source.startswith("synthetic"):
             # the same generator and seeds with the run's operand range (small enough for the
-            # tiny model to solve some: the reward GRPO needs must be reachable)
+            # tiny model to solve some: the reward GRPO needs must be reachable), and as many
+            # test problems as the evaluation asks for
             self.math_train = D.synthetic_problems(len(self.math_train), cfg.seed, high=cfg.synthetic_max)
-            self.math_test = D.synthetic_problems(len(self.math_test), cfg.seed + 1, high=cfg.synthetic_max)
+            n_test = max(len(self.math_test), cfg.eval.math_problems)
+            self.math_test = D.synthetic_problems(n_test, cfg.seed + 1, high=cfg.synthetic_max)
             self.math_source += f", operands up to {cfg.synthetic_max}"
         self._check_long_context()
         self.report: dict[str, Any] = {}
