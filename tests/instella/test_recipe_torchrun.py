@@ -1,5 +1,5 @@
-"""The long-context and math stages under `torchrun --nproc_per_node 2`: the per-step losses of
-one process, each rank training its share of the global batch."""
+"""The long-context and math stages under `torchrun --nproc_per_node 2`, DDP and FSDP2: the
+per-step losses of one process, each rank training its share of the global batch."""
 
 from __future__ import annotations
 
@@ -57,16 +57,20 @@ def test_new_stages_on_two_processes_give_the_losses_of_one(tmp_path: Path, tsca
         one = subprocess.run([sys.executable, "-m", "paperlab", *args, "--out", str(tmp_path / f"one-{stages}")],
                              capture_output=True, text=True, env=env, timeout=900 * tscale, stdin=subprocess.DEVNULL)
         assert one.returncode == 0, one.stderr[-2000:]
-        two = run_torchrun(["-m", "paperlab", *args, "--out", str(tmp_path / f"two-{stages}")], 2,
-                           timeout=900 * tscale, env={"PAPERLAB_CACHE": env["PAPERLAB_CACHE"]})
-        assert two.returncode == 0, two.stderr[-2000:]
-        a, b = _losses(tmp_path / f"one-{stages}"), _losses(tmp_path / f"two-{stages}")
-        assert a.keys() == b.keys() and len(a) == 3 + (stages.startswith("long"))
-        report = json.loads((tmp_path / f"two-{stages}" / "report.json").read_text())["stages"]
-        assert all(v["train"]["world_size"] == 2 for v in report.values())
-        for key in a:
-            rel = max(abs(x - y) / max(abs(x), 1e-3) for x, y in zip(a[key], b[key], strict=True))
-            assert rel < 1e-3, (key, a[key], b[key])
-        if "grpo" in report:  # the check means something only if some groups had a signal
-            assert max(report["grpo"]["train"]["stats"]["groups_with_signal"]) > 0
-            assert all(abs(x) > 0 for x in b["grpo"][1:])
+        a = _losses(tmp_path / f"one-{stages}")
+        assert len(a) == 3 + (stages.startswith("long"))
+        for mode in ("ddp", "fsdp"):
+            out = tmp_path / f"{mode}-{stages}"
+            two = run_torchrun(["-m", "paperlab", *args, "--parallel", mode, "--out", str(out)], 2,
+                               timeout=900 * tscale, env={"PAPERLAB_CACHE": env["PAPERLAB_CACHE"]})
+            assert two.returncode == 0, two.stderr[-2000:]
+            b = _losses(out)
+            report = json.loads((out / "report.json").read_text())["stages"]
+            assert a.keys() == b.keys()
+            assert all(v["train"]["world_size"] == 2 and v["train"]["parallel"] == mode for v in report.values())
+            for key in a:
+                rel = max(abs(x - y) / max(abs(x), 1e-3) for x, y in zip(a[key], b[key], strict=True))
+                assert rel < 1e-3, (mode, key, a[key], b[key])
+            if "grpo" in report:  # the check means something only if some groups had a signal
+                assert max(report["grpo"]["train"]["stats"]["groups_with_signal"]) > 0
+                assert all(abs(x) > 0 for x in b["grpo"][1:])

@@ -33,8 +33,9 @@ def plot_report(report: dict[str, Any], path: Path) -> None:
         ax.set_xticks(range(len(shown)), [n.replace("stage2/", "") for n in shown], rotation=45, ha="right",
                       fontsize=7)
         ax.set_title(title)
-        if vals:
-            ax.set_ylim(min(vals) * 0.9, max(vals) * 1.03)
+        if vals:  # close differences (the soup against its seeds) stay visible; a wide range starts at 0
+            low = min(vals) * 0.95 if min(vals) > 0.3 * max(vals) else 0.0
+            ax.set_ylim(low, max(vals) * 1.03)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
