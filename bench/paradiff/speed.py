@@ -34,7 +34,7 @@ from paperlab.io import atomic_write_text
 from paperlab.paradiff.bench import conditions
 from paperlab.paradiff.config import get_preset
 from paperlab.paradiff.model import ParaDiffModel
-from paperlab.paradiff.sample import SAMPLERS, sample
+from paperlab.paradiff.sampler import SAMPLERS, sample
 from paperlab.paradiff.train import bench_examples, ensure_model, set_threads
 
 

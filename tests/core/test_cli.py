@@ -44,6 +44,23 @@ def test_demo_only_unknown_system_is_a_user_error():
     assert out.returncode == 2 and "choose one of: soup" in out.stderr
 
 
+def test_demo_only_unknown_name_fails_before_any_heavy_import(capsys, monkeypatch):
+    """In process: the name is checked before transformers or torch are imported (6.8 s)."""
+    import sys
+
+    from paperlab.cli import main
+
+    for mod in [m for m in sys.modules if m.split(".")[0] in ("transformers", "torch")]:
+        monkeypatch.delitem(sys.modules, mod)
+    try:
+        main(["demo", "--only", "bogus"])
+    except SystemExit as exc:
+        assert exc.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "choose one of" in err[0]
+    assert not [m for m in sys.modules if m.split(".")[0] in ("transformers", "torch")]
+
+
 def test_importing_paperlab_and_its_cli_stays_light():
     code = ("import sys, paperlab, paperlab.cli, paperlab.llm; "
             "heavy = [m for m in ('torch', 'transformers', 'httpx', 'websockets') if m in sys.modules]; "
@@ -67,3 +84,32 @@ def test_a_lazily_mounted_system_runs_and_maps_its_errors():
     assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("error: ")
     helped = run_cli("soup", "--help")
     assert helped.returncode == 0 and "merge" in helped.stdout
+
+
+def test_a_piped_table_arrives_whole(capsys):
+    """Piped (stdout not a terminal, as under pytest), rich drew for 80 columns and cut cells
+    ("smol…", "gradie…"); commands print tables through paperlab.console now."""
+    from paperlab.cli import main
+
+    try:
+        main(["instella", "recipe", "--preset", "gpu", "--dry-run", "--nproc", "8", "--parallel", "fsdp"])
+    except SystemExit as exc:
+        assert not exc.code
+    out = capsys.readouterr().out
+    assert "…" not in out
+    for word in ("gradients", "optimizer", "activations", "pretrain", "308,610,048 parameters"):
+        assert word in out
+
+
+def test_out_console_keeps_wide_cells_when_piped(capsys):
+    from rich.table import Table
+
+    from paperlab.console import out_console
+
+    t = Table()
+    t.add_column("model")
+    t.add_column("spec")
+    t.add_row("smollm2", "openai:http://127.0.0.1:8000/v1#" + "x" * 120)
+    out_console().print(t)
+    out = capsys.readouterr().out
+    assert "smollm2" in out and "x" * 120 in out and "…" not in out

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from paperlab.paradiff.sample import SAMPLERS, SampleResult, Trajectory, sample
+from paperlab.paradiff.sampler import SAMPLERS, SampleResult, Trajectory, sample
 from paperlab.paradiff.scene import Detection, Scene, detect
 from paperlab.paradiff.task import Example, GrammarError, parse_text
 from paperlab.paradiff.tokens import condition_tokens, decode_images, decode_text, image_codes

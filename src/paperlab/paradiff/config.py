@@ -67,7 +67,7 @@ class TrainConfig(_Strict):
 
 
 class SampleConfig(_Strict):
-    """Sampler schedules (see paperlab.paradiff.sample)."""
+    """Sampler schedules (see paperlab.paradiff.sampler)."""
 
     steps: int = Field(16, ge=1, description="joint steps of the parallel sampler")
     text_steps: int = Field(16, ge=1, description="text steps of the sequential sampler")
