@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,25 @@ def test_bad_recipe_input_is_one_line_and_writes_nothing(case: str, tmp_path: Pa
     cfg.write_text("gsm8k: synthetic\n" + yaml_text.replace("{corpus}", str(corpus)))
     out = tmp_path / "run"
     code, lines = _run([str(cfg), "--out", str(out), *flags], capsys)
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and fragment in lines[0], lines[0]
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("model_type, fragment", [("llama", "model_type 'llama'"), (None, "no config.json")])
+def test_from_a_checkpoint_of_another_architecture_is_one_line_and_writes_nothing(
+    model_type: str | None, fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--from`` a Llama checkpoint (its tokenizer beside it) or a folder without config.json."""
+    other = tmp_path / "other"
+    other.mkdir()
+    if model_type is not None:
+        (other / "config.json").write_text(json.dumps({"model_type": model_type, "vocab_size": 32000}))
+        (other / "tokenizer.json").write_text("{}")
+    cfg = tmp_path / "r.yaml"
+    cfg.write_text("gsm8k: synthetic\n")
+    out = tmp_path / "run"
+    code, lines = _run([str(cfg), "--out", str(out), "--stage", "math_sft1", "--from", str(other)], capsys)
     assert code == 2 and len(lines) == 1, lines
     assert lines[0].startswith("error: ") and fragment in lines[0], lines[0]
     assert not out.exists()

@@ -64,8 +64,8 @@ def test_a_reply_depends_only_on_its_own_generator() -> None:
 
 def test_group_advantages_by_hand() -> None:
     adv = group_advantages(torch.tensor([[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]))
-    # mean 0.25, std sqrt(0.1875): (1 - .25)/.4330 = 1.732, (0 - .25)/.4330 = -0.577
-    assert adv[0].tolist() == pytest.approx([1.7320, -0.5773, -0.5773, -0.5773], abs=1e-3)
+    # mean 0.25, std with Bessel's correction (VERL's) sqrt(0.75 / 3) = 0.5: (1 - .25)/.5, (0 - .25)/.5
+    assert adv[0].tolist() == pytest.approx([1.5, -0.5, -0.5, -0.5], abs=1e-5)
     assert adv[1].tolist() == [0.0] * 4  # one reward for the whole group: no signal
 
 
@@ -77,3 +77,39 @@ def test_exact_match_intervals() -> None:
     lo, hi = paired_difference_ci(before, after)
     assert 0 < lo < 0.15 < hi
     assert paired_difference_ci(before, before) == (0.0, 0.0)
+
+
+def test_grpo_loss_raises_the_rewarded_reply_and_lowers_the_other() -> None:
+    """One gradient step on GRPO's loss for a group of two replies (rewards 1 and 0): the right
+    reply becomes more likely and the wrong one less; with equal rewards there is no gradient."""
+    import copy
+    from types import SimpleNamespace
+
+    from paperlab.instella.recipe.config import GRPOSettings
+    from paperlab.instella.recipe.grpo import GRPOTask, Rollouts
+    from paperlab.instella.recipe.losses import token_nll
+
+    model = randomized_model(tiny_config()).train()
+    task = GRPOTask.__new__(GRPOTask)  # the loss needs only the device, the settings and the reference
+    task.r = SimpleNamespace(device=torch.device("cpu"))  # type: ignore[assignment]
+    task.s = GRPOSettings(steps=1, lr=1e-3, group=2, temperature=0.7)
+    task.ref = copy.deepcopy(model).eval()
+    ids = torch.tensor([[5, 6, 7, 8, 9], [5, 6, 10, 11, 12]])  # one prompt (5, 6), two replies
+    mask = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 1, 1, 1]])
+
+    def logp(m: torch.nn.Module) -> torch.Tensor:
+        return -token_nll(m(ids, use_cache=False).logits / 0.7, ids, mask).sum(-1)
+
+    def step(rewards: list[float]) -> torch.Tensor:
+        m = copy.deepcopy(model)
+        parts = task.loss(m, Rollouts(ids, mask, group_advantages(torch.tensor([rewards])).view(-1)))
+        (parts.total / parts.count).backward()
+        with torch.no_grad():  # one plain gradient step
+            for p in m.parameters():
+                if p.grad is not None:
+                    p -= 1e-2 * p.grad
+        return logp(m).detach() - logp(model).detach()
+
+    moved = step([1.0, 0.0])
+    assert moved[0] > 0 > moved[1], moved
+    assert step([1.0, 1.0]).abs().max() == 0  # no signal in the group, and KL is flat at the start

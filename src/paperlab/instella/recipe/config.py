@@ -82,7 +82,7 @@ class GRPOSettings(StageSettings):
     group: int = Field(8, ge=2, le=256, description="rollouts per prompt (a group's rewards are compared)")
     max_new_tokens: int = Field(64, ge=1)
     temperature: float = Field(1.0, gt=0.0, le=10.0)
-    kl_beta: float = Field(0.04, ge=0.0, description="weight of the KL penalty to the starting model")
+    kl_beta: float = Field(0.001, ge=0.0, description="weight of the KL penalty to the starting model (AMD: 0.001)")
 
 
 class EvalSettings(BaseModel):
@@ -125,13 +125,15 @@ class RecipeConfig(BaseModel):
     long_dpo: StageSettings = StageSettings(steps=20, lr=1e-4, batch=8, warmup_ratio=0.1)
     # Instella-Math: SFT at the short context, SFT with reasoning traces at 8x (4K -> 32K), GRPO
     math_sft1: StageSettings = StageSettings(steps=300, lr=2e-3, warmup=15, batch=16)
-    math_sft2: StageSettings = StageSettings(steps=100, lr=1e-3, warmup=10, batch=16)
+    math_sft2: StageSettings = StageSettings(steps=100, lr=1e-3, warmup_ratio=0.1, batch=16)
     math_sft2_factor: int = Field(8, ge=1, le=64, description="context multiplier of math_sft2")
     # sampled at 0.7 rather than VERL's 1.0: the tiny model's replies at 1.0 are mostly noise
     grpo: GRPOSettings = GRPOSettings(steps=120, lr=3e-4, batch=16, group=8, temperature=0.7, max_new_tokens=80)
     weight_decay: float = Field(0.1, ge=0.0, le=1.0)
     decay_norms_and_embeddings: bool = Field(True, description="AMD's decay_norm_and_bias / decay_embeddings")
     dpo_weight_decay: float = Field(0.0, ge=0.0, le=1.0, description="AMD's DPO: weight_decay 0.0")
+    math_sft2_weight_decay: float = Field(0.0001, ge=0.0, le=1.0, description="AMD's math SFT 2: 0.0001")
+    grpo_weight_decay: float = Field(0.01, ge=0.0, le=1.0, description="VERL's actor default, kept by AMD: 0.01")
     grad_clip: float = Field(1.0, gt=0.0)
     save_every: int = Field(25, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -195,7 +197,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         long_sft=dict(steps=8, lr=3e-4, warmup_ratio=0.05, batch=2),
         long_dpo=dict(steps=15, lr=5e-5, batch=4, warmup_ratio=0.1),
         math_sft1=dict(steps=60, lr=6e-4, warmup=6, batch=8),
-        math_sft2=dict(steps=30, lr=3e-4, warmup=3, batch=4),
+        math_sft2=dict(steps=30, lr=3e-4, warmup_ratio=0.1, batch=4),
         grpo=dict(steps=10, lr=5e-5, batch=4, group=8, max_new_tokens=96),
         save_every=25,
         eval=dict(heldout_windows=32, gsm8k_problems=32, max_new_tokens=96, pairs=64, math_problems=100,
@@ -209,12 +211,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         stage2=dict(steps=1000, lr=4e-5, batch=32),
         sft=dict(steps=1000, lr=1e-5, warmup=100, batch=32),
         dpo=dict(steps=300, lr=5e-7, batch=16, warmup_ratio=0.1),
-        long_phases=[dict(factor=4, steps=200, lr=2e-5, warmup_ratio=0.1, batch=8),
-                     dict(factor=16, steps=100, lr=2e-5, warmup_ratio=0.1, batch=4)],
-        long_sft=dict(steps=100, lr=4e-5, warmup_ratio=0.05, batch=4),
+        long_phases=[dict(factor=4, steps=200, lr=2e-5, warmup_ratio=0.1, batch=16),
+                     dict(factor=16, steps=100, lr=2e-5, warmup_ratio=0.1, batch=8)],
+        long_sft=dict(steps=100, lr=4e-5, warmup_ratio=0.05, batch=8),
         long_dpo=dict(steps=300, lr=5e-7, batch=16, warmup_ratio=0.1),
         math_sft1=dict(steps=1000, lr=2e-5, warmup=100, batch=32),
-        math_sft2=dict(steps=500, lr=2e-5, warmup=50, batch=8),
+        math_sft2=dict(steps=500, lr=5e-5, warmup_ratio=0.1, batch=8),
         grpo=dict(steps=200, lr=1e-6, batch=32, group=16, max_new_tokens=256),
         save_every=250,
         eval=dict(heldout_windows=128, gsm8k_problems=256, max_new_tokens=256, pairs=256, math_problems=500,

@@ -5,11 +5,15 @@ recipe runs on it, so GRPO gets the same launch (one process or ``torchrun``, DD
 the same resumable sharded state and the same per-sample randomness; TRL would bring its own
 trainer, accelerate launch and a heavy new dependency for one stage.
 
-One optimiser step per batch of rollouts (on-policy, as GRPO's single-update setting):
+AMD ran GRPO on VERL (Instella-Math's ``verl/scripts/run_grpo_multi_nodes.sh``): 128 prompts x
+16 replies per step, lr 1e-6 constant, KL loss 0.001 with the ``low_var_kl`` (k3) estimate,
+token-mean loss, VERL's AdamW (0.9, 0.999, weight decay 0.01) and clip 1.0; those settings are
+kept here (:mod:`.train`), except that each step is one update (AMD: four mini-batches of 32
+prompts). One optimiser step per batch of rollouts (on-policy):
 
     for each of the step's prompts: sample G replies; reward r_i = 1 if the number after
     "####" equals the reference answer, else 0; advantage A_i = (r_i - mean) / (std + 1e-6)
-    over the group of G;
+    over the group of G (std with Bessel's correction, as VERL's estimator);
     loss = mean over every reply token of the step (all ranks) of
            -A_i * pi(t) / sg(pi(t)) + beta * KL_k3(pi || pi_start)
 
@@ -80,8 +84,9 @@ def sample_group(model: Any, prompt: list[int], generators: list[torch.Generator
 
 
 def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """(P, G) rewards -> advantages normalised within each group: (r - mean) / (std + eps)."""
-    return (rewards - rewards.mean(-1, keepdim=True)) / (rewards.std(-1, unbiased=False, keepdim=True) + eps)
+    """(P, G) rewards -> advantages normalised within each group: (r - mean) / (std + eps), the
+    standard deviation with Bessel's correction, as VERL's GRPO estimator computes it."""
+    return (rewards - rewards.mean(-1, keepdim=True)) / (rewards.std(-1, unbiased=True, keepdim=True) + eps)
 
 
 @dataclass

@@ -76,8 +76,10 @@ class Recipe:
         self.cfg, self.out, self.console = cfg, Path(out), console
         self.from_dir = Path(from_dir) if from_dir is not None else None
         check_stage_inputs(cfg, self.from_dir)
-        if self.from_dir is not None and not (self.from_dir / "config.json").is_file():
-            raise InstellaConfigError(f"--from {self.from_dir} is not a checkpoint directory (no config.json)")
+        if self.from_dir is not None:  # another architecture or a damaged one: refused before writing
+            from paperlab.instella.checkpoint import check_checkpoint
+
+            check_checkpoint(self.from_dir)
         self.ctx = ctx if ctx is not None else single_process(cfg.device)
         self.device = self.ctx.device
         self.bf16 = cfg.bf16_autocast and self.device.type == "cuda"
