@@ -230,7 +230,7 @@ STAGES_HELP = ("pretrain, stage2, soup, sft, dpo, long, long_sft, long_dpo, math
 @app.command()
 def recipe(
     config: Annotated[Path | None, typer.Argument(help="A recipe YAML (fields of RecipeConfig).")] = None,
-    preset: Annotated[str | None, typer.Option(help="tiny (~2 min CPU), small (tens of minutes), gpu.")] = None,
+    preset: Annotated[str | None, typer.Option(help="tiny (about 20 min on one CPU thread, most of it GRPO), small (over an hour), gpu.")] = None,
     out: Annotated[Path, typer.Option(help="Output directory (resumed if it exists).")] = Path("instella-recipe"),
     stage: Annotated[str | None, typer.Option(help=f"Stages to run: {STAGES_HELP}.")] = None,
     from_dir: Annotated[Path | None, typer.Option("--from", help="Start from this checkpoint directory.")] = None,

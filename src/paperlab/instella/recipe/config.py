@@ -129,7 +129,7 @@ class RecipeConfig(BaseModel):
     # match after it against 0.425 at 0.5x (docs/instella/recipe-tiny-math-sft2-rates.json)
     math_sft2: StageSettings = StageSettings(steps=100, lr=5e-3, warmup_ratio=0.1, batch=16)
     math_sft2_factor: int = Field(8, ge=1, le=64, description="context multiplier of math_sft2")
-    # sampled at 0.7 rather than VERL's 1.0: the tiny model's replies at 1.0 are mostly noise
+    # sampled at 0.7 rather than VERL's 1.0 (AMD's): a choice for the tiny model, not measured against 1.0
     grpo: GRPOSettings = GRPOSettings(steps=120, lr=3e-4, batch=16, group=8, temperature=0.7, max_new_tokens=80)
     weight_decay: float = Field(0.1, ge=0.0, le=1.0)
     decay_norms_and_embeddings: bool = Field(True, description="AMD's decay_norm_and_bias / decay_embeddings")
