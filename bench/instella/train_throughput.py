@@ -1,9 +1,9 @@
 """Benchmark: training tokens/s of the recipe's loop (Instella) vs a plain loop over transformers'
 LlamaForCausalLM of the same shape, in the same run.
 
-The recipe side is ``paperlab.instella.recipe.train.train`` exactly as the stages call it
-(AdamW 0.9/0.95 with decoupled weight decay, grad clip, LR schedule, progress bar, resumable
-state). The reference side is the textbook loop: ``loss = model(ids, labels=ids).loss``,
+The recipe side is the shared loop (``paperlab.train.run_training``) with a stage's
+``stage_spec``, as the stages call it (AdamW 0.9/0.95 with decoupled weight decay, grad clip,
+LR schedule, progress bar, resumable state). The reference side is the textbook loop: ``loss = model(ids, labels=ids).loss``,
 backward, clip, AdamW step. Both see the same batches; blocks of ``--steps`` steps alternate
 in ABBA order (so a load change hits both sides alike), and the reported ratio is the median of
 the per-pair ratios (each recipe block against the reference block next to it), which a busy
@@ -27,9 +27,10 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from paperlab.instella.configuration import InstellaConfig
 from paperlab.instella.modeling import InstellaForCausalLM
-from paperlab.instella.recipe.config import StageSettings
-from paperlab.instella.recipe.losses import masked_lm_loss
-from paperlab.instella.recipe.train import train
+from paperlab.instella.recipe.config import StageSettings, load_recipe_config
+from paperlab.instella.recipe.losses import masked_lm_sum
+from paperlab.instella.recipe.train import stage_spec
+from paperlab.train import FnTask, LossParts, run_training, single_process
 
 
 def main() -> None:
@@ -59,8 +60,9 @@ def main() -> None:
         ids = torch.randint(0, args.vocab, (args.batch, args.seq), generator=torch.Generator().manual_seed(step))
         return {"ids": ids, "mask": torch.ones_like(ids)}
 
-    def lm_loss(m: torch.nn.Module, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-        return masked_lm_loss(m(b["ids"], use_cache=False).logits, b["ids"], b["mask"]), b["ids"].numel()
+    def lm_loss(m: torch.nn.Module, b: dict[str, torch.Tensor]) -> LossParts:
+        total, count = masked_lm_sum(m(b["ids"], use_cache=False).logits, b["ids"], b["mask"])
+        return LossParts(total, count, tokens=b["ids"].numel())
 
     opt = torch.optim.AdamW(llama.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
 
@@ -76,10 +78,14 @@ def main() -> None:
             opt.step()
         return time.perf_counter() - t
 
+    cfg = load_recipe_config(preset="tiny", overrides={"save_every": 10**9})
+    ctx = single_process("cpu")
+
     def recipe_block(tmp: Path, i: int) -> float:
         settings = StageSettings(steps=args.steps, lr=1e-4, warmup=0, batch=args.batch)
-        stats = train(inst, batch, lm_loss, settings, schedule="linear", state_dir=tmp / f"s{i}",
-                      save_every=10**9, weight_decay=0.1, grad_clip=1.0, label="recipe")
+        spec = stage_spec(cfg, settings, "stage2", label="recipe", bf16=False)
+        _, stats = run_training(inst, FnTask(lambda step, rows: batch(step), lm_loss), spec, ctx,
+                                state_dir=tmp / f"s{i}")
         return stats.seconds
 
     rec, ref = [], []

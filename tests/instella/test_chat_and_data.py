@@ -112,7 +112,8 @@ def test_chat_bad_checkpoint_and_outputs_are_one_line(tiny_dir: Path, tmp_path: 
     src, out = tmp_path / "p.jsonl", tmp_path / "r.jsonl"
     src.write_text('{"prompt": "Hi"}\n')
     assert _cli("instella", "chat", str(llama), "--input", str(src), "--output", str(out)) == 2
-    assert "model_type 'llama'" in capsys.readouterr().err and not out.exists()
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "model_type 'llama'" in err and not out.exists()
     out.write_text("earlier replies\n")
     assert _cli("instella", "chat", str(tiny_dir), "--input", str(src), "--output", str(out)) == 2
     assert "already exists" in capsys.readouterr().err and out.read_text() == "earlier replies\n"

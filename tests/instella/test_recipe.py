@@ -15,8 +15,12 @@ SMALL = dict(
     bpe_vocab=320, gsm8k="synthetic", save_every=4, threads=1,
     model=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, seq_len=48),
     pretrain=dict(steps=12, lr=3e-3, warmup=2, batch=8), stage2=dict(steps=4, lr=1e-3, batch=8),
-    sft=dict(steps=4, lr=1e-3, batch=8), dpo=dict(steps=3, lr=1e-4, batch=4), long=dict(steps=2, lr=1e-4, batch=2),
-    eval=dict(heldout_windows=4, gsm8k_problems=4, max_new_tokens=8, pairs=8),
+    sft=dict(steps=4, lr=1e-3, batch=8), dpo=dict(steps=3, lr=1e-4, batch=4, warmup_ratio=0.1),
+    long_phases=[dict(factor=2, steps=2, lr=1e-4, batch=2), dict(factor=4, steps=1, lr=1e-4, batch=2)],
+    long_sft=dict(steps=2, lr=1e-4, batch=2), long_dpo=dict(steps=2, lr=1e-4, batch=2),
+    math_sft1=dict(steps=2, lr=1e-3, batch=4), math_sft2=dict(steps=2, lr=1e-3, batch=4), math_sft2_factor=2,
+    grpo=dict(steps=2, lr=1e-4, batch=2, group=2, max_new_tokens=6),
+    eval=dict(heldout_windows=4, gsm8k_problems=4, max_new_tokens=8, pairs=8, math_problems=4, math_new_tokens=8),
 )
 
 
@@ -39,7 +43,8 @@ def test_tiny_recipe_end_to_end(tmp_path: Path) -> None:
     report = run_recipe(cfg, out)
     stages = report["stages"]
     assert list(stages) == ["pretrain", "stage2/seed-5796", "stage2/seed-6198", "stage2/seed-8915",
-                            "soup", "sft", "dpo", "long"]
+                            "soup", "sft", "dpo", "long/phase-1", "long/phase-2", "long_sft", "long_dpo",
+                            "math_sft1", "math_sft2", "grpo"]
     assert json.loads((out / "report.json").read_text())["stages"].keys() == stages.keys()
     assert (out / "report.png").stat().st_size > 1000
     for row in stages.values():
@@ -60,10 +65,21 @@ def test_tiny_recipe_end_to_end(tmp_path: Path) -> None:
     cmp = stages["soup"]["soup_vs_seeds"]["heldout_loss_text"]
     assert len(cmp["seeds"]) == 3 and isinstance(cmp["soup_below_mean"], bool)
     # every stage wrote a native checkpoint with its tokenizer, loadable by the Auto class
-    long_dir = out / "long" / "checkpoint"
+    long_dir = out / "long" / "phase-2" / "checkpoint"
     model = AutoModelForCausalLM.from_pretrained(long_dir)
-    assert model.config.max_position_embeddings == 4 * 48 and model.config.rope_base > 10_000
+    assert model.config.max_position_embeddings == 4 * 48
+    assert model.config.rope_base == pytest.approx(10_000 * 4**1.421373, rel=1e-5)  # AMD's law at 4x
+    assert stages["long/phase-1"]["rope_theta"] == pytest.approx(10_000 * 2**1.421373, rel=1e-5)
     assert (long_dir / "tokenizer.json").is_file()
+    for key in ("long_sft", "long_dpo"):  # the chat stages after the long phases keep the long context
+        cfg_long = AutoModelForCausalLM.from_pretrained(out / key / "checkpoint").config
+        assert cfg_long.rope_base == model.config.rope_base and cfg_long.max_position_embeddings == 4 * 48
+    # every stage reports the chat loss; the math stages their exact match with a 95% interval
+    assert all(isinstance(row["heldout_loss_chat"], float) for row in stages.values())
+    grpo = stages["grpo"]
+    assert grpo["math"]["problems"] == 4 and len(grpo["math"]["exact_match_ci95"]) == 2
+    assert len(grpo["train"]["stats"]["reward"]) == 2 and "exact_match_gain_ci95" in grpo
+    assert stages["math_sft2"]["context"] == 2 * 48
     # one stage alone from a given checkpoint (--stage dpo --from DIR) into a fresh directory
     alone = load_recipe_config(preset="tiny", overrides={**SMALL, "corpus": _corpus(tmp_path), "stages": ["dpo"],
                                                          "dpo": dict(steps=1, lr=1e-4, batch=2)})

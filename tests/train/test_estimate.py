@@ -42,7 +42,8 @@ def test_instella_gpu_preset_dry_run_matches_the_formula(capsys: pytest.CaptureF
     expect = {
         "pretrain": (32 // N) * T * per_token,
         "dpo": (16 // N) * 2 * T * per_token,   # a DPO sample is a pair
-        "long": (8 // N) * 4 * T * per_token,    # 4x the context
+        "long/phase-1": 4 * T * per_token,  # 4x the context, one packed row per forward
+        "long/phase-2": 16 * T * per_token,  # 16x
     }
     for stage, act in expect.items():
         weights, grads, buckets, optim, gathered, acts, total = rows[stage]

@@ -223,13 +223,14 @@ def convert(
     err.print(f"wrote native checkpoint to {dst}")
 
 
-STAGES_HELP = "pretrain, stage2, soup, sft, dpo, long (comma-separated; default: all in order)"
+STAGES_HELP = ("pretrain, stage2, soup, sft, dpo, long, long_sft, long_dpo, math_sft1, math_sft2, grpo "
+               "(comma-separated; default: all in order)")
 
 
 @app.command()
 def recipe(
     config: Annotated[Path | None, typer.Argument(help="A recipe YAML (fields of RecipeConfig).")] = None,
-    preset: Annotated[str | None, typer.Option(help="tiny (~2 min CPU), small (tens of minutes), gpu.")] = None,
+    preset: Annotated[str | None, typer.Option(help="tiny (about 20 min on one CPU thread, most of it GRPO), small (over an hour), gpu.")] = None,
     out: Annotated[Path, typer.Option(help="Output directory (resumed if it exists).")] = Path("instella-recipe"),
     stage: Annotated[str | None, typer.Option(help=f"Stages to run: {STAGES_HELP}.")] = None,
     from_dir: Annotated[Path | None, typer.Option("--from", help="Start from this checkpoint directory.")] = None,
@@ -242,7 +243,8 @@ def recipe(
     dry_run: DryRunOpt = False,
     nproc: NprocOpt = None,
 ) -> None:
-    """Run the Instella recipe: pretrain -> 3-seed stage 2 -> soup -> SFT -> DPO -> long.
+    """Run the Instella recipe: pretrain -> 3-seed stage 2 -> soup -> SFT -> DPO, then the long
+    model (two long-context phases -> SFT -> DPO) and the math model (two SFTs -> GRPO).
 
     One process, or every rank of `torchrun --nproc_per_node N -m paperlab instella recipe ...`
     (DDP by default, --parallel fsdp for FSDP2); see docs/training.md.
@@ -270,16 +272,32 @@ def recipe(
         report = run_recipe(cfg, out, from_dir=from_dir, console=err, ctx=ctx)
     if not is_main_process():
         return
+    _print_report(report, f"Instella recipe ({cfg.preset}) in {time.perf_counter() - t0:.0f} s -> {out}")
+
+
+def _print_report(report: dict[str, Any], title: str) -> None:
+    """The report's stages as a table, then the math stages' exact match with its interval."""
     rows = report.get("stages", {})
-    t = Table(title=f"Instella recipe ({cfg.preset}) in {time.perf_counter() - t0:.0f} s -> {out}")
-    for h in ("stage", "text loss", "GSM8K loss", "GSM8K EM", "pref. acc", "margin", "tok/s"):
+    t = Table(title=title)
+    for h in ("stage", "text loss", "GSM8K loss", "chat loss", "GSM8K EM", "pref. acc", "margin", "tok/s"):
         t.add_column(h)
     for name, r in rows.items():
         tps = r.get("train", {}).get("tokens_per_s")
+        chat = r.get("heldout_loss_chat")
         t.add_row(name, f"{r['heldout_loss_text']:.3f}", f"{r['heldout_loss_gsm8k']:.3f}",
-                  f"{r['gsm8k_exact_match']:.2f}", f"{r['preference_accuracy']:.2f}",
-                  f"{r['reward_margin']:.3f}", f"{tps:.0f}" if tps else "-")
+                  f"{chat:.3f}" if chat is not None else "-", f"{r['gsm8k_exact_match']:.2f}",
+                  f"{r['preference_accuracy']:.2f}", f"{r['reward_margin']:.3f}", f"{tps:.0f}" if tps else "-")
     out_console().print(t)
+    for name, r in rows.items():
+        if "math" in r:
+            m = r["math"]
+            low, high = m["exact_match_ci95"]
+            line = f"{name}: exact match {m['exact_match']:.3f} [{low:.3f}, {high:.3f}] on {m['problems']} problems"
+            if "exact_match_gain" in r:
+                g_low, g_high = r["exact_match_gain_ci95"]
+                line += (f" (before {r['math_before']['exact_match']:.3f}; gain {r['exact_match_gain']:+.3f} "
+                         f"[{g_low:+.3f}, {g_high:+.3f}])")
+            out_console().print(line)
 
 
 def _recipe_dry_run(cfg: Any, parallel: str | None, nproc: int | None) -> None:

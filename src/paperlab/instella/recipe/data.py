@@ -95,15 +95,16 @@ def _read_jsonl(path: Path) -> list[Problem]:
     return out
 
 
-def synthetic_problems(n: int, seed: int) -> list[Problem]:
-    """GSM8K-shaped two-step arithmetic word problems (for runs without ../shared)."""
+def synthetic_problems(n: int, seed: int, high: int = 40) -> list[Problem]:
+    """GSM8K-shaped two-step arithmetic word problems (for runs without ../shared); the first
+    two numbers of each problem lie in [2, ``high``]."""
     rng = random.Random(seed)
     names = ["Ava", "Ben", "Cleo", "Dan", "Eli", "Fay", "Gus", "Hana"]
     things = ["apples", "books", "coins", "shells", "stamps", "pens", "cards", "eggs"]
     out = []
     for _ in range(n):
         who, what = rng.choice(names), rng.choice(things)
-        a, b, c = rng.randint(2, 40), rng.randint(2, 40), rng.randint(2, 9)
+        a, b, c = rng.randint(2, high), rng.randint(2, high), rng.randint(2, 9)
         if rng.random() < 0.5:
             q = f"{who} has {a} {what} and gets {b} more. Then {who} gives away {c}. How many {what} are left?"
             s = f"{who} has {a} + {b} = {a + b} {what}.\nAfter giving away {c}, {a + b} - {c} = {a + b - c}.\n#### {a + b - c}"

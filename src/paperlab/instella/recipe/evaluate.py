@@ -45,11 +45,29 @@ def pad_batch(rows: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[tor
     return ids, mask
 
 
+def chat_prompt(tok: Any, question: str) -> str:
+    """``question`` as a user turn in the instruct chat template, ready for the reply."""
+    return str(tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                       add_generation_prompt=True))
+
+
 @torch.no_grad()
 def heldout_math_loss(model: Any, tok: Any, problems: list[Problem], seq_len: int) -> float:
     """Loss on GSM8K test solutions given their question, in the stage-2 text format."""
-    device = next(model.parameters()).device
     rows = [encode_pair(tok, f"Question: {p.question}\nAnswer: ", p.solution, seq_len) for p in problems]
+    return _mean_masked_loss(model, tok, rows)
+
+
+@torch.no_grad()
+def heldout_chat_loss(model: Any, tok: Any, problems: list[Problem], seq_len: int) -> float:
+    """Loss on the reply tokens of held-out problems in the chat format SFT trains on (the
+    solution and the closing ``<|endoftext|>``): what a later stage may cost a chat model."""
+    rows = [encode_pair(tok, chat_prompt(tok, p.question), p.solution + tok.eos_token, seq_len) for p in problems]
+    return _mean_masked_loss(model, tok, rows)
+
+
+def _mean_masked_loss(model: Any, tok: Any, rows: list[tuple[list[int], list[int]]]) -> float:
+    device = next(model.parameters()).device
     total, count = 0.0, 0.0
     for i in range(0, len(rows), 16):
         ids, mask = pad_batch(rows[i : i + 16], tok.pad_token_id)
@@ -65,10 +83,17 @@ def gsm8k_exact_match(model: Any, tok: Any, problems: list[Problem], *, chat: bo
     """Share of problems whose greedy answer after ``####`` equals the reference number."""
     if not problems:
         return float("nan")
+    right = exact_match_outcomes(model, tok, problems, chat=chat, max_new_tokens=max_new_tokens)
+    return sum(right) / len(problems)
+
+
+@torch.no_grad()
+def exact_match_outcomes(model: Any, tok: Any, problems: list[Problem], *, chat: bool,
+                         max_new_tokens: int) -> list[int]:
+    """1 for each problem whose greedy answer after ``####`` equals the reference number, else 0."""
     device = next(model.parameters()).device
     if chat:
-        prompts = [tok.apply_chat_template([{"role": "user", "content": p.question}], tokenize=False,
-                                           add_generation_prompt=True) for p in problems]
+        prompts = [chat_prompt(tok, p.question) for p in problems]
     else:
         prompts = [raw_math(Problem(p.question, "")).rstrip() + " " for p in problems]
     from transformers.utils import logging as hf_logging
@@ -78,18 +103,37 @@ def gsm8k_exact_match(model: Any, tok: Any, problems: list[Problem], *, chat: bo
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     tok.padding_side = "left"
-    right = 0
+    right: list[int] = []
     for i in range(0, len(prompts), 16):
         enc = tok(prompts[i : i + 16], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
         out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         for p, row in zip(problems[i : i + 16], out[:, enc["input_ids"].shape[1] :], strict=True):
-            text = tok.decode(row, skip_special_tokens=True)
-            m = _first_answer(text)
-            right += int(m is not None and m == p.answer)
+            right.append(answer_reward(tok.decode(row, skip_special_tokens=True), p.answer))
     tok.padding_side = "right"
     hf_logging.set_verbosity(verbosity)
-    return right / len(problems)
+    return right
+
+
+@torch.no_grad()
+def chat_reply(model: Any, tok: Any, question: str, *, max_new_tokens: int) -> str:
+    """The greedy reply to one user message (to read whether a checkpoint still chats)."""
+    device = next(model.parameters()).device
+    enc = tok(chat_prompt(tok, question), return_tensors="pt", add_special_tokens=False).to(device)
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id,
+                         eos_token_id=tok.eos_token_id)
+    hf_logging.set_verbosity(verbosity)
+    return str(tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True))
+
+
+def answer_reward(text: str, reference: str) -> int:
+    """The exact-answer reward: 1 when the first number after ``####`` in ``text`` is ``reference``."""
+    m = _first_answer(text)
+    return int(m is not None and m == reference)
 
 
 def _first_answer(text: str) -> str | None:

@@ -40,17 +40,39 @@ def recipe_memory(cfg: RecipeConfig, *, world_size: int, parallel: str) -> dict[
     model = meta_model(cfg)
     m, bf16 = cfg.model, cfg.bf16_autocast
     out: dict[str, MemoryEstimate] = {}
-    for stage in cfg.stages:
-        if stage == "soup":
-            continue
-        s: StageSettings = getattr(cfg, stage)
+    for stage, s, rows_per_sample, seq in _trained(cfg):
         if s.batch % world_size:
             raise TrainError(f"stage {stage}: the global batch of {s.batch} does not split evenly over "
                              f"{world_size} processes; use a multiple of {world_size}")
-        rows = s.batch // world_size * (2 if stage == "dpo" else 1)  # a DPO sample is a pair
-        seq = m.seq_len * (cfg.long_factor if stage == "long" else 1)
+        rows = s.batch // world_size * rows_per_sample
+        if stage.startswith("long") and stage != "long_dpo":
+            rows = 1  # one packed row per forward (micro-batches of 1)
+        elif stage == "grpo":
+            rows = cfg.grpo.group  # one prompt's group of replies per forward
         act = decoder_activation_bytes(batch=rows, seq=seq, hidden=m.hidden_size, ffn=m.intermediate_size,
                                        layers=m.num_hidden_layers, heads=m.num_attention_heads,
                                        vocab=recipe_vocab(cfg), bf16=bf16)
         out[stage] = estimate_memory(model, world_size=world_size, parallel=parallel, activations=act, bf16=bf16)
+    return out
+
+
+def _trained(cfg: RecipeConfig) -> list[tuple[str, StageSettings, int, int]]:
+    """(name, settings, model rows per sample, sequence length) of each training step kind."""
+    T = cfg.model.seq_len
+    out: list[tuple[str, StageSettings, int, int]] = []
+    for stage in cfg.stages:
+        if stage == "soup":
+            continue
+        if stage == "long":
+            out += [(f"long/phase-{i}", p, 1, T * p.factor) for i, p in enumerate(cfg.long_phases, 1)]
+        elif stage == "long_sft":
+            out.append((stage, cfg.long_sft, 1, T * cfg.long_phases[-1].factor))
+        elif stage in ("dpo", "long_dpo"):
+            out.append((stage, getattr(cfg, stage), 2, T))  # a DPO sample is a pair
+        elif stage == "math_sft2":
+            out.append((stage, cfg.math_sft2, 1, T * cfg.math_sft2_factor))
+        elif stage == "grpo":  # a sample is a prompt and its group of replies
+            out.append((stage, cfg.grpo, cfg.grpo.group, T + cfg.grpo.max_new_tokens))
+        else:
+            out.append((stage, getattr(cfg, stage), 1, T))
     return out

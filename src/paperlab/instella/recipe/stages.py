@@ -1,14 +1,18 @@
-"""The recipe, stage by stage: pretrain -> stage2 x seeds -> soup -> sft -> dpo -> long.
+"""One recipe run: the shared set-up, training, saving and measuring that every stage uses.
 
-Layout of ``OUT``:
+The stages themselves live by family: :mod:`.instruct` (pretrain -> stage2 x seeds -> soup ->
+sft -> dpo), :mod:`.longctx` (long phases -> long_sft -> long_dpo) and :mod:`.mathstages` /
+:mod:`.grpo` (math_sft1 -> math_sft2 -> grpo). Layout of ``OUT``:
 
-    tokenizer/                 the tokenizer every stage uses (trained BPE or the released one)
-    pretrain/checkpoint/       one loadable native Instella checkpoint per stage (with tokenizer)
+    tokenizer/                   the tokenizer every stage uses (trained BPE or the released one)
+    pretrain/checkpoint/         one loadable native Instella checkpoint per stage (with tokenizer)
     stage2/seed-5796/checkpoint/ ... one per seed
-    soup/checkpoint/           the uniform average, written by paperlab.soup's merge engine
-    sft/ dpo/ long/            ...
-    <stage>/.state/            resumable training state (removed when the stage completes)
-    report.json, report.png    measurements after every stage
+    soup/checkpoint/             the uniform average, written by paperlab.soup's merge engine
+    sft/ dpo/                    ...
+    long/phase-1/ long/phase-2/  the long-context phases; long_sft/ long_dpo/ after them
+    math_sft1/ math_sft2/ grpo/  Instella-Math
+    <key>/.state/                resumable training state (removed when the stage completes)
+    report.json, report.png      measurements after every stage
 
 A stage whose checkpoint exists is skipped (its metrics are kept in report.json), so rerunning
 the same command after a crash or Ctrl-C resumes where it stopped.
@@ -20,7 +24,7 @@ import json
 import logging
 import random
 import shutil
-import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -29,20 +33,19 @@ import torch
 
 from paperlab.instella.errors import InstellaConfigError
 from paperlab.instella.recipe import data as D
-from paperlab.instella.recipe.config import NEEDS, RecipeConfig, check_stage_inputs
+from paperlab.instella.recipe.config import NEEDS, RecipeConfig, StageSettings, check_stage_inputs
 from paperlab.instella.recipe.evaluate import (
+    chat_prompt,
+    chat_reply,
     encode_pair,
     gsm8k_exact_match,
+    heldout_chat_loss,
     heldout_math_loss,
     heldout_text_loss,
-    pad_batch,
     preference_stats,
 )
-from paperlab.instella.recipe.losses import (
-    length_normalised_dpo_loss,
-    masked_lm_sum,
-    sequence_logprobs,
-)
+from paperlab.instella.recipe.losses import masked_lm_sum
+from paperlab.instella.recipe.report import plot_report
 from paperlab.instella.recipe.train import stage_spec
 from paperlab.train import (
     DistContext,
@@ -57,7 +60,6 @@ from paperlab.train import (
 )
 
 log = logging.getLogger(__name__)
-CHAT_STAGES = ("sft", "dpo", "long")
 Batch = dict[str, torch.Tensor]
 
 
@@ -74,15 +76,36 @@ class Recipe:
         self.cfg, self.out, self.console = cfg, Path(out), console
         self.from_dir = Path(from_dir) if from_dir is not None else None
         check_stage_inputs(cfg, self.from_dir)
-        if self.from_dir is not None and not (self.from_dir / "config.json").is_file():
-            raise InstellaConfigError(f"--from {self.from_dir} is not a checkpoint directory (no config.json)")
+        if self.from_dir is not None:  # another architecture or a damaged one: refused before writing
+            from paperlab.instella.checkpoint import check_checkpoint
+
+            check_checkpoint(self.from_dir)
         self.ctx = ctx if ctx is not None else single_process(cfg.device)
         self.device = self.ctx.device
         self.bf16 = cfg.bf16_autocast and self.device.type == "cuda"
         # data: loaded (and checked) before anything is written
         self.text_train, self.text_held = D.stage1_text(cfg.corpus)
         self.math_train, self.math_test, self.math_source = D.math_problems(cfg.gsm8k, cfg.seed)
+        if self.math_source.startswith("synthetic"):
+            # the same generator and seeds with the run's operand range (small enough for the
+            # tiny model to solve some: the reward GRPO needs must be reachable), and as many
+            # test problems as the evaluation asks for
+            self.math_train = D.synthetic_problems(len(self.math_train), cfg.seed, high=cfg.synthetic_max)
+            n_test = max(len(self.math_test), cfg.eval.math_problems)
+            self.math_test = D.synthetic_problems(n_test, cfg.seed + 1, high=cfg.synthetic_max)
+            self.math_source += f", operands up to {cfg.synthetic_max}"
+        self._check_long_context()
         self.report: dict[str, Any] = {}
+
+    def _check_long_context(self) -> None:
+        """Refuse, before anything is written, a long context longer than the held-out text
+        (a token holds at least one byte, so fewer bytes than tokens cannot fit)."""
+        longest = max((self.cfg.model.seq_len * p.factor for p in self.cfg.long_phases), default=0)
+        held = len(self.text_held.encode("utf-8"))
+        if {"long", "long_sft"} & set(self.cfg.stages) and held <= longest + 1:
+            raise InstellaConfigError(
+                f"the long context of {longest} tokens does not fit the held-out tenth of corpus "
+                f"{self.cfg.corpus} ({held} bytes); give a longer --corpus or smaller long_phases factors")
 
     # -- set-up ---------------------------------------------------------------------------
     def _tokenizer(self) -> Any:
@@ -114,7 +137,8 @@ class Recipe:
         with atomic_directory(path, force=True) as tmp:
             tok.save_pretrained(tmp)
 
-    def _new_model(self) -> Any:
+    def new_model(self) -> Any:
+        """A freshly initialised model of the configured shape (seeded: the same on every rank)."""
         from paperlab.instella.configuration import InstellaConfig
         from paperlab.instella.modeling import InstellaForCausalLM
 
@@ -132,7 +156,7 @@ class Recipe:
         model.to(self.device)  # type: ignore[arg-type]  # transformers wraps .to; torch's semantics
         return model
 
-    def _load(self, path: Path) -> Any:
+    def load(self, path: Path) -> Any:
         from paperlab.instella.checkpoint import load_model
 
         return load_model(path, device=str(self.device), dtype="float32")
@@ -142,16 +166,23 @@ class Recipe:
 
         save_checkpoint(model, path, tokenizer=self.tok, force=True, max_shard_size="2GB")
 
-    def _ckpt(self, stage: str, seed: int | None = None) -> Path:
-        base = self.out / stage / (f"seed-{seed}" if seed is not None else "")
-        return base / "checkpoint"
+    def ckpt(self, key: str) -> Path:
+        """Where the checkpoint of report key ``key`` ("sft", "stage2/seed-5796", ...) lives."""
+        return self.out / key / "checkpoint"
 
-    def _input_for(self, stage: str) -> Path:
+    def output_of(self, stage: str) -> Path:
+        """The checkpoint a stage hands on (the long stage: its last phase's)."""
+        if stage == "long":
+            return self.ckpt(f"long/phase-{len(self.cfg.long_phases)}")
+        return self.ckpt(stage)
+
+    def input_for(self, stage: str) -> Path:
+        """The checkpoint ``stage`` starts from: the nearest earlier stage's, else ``--from``."""
         for prev in NEEDS[stage]:
             if prev == "stage2":
                 continue  # stage2 feeds the soup only
-            if self._ckpt(prev).is_dir() and (prev in self.cfg.stages or self.from_dir is None):
-                return self._ckpt(prev)
+            if self.output_of(prev).is_dir() and (prev in self.cfg.stages or self.from_dir is None):
+                return self.output_of(prev)
         if self.from_dir is not None:
             return self.from_dir
         raise InstellaConfigError(f"stage {stage!r} found no input checkpoint under {self.out}")
@@ -159,16 +190,44 @@ class Recipe:
     # -- batches --------------------------------------------------------------------------
     # Every sample's randomness comes from (stream seed, step, global sample index), so one
     # process and N processes draw the same batches (paperlab.train.seeds).
-    def _pick(self, seed: int, step: int, i: int, n: int) -> int:
+    def pick(self, seed: int, step: int, i: int, n: int) -> int:
         """Sample ``i``'s uniform choice in [0, n) at ``step``."""
         return int(torch.randint(0, n, (1,), generator=sample_generator(seed, step, i)))
 
-    def _windows(self, ids: torch.Tensor, seed: int, step: int, rows: range, T: int) -> torch.Tensor:
-        starts = [self._pick(seed, step, i, ids.numel() - T - 1) for i in rows]
+    def windows(self, ids: torch.Tensor, seed: int, step: int, rows: range, T: int) -> torch.Tensor:
+        starts = [self.pick(seed, step, i, ids.numel() - T - 1) for i in rows]
         return torch.stack([ids[s : s + T] for s in starts])  # (rows, T)
+
+    def chat_examples(self, problems: list[D.Problem], T: int,
+                      solution: Callable[[D.Problem], str] | None = None) -> list[tuple[list[int], list[int]]]:
+        """(ids, loss mask) of each problem in the instruct chat format; loss on the reply only."""
+        eos = self.tok.eos_token
+        return [encode_pair(self.tok, chat_prompt(self.tok, p.question), (solution or (lambda q: q.solution))(p) + eos, T)
+                for p in problems]
+
+    def lm_loss(self, model: Any, batch: Batch) -> LossParts:
+        ids = batch["ids"].to(self.device)
+        total, count = masked_lm_sum(model(ids, use_cache=False).logits, ids, batch["mask"].to(self.device))
+        return LossParts(total, count, tokens=int(ids.numel()))
 
     # -- the run ----------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        from paperlab.instella.recipe.grpo import stage_grpo
+        from paperlab.instella.recipe.instruct import (
+            stage_dpo,
+            stage_pretrain,
+            stage_sft,
+            stage_soup,
+            stage_stage2,
+        )
+        from paperlab.instella.recipe.longctx import stage_long, stage_long_dpo, stage_long_sft
+        from paperlab.instella.recipe.mathstages import stage_math_sft1, stage_math_sft2
+
+        stages: dict[str, Callable[[Recipe], None]] = {
+            "pretrain": stage_pretrain, "stage2": stage_stage2, "soup": stage_soup, "sft": stage_sft,
+            "dpo": stage_dpo, "long": stage_long, "long_sft": stage_long_sft, "long_dpo": stage_long_dpo,
+            "math_sft1": stage_math_sft1, "math_sft2": stage_math_sft2, "grpo": stage_grpo,
+        }
         self.out.mkdir(parents=True, exist_ok=True)
         rp = self.out / "report.json"
         if rp.is_file():
@@ -177,11 +236,9 @@ class Recipe:
         self.tok.padding_side = "right"
         # the fast backend directly: the same ids, without transformers' warning that a whole
         # corpus is longer than the model's context (it is cut into windows later)
-        backend = self.tok.backend_tokenizer
-        enc = lambda s: torch.tensor(backend.encode(s, add_special_tokens=False).ids, dtype=torch.long)  # noqa: E731
-        self.text_ids, self.held_ids = enc(self.text_train), enc(self.text_held)
+        self.text_ids, self.held_ids = self.encode(self.text_train), self.encode(self.text_held)
         eos = self.tok.eos_token
-        self.math_ids = enc(eos.join(D.raw_math(p) for p in self.math_train) + eos)
+        self.math_ids = self.encode(eos.join(D.raw_math(p) for p in self.math_train) + eos)
         self.report.setdefault("data", {}).update(
             corpus=self.cfg.corpus, corpus_tokens=int(self.text_ids.numel()), math=self.math_source,
             tokenizer=(f"byte-level BPE, {len(self.tok)} tokens, trained here" if self.cfg.tokenizer == "bpe"
@@ -189,35 +246,39 @@ class Recipe:
         )
         self.report["config"] = self.cfg.model_dump(mode="json")
         for stage in self.cfg.stages:
-            getattr(self, f"_stage_{stage}")()
-            self._main_only(self._write_report)
-        self._main_only(self._plot)
+            stages[stage](self)
+            self.main_only(self.write_report)
+        self.main_only(lambda: plot_report(self.report, self.out / "report.png"))
         return self.report
 
-    def _main_only(self, fn: Any, *args: Any, **kw: Any) -> None:
+    def encode(self, text: str) -> torch.Tensor:
+        """Token ids of ``text`` (no special tokens), as a 1-D tensor."""
+        return torch.tensor(self.tok.backend_tokenizer.encode(text, add_special_tokens=False).ids, dtype=torch.long)
+
+    def main_only(self, fn: Any, *args: Any, **kw: Any) -> None:
         """Run ``fn`` on rank 0 while the other ranks wait for it."""
         if self.ctx.is_main:
             fn(*args, **kw)
         self.ctx.barrier()
 
-    def _done(self, key: str) -> bool:
-        return key in self.report.get("stages", {}) and self._ckpt_for_key(key).is_dir()
+    def done(self, key: str) -> bool:
+        return key in self.report.get("stages", {}) and self.ckpt(key).is_dir()
 
-    def _ckpt_for_key(self, key: str) -> Path:
-        if key.startswith("stage2/seed-"):
-            return self._ckpt("stage2", int(key.split("-")[-1]))
-        return self._ckpt(key)
+    def train_stage(self, key: str, stage: str, model: Any, settings: StageSettings, make_batch: Any,
+                    loss_fn: Any, *, micro_batch: int | None = None, task: Any = None) -> tuple[Wrapped, TrainResult]:
+        """Train one stage with the shared loop (sharded under torchrun, resumable).
 
-    def _train_stage(self, key: str, model: Any, settings: Any, schedule: str,
-                     make_batch: Any, loss_fn: Any) -> tuple[Wrapped, TrainResult]:
-        """Train one stage with the shared loop (sharded under torchrun, resumable)."""
-        spec = stage_spec(self.cfg, settings, schedule, label=key, bf16=self.bf16)
+        ``stage`` names AMD's schedule and weight decay for it (:data:`.train.SCHEDULES`);
+        ``task`` replaces ``FnTask(make_batch, loss_fn)`` for a task with state (GRPO).
+        """
+        spec = stage_spec(self.cfg, settings, stage, label=key, bf16=self.bf16, micro_batch=micro_batch)
         fingerprint = {"stage": key, "model": model.config.to_diff_dict(), "settings": settings.model_dump(),
-                       "schedule": schedule, "seed": self.cfg.seed, "weight_decay": self.cfg.weight_decay}
-        return run_training(model, FnTask(make_batch, loss_fn), spec, self.ctx, state_dir=self.out / key / ".state",
-                            fingerprint=fingerprint, console=self.console)
+                       "schedule": spec.schedule.kind, "seed": self.cfg.seed,
+                       "weight_decay": spec.optim.weight_decay, "decay_all": spec.optim.no_decay is None}
+        return run_training(model, task or FnTask(make_batch, loss_fn), spec, self.ctx,
+                            state_dir=self.out / key / ".state", fingerprint=fingerprint, console=self.console)
 
-    def _whole(self, w: Wrapped) -> Any:
+    def whole(self, w: Wrapped) -> Any:
         """The trained model whole on rank 0 (None elsewhere); every rank must call it."""
         if w.mode != "fsdp":
             return w.module if self.ctx.is_main else None
@@ -230,229 +291,62 @@ class Recipe:
         model.load_state_dict(full)
         return model.to(self.device).eval()  # type: ignore[arg-type]
 
-    def _finish(self, key: str, trained: Wrapped | Any, stats: TrainResult | None, *, chat: bool,
-                extra: dict[str, Any] | None = None, ref: Any = None) -> None:
-        """Save the stage's consolidated checkpoint and measure it (rank 0; the others wait)."""
-        model = self._whole(trained) if isinstance(trained, Wrapped) else trained
+    def finish(self, key: str, trained: Wrapped | Any, stats: TrainResult | None, *, chat: bool,
+               extra: dict[str, Any] | Callable[[Any], dict[str, Any]] | None = None, ref: Any = None) -> None:
+        """Save the stage's consolidated checkpoint and measure it (rank 0; the others wait).
+
+        ``extra``: more figures for the report, or a function of the trained model that gives them.
+        """
+        model = self.whole(trained) if isinstance(trained, Wrapped) else trained
         if self.ctx.is_main:
-            self._save(model, self._ckpt_for_key(key))
+            self._save(model, self.ckpt(key))
             shutil.rmtree(self.out / key / ".state", ignore_errors=True)
-            metrics = self._evaluate(model, chat=chat, ref=ref)
-            entry = {"checkpoint": str(self._ckpt_for_key(key)), **metrics, **(extra or {})}
+            metrics = self.evaluate(model, chat=chat, ref=ref)
+            more = extra(model) if callable(extra) else (extra or {})
+            entry = {"checkpoint": str(self.ckpt(key)), **metrics, **more}
             if stats is not None:
                 entry.update(train=asdict(stats))
             self.report.setdefault("stages", {})[key] = entry
-            self._write_report()
+            self.write_report()
             log.info("%s: %s", key, metrics)
         self.report = self.ctx.broadcast(self.report)
 
-    def _evaluate(self, model: Any, *, chat: bool, ref: Any = None) -> dict[str, float]:
+    def evaluate(self, model: Any, *, chat: bool, ref: Any = None) -> dict[str, Any]:
         e, T = self.cfg.eval, self.cfg.model.seq_len
         model.eval()
-        pairs = self._pairs(self.math_test[: e.pairs], chat)
+        pairs = self.pairs(self.math_test[: e.pairs], chat)
         acc, margin = preference_stats(model, ref, self.tok, pairs, T, self.cfg.dpo_beta)
-        return {
+        held = self.math_test[: e.heldout_windows * 4]
+        out: dict[str, Any] = {
             "heldout_loss_text": heldout_text_loss(model, self.held_ids, T, e.heldout_windows),
-            "heldout_loss_gsm8k": heldout_math_loss(model, self.tok, self.math_test[: e.heldout_windows * 4], T),
+            "heldout_loss_gsm8k": heldout_math_loss(model, self.tok, held, T),
+            "heldout_loss_chat": heldout_chat_loss(model, self.tok, held, T),
             "gsm8k_exact_match": gsm8k_exact_match(model, self.tok, self.math_test[: e.gsm8k_problems], chat=chat,
                                                    max_new_tokens=e.max_new_tokens),
             "preference_accuracy": acc,
             "reward_margin": margin,
         }
+        if chat:  # one greedy reply, to read: does the checkpoint still answer in the chat format?
+            out["chat_sample"] = chat_reply(model, self.tok, self.math_test[0].question, max_new_tokens=40)
+        return out
 
-    def _pairs(self, problems: list[D.Problem], chat: bool) -> list[tuple[str, str, str]]:
+    def pairs(self, problems: list[D.Problem], chat: bool) -> list[tuple[str, str, str]]:
+        """(prompt, chosen, rejected): the right solution against one with its answer changed."""
         rng = random.Random(self.cfg.seed + 17)
         out = []
         for p in problems:
             if chat:
-                prompt = self.tok.apply_chat_template([{"role": "user", "content": p.question}], tokenize=False,
-                                                      add_generation_prompt=True)
-                suffix = self.tok.eos_token
+                prompt, suffix = chat_prompt(self.tok, p.question), self.tok.eos_token
             else:
                 prompt, suffix = f"Question: {p.question}\nAnswer: ", ""
             out.append((prompt, p.solution + suffix, D.corrupt(p, rng).solution + suffix))
         return out
 
-    # -- stages -----------------------------------------------------------------------------
-    def _lm_loss(self, model: Any, batch: Batch) -> LossParts:
-        ids = batch["ids"].to(self.device)
-        total, count = masked_lm_sum(model(ids, use_cache=False).logits, ids, batch["mask"].to(self.device))
-        return LossParts(total, count, tokens=int(ids.numel()))
-
-    def _stage_pretrain(self) -> None:
-        if self._done("pretrain"):
-            return
-        s, T = self.cfg.pretrain, self.cfg.model.seq_len
-
-        def batch(step: int, rows: range) -> Batch:
-            ids = self._windows(self.text_ids, self.cfg.seed, step, rows, T)
-            return {"ids": ids, "mask": torch.ones_like(ids)}
-
-        w, stats = self._train_stage("pretrain", self._new_model(), s, "cosine", batch, self._lm_loss)
-        self._finish("pretrain", w, stats, chat=False)
-
-    def _stage_stage2(self) -> None:
-        base = self._ckpt("pretrain") if self._ckpt("pretrain").is_dir() else self.from_dir
-        if base is None:
-            raise InstellaConfigError("stage2 needs the pretrain checkpoint; run pretrain first or pass --from DIR")
-        s, T = self.cfg.stage2, self.cfg.model.seq_len
-        for seed in self.cfg.seeds:
-            key = f"stage2/seed-{seed}"
-            if self._done(key):
-                continue
-
-            # the last general_fraction of each global batch is stage-1 text, the rest math
-            n_math = s.batch - int(round(s.batch * self.cfg.general_fraction))
-
-            def batch(step: int, rows: range, seed: int = seed, n_math: int = n_math) -> Batch:
-                ids = torch.stack([
-                    self._windows(self.math_ids if i < n_math else self.text_ids, seed, step, range(i, i + 1), T)[0]
-                    for i in rows])
-                return {"ids": ids, "mask": torch.ones_like(ids)}
-
-            torch.manual_seed(seed)
-            w, stats = self._train_stage(key, self._load(base), s, "linear", batch, self._lm_loss)
-            self._finish(key, w, stats, chat=False, extra={"seed": seed})
-
-    def _stage_soup(self) -> None:
-        if self._done("soup"):
-            return
-        self._main_only(self._make_soup)
-        self.report = self.ctx.broadcast(self.report)
-
-    def _make_soup(self) -> None:
-        from paperlab.soup import MergeSpec, ModelEntry, merge_checkpoints
-
-        t0 = time.perf_counter()
-        seeds = [self._ckpt("stage2", s) for s in self.cfg.seeds]
-        spec = MergeSpec(method="linear", models=[ModelEntry(model=str(p), weight=1.0) for p in seeds])
-        merge_checkpoints(spec, self._ckpt("soup"), force=True)
-        model = self._load(self._ckpt("soup"))
-        metrics = self._evaluate(model, chat=False)
-        seed_rows = [self.report["stages"][f"stage2/seed-{s}"] for s in self.cfg.seeds]
-        compare: dict[str, Any] = {}
-        for k in ("heldout_loss_text", "heldout_loss_gsm8k"):
-            vals = [r[k] for r in seed_rows]
-            compare[k] = {"seeds": vals, "mean_of_seeds": sum(vals) / len(vals), "best_seed": min(vals),
-                          "soup": metrics[k], "soup_below_mean": metrics[k] < sum(vals) / len(vals),
-                          "soup_below_best": metrics[k] < min(vals)}
-        self.report.setdefault("stages", {})["soup"] = {
-            "checkpoint": str(self._ckpt("soup")), **metrics, "merge": "paperlab.soup linear, uniform weights",
-            "seconds": time.perf_counter() - t0, "soup_vs_seeds": compare,
-        }
-
-    def _sft_examples(self) -> list[tuple[list[int], list[int]]]:
-        T, eos = self.cfg.model.seq_len, self.tok.eos_token
-        out = []
-        for p in self.math_train:
-            prompt = self.tok.apply_chat_template([{"role": "user", "content": p.question}], tokenize=False,
-                                                  add_generation_prompt=True)
-            out.append(encode_pair(self.tok, prompt, p.solution + eos, T))
-        return out
-
-    def _stage_sft(self) -> None:
-        if self._done("sft"):
-            return
-        s = self.cfg.sft
-        examples = self._sft_examples()
-
-        def batch(step: int, rows: range) -> Batch:
-            picked = [examples[self._pick(self.cfg.seed + 1, step, i, len(examples))] for i in rows]
-            ids, mask = pad_batch(picked, self.tok.pad_token_id)
-            return {"ids": ids, "mask": mask}
-
-        w, stats = self._train_stage("sft", self._load(self._input_for("sft")), s, "linear", batch, self._lm_loss)
-        self._finish("sft", w, stats, chat=True)
-
-    def _stage_dpo(self) -> None:
-        if self._done("dpo"):
-            return
-        s, T, beta = self.cfg.dpo, self.cfg.model.seq_len, self.cfg.dpo_beta
-        src = self._input_for("dpo")
-        ref = self._load(src).eval()
-        for p in ref.parameters():
-            p.requires_grad_(False)
-        train_pairs = self._pairs(self.math_train, chat=True)
-        encoded = [(encode_pair(self.tok, pr, c, T), encode_pair(self.tok, pr, r, T)) for pr, c, r in train_pairs]
-
-        def batch(step: int, rows: range) -> Batch:
-            # one sample is one (chosen, rejected) pair: chosen rows first, then rejected
-            idx = [self._pick(self.cfg.seed + 2, step, i, len(encoded)) for i in rows]
-            ids, mask = pad_batch([encoded[i][0] for i in idx] + [encoded[i][1] for i in idx], self.tok.pad_token_id)
-            return {"ids": ids, "mask": mask}
-
-        def loss(model: Any, b: Batch) -> LossParts:
-            ids, mask = b["ids"].to(self.device), b["mask"].to(self.device)
-            n = ids.shape[0] // 2
-            lp, ln = sequence_logprobs(model(ids, use_cache=False).logits, ids, mask)
-            with torch.no_grad():
-                rp, _ = sequence_logprobs(ref(ids, use_cache=False).logits, ids, mask)
-            mean, _ = length_normalised_dpo_loss(lp[:n], lp[n:], rp[:n], rp[n:], ln[:n], ln[n:], beta)
-            return LossParts(mean * n, n, tokens=int(mask.sum()))  # summed over this rank's pairs
-
-        w, stats = self._train_stage("dpo", self._load(src), s, "linear", batch, loss)
-        self._finish("dpo", w, stats, chat=True, extra={"reference": str(src), "beta": beta}, ref=ref)
-
-    def _stage_long(self) -> None:
-        if self._done("long"):
-            return
-        s, f = self.cfg.long, self.cfg.long_factor
-        model = self._load(self._input_for("long"))
-        cfg = model.config
-        T = self.cfg.model.seq_len * f
-        d = int(cfg.head_dim)
-        theta = self.cfg.long_rope_theta or cfg.rope_base * f ** (d / (d - 2))  # NTK-style base raise
-        cfg.set_rope_theta(theta)
-        cfg.max_position_embeddings = T
-
-        def batch(step: int, rows: range) -> Batch:
-            ids = self._windows(self.text_ids, self.cfg.seed + 3, step, rows, T)
-            return {"ids": ids, "mask": torch.ones_like(ids)}
-
-        windows = max(1, self.cfg.eval.heldout_windows // f)
-        before = heldout_text_loss(model, self.held_ids, T, windows) if self.ctx.is_main else float("nan")
-        w, stats = self._train_stage("long", model, s, "linear", batch, self._lm_loss)
-        whole = self._whole(w)
-        after = heldout_text_loss(whole, self.held_ids, T, windows) if self.ctx.is_main else float("nan")
-        self._finish("long", whole, stats, chat=True, extra={
-            "rope_theta": theta, "context": T, "heldout_loss_text_long_before": before,
-            "heldout_loss_text_long_after": after})
-
-    # -- report -------------------------------------------------------------------------------
-    def _write_report(self) -> None:
+    def write_report(self) -> None:
+        """Write report.json now (rank 0 only)."""
         from paperlab.io.atomic import atomic_write_text
 
         atomic_write_text(self.out / "report.json", json.dumps(self.report, indent=2))
-
-    def _plot(self) -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        stages = self.report.get("stages", {})
-        if not stages:
-            return
-        names = list(stages)
-        fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-        for ax, key, title in ((axes[0], "heldout_loss_text", "held-out stage-1 text loss"),
-                               (axes[1], "heldout_loss_gsm8k", "held-out GSM8K solution loss")):
-            vals = [stages[n][key] for n in names]
-            colors = ["tab:orange" if n == "soup" else "tab:blue" for n in names]
-            ax.bar(range(len(names)), vals, color=colors)
-            ax.set_xticks(range(len(names)), [n.replace("stage2/", "") for n in names], rotation=35, ha="right",
-                          fontsize=8)
-            ax.set_title(title)
-            ax.set_ylim(min(vals) * 0.95, max(vals) * 1.02)
-        fig.tight_layout()
-        import io
-
-        from paperlab.io.atomic import atomic_write_bytes
-
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=110)
-        plt.close(fig)
-        atomic_write_bytes(self.out / "report.png", buf.getvalue())
 
 
 def run_recipe(cfg: RecipeConfig, out: str | Path, *, from_dir: str | Path | None = None,
