@@ -55,7 +55,7 @@ def wrap_model(model: nn.Module, ctx: DistContext, *, bf16: bool = False,
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        return Wrapped(model, DistributedDataParallel(model, device_ids=ids, gradient_as_bucket_view=True), "ddp")
+        return Wrapped(model, DistributedDataParallel(model, device_ids=ids), "ddp")
     if ctx.parallel != "fsdp":
         raise TrainError(f"unknown parallel mode {ctx.parallel!r}")
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
