@@ -65,6 +65,37 @@ def test_first_update_starts_at_zero_kl_and_resumes(small: tuple[ParaDiffModel, 
     assert seen == [2, 3] and [h["update"] for h in state.history] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("rollout", ["eval", "explore"])
+def test_rollout_log_probs_are_those_the_sampler_drew_from(small: tuple[ParaDiffModel, Scorer, torch.Tensor],
+                                                           rollout: str) -> None:
+    """Rollouts decode as the benchmark does (``eval``: greedy words, codes from the guided image
+    logits) or explore (temperature 1, no guidance); the objective's log-probs of the committed
+    tokens are taken under the distribution each token was drawn from."""
+    from paperlab.paradiff.rl import _state, _token_logp, rollout_config
+    from paperlab.paradiff.sample import sample
+    from paperlab.paradiff.tokens import drop_condition
+
+    model, _, cond = small
+    scfg = SampleConfig(steps=6, image_steps=4, guidance=4.0)
+    roll = rollout_config(scfg, rollout)
+    assert (roll == scfg) == (rollout == "eval")
+    traj = sample(model, cond, "parallel", roll, seed=3, record=True).trajectory
+    assert traj is not None
+    k = 4  # a joint step (image updates at steps 1, 2, 4, 5): words and codes committed
+    x, new_t, new_i = _state(model, cond, traj, k)
+    assert new_t.any() and new_i.any()
+    lp, who = _token_logp(model, x, traj, k, new_t, new_i, roll)
+    with torch.no_grad():
+        tc, ic = model.output_logits(x)
+        if rollout == "eval":
+            _, iu = model.output_logits(drop_condition(model.layout, x))
+            ic = ic + 4.0 * (ic - iu)
+        lt = tc.log_softmax(-1).gather(-1, traj.texts[k][..., None])[..., 0][new_t]
+        li = ic.log_softmax(-1).gather(-1, traj.images[k].clamp(min=0)[..., None])[..., 0][new_i]
+    assert torch.allclose(lp, torch.cat([lt, li]), atol=1e-4)
+    assert who.tolist() == sorted(who[: int(new_t.sum())].tolist()) + sorted(who[int(new_t.sum()):].tolist())
+
+
 @pytest.mark.slow
 def test_scorer_learns_to_match_text_and_image(trained: object) -> None:
     """A short contrastive run retrieves the right image for a text far above chance.
