@@ -121,10 +121,17 @@ def test_render_then_sample_then_trajectory(plumbing: Any, tmp_path: Path, capsy
 
 def test_bench_command_writes_the_documented_json(plumbing: Any, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    code, stdout, err = run_cli(["bench", "--preset", "test", "--out", str(tmp_path / "b"), "--n-prompts", "12"], capsys)
+    code, stdout, err = run_cli(["bench", "--preset", "test", "--out", str(tmp_path / "b"), "--n-prompts", "12",
+                                 "--seeds", "2"], capsys)
     assert code == 0, err
     data = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert data["n_prompts"] == 12
+    held = data["over_seeds"]
+    assert held["seeds"] == 2 and set(held["per_seed"]) == {"0", "1"}
+    first = held["per_seed"]["0"]  # seed 0 is the main run
+    assert first["parallel"] == data["samplers"]["parallel"]["output_alignment"]
+    assert first["difference"]["mean"] == data["paired"]["parallel_minus_sequential_output_alignment"]["mean"]
+    assert 0 <= held["pooled"]["mcnemar"]["p"] <= 1 and "McNemar exact p" in err
     assert set(data["samplers"]) == {"parallel", "sequential", "image-only"}
     assert "output_alignment" in data["samplers"]["parallel"]
     assert (tmp_path / "b" / "bench.png").is_file()

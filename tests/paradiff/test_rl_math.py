@@ -108,3 +108,28 @@ def test_scorer_learns_to_match_text_and_image(trained: object) -> None:
     vq = trained.vq  # type: ignore[attr-defined]
     sc = train_scorer(ScorerConfig(steps=300, batch=32), vq)
     assert retrieval_accuracy(sc, vq, n=64) >= 0.25
+
+
+def test_mcnemar_exact_and_bootstrap_intervals_by_hand() -> None:
+    """McNemar's exact p from the discordant pairs (scipy's binomial test), and intervals that
+    contain the mean and shrink to a point when nothing varies."""
+    import numpy as np
+    from scipy.stats import binomtest
+
+    from paperlab.paradiff.stats import bootstrap_ci, mcnemar_exact, two_level_ci
+
+    a = np.array([1, 1, 1, 1, 1, 1, 0, 0, 1, np.nan])
+    b = np.array([0, 0, 0, 0, 0, 1, 1, 0, 1, 0.0])
+    t = mcnemar_exact(a, b)
+    assert (t["a_only"], t["b_only"]) == (5, 1)  # the NaN pair does not count
+    assert t["p"] == pytest.approx(binomtest(5, 6, 0.5).pvalue, abs=1e-6) == pytest.approx(14 / 64, abs=1e-6)
+    assert mcnemar_exact(np.ones(4), np.ones(4))["p"] == 1.0
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 10, size=(500, 10))
+    lo, hi = bootstrap_ci(a - b, idx)
+    assert lo < np.nanmean(a - b) < hi and lo > -1 and hi < 1
+    same = np.tile(np.array([1.0, 0.0]), (3, 1))  # every seed alike: seeds add no spread
+    seed_idx = rng.integers(0, 3, size=(500, 3))
+    lo2, hi2 = two_level_ci(same, seed_idx, rng.integers(0, 2, size=(500, 2)))
+    assert lo2 == 0.0 and hi2 == 1.0
+    assert two_level_ci(np.full((3, 4), 0.25), seed_idx, rng.integers(0, 4, size=(500, 4))) == [0.25, 0.25]

@@ -236,6 +236,8 @@ def bench(
     n_prompts: Annotated[int | None, typer.Option(min=3, help="Held-out prompts (default 300; 2/3 edits).")] = None,
     batch: Annotated[int | None, typer.Option(min=1, help="Prompts per model call.")] = None,
     seed: int = 0,
+    seeds: Annotated[int, typer.Option(min=1, help="Sampling seeds for parallel vs think-then-draw (per seed and "
+                                                   "pooled, McNemar's exact test).")] = 4,
     checkpoint: Checkpoint = None,
     steps: Steps = None,
     guidance: Guidance = None,
@@ -259,7 +261,7 @@ def bench(
                 tasks[name] = bar.add_task(name, total=total)
             bar.update(tasks[name], completed=done)
 
-        result = run_bench(trained, n_prompts, seed=seed, batch=batch, on_progress=progress)
+        result = run_bench(trained, n_prompts, seed=seed, batch=batch, seeds=seeds, on_progress=progress)
     js, png = write_bench(result, out)
     t = Table(title=f"paradiff bench: {result['n_prompts']} held-out prompts, {result['preset']} preset")
     t.add_column("axis")
@@ -272,6 +274,15 @@ def bench(
             cells.append("n/a" if v is None else f"{v:.3f} [{result['ci95'][name][a][0]:.2f}, {result['ci95'][name][a][1]:.2f}]")
         t.add_row(a, *cells)
     Console().print(t)
+    held = result["over_seeds"]
+    for k, r in held["per_seed"].items():
+        d = r["difference"]
+        console.print(f"sampling seed {k}: output alignment parallel {r['parallel']:.3f} vs think-then-draw "
+                      f"{r['sequential']:.3f}, difference {d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], "
+                      f"McNemar exact p {r['mcnemar']['p']:.3g}")
+    p, d = held["pooled"], held["pooled"]["difference"]
+    console.print(f"pooled over {held['seeds']} seeds: {p['parallel']:.3f} vs {p['sequential']:.3f}, difference "
+                  f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], McNemar exact p {p['mcnemar']['p']:.3g}")
     console.print(f"wrote {js} and {png}")
 
 

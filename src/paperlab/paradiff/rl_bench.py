@@ -23,6 +23,7 @@ from paperlab.io import atomic_write_bytes, atomic_write_text
 from paperlab.paradiff.bench import AXES, conditions, score_sampler, summarise
 from paperlab.paradiff.rl import RLConfig, check_device, prompt_reward, rl_train, train_prompts
 from paperlab.paradiff.scorer import ensure_scorer
+from paperlab.paradiff.stats import nanmean, two_level_ci
 from paperlab.paradiff.train import Trained, bench_examples
 from paperlab.train import DistContext, single_process
 
@@ -32,18 +33,6 @@ ARMS = ("none", "final", "trajectory")
 TRAIN_ROLLOUTS = 16  # seeded rollouts per training prompt when measuring the reward RL optimised
 CURVE_AXES = ("output_alignment", "text_alignment", "image_alignment")  # held-out, over RL updates
 PAIRS = (("trajectory", "final"), ("final", "none"), ("trajectory", "none"))
-
-
-def _two_level(scores: np.ndarray, seed_idx: np.ndarray, prompt_idx: np.ndarray) -> list[float]:
-    """95% interval of the mean of (S, P) scores (NaN = does not apply), resampling seeds then prompts."""
-    ok = ~np.isnan(scores)
-    v = np.where(ok, scores, 0.0)
-    # (B, S', P') resamples: sum over both, divided by the count of applicable cells
-    tot = v[seed_idx[:, :, None], prompt_idx[:, None, :]].sum((1, 2))
-    cnt = ok[seed_idx[:, :, None], prompt_idx[:, None, :]].sum((1, 2))
-    means = tot / np.maximum(cnt, 1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return [round(float(lo), 4), round(float(hi), 4)]
 
 
 def pooled(raw: dict[str, dict[str, np.ndarray]], n_boot: int, rng_seed: int) -> dict[str, Any]:
@@ -56,21 +45,16 @@ def pooled(raw: dict[str, dict[str, np.ndarray]], n_boot: int, rng_seed: int) ->
     prompt_idx = rng.integers(0, p, size=(n_boot, p))
     out: dict[str, Any] = {"means": {}, "ci95": {}, "paired": {}}
     for arm in arms:
-        out["means"][arm] = {a: _nanmean(raw[arm][a]) for a in AXES}
-        out["ci95"][arm] = {a: _two_level(raw[arm][a], seed_idx, prompt_idx) for a in AXES
+        out["means"][arm] = {a: nanmean(raw[arm][a]) for a in AXES}
+        out["ci95"][arm] = {a: two_level_ci(raw[arm][a], seed_idx, prompt_idx) for a in AXES
                             if not np.isnan(raw[arm][a]).all()}
     for hi, lo in PAIRS:
         if hi in raw and lo in raw:
             out["paired"][f"{hi}_minus_{lo}"] = {
-                a: {"mean": _nanmean(raw[hi][a] - raw[lo][a]), "ci95": _two_level(raw[hi][a] - raw[lo][a], seed_idx,
+                a: {"mean": nanmean(raw[hi][a] - raw[lo][a]), "ci95": two_level_ci(raw[hi][a] - raw[lo][a], seed_idx,
                                                                                  prompt_idx)}
                 for a in AXES if not np.isnan(raw[hi][a]).all()}
     return out
-
-
-def _nanmean(v: np.ndarray) -> float | None:
-    ok = ~np.isnan(v)
-    return round(float(v[ok].mean()), 4) if ok.any() else None
 
 
 def run_rl(trained: Trained, out: Path, cfg: RLConfig, *, seeds: Sequence[int] = (0, 1, 2), eval_prompts: int = 300,
