@@ -39,11 +39,12 @@ def main() -> None:
     ap.add_argument("--attention", choices=("full", "prefix"), default=None, help="override model.attention")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    set_threads()
     cfg = get_preset(args.preset)
     if args.attention:
         cfg = cfg.with_overrides(**{"model.attention": args.attention})
+    set_threads(cfg.train.threads)  # a model not yet cached trains on one thread, as the CLI trains it
     tr = ensure_model(cfg)
+    set_threads()
     lay, sc = tr.layout, cfg.sample
     ex = bench_examples(cfg)
     cond = conditions(tr, ex)
