@@ -25,7 +25,7 @@ from paperlab.io import atomic_write_text
 from paperlab.paradiff.bench import conditions, score
 from paperlab.paradiff.config import get_preset
 from paperlab.paradiff.model import MASK
-from paperlab.paradiff.sample import _image_update, _logits, _text_update, uniforms
+from paperlab.paradiff.sampler import _image_update, _logits, _text_update, uniforms
 from paperlab.paradiff.scene import detect
 from paperlab.paradiff.schedule import plan, text_left
 from paperlab.paradiff.tokens import decode_images, decode_text, target_tokens

@@ -29,7 +29,7 @@ from rich.table import Table
 from paperlab.io import atomic_write_text
 from paperlab.paradiff.bench import conditions
 from paperlab.paradiff.config import get_preset
-from paperlab.paradiff.sample import SAMPLERS, sample
+from paperlab.paradiff.sampler import SAMPLERS, sample
 from paperlab.paradiff.train import bench_examples, ensure_model
 from paperlab.threads import set_threads
 

@@ -47,11 +47,11 @@ def run_demo(only: str | None = None, out_dir: str | Path = "paperlab-report") -
     Raises:
         PaperlabError: ``only`` names an unknown or unbuilt system, or a demo failed.
     """
-    console = Console(stderr=True)
-    _quiet_library_progress_bars()
-    systems = [get_system(only)] if only else list(SYSTEMS)
+    systems = [get_system(only)] if only else list(SYSTEMS)  # an unknown name fails before any import
     if only and not systems[0].available:
         raise PaperlabError(f"system {only!r} is not available yet; run `paperlab demo` to see all")
+    console = Console(stderr=True)
+    _quiet_library_progress_bars()
     sections: list[Section] = []
     failed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="paperlab-demo-") as scratch:

@@ -128,3 +128,18 @@ def test_scaling_recovers_a_published_fit_from_csv(tmp_path: Path, tscale: float
     (tmp_path / "bad.csv").write_text("frames,captions\n1,2\n")
     res = _paperlab("scaling", "bad.csv", cwd=tmp_path, timeout=60 * tscale)
     assert res.returncode == 2 and "n_f,n_c,score" in res.stderr
+
+
+def test_scaling_fit_at_a_bound_is_flagged_once(tmp_path: Path, tscale: float) -> None:
+    """Scores that want S_inf above its bound of 1: the table says 'at upper bound' and the warning
+    appears exactly once (the library logged it and the command printed it too)."""
+    lines = ["n_f,n_c,score"]
+    for nf in (1, 2, 4, 8, 16):
+        for nc in (1, 2, 4, 8):
+            lines.append(f"{nf},{nc},{float(scaling_law(nf, nc, 1.3, 0.4, 0.8, 0.3, 1.1)):.10f}")
+    (tmp_path / "pts.csv").write_text("\n".join(lines) + "\n")
+    res = _paperlab("scaling", "pts.csv", cwd=tmp_path, timeout=60 * tscale)
+    assert res.returncode == 0, res.stderr
+    assert "at upper bound" in res.stdout
+    warned = [x for x in res.stderr.splitlines() if "S_inf" in x]
+    assert len(warned) == 1, res.stderr

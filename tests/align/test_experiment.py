@@ -35,3 +35,20 @@ def test_tiny_scaling_run_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert surface.stat().st_size > 10_000 and curves.stat().st_size > 10_000
     assert (tmp_path / "out" / "results.json").is_file()
     assert any(r[0] == "R^2" for r in report_rows(run))
+
+
+def test_report_flags_a_parameter_at_its_bound() -> None:
+    """The report once showed 'S_inf 1.000 ± 1.141' for a fit stopped at its bound."""
+    from types import SimpleNamespace
+
+    from paperlab.align.scaling import fit_scaling, scaling_law
+
+    nf, nc = np.meshgrid([1, 2, 4, 8], [1, 2, 4], indexing="ij")
+    y = scaling_law(nf, nc, 1.3, 0.4, 0.8, 0.3, 1.1)
+    fit = fit_scaling(nf.ravel(), nc.ravel(), y.ravel(), s_inf_max=1.0)
+    assert fit.at_bounds.get("S_inf") == "upper"
+    grid = SimpleNamespace(mean=np.zeros((2, 2)), std=np.zeros((2, 2)), n_frames=[1, 2], n_captions=[1, 2])
+    run = SimpleNamespace(fit=fit, grid=grid, control=grid, chance=0.1)
+    rows = {r[0]: r[1] for r in report_rows(run)}  # type: ignore[arg-type]
+    assert rows["S_inf"] == "1.000 (at its upper bound)"
+    assert "±" in rows["C_f"]

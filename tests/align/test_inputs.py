@@ -91,7 +91,7 @@ def test_degenerate_features_warn(tmp_path: Path, capsys: pytest.CaptureFixture[
          str(tmp_path / "s.json")], capsys,
     )
     assert code == 0, err
-    assert "warning:" in out and "constant" in out
+    assert "warning:" in err and "constant" in err  # notices go to stderr, results to stdout
     saved = json.loads((tmp_path / "s.json").read_text())
     assert len(saved["warnings"]) == 1 and "constant" in saved["warnings"][0]
 
@@ -135,4 +135,4 @@ def test_fit_at_its_bound_is_flagged(tmp_path: Path, capsys: pytest.CaptureFixtu
     pts.write_text("n_f,n_c,score\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(nf, nc, y, strict=True)))
     code, out, err = _run(["scaling", str(pts)], capsys)
     assert code == 0, err
-    assert "at upper bound" in out and "not identifiable" in out
+    assert "at upper bound" in out and "not identifiable" in err

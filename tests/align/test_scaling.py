@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from paperlab.align.aggregate import aggregate, sample_views, scaling_grid
+from paperlab.align.multiview import aggregate, sample_views, scaling_grid
 from paperlab.align.scaling import PUBLISHED_FITS, fit_scaling, scaling_law
 from paperlab.errors import AlignError
 

@@ -139,3 +139,23 @@ def test_unknown_or_misplaced_variants_raise() -> None:
         score("mutual_knn", x, x, variant="paper")
     with pytest.raises(AlignError, match="lower --dims"):
         svcca(x, x, variant="platonic-rep", dims=10)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch"])
+def test_svcca_warns_when_dims_exceed_the_numerical_rank(backend: str) -> None:
+    """Features of rank 5 in 64 columns: --dims 10 keeps 5 directions of rounding noise."""
+    import warnings
+
+    from paperlab.align.metrics import DegenerateFeaturesWarning, svcca
+
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((400, 5))
+    a, b = z @ rng.standard_normal((5, 64)), z @ rng.standard_normal((5, 48))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DegenerateFeaturesWarning)
+        svcca(a, b, variant="platonic-rep", dims=10, backend=backend)
+    msgs = [str(w.message) for w in caught if issubclass(w.category, DegenerateFeaturesWarning)]
+    assert any("numerical rank" in m and "--dims 10" in m for m in msgs), msgs
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DegenerateFeaturesWarning)
+        svcca(a, b, variant="platonic-rep", dims=4, backend=backend)

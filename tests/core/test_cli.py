@@ -44,6 +44,23 @@ def test_demo_only_unknown_system_is_a_user_error():
     assert out.returncode == 2 and "choose one of: soup" in out.stderr
 
 
+def test_demo_only_unknown_name_fails_before_any_heavy_import(capsys, monkeypatch):
+    """In process: the name is checked before transformers or torch are imported (6.8 s)."""
+    import sys
+
+    from paperlab.cli import main
+
+    for mod in [m for m in sys.modules if m.split(".")[0] in ("transformers", "torch")]:
+        monkeypatch.delitem(sys.modules, mod)
+    try:
+        main(["demo", "--only", "bogus"])
+    except SystemExit as exc:
+        assert exc.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "choose one of" in err[0]
+    assert not [m for m in sys.modules if m.split(".")[0] in ("transformers", "torch")]
+
+
 def test_importing_paperlab_and_its_cli_stays_light():
     code = ("import sys, paperlab, paperlab.cli, paperlab.llm; "
             "heavy = [m for m in ('torch', 'transformers', 'httpx', 'websockets') if m in sys.modules]; "
@@ -67,3 +84,12 @@ def test_a_lazily_mounted_system_runs_and_maps_its_errors():
     assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith("error: ")
     helped = run_cli("soup", "--help")
     assert helped.returncode == 0 and "merge" in helped.stdout
+
+
+def test_a_piped_table_arrives_whole():
+    """Piped, rich drew for 80 columns and cut cells ("smol…", "gradie…")."""
+    out = run_cli("instella", "recipe", "--preset", "gpu", "--dry-run", "--nproc", "8", "--parallel", "fsdp")
+    assert out.returncode == 0, out.stderr
+    assert "…" not in out.stdout
+    for word in ("gradients", "optimizer", "activations", "pretrain", "308,610,048 parameters"):
+        assert word in out.stdout

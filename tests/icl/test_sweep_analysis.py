@@ -112,3 +112,35 @@ def test_tables_and_plots(tmp_path: Path) -> None:
     assert markdown_table(h, t).count("\n") == len(t) + 1
     for path in (plot_curves(rows, tmp_path / "c.png"), plot_families(rows, tmp_path / "f.png")):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_curves_caption_describes_every_line_of_the_legend(tmp_path: Path) -> None:
+    """The demo's caption once named three line styles while the figure also drew a random
+    baseline and CI bands; caption and legend now come from one table."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from paperlab.icl.analysis import CURVE_STYLES, curves_caption
+
+    rows = _rows()
+    captured: list[list[str]] = []
+    real_savefig = plt.Figure.savefig
+
+    def spy(fig: plt.Figure, *a: object, **k: object) -> None:
+        captured.append([t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()])
+        real_savefig(fig, *a, **k)
+
+    plt.Figure.savefig = spy  # type: ignore[method-assign]
+    try:
+        plot_curves(rows, tmp_path / "c.png")
+    finally:
+        plt.Figure.savefig = real_savefig  # type: ignore[method-assign]
+    labels = captured[0]
+    caption = curves_caption()
+    for metric, _, words in CURVE_STYLES:
+        if any(lbl.endswith(metric) for lbl in labels):
+            assert words in caption
+    assert any("random" in lbl for lbl in labels) and "random guessing (1/256)" in caption
+    assert "95% bootstrap CIs" in caption

@@ -72,7 +72,7 @@ def test_rollout_log_probs_are_those_the_sampler_drew_from(small: tuple[ParaDiff
     logits) or explore (temperature 1, no guidance); the objective's log-probs of the committed
     tokens are taken under the distribution each token was drawn from."""
     from paperlab.paradiff.rl import _state, _token_logp, rollout_config
-    from paperlab.paradiff.sample import sample
+    from paperlab.paradiff.sampler import sample
     from paperlab.paradiff.tokens import drop_condition
 
     model, _, cond = small

@@ -10,7 +10,7 @@ import torch
 from paperlab.paradiff.config import ModelConfig, SampleConfig
 from paperlab.paradiff.errors import ParadiffConfigError
 from paperlab.paradiff.model import BOI, EOI, MASK, NOIMG, PAD, Layout, ParaDiffModel
-from paperlab.paradiff.sample import sample
+from paperlab.paradiff.sampler import sample
 from paperlab.paradiff.tokens import condition_tokens, drop_condition
 from paperlab.paradiff.train import mask_outputs
 
@@ -185,7 +185,7 @@ def test_a_sampled_batch_equals_each_prompt_sampled_alone(rand_model: ParaDiffMo
 
 
 def test_row_uniforms_are_uniform_and_batch_free() -> None:
-    from paperlab.paradiff.sample import uniforms
+    from paperlab.paradiff.sampler import uniforms
 
     u = uniforms(torch.arange(1000), step=3, stream=1, width=64)
     assert u.shape == (1000, 64) and u.min() > 0 and u.max() < 1
@@ -248,7 +248,7 @@ def test_cached_condition_gives_the_uncached_logits(guided: bool, rows: int) -> 
     guidance, in one call or, from 8 rows, with the unconditional rows in their own) equal the full
     masked forward pass, at a partly decoded state. Two layers: with one,
     the condition's keys could not depend on the outputs even without the prefix mask."""
-    from paperlab.paradiff.sample import _DecodeCaches, _logits
+    from paperlab.paradiff.sampler import _DecodeCaches, _logits
 
     torch.manual_seed(1)
     rand_model = ParaDiffModel(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, attention="prefix"),
@@ -271,7 +271,7 @@ def test_cached_condition_gives_the_uncached_logits(guided: bool, rows: int) -> 
 def test_guidance_is_the_release_formula_on_each_modality(rows: int) -> None:
     """cond + g (cond - uncond), uncond = the condition dropped: g = guidance on the image logits,
     text_guidance on the text logits (a word a position may not hold stays -inf)."""
-    from paperlab.paradiff.sample import _logits
+    from paperlab.paradiff.sampler import _logits
 
     torch.manual_seed(3)
     model = ParaDiffModel(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, attention="full"), LAY).eval()

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 # Loaded on first use, so `import paperlab.align` pulls no numpy.
 _EXPORTS = {
-    "AGGREGATORS": "paperlab.align.aggregate",
-    "ScalingGrid": "paperlab.align.aggregate",
-    "aggregate": "paperlab.align.aggregate",
-    "scaling_grid": "paperlab.align.aggregate",
+    "AGGREGATORS": "paperlab.align.multiview",
+    "ScalingGrid": "paperlab.align.multiview",
+    "aggregate": "paperlab.align.multiview",
+    "scaling_grid": "paperlab.align.multiview",
     "knn_blockwise": "paperlab.align.knn",
     "knn_full": "paperlab.align.knn",
     "knn_torch": "paperlab.align.knn",
@@ -63,7 +63,6 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from paperlab.align.aggregate import AGGREGATORS, ScalingGrid, aggregate, scaling_grid
     from paperlab.align.knn import knn_blockwise, knn_full, knn_torch
     from paperlab.align.layers import LayerPairResult, best_layer_pair
     from paperlab.align.metrics import (
@@ -77,6 +76,7 @@ if TYPE_CHECKING:
         score,
         svcca,
     )
+    from paperlab.align.multiview import AGGREGATORS, ScalingGrid, aggregate, scaling_grid
     from paperlab.align.scaling import PUBLISHED_FITS, ScalingFit, fit_scaling, scaling_law
 
 

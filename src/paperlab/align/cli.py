@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
+from paperlab.console import err_console, out_console
+
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console()
+console = out_console()  # results to stdout, whole when piped
+err = err_console()
 
 
 @app.command()
@@ -84,7 +86,7 @@ def score(
         str(w.message) for w in caught if issubclass(w.category, DegenerateFeaturesWarning)
     ))
     for note in notes:
-        console.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
+        err.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
     used = variant or (VARIANTS[metric][0] if metric in VARIANTS else None)
     out: dict[str, object] = {
         "metric": metric,
@@ -142,12 +144,12 @@ def scaling(
     table.add_column("± 1 s.e.")
     for name in PARAM_NAMES:
         side = fit.at_bounds.get(name)
-        err = f"at {side} bound" if side else f"{fit.stderr[name]:.4f}"
-        table.add_row(name, f"{fit.params[name]:.4f}", err)
+        spread = f"at {side} bound" if side else f"{fit.stderr[name]:.4f}"
+        table.add_row(name, f"{fit.params[name]:.4f}", spread)
     console.print(table)
     console.print(f"score = {fit.formula()}   R^2 = {fit.r2:.4f}   RMSE = {fit.rmse:.4g}")
     for note in fit.notes():
-        console.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
+        err.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
     if json_out:
         atomic_write_text(json_out, json.dumps(fit.to_dict(), indent=2))
 
@@ -179,7 +181,7 @@ def demo(
     spec = ClipSpec(n_items=items, n_frames=frames, n_captions=captions, size=size, seed=seed)
     if out.exists() and not force:
         raise AlignError(f"{out} exists; pass --force to replace it or choose another --out")
-    with console.status("rendering, encoding and scoring clips"):
+    with err.status("rendering, encoding and scoring clips"):
         run = run_scaling(spec, repeats=repeats, k=k, use_cache=not no_cache)
     with atomic_directory(out, force=force, error=AlignError) as tmp:
         write_outputs(run, tmp)

@@ -36,8 +36,11 @@ def write_outputs(run: ScalingRun, out_dir: Path) -> tuple[Path, Path]:
 
 def report_rows(run: ScalingRun) -> list[list[object]]:
     """(quantity, value) rows: the fit with uncertainties, R^2, the corners and the control."""
-    p, e = run.fit.params, run.fit.stderr
-    rows: list[list[object]] = [[name, f"{p[name]:.3f} ± {e[name]:.3f}"] for name in PARAM_NAMES]
+    p, e, bounds = run.fit.params, run.fit.stderr, run.fit.at_bounds
+    # a parameter stopped at its bound has no meaningful standard error: say so instead
+    rows: list[list[object]] = [
+        [name, f"{p[name]:.3f} (at its {bounds[name]} bound)" if name in bounds else f"{p[name]:.3f} ± {e[name]:.3f}"]
+        for name in PARAM_NAMES]
     m = run.grid.mean
     rows += [
         ["R^2", f"{run.fit.r2:.3f}"],
@@ -89,6 +92,7 @@ def run(ctx: DemoContext) -> Section:
             f"k/(N-1) = {result.chance:.3f}.",
             f"{n_degenerate} of the grid's subsets had duplicate caption rows (templated captions "
             "averaged over few captions coincide); mutual k-NN counts them as index ties.",
+            *(f"Note on the fit: {note}" for note in result.fit.notes()),
         ],
         tables=[
             Table("scaling-law fit and control", ["quantity", "value"], report_rows(result)),

@@ -3,7 +3,7 @@
 encode clips (EfficientNet-Lite0 per frame, MiniLM per caption; cached on disk keyed on the
 clip spec) -> (n_f, n_c) grid of alignment with repeated random subsets -> scaling-law fit ->
 shuffled-pairing control. The frame and caption features are the ``(N, F, D_v)`` and
-``(N, C, D_t)`` arrays of :func:`paperlab.align.aggregate.scaling_grid`.
+``(N, C, D_t)`` arrays of :func:`paperlab.align.multiview.scaling_grid`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from paperlab.align.aggregate import ScalingGrid, scaling_grid
+from paperlab.align.multiview import ScalingGrid, scaling_grid
 from paperlab.align.scaling import ScalingFit, fit_scaling
 from paperlab.align.video import ClipSpec, make_clips
 from paperlab.io.atomic import atomic_write_bytes

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from paperlab.align.backend import Ops, get_ops
-from paperlab.align.cknna import CKNNA_VARIANTS, cknna_from_normalized
+from paperlab.align.cknna_variants import CKNNA_VARIANTS, cknna_from_normalized
 from paperlab.errors import AlignError
 
 log = logging.getLogger(__name__)
@@ -138,11 +138,11 @@ def cknna(
 ) -> float:
     """CKNNA: centred kernel alignment restricted to mutual nearest neighbours.
 
-    ``variant`` picks the definition (:data:`paperlab.align.cknna.CKNNA_VARIANTS`):
+    ``variant`` picks the definition (:data:`paperlab.align.cknna_variants.CKNNA_VARIANTS`):
     ``double-centred`` (default: Kc = H K H at the neighbour pairs), ``paper`` (the paper's
     printed formula: row-centred K_ij - E_l[K_il]) or ``platonic-rep`` (the authors' reference
     code: masked, uncentred kernels through the unbiased HSIC estimator). The formulas are in
-    :mod:`paperlab.align.cknna`. All work on L2-normalised rows, with memory O(N k); identical
+    :mod:`paperlab.align.cknna_variants`. All work on L2-normalised rows, with memory O(N k); identical
     inputs give 1.
     """
     if variant not in CKNNA_VARIANTS:
@@ -262,9 +262,14 @@ def _svd_reduce(x: Any, ops: Ops, keep: float) -> Any:
     return u[:, :r] * s[:r]
 
 
-def _zscore_top_dirs(x: Any, ops: Ops, dims: int) -> Any:
+def _zscore_top_dirs(x: Any, ops: Ops, dims: int, side: str = "") -> Any:
     """The reference code's reduction: L2-normalised rows, each column z-scored (sample std,
-    + 1e-8), then the top ``dims`` left singular vectors (unscaled)."""
+    + 1e-8), then the top ``dims`` left singular vectors (unscaled).
+
+    Warns (DegenerateFeaturesWarning) when the features' numerical rank is below ``dims``: the
+    directions past the rank are arbitrary (singular values at rounding level) and each adds a
+    canonical correlation that says nothing about the representation.
+    """
     x = ops.l2_normalize(x)
     x = x - ops.mean(x, axis=0, keepdims=True)
     x = x / (ops.std(x, axis=0) + 1e-8)
@@ -273,7 +278,16 @@ def _zscore_top_dirs(x: Any, ops: Ops, dims: int) -> Any:
     if dims > min(x.shape):
         raise AlignError(f"--dims {dims} exceeds the features' rank bound min(N, D) = {min(x.shape)}; "
                          "lower --dims")
-    return ops.svd(x)[0][:, :dims]
+    u, sv, _ = ops.svd(x)
+    s = ops.to_numpy(sv).astype(np.float64)
+    eps = float(np.finfo(ops.to_numpy(x[:1]).dtype).eps)
+    rank = int((s > s[0] * max(x.shape) * eps).sum()) if s.size and s[0] > 0 else 0
+    if rank < dims:
+        who = f"features {side}" if side else "features"
+        warnings.warn(f"{who} have numerical rank {rank} < --dims {dims}: the other {dims - rank} kept "
+                      f"directions are rounding noise and skew SVCCA; use --dims {rank} or fewer",
+                      DegenerateFeaturesWarning, stacklevel=3)
+    return u[:, :dims]
 
 
 def svcca(
@@ -294,9 +308,10 @@ def svcca(
     A' and B' via orthonormal bases Q_A = qr(A'), Q_B = qr(B'): the canonical correlations
     rho_1..rho_m (m = min(r_A, r_B)) are the singular values of Q_A^T Q_B;
         SVCCA = (1/m) * sum_i rho_i.
-    The reference code takes a randomized SVD (``torch.svd_lowrank``) and fits sklearn's
-    iterative CCA; we compute both exactly, so its figures can differ from ours in the last
-    digits where the spectrum is flat. Invariant to any invertible linear map of either side
+    The reference code takes a randomized SVD (``torch.svd_lowrank``, 2 power iterations) and
+    fits sklearn's iterative CCA; we compute both exactly. Where the spectrum is flat the
+    randomized directions are not the top ones and the scores differ by several hundredths
+    (up to 0.077 in ``bench/align/svcca_lowrank.py``). Invariant to any invertible linear map of either side
     (after the reduction). Needs N > max(r_A, r_B) items, or the correlations are trivially 1.
     """
     if variant not in SVCCA_VARIANTS:
@@ -309,7 +324,7 @@ def svcca(
     if variant == "variance":
         ra, rb = _svd_reduce(xa, ops, keep), _svd_reduce(xb, ops, keep)
     else:
-        ra, rb = _zscore_top_dirs(xa, ops, dims), _zscore_top_dirs(xb, ops, dims)
+        ra, rb = _zscore_top_dirs(xa, ops, dims, "A"), _zscore_top_dirs(xb, ops, dims, "B")
     if max(ra.shape[1], rb.shape[1]) >= xa.shape[0]:
         raise AlignError(
             f"SVCCA needs more items ({xa.shape[0]}) than kept directions "

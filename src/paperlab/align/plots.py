@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from paperlab.align.aggregate import ScalingGrid
+from paperlab.align.multiview import ScalingGrid
 from paperlab.align.scaling import ScalingFit
 from paperlab.io.atomic import atomic_write_bytes
 

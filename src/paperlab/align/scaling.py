@@ -207,8 +207,8 @@ def fit_scaling(
         params, stderr, float(r2), math.sqrt(sse / len(y)), len(y), _at_bounds(popt, lo, hi)
     )
     log.info("scaling fit: %s (R^2 = %.4f)", fit.formula(), fit.r2)
-    for note in fit.notes():
-        log.warning(note)
+    for note in fit.notes():  # returned in fit.notes() for the caller to show: logged at INFO only
+        log.info(note)
     return fit
 
 

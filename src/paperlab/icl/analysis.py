@@ -190,6 +190,28 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
+# The curves' line styles, and the words a caption uses for them: one table for both, so a
+# figure's caption always describes its legend.
+CURVE_STYLES: tuple[tuple[str, str, str], ...] = (
+    ("greedy", "-o", "greedy decoding (solid, circles)"),
+    ("constrained", "--s", "constrained to the answer alphabet (dashed, squares)"),
+    ("mode", ":", "mode baseline (dotted)"),
+)
+
+
+def curves_caption() -> str:
+    """The caption of :func:`plot_curves`'s figure."""
+    styles = ", ".join(words for _, _, words in CURVE_STYLES)
+    return (f"exact match vs shots, one colour per model: {styles}; shaded bands are 95% bootstrap CIs; "
+            "the grey line is random guessing (1/256)")
+
+
+def families_caption(metric: str = "constrained") -> str:
+    """The caption of :func:`plot_families`'s figure."""
+    return (f"per task family: {metric} exact match vs shots, one colour per model (solid), with each "
+            "model's mode baseline (dotted)")
+
+
 def plot_curves(rows: Sequence[dict[str, Any]], path: Path, title: str = "ICL: exact match vs shots") -> Path:
     """Accuracy vs k (log2 axis) per model: greedy and constrained with CI bands, the mode
     baseline dotted and the random baseline (1/256) as a grey line."""
@@ -204,7 +226,7 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: Path, title: str = "ICL: e
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for i, series in enumerate(_series(rows).values()):
         color = colors[i % len(colors)]
-        for metric, style in (("greedy", "-o"), ("constrained", "--s"), ("mode", ":")):
+        for metric, style, _ in CURVE_STYLES:
             pts = curve(series, metric, n_boot=500 if metric != "mode" else 200)
             if not pts:
                 continue

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from paperlab.console import out_console
 from paperlab.errors import ICLError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -28,7 +29,7 @@ def _print_table(title: str, headers: list[str], rows: list[list[object]]) -> No
         t.add_column(h)
     for r in rows:
         t.add_row(*[str(c) for c in r])
-    Console().print(t)
+    out_console().print(t)
 
 
 @app.command()

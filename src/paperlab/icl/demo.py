@@ -19,6 +19,8 @@ LM_FUNCTIONS = 8
 def run(ctx: DemoContext) -> Section:
     """Train or load a DNA model, sweep it and SmolLM2, and report curves and fits."""
     from paperlab.icl.analysis import (
+        curves_caption,
+        families_caption,
         family_table,
         fit_table,
         plot_curves,
@@ -78,6 +80,5 @@ def run(ctx: DemoContext) -> Section:
                 Table("exact match vs shots (cluster-bootstrap 95% CI over functions)", *summary_table(rows)),
                 Table("fit of accuracy against log2(k)", *fit_table(rows)),
                 Table("per family (constrained exact match)", *family_table(rows))],
-        figures=[Figure(curves, "exact match vs shots: greedy (solid), constrained (dashed), mode baseline (dotted)"),
-                 Figure(fams, "per task family")],
+        figures=[Figure(curves, curves_caption()), Figure(fams, families_caption())],
     )

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from paperlab.console import out_console
 from paperlab.train.options import BackendOpt, DryRunOpt, NprocOpt, ParallelOpt, ThreadsOpt
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -58,7 +59,7 @@ def info(path: DirArg, allow_pickle: PickleOpt = False) -> None:
                                     f"{human_bytes(kv4k)} per sequence of {cfg.max_position_embeddings}"))
     for k, v in rows:
         t.add_row(k, v)
-    Console().print(t)
+    out_console().print(t)
 
 
 @app.command()
@@ -196,7 +197,7 @@ def recipe(
         t.add_row(name, f"{r['heldout_loss_text']:.3f}", f"{r['heldout_loss_gsm8k']:.3f}",
                   f"{r['gsm8k_exact_match']:.2f}", f"{r['preference_accuracy']:.2f}",
                   f"{r['reward_margin']:.3f}", f"{tps:.0f}" if tps else "-")
-    Console().print(t)
+    out_console().print(t)
 
 
 def _recipe_dry_run(cfg: Any, parallel: str | None, nproc: int | None) -> None:
@@ -215,4 +216,4 @@ def _recipe_dry_run(cfg: Any, parallel: str | None, nproc: int | None) -> None:
         t.add_column(h, no_wrap=True)
     for stage, est in rows.items():
         t.add_row(stage, *[v for _, v in est.rows()])
-    Console(width=max(120, Console().width)).print(t)
+    out_console().print(t)

@@ -21,7 +21,9 @@ def run(ctx: DemoContext) -> Section:
     import paperlab.instella  # noqa: F401 - registers model_type "instella"
     from paperlab.instella.checkpoint import init_checkpoint, load_tokenizer_for
     from paperlab.instella.info import count_parameters
+    from paperlab.threads import set_threads
 
+    set_threads()  # the demo is a command's edge: threads are sized here, not in the library
     t0 = time.perf_counter()
     path = init_checkpoint("tiny", ctx.work_dir / "instella-tiny", seed=0, force=True)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
@@ -85,9 +87,14 @@ def _recipe(ctx: DemoContext) -> tuple[Table, str, Path]:
                      f"{r['reward_margin']:+.3f}"])
     soup = report["stages"]["soup"]["soup_vs_seeds"]["heldout_loss_text"]
     text = (f"Recipe (tiny preset, {report['data']['tokenizer']}; math: {report['data']['math']}). "
-            f"Soup held-out text loss {soup['soup']:.4f} vs seed mean {soup['mean_of_seeds']:.4f} and best "
-            f"seed {soup['best_seed']:.4f}: below the mean {soup['soup_below_mean']}, below the best "
-            f"{soup['soup_below_best']}.")
+            f"Soup held-out text loss {soup['soup']:.4f} against a seed mean of {soup['mean_of_seeds']:.4f} and a "
+            f"best seed of {soup['best_seed']:.4f}: the soup is {_side(soup['soup_below_mean'])} the mean of "
+            f"the seeds and {_side(soup['soup_below_best'])} the best seed.")
     table = Table(caption="Instella recipe, tiny preset: held-out measurements after each stage",
                   headers=["stage", "text loss", "GSM8K loss", "GSM8K EM", "pref. acc", "margin"], rows=rows)
     return table, text, out / "report.png"
+
+
+def _side(below: bool) -> str:
+    """Prose for a comparison of losses (lower is better)."""
+    return "below" if below else "not below"

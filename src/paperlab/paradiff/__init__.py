@@ -25,7 +25,7 @@ from typing import Any
 __all__ = ["PRESETS", "SAMPLERS", "decode_prompt", "ensure_model", "get_preset", "run_bench", "sample"]
 
 _WHERE = {
-    "PRESETS": "config", "get_preset": "config", "SAMPLERS": "sample", "sample": "sample",
+    "PRESETS": "config", "get_preset": "config", "SAMPLERS": "sampler", "sample": "sampler",
     "ensure_model": "train", "run_bench": "bench", "decode_prompt": "pipeline",
 }
 

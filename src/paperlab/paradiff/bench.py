@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from paperlab.paradiff.sample import SAMPLERS, SampleResult, Trajectory, sample
+from paperlab.paradiff.sampler import SAMPLERS, SampleResult, Trajectory, sample
 from paperlab.paradiff.scene import Detection, Scene, detect
 from paperlab.paradiff.stats import bootstrap_ci, mcnemar_exact, nanmean, two_level_ci
 from paperlab.paradiff.task import Example, GrammarError, parse_text

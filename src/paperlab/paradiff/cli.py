@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.console import Console
 
+from paperlab.console import out_console
 from paperlab.train.options import BackendOpt, DryRunOpt, NprocOpt, ParallelOpt, ThreadsOpt
 
 if TYPE_CHECKING:
@@ -143,23 +144,42 @@ def _trained_cuda_check(cfg: ParadiffConfig) -> None:
                                   "or small (or --dry-run to see its memory per rank)")
 
 
-def _train_dry_run(cfg: ParadiffConfig, parallel: str | None, nproc: int | None) -> None:
-    """Print the transformer's size and memory per rank for the launch (nothing is trained)."""
-    from rich.table import Table
-
-    from paperlab.paradiff.plan import train_memory
+def _launch_shape(parallel: str | None, nproc: int | None) -> tuple[int, str]:
+    """(processes, parallel mode) a dry run assumes: --nproc, else torchrun's WORLD_SIZE, else 1."""
     from paperlab.train import launch_ranks
 
     ranks = launch_ranks()
     world = nproc or (ranks[1] if ranks else 1)
-    mode = parallel or ("ddp" if world > 1 or ranks else "none")
-    est = train_memory(cfg, world_size=world, parallel=mode)
-    t = Table(title=f"paradiff {cfg.name} dry run: {est.parameters:,} parameters, {world} process(es), {mode}")
+    return world, parallel or ("ddp" if world > 1 or ranks else "none")
+
+
+def _print_estimate(title: str, est: Any, caption: str | None = None) -> None:
+    from rich.table import Table
+
+    title = f"{title}: {est.parameters:,} parameters, {est.world_size} process(es), {est.parallel}"
+    t = Table(title=title, caption=caption, min_width=len(title))  # the title on one line
     t.add_column("per rank", no_wrap=True)
     t.add_column("GiB", no_wrap=True)
     for k, v in est.rows():
         t.add_row(k, v)
-    Console(width=max(100, Console().width)).print(t)
+    out_console().print(t)
+
+
+def _train_dry_run(cfg: ParadiffConfig, parallel: str | None, nproc: int | None) -> None:
+    """Print the transformer's size and memory per rank for the launch (nothing is trained)."""
+    from paperlab.paradiff.plan import train_memory
+
+    world, mode = _launch_shape(parallel, nproc)
+    _print_estimate(f"paradiff {cfg.name} dry run", train_memory(cfg, world_size=world, parallel=mode))
+
+
+def _rl_dry_run(cfg: ParadiffConfig, rl: Any, parallel: str | None, nproc: int | None) -> None:
+    """Print ParaRL's memory per rank for the launch (policy, reference, rollouts' sequences)."""
+    from paperlab.paradiff.plan import rl_memory
+
+    world, mode = _launch_shape(parallel, nproc)
+    _print_estimate(f"ParaRL {cfg.name} dry run", rl_memory(cfg, rl, world_size=world, parallel=mode),
+                    caption="gathered includes the frozen reference model, whole on every rank")
 
 
 @app.command("sample")
@@ -273,7 +293,7 @@ def bench(
             v = row[a]
             cells.append("n/a" if v is None else f"{v:.3f} [{result['ci95'][name][a][0]:.2f}, {result['ci95'][name][a][1]:.2f}]")
         t.add_row(a, *cells)
-    Console().print(t)
+    out_console().print(t)
     held = result["over_seeds"]
     for k, r in held["per_seed"].items():
         d = r["difference"]
@@ -316,7 +336,8 @@ def vocab() -> None:
 
 @app.command()
 def rl(
-    out: Annotated[Path, typer.Option(help="Directory for rl.json, rl.png and each arm's resumable state.")],
+    out: Annotated[Path | None, typer.Option(help="Directory for rl.json, rl.png and each arm's resumable state.")]
+    = None,
     preset: Preset = "tiny",
     updates: Annotated[int | None, typer.Option(min=1, help="RL updates per arm (preset: tiny 16).")] = None,
     group: Annotated[int | None, typer.Option(help="G: trajectories per prompt, at least 2 (preset: 4).")] = None,
@@ -336,6 +357,8 @@ def rl(
     parallel: ParallelOpt = None,
     backend: BackendOpt = "auto",
     threads: ThreadsOpt = None,
+    dry_run: DryRunOpt = False,
+    nproc: NprocOpt = None,
 ) -> None:
     """ParaRL: no RL vs final-step reward vs trajectory reward, on the same held-out prompts.
 
@@ -356,6 +379,11 @@ def rl(
         cfg = RLConfig.model_validate({**rl_preset(preset).model_dump(), **over})
     except ValidationError as exc:
         raise config_error(exc, "rl config", ParadiffConfigError) from None
+    if dry_run:
+        _rl_dry_run(_config(preset), cfg, parallel, nproc)
+        return
+    if out is None:
+        raise ParadiffConfigError("paradiff rl needs --out DIR (rl.json, rl.png and each arm's state go there)")
     check_device(cfg)  # before any training: a gpu preset on a CPU machine is one line, exit 2
     model_cfg = _config(preset, attention=attention)
     from paperlab.train import check_launch, distributed
@@ -387,7 +415,7 @@ def rl(
     for a in AXES:
         t.add_row(a, *[f"{result[arm][a]:.3f} [{result['ci95'][arm][a][0]:.2f}, {result['ci95'][arm][a][1]:.2f}]"
                        if result[arm][a] is not None else "n/a" for arm in ARMS])
-    Console().print(t)
+    out_console().print(t)
     for pair, axes in result["paired"].items():
         d = axes["output_alignment"]
         console.print(f"output alignment, {pair.replace('_', ' ')}: {d['mean']:+.3f} "

@@ -71,7 +71,7 @@ SCHEDULES = ("cosine", "linear", "pow2")  # image mask schedules: share of codes
 
 
 class SampleConfig(_Strict):
-    """Sampler settings, defaults as in the released MMaDA-Parallel code (see paperlab.paradiff.sample
+    """Sampler settings, defaults as in the released MMaDA-Parallel code (see paperlab.paradiff.sampler
     and the settings table in docs/paradiff.md)."""
 
     steps: int = Field(16, ge=1, description="joint steps of the parallel sampler (release: text_steps)")

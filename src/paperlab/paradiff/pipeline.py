@@ -11,7 +11,7 @@ import torch
 
 from paperlab.paradiff.bench import text_scene
 from paperlab.paradiff.images import save_gif, save_strip
-from paperlab.paradiff.sample import SampleResult, sample
+from paperlab.paradiff.sampler import SampleResult, sample
 from paperlab.paradiff.scene import Detection, Scene, detect
 from paperlab.paradiff.task import check_prompt
 from paperlab.paradiff.tokens import condition_tokens, decode_images, decode_text, image_codes

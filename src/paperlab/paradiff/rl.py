@@ -26,7 +26,7 @@ from pydantic import Field
 from paperlab.paradiff.config import SampleConfig, _Strict
 from paperlab.paradiff.errors import ParadiffConfigError
 from paperlab.paradiff.model import MASK, ParaDiffModel
-from paperlab.paradiff.sample import Trajectory, _guide, sample
+from paperlab.paradiff.sampler import Trajectory, _guide, sample
 from paperlab.paradiff.scorer import Scorer, ScorerConfig
 from paperlab.paradiff.task import Example, make_examples
 from paperlab.paradiff.tokens import drop_condition
