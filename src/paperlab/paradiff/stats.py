@@ -49,4 +49,4 @@ def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> dict[str, float | int]:
     b_only = int(((a == 0) & (b == 1) & ok).sum())
     n = a_only + b_only
     p = 1.0 if n == 0 else float(binomtest(a_only, n, 0.5).pvalue)
-    return {"a_only": a_only, "b_only": b_only, "p": float(f"{p:.4g}")}  # 4 significant digits
+    return {"a_only": a_only, "b_only": b_only, "p": float(f"{p:.6g}")}  # 6 significant digits
