@@ -22,6 +22,8 @@ def test_group_advantages_by_hand() -> None:
     assert torch.equal(a[1], torch.zeros(4))  # no spread, no signal
     s = (0.5) ** 0.5  # population std of (3, 1, 2, 2)
     assert torch.allclose(a[2], torch.tensor([1 / s, -1 / s, 0.0, 0.0]), atol=1e-5)
+    m = group_advantages(r, kind="mean")  # Dr. GRPO: centred only
+    assert torch.allclose(m, torch.tensor([[0.5, -0.5, -0.5, 0.5], [0.0] * 4, [1.0, -1.0, 0.0, 0.0]]), atol=1e-6)
 
 
 def test_clipped_objective_by_hand() -> None:

@@ -349,6 +349,8 @@ def rl(
     rollout: Annotated[str | None, typer.Option(help="eval: rollouts decoded as the benchmark decodes (the "
                                                      "default); explore: words and codes at temperature 1, no "
                                                      "guidance.")] = None,
+    advantage: Annotated[str | None, typer.Option(help="std: GRPO's group-normalised advantages (default); mean: "
+                                                       "centred only (Dr. GRPO).")] = None,
     seeds: Annotated[int, typer.Option(min=1, help="RL seeds 0..N-1, each training both arms.")] = 3,
     eval_prompts: Annotated[int, typer.Option(min=3, help="Held-out benchmark prompts to score each arm on.")] = 300,
     eval_every: Annotated[int, typer.Option(min=0, help="Also score them every N updates (0: at the end only).")] = 0,
@@ -374,6 +376,7 @@ def rl(
     from paperlab.paradiff.rl_bench import ARMS, run_rl
 
     over = {k: v for k, v in {"updates": updates, "group": group, "train_prompts": train_prompts, "rollout": rollout,
+                              "advantage": advantage,
                               "prompts": prompts, "beta": beta, "clip": clip, "lr": lr}.items() if v is not None}
     try:
         cfg = RLConfig.model_validate({**rl_preset(preset).model_dump(), **over})

@@ -53,6 +53,9 @@ class RLConfig(_Strict):
         "eval", description="eval: rollouts decoded as the benchmark decodes (greedy words, guided codes); "
                             "explore: words and codes at temperature 1, no guidance")
     group: int = Field(4, ge=2, description="G: trajectories per prompt (GRPO compares them: at least 2)")
+    advantage: Literal["std", "mean"] = Field(
+        "std", description="std: (r - group mean) / group std, as GRPO; mean: r - group mean (Dr. GRPO), so a "
+                           "group whose rewards barely differ weighs little")
     prompts: int = Field(4, ge=1, description="prompts per update")
     updates: int = Field(30, ge=1)
     epochs: int = Field(2, ge=1, description="gradient steps per batch of rollouts")
@@ -106,11 +109,13 @@ def check_device(cfg: RLConfig) -> torch.device:
     return dev
 
 
-def group_advantages(rewards: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """(P, G) rewards -> advantages normalised within each group of G: (r - mean) / (std + eps)."""
-    mean = rewards.mean(-1, keepdim=True)
-    std = rewards.std(-1, unbiased=False, keepdim=True)
-    return (rewards - mean) / (std + eps)
+def group_advantages(rewards: torch.Tensor, eps: float = 1e-6, kind: str = "std") -> torch.Tensor:
+    """(P, G) rewards -> advantages within each group of G: (r - mean) / (std + eps), or with
+    ``kind="mean"`` r - mean (no division: small differences stay small)."""
+    centred = rewards - rewards.mean(-1, keepdim=True)
+    if kind == "mean":
+        return centred
+    return centred / (rewards.std(-1, unbiased=False, keepdim=True) + eps)
 
 
 def clipped_objective(logp: torch.Tensor, logp_old: torch.Tensor, adv: torch.Tensor, clip: float) -> torch.Tensor:
@@ -283,7 +288,7 @@ class RLTask:
         assert traj is not None
         rewards = _reward(self.scorer, traj, cfg)  # (R,)
         final = self.scorer.reward(traj.texts[-1], traj.images[-1])
-        adv = group_advantages(rewards.view(len(rows), g)).view(-1)
+        adv = group_advantages(rewards.view(len(rows), g), kind=cfg.advantage).view(-1)
         # seeded per update, the same on every rank and on a resumed run
         rng = random.Random(cfg.seed * 1_000_003 + update)
         ks = sorted(rng.sample(range(len(traj)), min(cfg.loss_steps, len(traj))))
