@@ -24,9 +24,9 @@ from pathlib import Path
 
 from websockets.asyncio.client import connect
 
-from paperlab.galaxy.constellation import Constellation
-from paperlab.galaxy.dashboard_render import NICE
-from paperlab.galaxy.runtime import start_orchestrator
+from paperlab.galaxy.control.runtime import start_orchestrator
+from paperlab.galaxy.dashboard.render import NICE
+from paperlab.galaxy.plan.constellation import Constellation
 
 
 def _name(policy: str) -> str:

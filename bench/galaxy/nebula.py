@@ -1,7 +1,7 @@
-"""NebulaBench-style cross-device scenarios (issue 7), CI-sized.
+"""NebulaBench-style cross-device scenarios, CI-sized.
 
 Each scenario in bench/galaxy/scenarios/ is a request, a declarative plan over simulated device
-tools (paperlab.galaxy.tools: python executors with realistic delays, some with injected
+tools (paperlab.galaxy.device.tools: python executors with realistic delays, some with injected
 first-call faults) and a checker (a safe expression over the final results). A fleet of five
 real device-agent processes (phone, laptop, server, tablet, watch) with overlapping
 capabilities runs every scenario through the orchestrator with the rule-based replanner.
@@ -17,7 +17,7 @@ parallel width (work / critical path, measured durations), and latency vs a sequ
 baseline (the sum of the completed attempts' durations: one device doing them one by one).
 
 Usage: PYTHONPATH=src python bench/galaxy/nebula.py [--only s01] [--llm smollm2]
-Writes bench/galaxy/results/nebula.json and prints a table.
+Writes bench/galaxy/results-nebula.json and prints a table.
 """
 
 from __future__ import annotations
@@ -34,19 +34,20 @@ from typing import Any
 
 import yaml
 
-from paperlab.galaxy.conditions import evaluate
-from paperlab.galaxy.constellation import Constellation, TaskStatus
-from paperlab.galaxy.journal import Journal
-from paperlab.galaxy.local import LocalDevice, spawn_device
-from paperlab.galaxy.orchestrator import Orchestrator, OrchestratorConfig
-from paperlab.galaxy.planner import DeviceSummary, LLMPlanner
-from paperlab.galaxy.replanner import RuleReplanner
-from paperlab.galaxy.runstate import RunSettings
-from paperlab.galaxy.server import OrchestratorServer
+from paperlab.galaxy.control.server import OrchestratorServer
+from paperlab.galaxy.device.local import LocalDevice, spawn_device
+from paperlab.galaxy.device.tools import allow
+from paperlab.galaxy.orchestrator.config import OrchestratorConfig, RunSettings
+from paperlab.galaxy.orchestrator.core import Orchestrator
+from paperlab.galaxy.orchestrator.journal import Journal
+from paperlab.galaxy.plan.conditions import evaluate
+from paperlab.galaxy.plan.constellation import Constellation, TaskStatus
+from paperlab.galaxy.planning.planner import DeviceSummary, LLMPlanner
+from paperlab.galaxy.planning.replanner import RuleReplanner
 from paperlab.galaxy.timeline import run_metrics
-from paperlab.galaxy.tools import allow
 
 HERE = Path(__file__).parent
+OUT = HERE / "results-nebula.json"
 FLEET: dict[str, tuple[list[str], list[str]]] = {
     "phone": (["camera", "sensor", "notify"], ["capture", "measure", "notify"]),
     "laptop": (["browser", "office", "cpu"], ["fetch", "count_words", "write_report", "aggregate"]),
@@ -214,17 +215,16 @@ def main() -> None:
     args = ap.parse_args()
     scenarios = load_scenarios(args.only)
     if args.llm_only:
-        result = json.loads((HERE / "results" / "nebula.json").read_text())
+        result = json.loads(OUT.read_text())
         result.pop("llm_smoke", None)
     else:
         with tempfile.TemporaryDirectory() as tmp:
             result = asyncio.run(bench(scenarios, Path(tmp)))
-    (HERE / "results").mkdir(exist_ok=True)
-    (HERE / "results" / "nebula.json").write_text(json.dumps(result, indent=2))  # before the slow part
+    OUT.write_text(json.dumps(result, indent=2))  # before the slow part
     if args.llm:
         result["llm_smoke"] = llm_smoke(args.llm, scenarios[: args.llm_scenarios],
                                         args.llm_attempts, args.llm_max_tokens)
-        (HERE / "results" / "nebula.json").write_text(json.dumps(result, indent=2))
+        OUT.write_text(json.dumps(result, indent=2))
     print("| mode | scenarios | subtask completion | task success | mean parallel width | "
           "latency vs sequential | replans |\n|---|---|---|---|---|---|---|")
     for mode, _, _ in MODES:

@@ -1,4 +1,4 @@
-"""Galaxy throughput and speedup benchmark (issue 6).
+"""Galaxy throughput and speedup benchmark.
 
 1. A 1000-task layered DAG of no-op tasks (width 50, 20 layers, each task after 2 tasks of the
    previous layer) over 4 local device-agent processes: tasks/s and orchestration overhead.
@@ -18,10 +18,14 @@
 The no-op measurements run --repeat times each, interleaved in rotating order with Ray (Ray's
 process stays up between its runs, warm after its 200-task warm-up), and report medians and
 the median of the per-round ratios: the shared machine's load swings single runs by 2x, and
-interleaving makes a change of load hit all sides alike.
+interleaving makes a change of load hit all sides alike. --burners N (default 1) keeps N
+processes spinning on the CPU at the bench's own priority for the whole measurement, so the
+machine is busy by construction; the 1-minute load average is recorded before and after every
+timed run.
 
-Usage: PYTHONPATH=src python bench/galaxy/throughput.py [--repeat 15] [--tasks 1000] [--skip-ray]
-Writes bench/galaxy/results/throughput.json and prints a table.
+Usage: PYTHONPATH=src python bench/galaxy/throughput.py [--repeat 15] [--burners 1] [--viewers-only]
+       [--skip-ray] [--out bench/galaxy/results-throughput.json]
+Writes the JSON (--out) and prints a table.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import json
 import os
 import random
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -42,13 +47,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from paperlab.galaxy.constellation import Constellation
-from paperlab.galaxy.local import spawn_device
-from paperlab.galaxy.orchestrator import OrchestratorConfig
-from paperlab.galaxy.runtime import Started, start_orchestrator
+from paperlab.galaxy.control.runtime import Started, start_orchestrator
+from paperlab.galaxy.device.local import spawn_device
+from paperlab.galaxy.orchestrator.config import OrchestratorConfig
+from paperlab.galaxy.plan.constellation import Constellation
 from paperlab.galaxy.timeline import run_metrics
 
-RESULTS = Path(__file__).parent / "results"
+OUT = Path(__file__).parent / "results-throughput.json"
+BURNER = "while True: pass"
 RAY_VENV = Path(os.environ.get("PAPERLAB_CACHE", Path.home() / ".cache" / "paperlab")) / "galaxy" / "ray-venv"
 
 
@@ -152,13 +158,14 @@ class Viewers:
 
 async def galaxy_runs(plans: list[Constellation], viewer_plan: Constellation | None, devices: int, conc: int,
                       work: Path, viewers: int = 3, repeat: int = 3, settle: float = 1.0,
-                      ray: RayPeer | None = None) -> dict[str, Any]:
+                      ray: RayPeer | None = None, viewers_only: bool = False) -> dict[str, Any]:
     """The no-op DAG ``repeat`` times without and with ``viewers`` dashboard viewers, and on
     Ray (interleaved, so load changes on the machine hit all three), then each sleep plan once."""
     token = secrets.token_hex(8)
     async with start_orchestrator(work / "journal.sqlite", token, ui=True,
                                   config=OrchestratorConfig(device_timeout=30.0)) as g:
-        return await _runs(g, token, plans, viewer_plan, devices, conc, work, viewers, repeat, settle, ray)
+        return await _runs(g, token, plans, viewer_plan, devices, conc, work, viewers, repeat, settle, ray,
+                           viewers_only)
 
 
 async def _one(g: Started, c: Constellation, pids: dict[str, list[int]] | None = None) -> dict[str, Any]:
@@ -166,6 +173,7 @@ async def _one(g: Started, c: Constellation, pids: dict[str, list[int]] | None =
     pids = pids or {}
     cpu0, wait0 = _cpu(), _runqueue_wait()
     other0 = {k: sum(map(_proc_cpu, v)) for k, v in pids.items()}
+    load0 = os.getloadavg()[0]
     t0 = time.perf_counter()
     rid = g.orch.submit(c)
     state = await g.orch.wait(rid, 600)
@@ -174,7 +182,7 @@ async def _one(g: Started, c: Constellation, pids: dict[str, list[int]] | None =
     # the run: far less sensitive to the shared machine's load than the wall time; and of the
     # other processes named in ``pids`` (devices, renderer, viewers), from /proc.
     out = {"state": state.value, "wall": wall, "orch_cpu": _cpu() - cpu0, "orch_wait": _runqueue_wait() - wait0,
-           **run_metrics(g.orch.runs[rid])}
+           "load": [load0, os.getloadavg()[0]], **run_metrics(g.orch.runs[rid])}
     for k, v in pids.items():
         out[f"{k}_cpu"] = sum(map(_proc_cpu, v)) - other0[k]
     return out
@@ -223,7 +231,7 @@ async def _viewed(g: Started, c: Constellation, watch: Viewers, viewers: int, se
 
 async def _runs(g: Started, token: str, plans: list[Constellation], viewer_plan: Constellation | None,
                 devices: int, conc: int, work: Path, viewers: int, repeat: int, settle: float,
-                ray: RayPeer | None) -> dict[str, Any]:
+                ray: RayPeer | None, viewers_only: bool = False) -> dict[str, Any]:
     procs = [spawn_device(work / "dev", f"dev{i}", g.url, token, [], max_concurrency=conc,
                           heartbeat=1.0) for i in range(devices)]
     watch = Viewers(g, token, work)
@@ -243,7 +251,7 @@ async def _runs(g: Started, token: str, plans: list[Constellation], viewer_plan:
         big = viewer_plan or plans[0]
         # The viewed run and its no-viewer peer run back to back (in alternating order), so a
         # swing of the machine's load between rounds hits both; the other steps rotate.
-        steps = ["plain", "pair"] + (["ray"] if ray is not None else [])
+        steps = ["pair"] if viewers_only else ["plain", "pair"] + (["ray"] if ray is not None else [])
         for i in range(repeat):  # rotate the order, so a drift in the machine's load favours none
             for step in steps[i % len(steps):] + steps[: i % len(steps)]:
                 if step == "plain":
@@ -259,7 +267,7 @@ async def _runs(g: Started, token: str, plans: list[Constellation], viewer_plan:
         if ray is not None:
             await ray.close()
         return {"plain": plain, "viewed": viewed, "vplain": vplain if viewer_plan is not None else plain,
-                "ray": ray_walls, "sleep": [await _one(g, c) for c in plans[1:]]}
+                "ray": ray_walls, "sleep": [] if viewers_only else [await _one(g, c) for c in plans[1:]]}
     finally:
         await watch.close()
         await asyncio.gather(*(p.astop() for p in procs))
@@ -353,7 +361,7 @@ async def _bench(deps: list[list[int]], plans: list[Constellation], viewer_plan:
     if ray is not None:
         ray.start()  # Ray starts (about 10 s) while galaxy's devices connect and warm up
     runs = await galaxy_runs(plans, viewer_plan, args.devices, args.concurrency, work, repeat=args.repeat,
-                             settle=args.settle, ray=ray)
+                             settle=args.settle, ray=ray, viewers_only=args.viewers_only)
     runs["ray_version"] = ray.version if ray is not None else None
     return runs
 
@@ -402,7 +410,13 @@ def main() -> None:
     # at a time, so a single round's viewer ratio lands anywhere in 0.7-1.4; the 95% interval
     # of the median of 15, printed with it, was 0.13-0.30 wide in six runs.
     ap.add_argument("--repeat", type=int, default=15, help="runs per no-op measurement (median)")
+    ap.add_argument("--burners", type=int, default=1, help="processes spinning on the CPU throughout (a busy machine)")
+    ap.add_argument("--viewers-only", action="store_true",
+                    help="only the viewer pairs (5000-task DAG with and without viewers): no Ray, no sleep DAGs")
+    ap.add_argument("--out", type=Path, default=OUT, help="the JSON results file")
     args = ap.parse_args()
+    if args.viewers_only:
+        args.skip_ray = True
     deps = layered(args.tasks, args.width, fanin=2)
     sleep_widths = [1, 2, 4, 8, 16]
     plans = [plan(deps, {"kind": "echo"}, "noop-dag")]
@@ -413,52 +427,69 @@ def main() -> None:
         chains = [[i - w] if i >= w else [] for i in range(32)]
         plans.append(plan(chains, {"kind": "sleep", "args": {"seconds": args.sleep}}, f"sleep-w{w}"))
     load = os.getloadavg()
-    with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        runs = asyncio.run(_bench(deps, plans, viewer_plan, args, work))
-        result: dict[str, Any] = {
-            "tasks": args.tasks, "viewer_tasks": args.viewer_tasks, "width": args.width,
-            "devices": args.devices, "repeat": args.repeat, "settle_s": args.settle,
-            "load_average_before": load, "load_average_after": os.getloadavg(),
-            "galaxy": _side(runs["plain"], args.tasks),
-            "galaxy_no_viewers_viewer_dag": _side(runs["vplain"], args.viewer_tasks),
-            "galaxy_3_viewers": _side(runs["viewed"], args.viewer_tasks),
-            "sleep": [],
-        }
-        result["ratio_viewers_over_none"] = _med(runs["vplain"], "wall") / _med(runs["viewed"], "wall")
-        # Each round runs plain and viewed close to each other: the median of the per-round
-        # ratios cancels the slow swings of this machine's load that move single runs by 1.5-2x
-        # (the same paired estimate bench/instella/train_throughput.py uses).
-        paired = [a["wall"] / b["wall"] for a, b in zip(runs["vplain"], runs["viewed"], strict=True)]
-        result["ratio_viewers_paired_median"] = statistics.median(paired)
-        result["ratio_viewers_paired_ci95"] = _median_ci(paired)
-        if not args.skip_ray:
-            ray_wall = statistics.median(runs["ray"])
-            result["ray"] = {"wall_s": ray_wall, "tasks_per_s": args.tasks / ray_wall,
-                             "walls": runs["ray"], "version": runs["ray_version"]}
-            result["ratio_galaxy_over_ray"] = result["galaxy"]["tasks_per_s"] / result["ray"]["tasks_per_s"]
-            result["ratio_galaxy_over_ray_paired_median"] = statistics.median(
-                r / a["wall"] for a, r in zip(runs["plain"], runs["ray"], strict=True))
-            # The measure this benchmark used before --repeat: each side's first run (Ray's
-            # first DAG after its 200-task warm-up is much slower than its later ones).
-            result["ratio_first_run"] = runs["ray"][0] / result["galaxy"]["walls"][0]
-        for w, r in zip(sleep_widths, runs["sleep"], strict=True):
-            sequential = 32 * args.sleep
-            result["sleep"].append({"width": w, "parallel_width": r["parallel_width"],
-                                    "makespan_s": r["wall"], "speedup": sequential / r["wall"],
-                                    "state": r["state"]})
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "throughput.json").write_text(json.dumps(result, indent=2))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the burners are stopped below
+    burners = [subprocess.Popen([sys.executable, "-c", BURNER]) for _ in range(args.burners)]
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = asyncio.run(_bench(deps, plans, viewer_plan, args, Path(tmp)))
+    finally:
+        for b in burners:
+            b.kill()
+            b.wait()
+    result = _results(runs, args, load, sleep_widths)
+    args.out.write_text(json.dumps(result, indent=2))
     _report(result, args)
 
 
+def _results(runs: dict[str, Any], args: argparse.Namespace, load: tuple[float, ...],
+             sleep_widths: list[int]) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "tasks": args.tasks, "viewer_tasks": args.viewer_tasks, "width": args.width,
+        "devices": args.devices, "repeat": args.repeat, "settle_s": args.settle, "burners": args.burners,
+        "cpus": os.cpu_count(), "load_average_before": load, "load_average_after": os.getloadavg(),
+        "galaxy_no_viewers_viewer_dag": _side(runs["vplain"], args.viewer_tasks),
+        "galaxy_3_viewers": _side(runs["viewed"], args.viewer_tasks),
+        "sleep": [],
+    }
+    if runs["plain"] and not args.viewers_only:
+        result["galaxy"] = _side(runs["plain"], args.tasks)
+    result["ratio_viewers_over_none"] = _med(runs["vplain"], "wall") / _med(runs["viewed"], "wall")
+    # Each round runs plain and viewed close to each other: the median of the per-round
+    # ratios cancels the slow swings of this machine's load that move single runs by 1.5-2x
+    # (the same paired estimate bench/instella/train_throughput.py uses).
+    paired = [a["wall"] / b["wall"] for a, b in zip(runs["vplain"], runs["viewed"], strict=True)]
+    result["ratio_viewers_paired_median"] = statistics.median(paired)
+    result["ratio_viewers_paired_ci95"] = _median_ci(paired)
+    result["ratio_viewers_paired"] = paired
+    result["load_per_round"] = [[a["load"], b["load"]] for a, b in zip(runs["vplain"], runs["viewed"], strict=True)]
+    if not args.skip_ray:
+        ray_wall = statistics.median(runs["ray"])
+        result["ray"] = {"wall_s": ray_wall, "tasks_per_s": args.tasks / ray_wall,
+                         "walls": runs["ray"], "version": runs["ray_version"]}
+        result["ratio_galaxy_over_ray"] = result["galaxy"]["tasks_per_s"] / result["ray"]["tasks_per_s"]
+        result["ratio_galaxy_over_ray_paired_median"] = statistics.median(
+            r / a["wall"] for a, r in zip(runs["plain"], runs["ray"], strict=True))
+        # The measure this benchmark used before --repeat: each side's first run (Ray's
+        # first DAG after its 200-task warm-up is much slower than its later ones).
+        result["ratio_first_run"] = runs["ray"][0] / result["galaxy"]["walls"][0]
+    for w, r in zip(sleep_widths if runs["sleep"] else [], runs["sleep"], strict=True):
+        sequential = 32 * args.sleep
+        result["sleep"].append({"width": w, "parallel_width": r["parallel_width"],
+                                "makespan_s": r["wall"], "speedup": sequential / r["wall"],
+                                "state": r["state"]})
+    return result
+
+
 def _report(result: dict[str, Any], args: argparse.Namespace) -> None:
-    g, n, v = result["galaxy"], result["galaxy_no_viewers_viewer_dag"], result["galaxy_3_viewers"]
-    print(f"load average before {result['load_average_before'][0]:.2f}, after {result['load_average_after'][0]:.2f} "
-          f"(1 min; {os.cpu_count()} CPUs)")
+    g, n, v = result.get("galaxy"), result["galaxy_no_viewers_viewer_dag"], result["galaxy_3_viewers"]
+    loads = [x for pair in result["load_per_round"] for run in pair for x in run]
+    print(f"load average before {result['load_average_before'][0]:.2f}, after {result['load_average_after'][0]:.2f}; "
+          f"during the timed runs {min(loads):.2f}-{max(loads):.2f} (1 min; {os.cpu_count()} CPUs; "
+          f"{args.burners} CPU burner(s) spinning)")
     print("| system | DAG tasks | wall (s) | tasks/s | overhead/task (ms) |\n|---|---|---|---|---|")
-    print(f"| galaxy ({args.devices} device processes) | {args.tasks} | {g['wall_s']:.2f} | {g['tasks_per_s']:.0f} | "
-          f"{g['overhead_ms_per_task']:.2f} |")
+    if g is not None:
+        print(f"| galaxy ({args.devices} device processes) | {args.tasks} | {g['wall_s']:.2f} | {g['tasks_per_s']:.0f} | "
+              f"{g['overhead_ms_per_task']:.2f} |")
     if "ray" in result:
         r = result["ray"]
         print(f"| ray {r['version']} (local, 4 CPUs) | {args.tasks} | {r['wall_s']:.2f} | {r['tasks_per_s']:.0f} | "
@@ -474,7 +505,9 @@ def _report(result: dict[str, Any], args: argparse.Namespace) -> None:
               f"first runs only: {result['ratio_first_run']:.2f} (goal >= 1.3)")
         print("ray walls (s): " + ", ".join(f"{w:.2f}" for w in result["ray"]["walls"]) + "; galaxy walls (s): "
               + ", ".join(f"{w:.2f}" for w in g["walls"]))
-    print(f"\nwith 3 viewers / without ({args.viewer_tasks}-task DAG): ratio of medians of {args.repeat}: "
+    p = sorted(result["ratio_viewers_paired"])
+    print("\nper-round ratios (viewers / none), sorted: " + ", ".join(f"{x:.2f}" for x in p))
+    print(f"with 3 viewers / without ({args.viewer_tasks}-task DAG): ratio of medians of {args.repeat}: "
           f"{result['ratio_viewers_over_none']:.2f}; median of the {args.repeat} per-round ratios: "
           f"{result['ratio_viewers_paired_median']:.2f}, 95% CI [{result['ratio_viewers_paired_ci95'][0]:.2f}, "
           f"{result['ratio_viewers_paired_ci95'][1]:.2f}] (goal >= 0.9)")

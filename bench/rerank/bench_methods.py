@@ -1,10 +1,14 @@
 """Benchmark: wall time to rerank BM25 top-100 of TREC DL19 queries with one local model,
 GroupRank (all groups concurrent) vs listwise sliding window vs pointwise, in the same run.
 
-Two backends, one at a time:
+Three backends, one at a time:
 
 - ``--backend serve``: one local ``transformers serve`` process (OpenAI-compatible HTTP,
   continuous batching on by default); the LLM methods that generate text.
+- ``--backend llama``: llama-cpp-python's server (``make llama-server``) on the packaged GGUF,
+  one sequence at a time; logit mode reads its ``top_logprobs`` over HTTP (prompts rendered here
+  with the packaged model's chat template, one group walked at a time so the server extends the
+  same prefix), the other methods generate over HTTP.
 - ``--backend hf``: the packaged model in this process (``paperlab.llm`` hf backend, which
   gathers concurrent calls into batched forward passes); adds the logit modes, which need raw
   logits.
@@ -185,7 +189,7 @@ def write(args: argparse.Namespace, cfgs: dict[str, tuple[str, RerankConfig]], s
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", type=Path, default=DATA)
-    ap.add_argument("--backend", choices=("serve", "hf"), default="serve")
+    ap.add_argument("--backend", choices=("serve", "hf", "llama"), default="serve")
     ap.add_argument("--queries", type=int, default=10, help="default query count per method")
     ap.add_argument("--methods", default="grouprank,listwise,pointwise",
                     help="comma-separated LABEL[:QUERIES]; labels: " + ", ".join(LABELS))
@@ -229,6 +233,16 @@ def main() -> int:
         proc, spec = start_server(smollm2_dir(), log_path, not args.no_continuous_batching,
                                   args.cb_max_batch_tokens)
         llm = load_llm(spec, max_concurrency=args.concurrency, timeout=3600, max_retries=1)
+    elif args.backend == "llama":
+        from paperlab.llm.packaged import smollm2_gguf
+        from paperlab.testing import start_llama_cpp_server
+
+        log_path = Path(tempfile.gettempdir()) / f"rerank-bench-llama-{os.getpid()}.log"
+        print(f"server log: {log_path}", flush=True)
+        served = start_llama_cpp_server(smollm2_gguf(), log_path, 120, threads=args.threads or 2)
+        proc, spec = served.proc, served.spec
+        # one sequence at a time: one request (one logit-mode group) in flight
+        llm = load_llm(spec, max_concurrency=1, timeout=3600, max_retries=1, chat_template="smollm2")
     else:
         import torch
 

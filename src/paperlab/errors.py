@@ -10,6 +10,7 @@ Every error a user can cause (a bad path, a bad config, a server that does not a
     │   ├── BackendSpecError     unknown or malformed backend spec
     │   ├── LLMConnectionError   server down, hanging, or refusing (after bounded retries)
     │   └── LLMResponseError     the server answered something we cannot use
+    │       └── LLMRefusedError      ... a 4xx refusal that sending again will not change
     ├── SoupError            paperlab.soup: merges and SoCE
     ├── RerankError          paperlab.rerank: GroupRank
     ├── GalaxyError          paperlab.galaxy: constellations, orchestrator, devices
@@ -45,6 +46,15 @@ class LLMConnectionError(LLMError):
 
 class LLMResponseError(LLMError):
     """The model server answered, but with something that cannot be used."""
+
+
+class LLMRefusedError(LLMResponseError):
+    """The server refused the request as invalid (a 4xx status other than 408/409/429):
+    sending the same request again will not change the answer."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class SoupError(PaperlabError):

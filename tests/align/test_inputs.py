@@ -136,3 +136,14 @@ def test_fit_at_its_bound_is_flagged(tmp_path: Path, capsys: pytest.CaptureFixtu
     code, out, err = _run(["scaling", str(pts)], capsys)
     assert code == 0, err
     assert "at upper bound" in out and "not identifiable" in err
+
+
+def test_the_variant_shows_in_the_score_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """'[platonic-rep]' in a rich title was read as markup and vanished from the table."""
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "a.npy", rng.standard_normal((80, 8)).astype(np.float32))
+    np.save(tmp_path / "b.npy", rng.standard_normal((80, 6)).astype(np.float32))
+    code, out, err = _run(["score", str(tmp_path / "a.npy"), str(tmp_path / "b.npy"), "--metric", "cknna",
+                           "--variant", "platonic-rep"], capsys)
+    assert code == 0, err
+    assert "platonic-rep" in out

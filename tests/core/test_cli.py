@@ -86,10 +86,30 @@ def test_a_lazily_mounted_system_runs_and_maps_its_errors():
     assert helped.returncode == 0 and "merge" in helped.stdout
 
 
-def test_a_piped_table_arrives_whole():
-    """Piped, rich drew for 80 columns and cut cells ("smol…", "gradie…")."""
-    out = run_cli("instella", "recipe", "--preset", "gpu", "--dry-run", "--nproc", "8", "--parallel", "fsdp")
-    assert out.returncode == 0, out.stderr
-    assert "…" not in out.stdout
+def test_a_piped_table_arrives_whole(capsys):
+    """Piped (stdout not a terminal, as under pytest), rich drew for 80 columns and cut cells
+    ("smol…", "gradie…"); commands print tables through paperlab.console now."""
+    from paperlab.cli import main
+
+    try:
+        main(["instella", "recipe", "--preset", "gpu", "--dry-run", "--nproc", "8", "--parallel", "fsdp"])
+    except SystemExit as exc:
+        assert not exc.code
+    out = capsys.readouterr().out
+    assert "…" not in out
     for word in ("gradients", "optimizer", "activations", "pretrain", "308,610,048 parameters"):
-        assert word in out.stdout
+        assert word in out
+
+
+def test_out_console_keeps_wide_cells_when_piped(capsys):
+    from rich.table import Table
+
+    from paperlab.console import out_console
+
+    t = Table()
+    t.add_column("model")
+    t.add_column("spec")
+    t.add_row("smollm2", "openai:http://127.0.0.1:8000/v1#" + "x" * 120)
+    out_console().print(t)
+    out = capsys.readouterr().out
+    assert "smollm2" in out and "x" * 120 in out and "…" not in out

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
+import math
+from typing import Any
 
 import pytest
 
@@ -15,9 +16,9 @@ pytestmark = pytest.mark.slow
 CHAT = [{"role": "user", "content": "What is the capital of France?"}]
 
 
-def test_chat_and_raw_completion_through_transformers_serve(served_smollm2, smollm2_path):
+def test_chat_and_raw_completion_through_transformers_serve(served_smollm2, smollm2_llm):
     remote = load_llm(served_smollm2.spec, timeout=120)
-    local = load_llm(f"hf:{smollm2_path}")
+    local = smollm2_llm
     g = remote.generate(CHAT, max_tokens=20)
     assert g.text == local.generate(CHAT, max_tokens=20).text  # same model, greedy: same text
     assert g.prompt_tokens > 10 and g.completion_tokens > 0
@@ -38,22 +39,9 @@ def test_transformers_serve_gives_no_logprobs_and_we_say_so(served_smollm2):
         remote.score("The capital of France is", [" Paris"])
 
 
-@pytest.fixture(scope="module")
-def logprob_server(smollm2_path, tmp_path_factory, tscale):
-    """The far side of the boundary: a vLLM-style echo+logprobs endpoint (see logprob_server.py)."""
-    from paperlab.testing import free_port, start_python_server, stop_process
-
-    port = free_port()
-    log = tmp_path_factory.mktemp("lp") / "server.log"
-    proc = start_python_server(Path(__file__).with_name("logprob_server.py"),
-                               [str(smollm2_path), str(port)], port, log, 120 * tscale)
-    yield f"openai:http://127.0.0.1:{port}/v1#smollm2"
-    stop_process(proc)
-
-
-def test_score_agrees_between_http_and_local_backends(logprob_server, smollm2_path):
-    remote = load_llm(logprob_server, timeout=60)
-    local = load_llm(f"hf:{smollm2_path}")
+def test_score_agrees_between_http_and_local_backends(vllm_style_server, smollm2_llm):
+    remote = load_llm(vllm_style_server, timeout=60)
+    local = smollm2_llm
     prompt = "Question: what is the capital of France?\nAnswer:"
     conts = [" Paris", " Rome", " It is Paris, of course."]
     r, h = remote.score(prompt, conts), local.score(prompt, conts)
@@ -61,3 +49,31 @@ def test_score_agrees_between_http_and_local_backends(logprob_server, smollm2_pa
         assert a.n_tokens == b.n_tokens
         assert a.logprob == pytest.approx(b.logprob, abs=2e-3)
     assert r[0].logprob > r[1].logprob
+
+
+DIGITS = [str(d) for d in range(10)]
+SCORE_CHAT: Any = [{"role": "system", "content": "You score passages 0-10."},
+                   {"role": "user", "content": "Query: capital of France\n[1] Paris is the capital.\n"
+                                               '[2] Bananas are yellow.\nAnswer {"[1]": s, "[2]": s}.'}]
+
+
+def test_next_tokens_over_http_equal_the_in_process_ones(vllm_style_server, smollm2_llm):
+    remote = load_llm(vllm_style_server, timeout=120)
+    prompts = [SCORE_CHAT, "Count: 1, 2, 3,"]
+    kw: dict[str, Any] = {"prefill": ['{"[1]": 7, "[2]": ', " "], "forced": ["1", ""]}
+    got, want = remote.next_tokens(prompts, DIGITS, **kw), smollm2_llm.next_tokens(prompts, DIGITS, **kw)
+    for g, w in zip(got, want, strict=True):
+        assert len(g.dists) == len(w.dists) and g.prompt_tokens == w.prompt_tokens
+        for dg, dw in zip(g.dists, w.dists, strict=True):
+            seen = [i for i, v in enumerate(dg.logprobs) if v > -math.inf]
+            assert len(seen) >= 5  # top 20 of the vocabulary hold most digits here
+            assert [dg.logprobs[i] for i in seen] == pytest.approx([dw.logprobs[i] for i in seen], abs=1e-3)
+            assert dg.top == dw.top
+
+
+def test_a_vllm_style_server_refusing_top_logprobs_or_the_model_name(vllm_style_server):
+    with pytest.raises(LLMResponseError, match="greater than max allowed: 20.*lower it"):
+        load_llm(vllm_style_server, top_logprobs=30).next_tokens([SCORE_CHAT], DIGITS)
+    wrong = vllm_style_server.replace("#smollm2", "#smollm3")
+    with pytest.raises(LLMResponseError, match="does not serve model 'smollm3'; it serves: smollm2"):
+        load_llm(wrong).next_tokens([SCORE_CHAT], DIGITS)

@@ -99,6 +99,6 @@ def test_next_tokens_errors(llm) -> None:
     with pytest.raises(LLMError, match="one per prompt"):
         llm.next_tokens(["x", "y"], ["a"], prefill=["a"])
     remote = load_llm("openai:http://127.0.0.1:9/v1#m")  # nothing is sent: it fails before
-    assert not remote.supports_next_tokens
-    with pytest.raises(LLMError, match="no next-token distributions.*hf:"):
-        remote.next_tokens(["x"], ["a"])
+    assert not remote.supports_next_tokens and remote.supports_top_logprobs
+    with pytest.raises(LLMError, match="forced text must be one token"):
+        remote.next_tokens(["x"], ["a"], forced="bc")

@@ -64,7 +64,7 @@ def test_bad_schema_is_a_clear_error(llm) -> None:
 
 class FormatServer:
     """The far side: an OpenAI-style server that honours response_format (like vLLM) or, with
-    ``refuse=True``, answers 400 to any request carrying it (like servers that predate it)."""
+    ``refuse=True``, answers 400 to any request carrying a schema (like servers that predate it)."""
 
     def __init__(self, refuse: bool) -> None:
         self.bodies: list[dict[str, Any]] = []
@@ -74,7 +74,7 @@ class FormatServer:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
                 srv.bodies.append(body)
-                if "response_format" in body and refuse:
+                if refuse and {"response_format", "structured_outputs", "guided_json"} & set(body):
                     status, text = 400, json.dumps({"error": "unknown field: response_format"})
                 else:
                     content = '{"[1]": 7}' if "response_format" in body else 'Sure! {"[1]": 7}'
@@ -124,9 +124,10 @@ def test_openai_falls_back_when_the_server_refuses_response_format() -> None:
         g = llm.generate(CHAT, max_tokens=8, schema=score_schema(1))
         assert g.text == 'Sure! {"[1]": 7}'  # plain generation: the caller parses
         assert llm.schema_supported is False
-        assert ["response_format" in b for b in srv.bodies] == [True, False]
+        assert ["response_format" in b for b in srv.bodies] == [True, True, False, False, False]
+        assert "structured_outputs" in srv.bodies[2] and "guided_json" in srv.bodies[3]
         llm.generate(CHAT, max_tokens=8, schema=score_schema(1))
-        assert len(srv.bodies) == 3 and "response_format" not in srv.bodies[2]  # not asked again
+        assert len(srv.bodies) == 6 and set(srv.bodies[5]) == set(srv.bodies[4])  # not asked again
     finally:
         srv.close()
 

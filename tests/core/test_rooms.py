@@ -37,3 +37,30 @@ def test_systems_import_no_other_system() -> None:
         for f in (SRC / system).rglob("*.py"):
             others = (imported_rooms(f) & set(SYSTEMS)) - {system}
             assert all((system, o) in ALLOWED for o in others), (f, others)
+
+
+def _calls(path: Path, names: set[str]) -> list[int]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            f = node.func
+            name = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+            if name in names:
+                found.append(node.lineno)
+    return found
+
+
+# Modules that are a command's edge: the CLIs, the demos, and the galaxy ask command's body.
+EDGE = ("cli.py", "cli_merge.py", "demo.py", "demo_run.py")
+EDGE_MODULES = {SRC / "galaxy" / "control" / "ask.py"}
+
+
+def test_threads_are_sized_only_at_a_commands_edge() -> None:
+    """One helper (paperlab.threads.set_threads), called by commands; library code never changes
+    torch's thread count (the recipe and SoCE once did from inside their run functions)."""
+    for f in SRC.rglob("*.py"):
+        if f == SRC / "threads.py":
+            continue
+        assert not _calls(f, {"set_num_threads"}), f"{f} calls torch.set_num_threads: use paperlab.threads"
+        if _calls(f, {"set_threads"}):
+            assert f.name in EDGE or f in EDGE_MODULES, f"{f} sizes threads but is not a command's edge"

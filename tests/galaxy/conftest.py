@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from paperlab.galaxy.journal import Journal
-from paperlab.galaxy.local import LocalDevice, free_port, spawn_device
+from paperlab.galaxy.device.local import LocalDevice, free_port, spawn_device
+from paperlab.galaxy.orchestrator.journal import Journal
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 TOKEN = "test-token-123"
@@ -101,15 +102,29 @@ class Galaxy:
 
     def close(self) -> None:
         for d in self.devices.values():
-            d.stop(5)
+            d.stop(5 * self.tscale)
         if self.orch is not None and self.orch.poll() is None:
             self.orch.send_signal(signal.SIGTERM)
             try:
-                self.orch.wait(10)
+                self.orch.wait(10 * self.tscale)
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     self.orch.kill()
                 self.orch.wait()
+
+
+@pytest.fixture
+def until(tscale: float) -> Callable[..., Awaitable[None]]:
+    """``await until(cond, what, timeout=10)``: poll ``cond`` in the event loop; fail naming
+    ``what`` after ``timeout`` seconds (scaled by PAPERLAB_TEST_TIMEOUT_SCALE)."""
+    async def wait(cond: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+        end = time.monotonic() + timeout * tscale
+        while not cond():
+            if time.monotonic() > end:
+                raise AssertionError(f"timed out after {timeout * tscale:.1f}s waiting for {what}")
+            await asyncio.sleep(0.02)
+
+    return wait
 
 
 @pytest.fixture

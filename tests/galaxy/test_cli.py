@@ -1,4 +1,6 @@
-"""The CLI as a user meets it: clear one-line errors (exit 2) and `status` from the journal."""
+"""The CLI as a user meets it: clear one-line errors (exit 2, nothing changed), the device
+registry commands, and `status` from the journal. Error paths run in process (paperlab.cli.main,
+the same entry point as the `paperlab` command); one test starts real processes (slow lane)."""
 
 from __future__ import annotations
 
@@ -12,33 +14,102 @@ import pytest
 SRC = Path(__file__).resolve().parents[2] / "src"
 
 
-def cli(*args: str, token: str | None = "t", cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(SRC)}
-    env.pop("GALAXY_TOKEN", None)
-    if token is not None:
-        env["GALAXY_TOKEN"] = token
-    return subprocess.run([sys.executable, "-m", "paperlab", "galaxy", *args], capture_output=True,
-                          text=True, env=env, cwd=cwd, timeout=120)
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """``paperlab galaxy ARGS`` in this process: (exit code, stdout, stderr)."""
+    from paperlab.cli import main
+
+    code = 0
+    try:
+        main(["galaxy", *args])
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
-def test_user_errors_are_one_line(tmp_path: Path) -> None:
-    r = cli("run", str(tmp_path / "missing.yaml"), "--journal", str(tmp_path / "j.sqlite"))
-    assert r.returncode == 2 and "error: plan file" in r.stderr and "Traceback" not in r.stderr
+def one_line_error(code: int, err: str, *needles: str) -> None:
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in err, err
+    for n in needles:
+        assert n in err, (n, err)
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("GALAXY_TOKEN", "sekret")
+    monkeypatch.delenv("GALAXY_REGISTRY", raising=False)
+    monkeypatch.chdir(tmp_path)  # the default registry and journal paths are relative
+
+
+def test_user_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    code, _, err = run_cli(capsys, "run", str(tmp_path / "missing.yaml"), "--journal", str(tmp_path / "j.sqlite"))
+    one_line_error(code, err, "plan file")
     (tmp_path / "cyc.yaml").write_text(
         "tasks:\n- {id: a, executor: {kind: echo}, after: [b]}\n- {id: b, executor: {kind: echo}, after: [a]}\n")
-    r = cli("run", str(tmp_path / "cyc.yaml"), "--journal", str(tmp_path / "j.sqlite"), "--port", "0")
-    assert r.returncode == 2 and "cycle" in r.stderr
-    r = cli("serve", token=None)
-    assert r.returncode == 2 and "GALAXY_TOKEN" in r.stderr
-    r = cli("status", "nope", "--journal", str(tmp_path / "none.sqlite"))
-    assert r.returncode == 2 and "does not exist" in r.stderr
+    code, _, err = run_cli(capsys, "run", str(tmp_path / "cyc.yaml"), "--journal", str(tmp_path / "j.sqlite"))
+    one_line_error(code, err, "cycle")
+    assert not (tmp_path / "j.sqlite").exists()  # checked before the journal was opened
+    code, _, err = run_cli(capsys, "status", "nope", "--journal", str(tmp_path / "none.sqlite"))
+    one_line_error(code, err, "does not exist")
+    (tmp_path / "ok.yaml").write_text("tasks:\n- {id: a, executor: {kind: echo}}\n")
+    code, _, err = run_cli(capsys, "run", "ok.yaml", "--allow-origin", "dashboard.example.org")
+    one_line_error(code, err, "--allow-origin", "scheme://host[:port]")
+    monkeypatch.delenv("GALAXY_TOKEN")
+    code, _, err = run_cli(capsys, "serve")
+    one_line_error(code, err, "GALAXY_TOKEN")
 
 
-def test_status_replays_the_journal(tmp_path: Path) -> None:
-    from paperlab.galaxy.constellation import Constellation
-    from paperlab.galaxy.events import Created, Dispatched, Result
-    from paperlab.galaxy.journal import Journal
-    from paperlab.galaxy.runstate import Run
+def test_registry_bad_input_is_one_line_and_changes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    reg = tmp_path / "galaxy-devices.yaml"
+    (tmp_path / "p.yaml").write_text("tasks:\n- {id: a, executor: {kind: echo}}\n")
+    key = "'" + "0" * 32 + "'"
+    reg.write_text(f"devices:\n- {{id: a, capabilites: [cpu], key: {key}}}\n")
+    for args in (["devices", "list"], ["devices", "add", "b"], ["run", "p.yaml"]):
+        code, _, err = run_cli(capsys, *args)
+        one_line_error(code, err, "capabilites", "galaxy-devices.yaml")
+    twice = "devices:\n" + "".join(f"- {{id: a, key: '{c * 32}'}}\n" for c in "01")
+    reg.write_text(twice)
+    code, _, err = run_cli(capsys, "devices", "revoke", "a")
+    one_line_error(code, err, "'a' appears more than once")
+    assert reg.read_text() == twice
+    reg.write_text(f"devices:\n- {{id: a, key: {key}}}\n")
+    before = reg.read_text()
+    code, _, err = run_cli(capsys, "devices", "revoke", "ghost")
+    one_line_error(code, err, "no device 'ghost'", "registered: ['a']")
+    code, _, err = run_cli(capsys, "devices", "add", "a")
+    one_line_error(code, err, "already registered")
+    code, _, err = run_cli(capsys, "devices", "add", "b", "--executors", "echo,teleport")
+    one_line_error(code, err, "teleport")
+    assert reg.read_text() == before
+
+
+def test_devices_add_list_revoke_and_token(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from paperlab.galaxy.protocol.auth import device_token
+    from paperlab.galaxy.protocol.registry import DeviceRegistry
+
+    code, out, err = run_cli(capsys, "devices", "add", "laptop", "--capabilities", "cpu,office",
+                             "--executors", "echo,shell", "--max-concurrency", "4")
+    assert code == 0, err
+    reg = DeviceRegistry("galaxy-devices.yaml").get("laptop")
+    assert reg is not None and reg.capabilities == ["cpu", "office"] and reg.executors == ["echo", "shell"]
+    assert out.strip() == device_token("sekret", "laptop", reg.key)
+    code, again, _ = run_cli(capsys, "token", "--device", "laptop")
+    assert code == 0 and again == out
+    code, out, _ = run_cli(capsys, "devices", "list")
+    assert code == 0 and "laptop" in out and "cpu,office" in out and reg.key not in out
+    code, out, _ = run_cli(capsys, "devices", "revoke", "laptop")
+    assert code == 0 and "revoked laptop" in out
+    code, _, err = run_cli(capsys, "token", "--device", "laptop")
+    one_line_error(code, err, "not in the registry", "devices add laptop")
+
+
+def test_status_replays_the_journal(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from paperlab.galaxy.orchestrator.events import Created, Dispatched, Result
+    from paperlab.galaxy.orchestrator.journal import Journal
+    from paperlab.galaxy.orchestrator.runstate import Run
+    from paperlab.galaxy.plan.constellation import Constellation
 
     j = Journal(tmp_path / "j.sqlite")
     plan = Constellation.from_plan({"tasks": [{"id": "alpha", "executor": {"kind": "echo"}}]})
@@ -51,13 +122,52 @@ def test_status_replays_the_journal(tmp_path: Path) -> None:
         j.append("r1", ev)
         run.apply(ev)
     j.close()
-    r = cli("status", "r1", "--journal", str(tmp_path / "j.sqlite"))
-    assert r.returncode == 0, r.stderr
-    assert "alpha" in r.stdout and "completed" in r.stdout and "42" in r.stdout
-    r = cli("status", "r2", "--journal", str(tmp_path / "j.sqlite"))
-    assert r.returncode == 2 and "known runs: ['r1']" in r.stderr
+    code, out, err = run_cli(capsys, "status", "r1", "--journal", str(tmp_path / "j.sqlite"))
+    assert code == 0, err
+    assert "alpha" in out and "completed" in out and "42" in out
+    code, _, err = run_cli(capsys, "status", "r2", "--journal", str(tmp_path / "j.sqlite"))
+    one_line_error(code, err, "known runs: ['r1']")
 
 
+def test_control_commands_fail_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from paperlab.testing import free_port
+
+    (tmp_path / "p.yaml").write_text("tasks:\n- {id: a, executor: {kind: echo}}\n")
+    api = f"http://127.0.0.1:{free_port()}/api"
+    for args in (["submit", "p.yaml"], ["devices", "online"], ["undo", "r1"]):
+        code, _, err = run_cli(capsys, *args, "--api", api)
+        one_line_error(code, err, "cannot reach the control API")
+
+
+def test_service_options_come_from_the_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """--max-send-mb, --registry, --allow-origin, --max-viewers and --keep-mb reach the
+    service's options from both serve and run; a bad value is one line, exit 2."""
+    from paperlab.galaxy.control import service
+
+    seen: list[service.ServiceOptions] = []
+
+    def fake_run_service(opts: service.ServiceOptions) -> str:  # the far side: no orchestrator
+        seen.append(opts)
+        return "completed"
+
+    monkeypatch.setattr(service, "run_service", fake_run_service)
+    (tmp_path / "p.yaml").write_text("tasks:\n- {id: a, executor: {kind: echo}}\n")
+    code, _, err = run_cli(capsys, "serve", "--max-send-mb", "3", "--registry", "r.yaml", "--allow-origin",
+                           "https://dash.example.org", "--max-viewers", "2", "--keep-mb", "100")
+    assert code == 0, err
+    code, _, err = run_cli(capsys, "run", "p.yaml")
+    assert code == 0, err
+    assert [o.max_send_mb for o in seen] == [3, 64]
+    assert seen[0].registry == Path("r.yaml") and seen[0].allow_origins == ["https://dash.example.org"]
+    assert seen[0].max_viewers == 2 and seen[0].keep_mb == 100 and seen[1].registry == Path("galaxy-devices.yaml")
+    code, _, err = run_cli(capsys, "run", "p.yaml", "--max-send-mb", "0")
+    one_line_error(code, err, "--max-send-mb 0: give at least 1")
+    code, _, err = run_cli(capsys, "serve", "--keep-mb", "0")
+    one_line_error(code, err, "--keep-mb 0")
+
+
+@pytest.mark.slow
 def test_ask_with_a_plan_file_runs_after_devices_join(galaxy, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import yaml
 
@@ -68,7 +178,7 @@ def test_ask_with_a_plan_file_runs_after_devices_join(galaxy, tmp_path: Path) ->
     proc = subprocess.Popen(
         [sys.executable, "-m", "paperlab", "galaxy", "ask", "say hi", "--plan", str(plan), "--yes",
          "--port", str(galaxy.port), "--journal", str(tmp_path / "j.sqlite")],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=tmp_path)
     try:
         galaxy.device("pc", ["cpu"])
         out, _ = proc.communicate(timeout=90 * galaxy.tscale)
@@ -77,45 +187,3 @@ def test_ask_with_a_plan_file_runs_after_devices_join(galaxy, tmp_path: Path) ->
             proc.kill()
     assert proc.returncode == 0, out
     assert "plan: " in out and "finished: completed" in out and "hello" in out
-
-
-def test_token_and_control_commands_fail_in_one_line(tmp_path: Path) -> None:
-    from paperlab.galaxy.auth import device_token
-
-    r = cli("token", "--device", "laptop", token="sekret")
-    assert r.returncode == 0 and r.stdout.strip() == device_token("sekret", "laptop")
-    plan = tmp_path / "p.yaml"
-    plan.write_text("tasks:\n- {id: a, executor: {kind: echo}}\n")
-    from paperlab.testing import free_port
-
-    r = cli("submit", str(plan), "--api", f"http://127.0.0.1:{free_port()}/api")
-    assert r.returncode == 2 and "cannot reach the control API" in r.stderr and "Traceback" not in r.stderr
-
-
-def test_max_send_mb_reaches_the_service_and_a_bad_one_is_one_line(tmp_path: Path,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    """--max-send-mb (the bound on frames queued for a device that stops reading) reaches the
-    service's options (in MiB) from both serve and run; below 1 it is one line, exit 2."""
-    from typer.testing import CliRunner
-
-    from paperlab.galaxy import cli as galaxy_cli
-    from paperlab.galaxy import service
-
-    seen: list[service.ServiceOptions] = []
-
-    def fake_run_service(opts: service.ServiceOptions) -> str:  # the far side: no orchestrator
-        seen.append(opts)
-        return "completed"
-
-    monkeypatch.setattr(service, "run_service", fake_run_service)
-    plan = tmp_path / "p.yaml"
-    plan.write_text("tasks:\n- {id: a, executor: {kind: echo}}\n")
-    runner = CliRunner()
-    r = runner.invoke(galaxy_cli.app, ["serve", "--token", "t", "--max-send-mb", "3"])
-    assert r.exit_code == 0, r.output
-    r = runner.invoke(galaxy_cli.app, ["run", str(plan), "--token", "t"])
-    assert r.exit_code == 0, r.output
-    assert [o.max_send_mb for o in seen] == [3, 64]
-    r = cli("run", str(plan), "--token", "t", "--max-send-mb", "0", token="t")
-    assert r.returncode == 2 and "--max-send-mb 0: give at least 1" in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1

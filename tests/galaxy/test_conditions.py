@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from paperlab.galaxy.conditions import check_condition, evaluate
 from paperlab.galaxy.errors import ConditionError
+from paperlab.galaxy.plan.conditions import check_condition, evaluate
 
 
 @pytest.mark.parametrize(

@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from paperlab.galaxy.constellation import (
+from paperlab.galaxy.errors import PlanError
+from paperlab.galaxy.plan.constellation import (
     Constellation,
     ConstellationState,
     TaskStatus,
     load_constellation,
     resolve_inputs,
 )
-from paperlab.galaxy.errors import PlanError
 
 
 def plan(**extra: object) -> dict:

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from paperlab.galaxy.constellation import Constellation, ConstellationState
-from paperlab.galaxy.edits import parse_batch
-from paperlab.galaxy.local import spawn_device
-from paperlab.galaxy.runtime import start_orchestrator
+from paperlab.galaxy.control.runtime import start_orchestrator
+from paperlab.galaxy.device.local import spawn_device
+from paperlab.galaxy.plan.constellation import Constellation, ConstellationState
+from paperlab.galaxy.plan.edits import parse_batch
 
 SECRET = "admin"
 
@@ -59,6 +59,7 @@ def _merge(page: dict[str, Any], frame: dict[str, Any]) -> None:
     page.setdefault("tasks", {}).update(frame.get("tasks", {}))
 
 
+@pytest.mark.slow
 def test_an_edit_is_drawn_and_logged(tmp_path: Path, tscale: float) -> None:
     plan = Constellation.from_plan({"tasks": [{"id": "a", "executor": {"kind": "echo"}}]})
 
@@ -85,6 +86,7 @@ def test_an_edit_is_drawn_and_logged(tmp_path: Path, tscale: float) -> None:
     asyncio.run(main())
 
 
+@pytest.mark.slow
 def test_a_stalled_viewer_costs_one_frame_and_catches_up_with_the_whole_page(
         tmp_path: Path, tscale: float, monkeypatch: pytest.MonkeyPatch) -> None:
     """A viewer that stops reading (its socket's reading paused, a small receive buffer)
@@ -159,6 +161,7 @@ def test_a_stalled_viewer_costs_one_frame_and_catches_up_with_the_whole_page(
     asyncio.run(main())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="scheduling policies are read on Linux only")
 @pytest.mark.parametrize(("nice", "policy", "step"), [(None, "SCHED_OTHER", 19), ("5", "SCHED_OTHER", 5),
                                                       ("idle", "SCHED_IDLE", 0)])
@@ -189,22 +192,23 @@ def test_the_renderer_runs_below_the_orchestrator_as_told(
     asyncio.run(main())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="SCHED_IDLE is Linux-only")
 @pytest.mark.parametrize(("value", "done"), [(None, "nice +19"), ("+3", "nice +3"), ("idle", "SCHED_IDLE"),
                                              ("not a number", "nice +19")])
-def test_a_bad_nice_value_does_not_stop_the_renderer(value: str | None, done: str) -> None:
+def test_a_bad_nice_value_does_not_stop_the_renderer(value: str | None, done: str, tscale: float) -> None:
     """In a child process (the call changes the caller's own scheduling)."""
     import subprocess
     import sys
 
     env = {} if value is None else {"GALAXY_RENDER_NICE": value}
-    code = ("import json, sys; from paperlab.galaxy.dashboard_render import lower_priority; "
+    code = ("import json, sys; from paperlab.galaxy.dashboard.render import lower_priority; "
             "print(lower_priority(json.loads(sys.argv[1])))")
     import paperlab
 
     src = str(Path(paperlab.__file__).resolve().parents[1])  # the paperlab under test
     out = subprocess.run([sys.executable, "-c", code, json.dumps(env)], capture_output=True, text=True,
-                         check=True, timeout=60, env={**os.environ, "PYTHONPATH": src})
+                         check=True, timeout=60 * tscale, env={**os.environ, "PYTHONPATH": src})
     assert out.stdout.strip() == done
 
 
@@ -216,9 +220,9 @@ def test_ticks_carry_what_the_renderer_lacks_and_cost_nothing_per_event_unwatche
     unseen); and while nobody watches, no listener runs and the run collects nothing."""
     import sqlite3
 
-    from paperlab.galaxy.dashboard import Dashboard
-    from paperlab.galaxy.dashboard_render import PageState
-    from paperlab.galaxy.events import Dispatched, Refused
+    from paperlab.galaxy.dashboard.relay import Dashboard
+    from paperlab.galaxy.dashboard.render import PageState
+    from paperlab.galaxy.orchestrator.events import Dispatched, Refused
 
     plan = Constellation.from_plan({"tasks": [{"id": "a", "executor": {"kind": "echo"}},
                                               {"id": "b", "executor": {"kind": "echo"}},
@@ -230,7 +234,7 @@ def test_ticks_carry_what_the_renderer_lacks_and_cost_nothing_per_event_unwatche
             page = PageState(sqlite3.connect(f"file:{tmp_path / 'j.sqlite'}?mode=ro", uri=True))
             rid = orch.submit(plan, "r")
             run = orch.runs[rid]
-            orch._record(run, Dispatched(task="a", attempt="r/a/1", device="d"))
+            orch.book.record(run, Dispatched(task="a", attempt="r/a/1", device="d"))
 
             def tick() -> dict[str, str]:
                 """One tick through the renderer's page state; the statuses it carried."""
@@ -241,16 +245,19 @@ def test_ticks_carry_what_the_renderer_lacks_and_cost_nothing_per_event_unwatche
             assert tick() == {"a": "running"}  # new to the renderer
             assert page.tasks["b"][0] == "pending" and page.tasks["a"][0] == "running"
             assert 'data-task="c"' in page.panels["dag"] and set(page.tasks) == {"a", "b", "c"}
-            orch._record(run, Refused(task="a", attempt="r/a/1", device="d", reason="at capacity"))
+            orch.book.record(run, Refused(task="a", attempt="r/a/1", device="d", reason="at capacity"))
             assert tick() == {"a": "pending"}  # only what changed
             assert tick() == {}
-            orch._record(run, Dispatched(task="a", attempt="r/a/2", device="d"))
+            orch.book.record(run, Dispatched(task="a", attempt="r/a/2", device="d"))
             assert tick() == {"a": "running"}
             dash._show(None)  # the last viewer left
             assert run.changed is None and not orch.listeners
-            orch._record(run, Refused(task="a", attempt="r/a/2", device="d", reason="at capacity"))
+            orch.book.record(run, Refused(task="a", attempt="r/a/2", device="d", reason="at capacity"))
             # A viewer came back: every state, "a" back to pending among them.
+            dash.busy_changes = 2  # (a busy scheduler: more than 2 changed tasks in a tick)
             assert tick() == {"a": "pending", "b": "pending", "c": "pending"}
             assert page.tasks["a"][0] == "pending"
+            assert dash.pause() == dash.busy_interval == 1.0  # frames back off while it is busy
+            assert tick() == {} and dash.pause() == dash.interval == 0.25
 
     asyncio.run(main())

@@ -6,8 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from paperlab.galaxy.constellation import Constellation, TaskStatus
-from paperlab.galaxy.edits import (
+from paperlab.galaxy.errors import EditError
+from paperlab.galaxy.plan.constellation import Constellation, TaskStatus
+from paperlab.galaxy.plan.edits import (
     AddDependency,
     AddTask,
     EditBatch,
@@ -18,7 +19,6 @@ from paperlab.galaxy.edits import (
     check_invariants,
     parse_batch,
 )
-from paperlab.galaxy.errors import EditError
 
 IDS = [f"t{i}" for i in range(8)]
 
@@ -93,3 +93,30 @@ def test_random_edit_sequences_keep_invariants(batches, started) -> None:  # typ
             t = c.tasks[tid]
             if t.status is TaskStatus.PENDING:
                 t.status, t.attempts, t.assigned_device = TaskStatus.RUNNING, 1, "dev"
+
+
+def _shape(c: Constellation) -> tuple[dict, set]:
+    """The plan as a comparable value: tasks' plan fields, and edges as a set."""
+    return ({t: c.tasks[t].plan_dict() for t in sorted(c.tasks)},
+            {(e.source, e.target, e.kind.value, e.condition) for e in c.edges})
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(batches=st.lists(st.lists(edit_st, min_size=1, max_size=4), min_size=1, max_size=8))
+def test_the_inverse_of_an_accepted_batch_restores_the_dag(batches) -> None:  # type: ignore[no-untyped-def]
+    from paperlab.galaxy.plan.edits import inverse_batch
+
+    c = Constellation.from_plan({"tasks": [{"id": "t0", "executor": {"kind": "echo"}}]})
+    for edits in batches:
+        try:
+            new = apply_batch(c, EditBatch(edits=edits))
+        except EditError:
+            continue
+        inverse = inverse_batch(c, new)
+        if inverse is None:
+            assert _shape(new) == _shape(c)
+        else:
+            assert _shape(apply_batch(new, inverse)) == _shape(c)  # undo
+            redo = inverse_batch(new, apply_batch(new, inverse))
+            assert redo is not None and _shape(apply_batch(apply_batch(new, inverse), redo)) == _shape(new)
+        c = new

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from paperlab.errors import ConfigError
+from paperlab.galaxy.device.executors import DeviceConfig, load_device_config, run_executor
 from paperlab.galaxy.errors import ExecutorError
-from paperlab.galaxy.executors import DeviceConfig, load_device_config, run_executor
 
 
 def run(kind: str, args: dict, cfg: DeviceConfig, inputs: dict | None = None):  # type: ignore[no-untyped-def]
@@ -18,7 +18,7 @@ def run(kind: str, args: dict, cfg: DeviceConfig, inputs: dict | None = None):  
 
 def test_policy_refusals() -> None:
     cfg = DeviceConfig(device_id="d", shell_allow=["echo"], executors=["echo", "shell", "python", "llm"],
-                       python_allow={"count": "paperlab.galaxy.tools:count_words"})
+                       python_allow={"count": "paperlab.galaxy.device.tools:count_words"})
     assert run("shell", {"argv": ["echo", "a"]}, cfg)["stdout"] == "a\n"
     for kind, args, message in [
         ("shell", {"argv": ["rm", "-rf", "/"]}, "allow-list"),

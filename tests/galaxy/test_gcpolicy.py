@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from paperlab.galaxy import gcpolicy
-from paperlab.galaxy.agent import DeviceAgent
-from paperlab.galaxy.constellation import Constellation, ConstellationState
-from paperlab.galaxy.executors import DeviceConfig
-from paperlab.galaxy.orchestrator import OrchestratorConfig
-from paperlab.galaxy.runtime import start_orchestrator
+from paperlab.galaxy.control.runtime import start_orchestrator
+from paperlab.galaxy.device.agent import DeviceAgent
+from paperlab.galaxy.device.executors import DeviceConfig
+from paperlab.galaxy.orchestrator import gcpolicy
+from paperlab.galaxy.orchestrator.config import OrchestratorConfig
+from paperlab.galaxy.plan.constellation import Constellation, ConstellationState
 
 
 class Node:

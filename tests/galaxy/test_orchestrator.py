@@ -18,15 +18,15 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from paperlab.galaxy.agent import DeviceAgent
-from paperlab.galaxy.constellation import Constellation, ConstellationState, TaskStatus
-from paperlab.galaxy.edits import AddDependency, AddTask, EditBatch
-from paperlab.galaxy.executors import DeviceConfig
-from paperlab.galaxy.journal import Journal
-from paperlab.galaxy.orchestrator import Orchestrator, OrchestratorConfig
-from paperlab.galaxy.protocol import Register, TaskResult, encode
-from paperlab.galaxy.runstate import RunSettings
-from paperlab.galaxy.server import OrchestratorServer
+from paperlab.galaxy.control.server import OrchestratorServer
+from paperlab.galaxy.device.agent import DeviceAgent
+from paperlab.galaxy.device.executors import DeviceConfig
+from paperlab.galaxy.orchestrator.config import OrchestratorConfig, RunSettings
+from paperlab.galaxy.orchestrator.core import Orchestrator
+from paperlab.galaxy.orchestrator.journal import Journal
+from paperlab.galaxy.plan.constellation import Constellation, ConstellationState, TaskStatus
+from paperlab.galaxy.plan.edits import AddDependency, AddTask, EditBatch
+from paperlab.galaxy.protocol.aip import Register, TaskResult, encode
 
 TOKEN = "tok"
 
@@ -184,6 +184,7 @@ def test_results_only_from_assigned_device_and_once(tmp_path: Path, tscale: floa
     await_run(tmp_path, tscale, body, [])
 
 
+@pytest.mark.slow
 def test_a_device_that_stops_reading_is_disconnected_not_buffered(tmp_path: Path, tscale: float,
                                                                   caplog: pytest.LogCaptureFixture) -> None:
     """A device that registers for 1024 tasks and then stops reading: the frames for it stop
@@ -203,7 +204,7 @@ def test_a_device_that_stops_reading_is_disconnected_not_buffered(tmp_path: Path
             await slow.send(encode(Register(device_id="slow", max_concurrency=1024)))
             await wait_devices(orch, 1, tscale)
             slow.transport.pause_reading()
-            with caplog.at_level(logging.WARNING, logger="paperlab.galaxy.server"):
+            with caplog.at_level(logging.WARNING, logger="paperlab.galaxy.control.server"):
                 rid = orch.submit(plan)
                 for _ in range(int(200 * tscale)):
                     if not orch.devices["slow"].online:
@@ -288,13 +289,13 @@ def test_cancel_one_task_keeps_the_rest(tmp_path: Path, tscale: float) -> None:
 def test_a_lost_device_that_speaks_again_comes_back(tmp_path: Path) -> None:
     import time
 
-    from paperlab.galaxy.protocol import Heartbeat
+    from paperlab.galaxy.protocol.aip import Heartbeat
 
     async def main() -> None:
         journal = Journal(tmp_path / "j.sqlite")
         orch = Orchestrator(journal, OrchestratorConfig(device_timeout=1.0))
         orch.device_registered(Register(device_id="slow"), lambda m: None)
-        orch._check_devices(time.time() + 5)  # silent past the timeout: lost
+        orch.link.check(time.time() + 5)  # silent past the timeout: lost
         assert orch.devices["slow"].status() == "lost"
         orch.on_message("slow", Heartbeat())  # its connection was alive all along
         assert orch.devices["slow"].status() == "online"

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from paperlab.galaxy.errors import ProtocolError
-from paperlab.galaxy.protocol import (
+from paperlab.galaxy.protocol.aip import (
     MAX_BATCH,
     PROTOCOL_VERSION,
     Batch,
@@ -153,6 +153,7 @@ message_like = st.fixed_dictionaries(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.one_of(st.binary(max_size=300), st.text(max_size=300), message_like.map(json.dumps),
                  json_values.map(json.dumps)))
@@ -163,6 +164,7 @@ def test_fuzz_decoder_only_raises_protocol_error(frame: object) -> None:
         assert exc.code in {"oversized", "malformed", "version", "unknown_type", "invalid"}
 
 
+@pytest.mark.slow
 @settings(max_examples=120, deadline=None)
 @given(st.lists(st.one_of(st.text(max_size=200), message_like.map(json.dumps), st.just(reg())),
                 max_size=15))

@@ -11,10 +11,10 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
-from paperlab.galaxy.constellation import Constellation, ConstellationState, TaskStatus
-from paperlab.galaxy.orchestrator import OrchestratorConfig
-from paperlab.galaxy.protocol import Heartbeat, Register, TaskResult, encode
-from paperlab.galaxy.runtime import start_orchestrator
+from paperlab.galaxy.control.runtime import start_orchestrator
+from paperlab.galaxy.orchestrator.config import OrchestratorConfig
+from paperlab.galaxy.plan.constellation import Constellation, ConstellationState, TaskStatus
+from paperlab.galaxy.protocol.aip import Heartbeat, Register, TaskResult, encode
 
 SECRET = "admin"
 

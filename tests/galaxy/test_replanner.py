@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from paperlab.galaxy.constellation import Constellation, ConstellationState, TaskStatus
-from paperlab.galaxy.edits import apply_batch
-from paperlab.galaxy.journal import Journal
-from paperlab.galaxy.orchestrator import Orchestrator, OrchestratorConfig
-from paperlab.galaxy.replanner import ReplanRule, RuleReplanner
+from paperlab.galaxy.orchestrator.config import OrchestratorConfig
+from paperlab.galaxy.orchestrator.core import Orchestrator
+from paperlab.galaxy.orchestrator.journal import Journal
+from paperlab.galaxy.plan.constellation import Constellation, ConstellationState, TaskStatus
+from paperlab.galaxy.plan.edits import apply_batch
+from paperlab.galaxy.planning.replanner import ReplanRule, RuleReplanner
 
 
 def failed_plan() -> Constellation:
@@ -61,7 +62,7 @@ def test_rejected_replan_edit_leaves_run_going(tmp_path: Path, tscale: float) ->
             {"id": "y", "executor": {"kind": "echo"}}]}))
         run = orch.runs[rid]
         # Stand in for a device: fail x as its assigned device would (the server path is tested elsewhere).
-        from paperlab.galaxy.protocol import Register, TaskResult
+        from paperlab.galaxy.protocol.aip import Register, TaskResult
 
         sent: list = []
         orch.device_registered(Register(device_id="d", max_concurrency=4), sent.append)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from paperlab.galaxy.conditions import check_condition
-from paperlab.galaxy.planner import DeviceSummary, check_placeable
-from paperlab.galaxy.tools import TOOLS
+from paperlab.galaxy.device.tools import TOOLS
+from paperlab.galaxy.plan.conditions import check_condition
+from paperlab.galaxy.planning.planner import DeviceSummary, check_placeable
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "galaxy" / "nebula.py"
 

@@ -22,22 +22,31 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from paperlab.galaxy.agent import DeviceAgent
-from paperlab.galaxy.auth import DEVICE_HEADER, device_token, viewer_token
-from paperlab.galaxy.client import call
-from paperlab.galaxy.constellation import Constellation, ConstellationState, TaskStatus
+from paperlab.galaxy.control.client import call
+from paperlab.galaxy.control.runtime import Started, start_orchestrator
+from paperlab.galaxy.device.agent import DeviceAgent
+from paperlab.galaxy.device.executors import DeviceConfig
 from paperlab.galaxy.errors import GalaxyError
-from paperlab.galaxy.executors import DeviceConfig
-from paperlab.galaxy.orchestrator import OrchestratorConfig
-from paperlab.galaxy.protocol import DeviceInfo, Register, encode
-from paperlab.galaxy.runtime import Started, start_orchestrator
-from paperlab.galaxy.tls import client_context, server_context
+from paperlab.galaxy.orchestrator.config import OrchestratorConfig
+from paperlab.galaxy.plan.constellation import Constellation, ConstellationState, TaskStatus
+from paperlab.galaxy.protocol.aip import DeviceInfo, Register, encode
+from paperlab.galaxy.protocol.auth import DEVICE_HEADER, device_token, viewer_token
+from paperlab.galaxy.protocol.registry import DeviceRegistry
+from paperlab.galaxy.protocol.tls import client_context, server_context
 
 SECRET = "s3cret-admin"
 
 
 def dev(name: str, **kw: Any) -> DeviceConfig:
     return DeviceConfig(device_id=name, max_concurrency=2, heartbeat_interval=0.2, **kw)
+
+
+def register(tmp: Path, name: str = "a", **kw: Any) -> tuple[Path, str]:
+    """Register device ``name`` (max_concurrency 2) in a registry file under ``tmp``; its
+    token."""
+    path = tmp / "devices.yaml"
+    reg = DeviceRegistry(path).add(name, kw.pop("capabilities", []), max_concurrency=2, **kw)
+    return path, device_token(SECRET, name, reg.key)
 
 
 async def online(g: Started, n: int, tscale: float) -> None:
@@ -49,11 +58,13 @@ async def online(g: Started, n: int, tscale: float) -> None:
 
 
 def test_device_tokens_bind_ids_and_one_live_connection_per_id(tmp_path: Path, tscale: float) -> None:
+    registry, token_a = register(tmp_path, "a")
+
     async def main() -> None:
-        async with start_orchestrator(tmp_path / "j.sqlite", SECRET) as g:
-            own = {"Authorization": f"Bearer {device_token(SECRET, 'a')}", DEVICE_HEADER: "a"}
+        async with start_orchestrator(tmp_path / "j.sqlite", SECRET, registry=registry) as g:
+            own = {"Authorization": f"Bearer {token_a}", DEVICE_HEADER: "a"}
             # a's token claiming b's id, or the viewer token: refused at the handshake or REGISTER
-            for hdr in ({"Authorization": f"Bearer {device_token(SECRET, 'a')}", DEVICE_HEADER: "b"},
+            for hdr in ({"Authorization": f"Bearer {token_a}", DEVICE_HEADER: "b"},
                         {"Authorization": f"Bearer {viewer_token(SECRET)}"}):
                 with pytest.raises(InvalidStatus) as info:
                     async with connect(g.url, additional_headers=hdr):
@@ -63,7 +74,7 @@ def test_device_tokens_bind_ids_and_one_live_connection_per_id(tmp_path: Path, t
                 await ws.send(encode(Register(device_id="b")))  # right token, wrong REGISTER id
                 reply = json.loads(await asyncio.wait_for(ws.recv(), 10 * tscale))
                 assert reply["code"] == "identity" and "belongs to device 'a'" in reply["message"]
-            agent = DeviceAgent(dev("a"), g.url, device_token(SECRET, "a"), seed=1)
+            agent = DeviceAgent(dev("a"), g.url, token_a, seed=1)
             task = asyncio.create_task(agent.run())
             try:
                 await online(g, 1, tscale)
@@ -90,10 +101,12 @@ def test_control_api_submit_status_edit_cancel_devices(tmp_path: Path, tscale: f
     plan = {"tasks": [{"id": "slow", "executor": {"kind": "sleep", "args": {"seconds": 30}}},
                       {"id": "quick", "executor": {"kind": "echo", "args": {"value": 1}}}]}
 
+    registry, token_a = register(tmp_path, "a")
+
     async def main() -> None:
-        async with start_orchestrator(tmp_path / "j.sqlite", SECRET, api_port=0) as g:
+        async with start_orchestrator(tmp_path / "j.sqlite", SECRET, api_port=0, registry=registry) as g:
             api = g.control.url
-            agent = DeviceAgent(dev("a"), g.url, device_token(SECRET, "a"), seed=1)
+            agent = DeviceAgent(dev("a"), g.url, token_a, seed=1)
             task = asyncio.create_task(agent.run())
 
             def http(method: str, path: str, body: Any = None, token: str = SECRET) -> Any:
@@ -135,39 +148,62 @@ def test_control_api_submit_status_edit_cancel_devices(tmp_path: Path, tscale: f
     asyncio.run(main())
 
 
-def test_dashboard_token_moves_to_a_cookie(tmp_path: Path, tscale: float) -> None:
+def test_the_dashboard_takes_no_credential_in_a_url_and_checks_origin(tmp_path: Path, tscale: float) -> None:
+    """The page is static (no data, no Set-Cookie, whatever the URL says); a viewer logs in
+    with the first WebSocket message (or the Authorization header), never a URL or a cookie;
+    another site's page is refused at the handshake; a viewer's cancel is ignored."""
     async def main() -> None:
         async with start_orchestrator(tmp_path / "j.sqlite", SECRET, ui=True) as g:
+            g.ui.login_timeout = 0.3 * tscale
             base = f"http://127.0.0.1:{g.server.port}/ui"
 
-            def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str]]:
+            def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], str]:
                 req = urllib.request.Request(url, headers=headers or {})
                 try:
                     with urllib.request.urlopen(req, timeout=10 * tscale) as r:
-                        return r.status, dict(r.headers)
+                        return r.status, dict(r.headers), r.read().decode()
                 except urllib.error.HTTPError as exc:
                     exc.close()
-                    return exc.code, {}
+                    return exc.code, {}, ""
 
             view = viewer_token(SECRET)
-            status, headers = await asyncio.to_thread(get, f"{base}?token={view}")
-            assert status == 200
-            cookie = headers["Set-Cookie"]
-            assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
-            assert (await asyncio.to_thread(get, base, {"Cookie": cookie.split(";")[0]}))[0] == 200
-            assert (await asyncio.to_thread(get, base))[0] == 401
-            assert (await asyncio.to_thread(get, f"{base}?token={device_token(SECRET, 'a')}"))[0] == 401
-            # the viewer's socket gets frames but its cancel is ignored
+            status, headers, body = await asyncio.to_thread(get, f"{base}?token={view}")
+            assert status == 200 and "Set-Cookie" not in headers and view not in body
+            assert "legend" in body and "Failed tasks" in body
             rid = g.orch.submit(Constellation.from_plan({"tasks": [{"id": "x", "executor": {"kind": "echo"}}]}))
             ws_url = f"ws://127.0.0.1:{g.server.port}/ui/ws"
-            async with connect(ws_url, additional_headers={"Cookie": cookie.split(";")[0]}) as ws:
+            async with connect(ws_url) as ws:  # the page's way: the token as the first message
+                await ws.send(json.dumps({"op": "auth", "token": view}))
                 assert json.loads(await ws.recv()) == {"role": "viewer"}
                 await ws.send(json.dumps({"op": "cancel", "run": rid}))
                 frame = json.loads(await asyncio.wait_for(ws.recv(), 10 * tscale))
-                assert "dag" in frame
+                assert "dag" in frame and "failures" in frame
                 await asyncio.sleep(0.3)
                 assert not g.orch.runs[rid].cancelled
-            async with connect(ws_url, additional_headers={"Authorization": f"Bearer {SECRET}"}) as ws:
+            for first in ({"op": "auth", "token": "wrong"}, {"op": "cancel", "run": rid}, None):
+                async with connect(ws_url) as ws:
+                    if first is not None:
+                        await ws.send(json.dumps(first))
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await asyncio.wait_for(ws.recv(), 10 * tscale)
+                    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+            # another site's page (its browser would send the admin's header for it) is refused
+            with pytest.raises(InvalidStatus) as info:
+                async with connect(ws_url, origin="http://evil.example",  # type: ignore[arg-type]
+                                   additional_headers={"Authorization": f"Bearer {SECRET}"}):
+                    pass
+            assert info.value.response.status_code == 403
+            # a token in the URL is no credential: /aip refuses the handshake, /ui/ws waits for
+            # a login message and closes without one
+            with pytest.raises(InvalidStatus) as info:
+                async with connect(f"{g.url}?token={SECRET}"):
+                    pass
+            assert info.value.response.status_code == 401
+            async with connect(f"{ws_url}?token={SECRET}") as ws:
+                with pytest.raises(ConnectionClosed):
+                    await asyncio.wait_for(ws.recv(), 10 * tscale)
+            async with connect(ws_url, origin=f"http://127.0.0.1:{g.server.port}",  # type: ignore[arg-type]
+                               additional_headers={"Authorization": f"Bearer {SECRET}"}) as ws:
                 assert json.loads(await ws.recv()) == {"role": "admin"}
                 await ws.send(json.dumps({"op": "cancel", "run": rid}))
                 assert await g.orch.wait(rid, 10 * tscale) is ConstellationState.CANCELLED
@@ -201,7 +237,7 @@ def test_attempt_ids_reach_shell_and_python_tasks(tmp_path: Path, tscale: float,
         async with start_orchestrator(tmp_path / "j.sqlite", SECRET) as g:
             cfg = dev("a", shell_allow=["printenv"],
                       python_allow={"rec": "galaxy_side_effect:record_attempt"})
-            agent = DeviceAgent(cfg, g.url, device_token(SECRET, "a"), seed=1)
+            agent = DeviceAgent(cfg, g.url, SECRET, seed=1)  # the admin secret connects any id
             task = asyncio.create_task(agent.run())
             try:
                 await online(g, 1, tscale)
@@ -218,6 +254,7 @@ def test_attempt_ids_reach_shell_and_python_tasks(tmp_path: Path, tscale: float,
     asyncio.run(main())
 
 
+@pytest.mark.slow
 def test_spam_keeps_memory_bounded(tmp_path: Path, tscale: float) -> None:
     """A token holder floods DEVICE_INFO and churns through fake ids: the orchestrator keeps
     at most max_info_bytes per device and forgets devices gone for longer than evict_after."""
@@ -259,11 +296,13 @@ def test_tls_with_a_self_signed_pair(tmp_path: Path, tscale: float) -> None:
                     "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
 
+    registry, token_a = register(tmp_path, "a")
+
     async def main() -> None:
-        async with start_orchestrator(tmp_path / "j.sqlite", SECRET, api_port=0, ui=True,
+        async with start_orchestrator(tmp_path / "j.sqlite", SECRET, api_port=0, ui=True, registry=registry,
                                       ssl_context=server_context(cert, key)) as g:
             assert g.url.startswith("wss://") and g.control.url.startswith("https://")
-            agent = DeviceAgent(dev("a"), g.url, device_token(SECRET, "a"), seed=1,
+            agent = DeviceAgent(dev("a"), g.url, token_a, seed=1,
                                 ssl_context=client_context(cert))
             task = asyncio.create_task(agent.run())
             try:

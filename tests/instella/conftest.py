@@ -83,6 +83,15 @@ def write_released_checkpoint(
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_preset_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny preset with the real tokenizer, written once (random weights; read it, never
+    change it)."""
+    from paperlab.instella.checkpoint import init_checkpoint
+
+    return init_checkpoint("tiny", tmp_path_factory.mktemp("preset") / "tiny", seed=0)
+
+
 @pytest.fixture
 def tiny_model() -> InstellaForCausalLM:
     return randomized_model(tiny_config())

@@ -29,7 +29,7 @@ def _corpus(tmp_path: Path) -> str:
     return "pydoc"
 
 
-@pytest.mark.slow
+@pytest.mark.slow  # trains every stage (pretrain, 3 seeds, SFT, DPO, long) and reruns two
 def test_tiny_recipe_end_to_end(tmp_path: Path) -> None:
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM

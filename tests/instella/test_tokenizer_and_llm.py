@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from paperlab.instella.checkpoint import init_checkpoint, load_tokenizer_for
+from paperlab.instella.checkpoint import load_tokenizer_for
 from paperlab.instella.tokenizer import load_tokenizer, tokenizer_json_path
 
 CHAT = [
@@ -61,12 +61,11 @@ def test_saved_tokenizer_reloads_identically(tok, tmp_path: Path) -> None:  # ty
     assert again(text)["input_ids"] == tok(text)["input_ids"]
 
 
-def test_llm_layer_serves_an_instella_directory(tmp_path: Path) -> None:
+def test_llm_layer_serves_an_instella_directory(tiny_preset_dir: Path) -> None:
     """`hf:DIR` (paperlab.llm) loads Instella natively and renders chats with its template."""
     from paperlab.llm import load_llm
 
-    path = init_checkpoint("tiny", tmp_path / "tiny")
-    llm = load_llm(f"hf:{path}", device="cpu")
+    llm = load_llm(f"hf:{tiny_preset_dir}", device="cpu")
     assert type(llm.model).__name__ == "InstellaForCausalLM"
     assert llm.render(CHAT[:1]) == "<|endoftext|><|user|>\nWhat is 2+2?\n<|assistant|>\n"
     g = llm.generate(CHAT[:1], max_tokens=4)

@@ -2,8 +2,8 @@
 "[k] doc N" with N % 11, and exits abruptly (os._exit, like a crash) when request number
 ``--die-at`` arrives. Usage: python scripted_openai_server.py PORT DIE_AT [MODE [DELAY_S]]
 
-MODE: ``score`` (default), ``garbage`` (replies carry no score at all) or ``latin1`` (the
-reply body is JSON encoded as Latin-1, not UTF-8). DELAY_S: seconds to wait before answering.
+MODE: ``score`` (default), ``garbage`` (replies carry no score at all), ``zeros`` (every
+passage scored 0) or ``latin1`` (the reply body is JSON encoded as Latin-1, not UTF-8). DELAY_S: seconds to wait before answering.
 Every request's user message is appended to $SCRIPTED_LOG when it is set."""
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ class Handler(BaseHTTPRequestHandler):
         time.sleep(DELAY)
         items = re.findall(r"^\[(\d+)\] doc (\d+)", user, flags=re.M)
         text = "{" + ", ".join(f'"[{i}]": {int(n) % 11}' for i, n in items) + "}"
-        if MODE == "garbage":
+        if MODE == "zeros":
+            text = "{" + ", ".join(f'"[{i}]": 0' for i, _ in items) + "}"
+        elif MODE == "garbage":
             text = "I cannot judge these passages."
         elif MODE == "latin1":
             text = "Caf\u00e9 " + text

@@ -85,6 +85,24 @@ def scoring_server(tmp_path: Path, tscale: float, monkeypatch: pytest.MonkeyPatc
     yield from server(tmp_path, tscale, "score", delay=0.2)
 
 
+def test_eval_resumes_in_process_without_redoing_queries(tmp_path: Path, scoring_server: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    # the fast-lane twin of the kill test below: a finished part of a run is kept and extended
+    data = write_dataset(tmp_path / "beir")
+    argv = ["rerank", "eval", "--data", str(data), "--llm", scoring_server, "--group-size", "2",
+            "--repeats", "1", "--top-k", "4", "--out", str(tmp_path / "out")]
+    code, _, err = cli([*argv, "--max-queries", "3"], capsys)
+    assert code == 0, err
+    asked = len((tmp_path / "requests.jsonl").read_text().splitlines())
+    code, _, err = cli([*argv, "--max-queries", "5"], capsys)
+    assert code == 0 and "resuming" in err and "3 of 5 queries already done" in err
+    new = [json.loads(x) for x in (tmp_path / "requests.jsonl").read_text().splitlines()[asked:]]
+    assert new and not any(f"question {q}\n" in u for u in new for q in range(3))
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["n_queries"] == 5 and summary["flat_queries"] == 0
+
+
+@pytest.mark.slow  # three `paperlab` processes and a server
 def test_killed_eval_resumes_without_redoing_queries(tmp_path: Path, scoring_server: str,
                                                      tscale: float) -> None:
     data = write_dataset(tmp_path / "beir")
@@ -201,6 +219,7 @@ def test_non_utf8_reply_is_one_line(tmp_path: Path, tscale: float,
     assert last.startswith("error: ") and "non-UTF-8" in last
 
 
+@pytest.mark.slow  # loads sentence-transformers and MiniLM (about 30 s)
 def test_dense_index_in_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = write_dataset(tmp_path / "beir")
     code, _, err = cli(["rerank", "index", "--data", str(data), "--dense", "--out", str(tmp_path / "dense")], capsys)

@@ -9,15 +9,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from paperlab.rerank.aggregate import aggregate_scores, to_ranking
+from paperlab.rerank.config import RerankConfig, load_config
 from paperlab.rerank.errors import RerankConfigError
 from paperlab.rerank.groups import make_groups
+
+
+def groups_of(n: int, size: int, stride: int | None = None, repeats: int = 6, seed: int = 0):  # type: ignore[no-untyped-def]
+    return make_groups(n, RerankConfig(group_size=size, stride=stride, repeats=repeats, seed=seed))
 
 
 @settings(max_examples=200, deadline=None)
 @given(st.integers(0, 130), st.integers(1, 25), st.integers(1, 7), st.integers(0, 10**6))
 def test_no_overlap_covers_each_passage_exactly_repeats_times(n: int, size: int, repeats: int,
                                                                seed: int) -> None:
-    groups = make_groups(n, size, None, repeats, seed)
+    groups = groups_of(n, size, None, repeats, seed)
     counts = Counter(i for g in groups for i in g.members)
     assert all(counts[i] == repeats for i in range(n)) and set(counts) == set(range(n))
     for r in range(repeats):
@@ -33,26 +38,29 @@ def test_no_overlap_covers_each_passage_exactly_repeats_times(n: int, size: int,
 @given(st.integers(1, 80), st.integers(2, 20), st.integers(1, 19), st.integers(1, 3))
 def test_overlap_covers_each_passage_at_least_repeats_times(n: int, size: int, stride: int,
                                                              repeats: int) -> None:
-    groups = make_groups(n, size, min(stride, size - 1), repeats, 0)
+    groups = groups_of(n, size, min(stride, size - 1), repeats, 0)
     counts = Counter(i for g in groups for i in g.members)
     assert all(counts[i] >= repeats for i in range(n))
     assert all(len(g.members) == min(size, n) for g in groups)
 
 
 def test_paper_setting_and_seeding() -> None:
-    groups = make_groups(100, 20, 20, 6, seed=7)
+    groups = make_groups(100, RerankConfig(seed=7))  # the published defaults: 20 per group, 6 repeats
     assert len(groups) == 30 and {len(g.members) for g in groups} == {20}
-    assert make_groups(100, 20, 20, 6, seed=7) == groups
-    assert make_groups(100, 20, 20, 6, seed=8) != groups
-    assert make_groups(100, 20, 20, 2, seed=7) == groups[:10]  # more repeats keep earlier ones
-    assert [len(g.members) for g in make_groups(101, 20, 20, 1)] == [17, 17, 17, 17, 17, 16]
+    assert groups_of(100, 20, 20, 6, seed=7) == groups
+    assert groups_of(100, 20, 20, 6, seed=8) != groups
+    assert groups_of(100, 20, 20, 2, seed=7) == groups[:10]  # more repeats keep earlier ones
+    assert [len(g.members) for g in groups_of(101, 20, 20, 1)] == [17, 17, 17, 17, 17, 16]
 
 
 def test_bad_parameters_raise() -> None:
+    # checked once, where the config is made (library, YAML and CLI alike)
     with pytest.raises(RerankConfigError, match="group_size"):
-        make_groups(10, 0)
+        load_config(group_size=0)
     with pytest.raises(RerankConfigError, match="repeats"):
-        make_groups(10, 5, repeats=0)
+        load_config(repeats=0)
+    with pytest.raises(RerankConfigError, match="stride"):
+        load_config(stride=0)
 
 
 def test_aggregation_matches_hand_computation() -> None:

@@ -160,7 +160,7 @@ def test_registry_and_input_errors() -> None:
         rank("q", [{"id": "a", "text": "x"}, {"id": "a", "text": "y"}], llm=ScriptedLLM(score_by_number))
     with pytest.raises(RerankConfigError, match="group_size"):
         Reranker(ScriptedLLM(score_by_number), group_size=0)
-    with pytest.raises(RerankConfigError, match="hf backend"):
+    with pytest.raises(RerankConfigError, match="next-token log-probabilities.*--mode generate"):
         Reranker(ScriptedLLM(score_by_number), mode="logit").rank("q", docs(2))
     assert len(rank("q", [], llm=ScriptedLLM(score_by_number))) == 0
 
@@ -189,3 +189,17 @@ def test_fallbacks_counted_once_per_passage_per_repeat() -> None:
                   repeats=2).rank("q", docs(3))
     assert ok.stats.model_scored == ok.stats.passages == 3 and not ok.stats.all_fallback
     assert ok.results[0].text == "doc 2"
+
+
+def test_a_refused_request_is_not_sent_again() -> None:
+    from paperlab.errors import LLMRefusedError
+
+    class Refusing(ScriptedLLM):
+        async def agenerate(self, prompt, **kw):  # type: ignore[no-untyped-def]
+            self.calls += 1
+            raise LLMRefusedError("http://h/v1 does not serve model 'x'; it serves: y", 404)
+
+    llm = Refusing(score_by_number)
+    with pytest.raises(RerankLLMError, match="^http://h/v1 does not serve model 'x'"):
+        Reranker(llm, "grouprank", group_size=2, repeats=1, llm_retries=3, retry_backoff_s=0.0).rank("q", docs(2))
+    assert llm.calls == 1

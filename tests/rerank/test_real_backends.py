@@ -67,10 +67,8 @@ def test_server_dying_mid_run(tmp_path: Path, tscale: float) -> None:
 
 
 @pytest.fixture(scope="module")
-def smollm2_hf(smollm2_path: Path):  # type: ignore[no-untyped-def]
-    from paperlab.llm import load_llm
-
-    return load_llm(f"hf:{smollm2_path}")
+def smollm2_hf(smollm2_llm):  # type: ignore[no-untyped-def]
+    return smollm2_llm  # the packaged model, loaded once per test run (tests/conftest.py)
 
 
 @pytest.mark.slow
@@ -108,3 +106,62 @@ def test_logit_mode_matches_full_forward(smollm2_hf) -> None:  # type: ignore[no
     r = Reranker(smollm2_hf, "grouprank", mode="logit", group_size=2, repeats=1).rank("capital of France", DOCS)
     assert sorted(r.doc_ids()) == sorted(p.doc_id for p in DOCS)
     assert r.stats.calls == 2 and r.stats.n_fallbacks == 0
+
+
+PASSAGES = ["Paris is the capital and largest city of France.", "Bananas are yellow fruit.",
+            "The Great Wall is in China.", "The Eiffel Tower stands in Paris, France.",
+            "France's capital has been Paris since the 10th century.", "Cats sleep a lot.",
+            "Berlin is the capital of Germany.", "Lyon is a city in France."]
+
+
+def _logit_scores(llm, n: int = 8) -> list[float]:  # type: ignore[no-untyped-def]
+    from paperlab.rerank.logit import LogitScorer
+    from paperlab.rerank.prompts import GROUPWISE_JSON_V1
+
+    return LogitScorer(llm).score(GROUPWISE_JSON_V1.render("capital of France", PASSAGES[:n]), n)
+
+
+def _spearman(a: list[float], b: list[float]) -> float:
+    def ranks(x: list[float]) -> list[float]:
+        order = sorted(range(len(x)), key=lambda i: x[i])
+        r = [0.0] * len(x)
+        for pos, i in enumerate(order):
+            r[i] = float(pos)
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    n = len(a)
+    return 1 - 6 * sum((x - y) ** 2 for x, y in zip(ra, rb, strict=True)) / (n * (n * n - 1))
+
+
+@pytest.mark.slow
+def test_logit_mode_over_http_equals_in_process(vllm_style_server, smollm2_hf) -> None:  # type: ignore[no-untyped-def]
+    from paperlab.llm import load_llm
+
+    remote = load_llm(vllm_style_server, timeout=300)
+    over_http, here = _logit_scores(remote, 3), _logit_scores(smollm2_hf, 3)
+    assert over_http == pytest.approx(here, abs=1e-3)
+    r = Reranker(remote, "grouprank", mode="logit", group_size=1, repeats=1).rank("capital of France", DOCS[:2])
+    assert sorted(r.doc_ids()) == ["banana", "paris"] and r.stats.model_scored == 2 and r.stats.calls == 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # a real quantized server on a shared 2-core box
+def test_llama_cpp_server_logit_mode_and_json_schema(llama_server, smollm2_hf) -> None:  # type: ignore[no-untyped-def]
+    from paperlab.llm import load_llm
+    from paperlab.rerank.prompts import GROUPWISE_JSON_V1
+
+    # its chat endpoint closes a prefilled assistant turn, so the packaged chat template is
+    # rendered here and /completions gives the quantized model's scores
+    remote = load_llm(llama_server.spec, timeout=600, max_concurrency=1, chat_template="smollm2")
+    q4, fp32 = _logit_scores(remote, 6), _logit_scores(smollm2_hf, 6)
+    rho = _spearman(q4, fp32)
+    print(f"llama.cpp Q4_1 vs in-process float32 expected scores: Spearman {rho:.3f}; "
+          f"max |diff| {max(abs(a - b) for a, b in zip(q4, fp32, strict=True)):.3f}")
+    assert rho >= 0.8  # a quantized runtime: close, not bit-equal
+    # JSON-schema output: OpenAI's form answers HTTP 500 there, llama.cpp's json_object + schema works
+    g = remote.generate(GROUPWISE_JSON_V1.render("capital of France", PASSAGES[:2]), max_tokens=24,
+                        schema=GROUPWISE_JSON_V1.score_schema(2))
+    import json
+
+    assert remote.schema_form == "llama.cpp" and list(json.loads(g.text)) == ["[1]", "[2]"]

@@ -86,3 +86,27 @@ def three_llamas(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def make_llama_fn() -> Callable[..., Path]:
     """The :func:`make_llama` function itself (test modules cannot import conftest)."""
     return make_llama
+
+
+class CliResult:
+    def __init__(self, code: int, out: str, err: str) -> None:
+        self.returncode, self.stdout, self.stderr = code, out, err
+
+
+@pytest.fixture
+def soup_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
+    """``paperlab soup ARGS`` run in this process through the real entry point (its one-line
+    errors and exit codes included), without starting an interpreter."""
+    from paperlab.cli import main
+
+    def run(*args: str) -> CliResult:
+        capsys.readouterr()
+        try:
+            main(["soup", *args])
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return CliResult(code, out.out, out.err)
+
+    return run

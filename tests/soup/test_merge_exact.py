@@ -94,8 +94,8 @@ def test_tied_embeddings_merge_and_load(llama_factory, tmp_path: Path) -> None:
 @pytest.mark.parametrize("method,extra", [
     ("linear", {}),
     ("uniform", {}),
-    ("task_arithmetic", {"scale": 0.7}),
-    ("ties", {"density": 0.5, "scale": 1.0}),
+    ("task_arithmetic", {"lambda": 0.7}),
+    ("ties", {"density": 0.5, "lambda": 1.0}),
     ("dare_ties", {"density": 0.5}),
     ("breadcrumbs", {"density": 0.8}),
     ("della", {"density": 0.5}),
@@ -106,11 +106,11 @@ def test_in_memory_soup_equals_disk_soup(three_llamas: list[Path], llama_factory
     base = llama_factory("base", 99) if method not in ("linear", "uniform") else None
     weights = None if method in ("uniform", "model_stock") else [0.6, 0.3, 0.1]
     merge(spec(three_llamas, weights, method=method, base_model=str(base) if base else None,
-               chunk_elements=777, **extra), tmp_path / "disk")
+               chunk_elements=777, parameters=extra), tmp_path / "disk")
     disk = AutoModelForCausalLM.from_pretrained(tmp_path / "disk")
     bank = ExpertBank(three_llamas, base=base)
     live = bank.load_model()
-    bank.build_into(live, weights, method=method, **extra)
+    bank.build_into(live, weights, method=method, scale=extra.get("lambda", 1.0), density=extra.get("density", 1.0))
     for (n, a), (_, b) in zip(sorted(disk.state_dict().items()), sorted(live.state_dict().items()), strict=False):
         assert torch.equal(a, b), n
 

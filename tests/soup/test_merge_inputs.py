@@ -148,8 +148,8 @@ def test_non_finite_inputs_only_with_check_finite(pair: list[Path], tmp_path: Pa
 @pytest.mark.parametrize("weights,method,match", [
     ([0.5, -0.5], "linear", "non-negative"),
     ([0.0, 0.0], "linear", "all weights are zero"),
-    ([0.3, 0.7], "uniform", "takes no weights"),
-    ([0.3, 0.7], "nope", "unknown merge method 'nope'; valid methods: breadcrumbs, .*linear, .*ties, uniform"),
+    ([0.3, 0.7], "uniform", r"unsupported parameter\(s\) in models\[0\].parameters: weight; method 'uniform' takes"),
+    ([0.3, 0.7], "nope", "unknown merge method 'nope'; valid methods: arcee_fusion, .*karcher, .*linear, .*ties, uniform"),
 ])
 def test_weights_that_do_not_fit(pair: list[Path], tmp_path: Path, weights, method, match) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(SoupError, match=match):
@@ -221,7 +221,7 @@ def test_mergekit_yaml_config(pair: list[Path], tmp_path: Path) -> None:
         "parameters: {normalize: true}\npaperlab: {shard_size: 30KB}\n"
     )
     s = load_merge_config(cfg)
-    assert s.weights == [3.0, 1.0] and s.dtype == "bfloat16" and s.shard_size == 30_000
+    assert [m.parameters["weight"] for m in s.models] == [3, 1] and s.dtype == "bfloat16" and s.shard_size == 30_000
     cfg.write_text(f"merge_method: linear\nsliced: []\nmodels: [{{model: {pair[0]}}}]\n")
     with pytest.raises(MergeConfigError, match="unsupported key.*sliced.*honoured keys are"):
         load_merge_config(cfg)
@@ -232,7 +232,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "paperlab", "soup", *args], capture_output=True, text=True, env=env, timeout=300)
 
 
-def test_cli_config_and_flag_forms(pair: list[Path], tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_cli_entry_point_in_a_fresh_interpreter(pair: list[Path], tmp_path: Path) -> None:
     cfg = tmp_path / "merge.yaml"
     cfg.write_text(f"merge_method: linear\nmodels:\n  - model: {pair[0]}\n    parameters: {{weight: 0.5}}\n"
                    f"  - model: {pair[1]}\n    parameters: {{weight: 0.5}}\n")
@@ -249,3 +250,25 @@ def test_cli_config_and_flag_forms(pair: list[Path], tmp_path: Path) -> None:
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "non-negative" in r.stderr
     assert not (tmp_path / "o3").exists()
+
+
+def test_cli_config_and_flag_forms_in_process(pair: list[Path], tmp_path: Path, soup_cli) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "merge.yaml"
+    cfg.write_text(f"merge_method: linear\nmodels:\n  - model: {pair[0]}\n    parameters: {{weight: 0.5}}\n"
+                   f"  - model: {pair[1]}\n    parameters: {{weight: 0.5}}\n")
+    r = soup_cli("merge", str(cfg), str(tmp_path / "o1"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    r = soup_cli("merge", "--model", str(pair[0]), "--weight", "0.5", "--model", str(pair[1]), "--weight", "0.5",
+                 "--shard-size", "30KB", "--quiet", str(tmp_path / "o2"))
+    assert r.returncode == 0, r.stderr
+    a, b = load_file(tmp_path / "o1" / "model.safetensors"), {}
+    for f in (tmp_path / "o2").glob("*.safetensors"):
+        b.update(load_file(f))
+    assert len(list((tmp_path / "o2").glob("*.safetensors"))) > 1 and all(torch.equal(a[k], b[k]) for k in a)
+    r = soup_cli("merge", "--model", str(pair[0]), "--weight", "-1", "--model", str(pair[1]), "--weight", "1",
+                 str(tmp_path / "o3"))
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1].startswith("error: ") and "non-negative" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "o3").exists()
+    r = soup_cli("merge", str(cfg), str(tmp_path / "o4"), "--unsafe-truncate-embeddings")
+    assert r.returncode == 2 and "tokenizer: {source: base}" in r.stderr

@@ -45,7 +45,9 @@ def load_dir(path: Path) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.yml")))
+# The shapes on 40-layer models (DEEP_*) take seconds to merge and load in transformers: slow lane.
+@pytest.mark.parametrize("name", [pytest.param(p.name, marks=pytest.mark.slow) if "DEEP_" in p.read_text() else p.name
+                                  for p in sorted(FIXTURES.glob("*.yml"))])
 def test_published_shapes_run_unchanged(name: str, zoo: dict[str, Path], tmp_path: Path) -> None:
     cfg = load_fixture(name, zoo, tmp_path)
     result = merge(load_merge_config(cfg), tmp_path / "out")
@@ -84,6 +86,7 @@ def _subst(path: Path, zoo: dict[str, Path]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_pattern_is_read_as_filter(zoo: dict[str, Path], tmp_path: Path) -> None:
     text = (FIXTURES / "gradient-slerp.yml").read_text()
     (tmp_path / "old.yml").write_text(text.replace("filter:", "pattern:"))
@@ -97,16 +100,17 @@ def test_pattern_is_read_as_filter(zoo: dict[str, Path], tmp_path: Path) -> None
     ("models: [{model: MODEL_A}]\nmerge_method: linear\n---\nmodels: [{model: MODEL_B}]\nmerge_method: linear\n",
      "2 YAML documents.*one file per merge"),
     ("models: [{model: MODEL_A, parameters: {weight: 1}}]\nmerge_method: linear\nout_path: ./x\n", "out_path"),
-    ("models: [{model: MODEL_A, parameters: {weight: 1}}]\nmerge_method: linear\ntokenizer: {source: union}\n",
-     "tokenizer:.*not supported"),
+    ("models: [{model: MODEL_A, parameters: {weight: 1}}]\nmerge_method: linear\ntokenizer: {source: union}\n"
+     "tokenizer_source: base\n", "either tokenizer: or tokenizer_source:"),
     ("models: [{model: MODEL_A, parameters: {weight: 1, density: 0.5}}]\nmerge_method: linear\n",
-     r"unsupported parameter\(s\) in models\[0\].parameters: density; this method takes weight"),
+     r"unsupported parameter\(s\) in models\[0\].parameters: density; method 'linear' takes weight here"),
     ("models: [{model: MODEL_A, parameters: {density: 0}}, {model: MODEL_B}]\nmerge_method: ties\nbase_model: MODEL_BASE\n",
      r"density must be in \(0, 1\]"),
     ("models: [{model: MODEL_A, parameters: {weight: .nan}}]\nmerge_method: linear\n", "finite"),
     ("models: [{model: MODEL_A}, {model: MODEL_B}]\nmerge_method: ties\nbase_model: MODEL_BASE\nparameters: {lambda: .inf}\n",
      "finite"),
-    ("models: [{model: MODEL_A, parameters: {gamma: -1}}]\nmerge_method: breadcrumbs\nbase_model: MODEL_BASE\n", ">= 0"),
+    ("models: [{model: MODEL_A, parameters: {gamma: -1}}]\nmerge_method: breadcrumbs\nbase_model: MODEL_BASE\n",
+     r"gamma must be in \[0, 1\], got -1"),
     ("models: [{model: MODEL_A}, {model: MODEL_B}]\nmerge_method: slerp\nbase_model: MODEL_A\n", "needs `t`"),
     ("models: [{model: MODEL_A, parameters: {weight: 1, density: 0.1, epsilon: 0.2}}]\nmerge_method: della\n"
      "base_model: MODEL_BASE\n", "density - epsilon"),
@@ -117,12 +121,3 @@ def test_bad_configs_are_one_line(zoo: dict[str, Path], tmp_path: Path, text: st
     with pytest.raises((MergeConfigError, SoupError), match=match):
         merge(load_merge_config(cfg), tmp_path / "out")
     assert not (tmp_path / "out").exists()
-
-
-def test_union_of_different_tokenizers_is_refused_with_the_reason(zoo: dict[str, Path], tmp_path: Path,
-                                                                    make_llama_fn: Callable[..., Path]) -> None:
-    other = make_llama_fn(tmp_path / "other", 7)
-    (other / "tokenizer.json").write_text((other / "tokenizer.json").read_text().replace('"w5"', '"zz5"'))
-    cfg = load_fixture("tokenizer-union.yml", {**zoo, "MODEL_B": other}, tmp_path)
-    with pytest.raises(MergeConfigError, match="union.*differ.*tokenizer_source: base"):
-        merge(load_merge_config(cfg), tmp_path / "out")

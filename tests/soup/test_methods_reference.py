@@ -132,17 +132,18 @@ def test_ties_sign_election_on_a_zero_sum_and_exact_k() -> None:
     base = torch.zeros(6)
     x1 = torch.tensor([1.0, -2.0, 3.0, 3.0, 3.0, 0.5])
     x2 = -x1  # every column sums to zero: mergekit elects +
-    p = MethodParams(weights=(1.0, 1.0), normalize=True, densities=(1.0, 1.0), shape=(6,))
+    common = {"normalize": True, "lambda": 1.0, "rescale": False, "int8_mask": False}
+    p = MethodParams((1.0, 1.0), common, {"density": (1.0, 1.0)}, shape=(6,))
     got = ties.combine([x1, x2], base, p)
     want = torch.where(x1 > 0, x1, -x1)  # the positive side wins each column, divided by its one weight
     assert torch.equal(got, want)
     # Three entries tie at the top: k = int(0.5 * 6) = 3 keeps exactly those three.
-    q = MethodParams(weights=(1.0,), normalize=False, densities=(0.5,), shape=(6,))
+    q = MethodParams((1.0,), {**common, "normalize": False}, {"density": (0.5,)}, shape=(6,))
     kept = ties.combine([x1], base, q)
     assert kept.tolist() == [0.0, 0.0, 3.0, 3.0, 3.0, 0.0]
     # A tie straddling the cut (k = int(0.4 * 6) = 2 of three 3.0s): exactly k are kept, the ones
     # a descending argsort puts first (mergekit's call).
-    r = MethodParams(weights=(1.0,), normalize=False, densities=(0.4,), shape=(6,))
+    r = MethodParams((1.0,), {**common, "normalize": False}, {"density": (0.4,)}, shape=(6,))
     kept = ties.combine([x1], base, r)
     want = torch.zeros(6)
     first = torch.argsort(x1.abs(), descending=True)[:2]

@@ -41,7 +41,7 @@ def cli(*args: str, extra_path: Path | None = None) -> subprocess.CompletedProce
                           env=env, timeout=120)
 
 
-def one_error_line(r: subprocess.CompletedProcess[str]) -> str:
+def one_error_line(r) -> str:  # type: ignore[no-untyped-def]
     assert r.returncode == 2, r.stderr
     assert "Traceback" not in r.stderr
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
@@ -49,6 +49,7 @@ def one_error_line(r: subprocess.CompletedProcess[str]) -> str:
     return errors[0]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_full_tmpfs_ends_in_one_line_and_leaves_nothing(pair: list[Path], tmp_path: Path) -> None:
     disk = tmp_path / "disk"
@@ -93,9 +94,8 @@ writer.ShardedWriter.write = _slow
 '''
 
 
-@pytest.mark.timeout(180)
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signals_leave_no_partial_directory(pair: list[Path], tmp_path: Path, sig: signal.Signals) -> None:
+def start_slow_merge(pair: list[Path], tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
+    """A real ``paperlab soup merge`` on a slow disk, started and seen to be writing."""
     slow = tmp_path / "slow"
     slow.mkdir()
     (slow / "sitecustomize.py").write_text(SLOW_WRITER)  # a slow disk, so there is time to interrupt
@@ -107,18 +107,67 @@ def test_signals_leave_no_partial_directory(pair: list[Path], tmp_path: Path, si
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(slow), str(REPO / "src")])}
     proc = subprocess.Popen([sys.executable, "-m", "paperlab", "soup", "merge", str(cfg), str(outdir / "out")],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not any(p.name.startswith(".out.partial-") for p in outdir.iterdir()):
+        assert proc.poll() is None, "the merge ended before it could be interrupted"
+        time.sleep(0.05)
+    time.sleep(0.3)  # well inside the merge
+    return proc, outdir
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signals_exit_128_plus_signal_with_one_line_and_leave_nothing(pair: list[Path], tmp_path: Path,
+                                                                     sig: signal.Signals) -> None:
+    proc, outdir = start_slow_merge(pair, tmp_path)
     try:
-        while not any(p.name.startswith(".out.partial-") for p in outdir.iterdir()):
-            assert proc.poll() is None, "the merge ended before it could be interrupted"
-            time.sleep(0.05)
-        time.sleep(0.3)  # well inside the merge
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode != 0
+    assert proc.returncode == 128 + int(sig), err
     assert "Traceback" not in err
+    lines = [ln for ln in err.splitlines() if ln.startswith("error: ")]
+    assert len(lines) == 1 and "merge stopped by SIG" in lines[0], err
     assert list(outdir.iterdir()) == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_a_killed_run_leaves_a_partial_that_the_next_run_removes(pair: list[Path], tmp_path: Path) -> None:
+    proc, outdir = start_slow_merge(pair, tmp_path)
+    proc.kill()  # SIGKILL: no chance to clean up
+    proc.communicate(timeout=60)
+    assert [p.name for p in outdir.iterdir()][0].startswith(".out.partial-")
+    result = merge(spec(pair), outdir / "out")
+    assert [p.name for p in outdir.iterdir()] == ["out"]
+    assert any("partial output of an earlier run that was killed" in n for n in result.notes)
+
+
+def test_stale_partials_are_removed_and_unknown_ones_named(pair: list[Path], tmp_path: Path) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = tmp_path / f".out.partial-{int(gone.stdout)}-abc123"
+    alive = tmp_path / f".out.partial-{os.getpid()}-def456"  # a run still going (this process)
+    old = tmp_path / ".out.partial-xyz789"  # no pid in the name: nobody can tell
+    for d in (dead, alive, old):
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"half")
+    result = merge(spec(pair), tmp_path / "out")
+    assert not dead.exists() and alive.exists() and old.exists()
+    assert any(str(dead) in n and "killed" in n for n in result.notes)
+    assert any(str(old) in n and "remove it if no merge is running" in n for n in result.notes)
+
+
+@pytest.mark.parametrize("mask,dir_mode,file_mode", [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600), (0o002, 0o775, 0o664)])
+def test_outputs_follow_the_umask(pair: list[Path], tmp_path: Path, mask: int, dir_mode: int, file_mode: int) -> None:
+    old = os.umask(mask)
+    try:
+        merge(spec(pair), tmp_path / "out")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "out").stat().st_mode & 0o777 == dir_mode
+    for f in (tmp_path / "out").iterdir():
+        assert f.stat().st_mode & 0o777 == file_mode, f.name
 
 
 def test_force_replaces_only_an_earlier_paperlab_output(pair: list[Path], tmp_path: Path) -> None:
@@ -147,17 +196,18 @@ def test_force_replaces_only_an_earlier_paperlab_output(pair: list[Path], tmp_pa
     (["--method", "ties", "--density", "1.5"], "density"),
     (["--method", "task_arithmetic", "--lambda", "nan"], "lambda must be a finite number"),
     (["--method", "breadcrumbs", "--gamma", "-1"], "gamma"),
-    (["--method", "slerp", "--t", "inf"], "field 't'"),
+    (["--method", "slerp", "--t", "inf"], "parameters.t must be a finite number"),
 ])
-def test_bad_numbers_from_flags_are_one_line(pair: list[Path], tmp_path: Path, flags: list[str], match: str) -> None:
+def test_bad_numbers_from_flags_are_one_line(pair: list[Path], tmp_path: Path, flags: list[str], match: str,
+                                             soup_cli) -> None:  # type: ignore[no-untyped-def]
     args = ["merge", "-m", str(pair[0]), "-w", "1", "-m", str(pair[1]), "-w", "1", "--base", str(pair[0]), *flags,
             str(tmp_path / "out")]
-    line = one_error_line(cli(*args))
+    line = one_error_line(soup_cli(*args))
     assert match in line
     assert not (tmp_path / "out").exists()
 
 
-def test_nan_weight_flag_is_one_line(pair: list[Path], tmp_path: Path) -> None:
-    line = one_error_line(cli("merge", "-m", str(pair[0]), "-w", "nan", "-m", str(pair[1]), "-w", "1",
+def test_nan_weight_flag_is_one_line(pair: list[Path], tmp_path: Path, soup_cli) -> None:  # type: ignore[no-untyped-def]
+    line = one_error_line(soup_cli("merge", "-m", str(pair[0]), "-w", "nan", "-m", str(pair[1]), "-w", "1",
                               str(tmp_path / "out")))
     assert "weight must be a finite number" in line

@@ -94,6 +94,7 @@ def test_missing_values_and_unknown_models(tmp_path: Path) -> None:
         t.select(None, ["zz"])
 
 
+@pytest.mark.slow
 @pytest.mark.needs_shared
 def test_real_bfcl_file(shared_data: Path, tmp_path: Path) -> None:
     t = load_scores(shared_data / "bfcl" / "bfcl_v3_2025-06-14_overall.csv")
@@ -106,3 +107,35 @@ def test_real_bfcl_file(shared_data: Path, tmp_path: Path) -> None:
     assert sel.expert_of["Multi Turn Base"] == "xLAM-2-70b-fc-r (FC)"
     png = plot_heatmap(sel, tmp_path / "h.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_correlation_step_that_filters_nothing_says_so_and_suggests_a_tau(tmp_path: Path) -> None:
+    import random
+
+    rng = random.Random(3)
+    rows = ["model," + ",".join(f"c{i}" for i in range(6))]
+    rows += [f"m{j}," + ",".join(str(rng.uniform(0, 100)) for _ in range(6)) for j in range(8)]
+    table = load_scores(write(tmp_path / "s.csv", "\n".join(rows) + "\n"))
+    sel = select_experts(table, tau=0.99)
+    assert len(sel.low_corr) == 6
+    notice = next(n for n in sel.notices if "filters nothing" in n)
+    tau = float(notice.split("--tau ")[1].split()[0])
+    assert 0 < len(select_experts(table, tau=tau).low_corr) < 6  # the suggestion does filter
+    assert not any("filters nothing" in n for n in select_experts(table, tau=tau).notices)
+
+
+def test_degenerate_expert_is_flagged_and_a_floor_replaces_it(tmp_path: Path) -> None:
+    # "never calls a function": 100 on irrelevance, near zero elsewhere (BFCL v4's Irrelevance case)
+    text = ("model,simple,multiple,parallel,irrelevance\nlazy,2,1,0,100\ngood,90,60,85,70\nok,70,80,40,75\n"
+            "mid,60,50,70,60\n")
+    table = load_scores(write(tmp_path / "s.csv", text))
+    sel = select_experts(table, tau=0.9)
+    assert sel.expert_of["irrelevance"] == "lazy"
+    notice = next(n for n in sel.notices if "degenerate" in n)
+    assert "lazy" in notice and "irrelevance" in notice and "--expert-floor" in notice and len(notice) < 300
+    floor = float(notice.split("--expert-floor ")[1].split()[0])
+    floored = select_experts(table, tau=0.9, floor=floor)
+    assert "lazy" not in floored.experts and floored.expert_of["irrelevance"] == "ok"
+    assert not any("degenerate" in n for n in floored.notices)
+    with pytest.raises(ScoresError, match="lower --expert-floor"):
+        select_experts(table, tau=0.9, floor=99)

@@ -13,6 +13,8 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
+# Tests that use the small zoo train it first (seconds to a minute): the slow lane.
+zoo_test = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +24,7 @@ def small_zoo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_zoo(small_config(), tmp_path_factory.mktemp("cache"))
 
 
+@zoo_test
 def test_zoo_is_real_and_teacher_forcing_agrees_with_generation(small_zoo: Path) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -43,6 +46,7 @@ def test_zoo_is_real_and_teacher_forcing_agrees_with_generation(small_zoo: Path)
     assert not val & test  # held-out split
 
 
+@zoo_test
 def test_zoo_is_cached(small_zoo: Path) -> None:
     from paperlab.soup.zoo.build import build_zoo, small_config
 
@@ -51,6 +55,7 @@ def test_zoo_is_cached(small_zoo: Path) -> None:
     assert (small_zoo / "zoo.json").stat().st_mtime == stamp
 
 
+@zoo_test
 def test_soce_cli_end_to_end(small_zoo: Path, tmp_path: Path) -> None:
     from paperlab.soup.zoo.build import zoo_candidates
 
@@ -93,26 +98,25 @@ def test_soce_cli_end_to_end(small_zoo: Path, tmp_path: Path) -> None:
     assert len(journal.read_text().splitlines()) == n_lines
 
 
-def test_analyze_cli(tmp_path: Path) -> None:
+def test_analyze_cli(tmp_path: Path, soup_cli) -> None:  # type: ignore[no-untyped-def]
     p = tmp_path / "s.csv"
     p.write_text("model,a,b,c\nm1,10,20,30\nm2,20,40,10\nm3,30,60,20\n")
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
-    r = subprocess.run([sys.executable, "-m", "paperlab", "soup", "analyze", str(p), "--tau", "0.6",
-                        "--heatmap", str(tmp_path / "h.png"), "--json", str(tmp_path / "s.json")],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = soup_cli("analyze", str(p), "--tau", "0.6", "--heatmap", str(tmp_path / "h.png"), "--json",
+                 str(tmp_path / "s.json"))
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "s.json").read_text())["experts"] == ["m3", "m1"]
     assert (tmp_path / "h.png").is_file() and "expert for c: m1" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "paperlab", "soup", "analyze", str(p), "--model", "m9"],
-                       capture_output=True, text=True, env=env, timeout=300)
+    r = soup_cli("analyze", str(p), "--model", "m9")
     assert r.returncode == 2 and "error: unknown model 'm9'" in r.stderr
 
 
+@zoo_test
 def test_soce_without_tokenizer_files(small_zoo: Path, tmp_path: Path) -> None:
     import shutil
 
+    from paperlab.soup.checkpoint import TOKENIZER_FILES
     from paperlab.soup.errors import EvaluatorError, SoupError
-    from paperlab.soup.soce import TOKENIZER_FILES, SoceConfig, run_soce
+    from paperlab.soup.soce import SoceConfig, run_soce
     from paperlab.soup.zoo.build import zoo_candidates
 
     bare = []

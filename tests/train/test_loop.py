@@ -126,7 +126,7 @@ def test_clipping_sums_squares_in_float64() -> None:
     ps = [nn.Parameter(torch.zeros(3)), nn.Parameter(torch.zeros(2, 2))]
     ps[0].grad = torch.tensor([3.0, 0.0, 0.0])
     ps[1].grad = torch.tensor([[0.0, 4.0], [0.0, 0.0]])
-    norm = clip_gradients(ps, 1.0, single_process("cpu"), sharded=False)
+    norm = clip_gradients(ps, 1.0, single_process("cpu"), mode="none")
     assert norm == 5.0
     total = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in ps))  # type: ignore[union-attr]
     assert math.isclose(total, 1.0, rel_tol=1e-5)

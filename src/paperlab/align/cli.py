@@ -69,9 +69,11 @@ def score(
     )
     from paperlab.align.stacks import load_stack
     from paperlab.io.atomic import atomic_write_text
+    from paperlab.threads import set_threads
 
     get_metric(metric)  # fail on a bad name before loading anything
     check_variant(metric, variant)
+    set_threads()
     options: dict[str, object] = {}
     if variant is not None:
         options["variant"] = variant
@@ -86,7 +88,7 @@ def score(
         str(w.message) for w in caught if issubclass(w.category, DegenerateFeaturesWarning)
     ))
     for note in notes:
-        err.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
+        _warn(note)
     used = variant or (VARIANTS[metric][0] if metric in VARIANTS else None)
     out: dict[str, object] = {
         "metric": metric,
@@ -105,7 +107,7 @@ def score(
         out["layers_a"], out["layers_b"] = names_a, names_b
     if metric == "mutual_knn":
         out["chance"] = k / (out["n_items"] - 1)  # type: ignore[operator]
-    title = metric + (f" [{used}]" if used else "")
+    title = metric + (f" ({used})" if used else "")
     table = Table(title=f"{title} (k={k})" if metric in ("mutual_knn", "cknna", "cycle_knn") else title)
     for col in ("layer A", "layer B", "score", "items"):
         table.add_column(col)
@@ -117,6 +119,13 @@ def score(
         console.print(f"chance level (independent features): {out['chance']:.4f}")
     if json_out:
         atomic_write_text(json_out, json.dumps(out, indent=2))
+
+
+def _warn(note: str) -> None:
+    """One warning line on stderr (the note's own brackets are not rich markup)."""
+    from rich.markup import escape
+
+    err.print(f"[yellow]warning:[/yellow] {escape(note)}", highlight=False)
 
 
 @app.command()
@@ -149,7 +158,7 @@ def scaling(
     console.print(table)
     console.print(f"score = {fit.formula()}   R^2 = {fit.r2:.4f}   RMSE = {fit.rmse:.4g}")
     for note in fit.notes():
-        err.print(f"[yellow]warning:[/yellow] {note}", highlight=False)
+        _warn(note)
     if json_out:
         atomic_write_text(json_out, json.dumps(fit.to_dict(), indent=2))
 
@@ -172,17 +181,29 @@ def demo(
     ] = False,
 ) -> None:
     """Procedural video-text run: encode with the packaged models, grid, fit, control, plots."""
+    import warnings
+
     from paperlab.align.demo import report_rows, write_outputs
     from paperlab.align.experiment import run_scaling
+    from paperlab.align.metrics import DegenerateFeaturesWarning
     from paperlab.align.video import ClipSpec
     from paperlab.errors import AlignError
     from paperlab.io.atomic import atomic_directory
+    from paperlab.threads import set_threads
 
     spec = ClipSpec(n_items=items, n_frames=frames, n_captions=captions, size=size, seed=seed)
     if out.exists() and not force:
         raise AlignError(f"{out} exists; pass --force to replace it or choose another --out")
-    with err.status("rendering, encoding and scoring clips"):
+    set_threads()
+    with err.status("rendering, encoding and scoring clips"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DegenerateFeaturesWarning)
         run = run_scaling(spec, repeats=repeats, k=k, use_cache=not no_cache)
+    n_degenerate = sum(issubclass(w.category, DegenerateFeaturesWarning) for w in caught)
+    if n_degenerate:  # templated captions averaged over few captions coincide: one line, not one per subset
+        _warn(f"{n_degenerate} of the grid's subsets had duplicate rows (captions that coincide); "
+              "mutual k-NN counts them as index ties")
+    for note in run.fit.notes():
+        _warn(note)
     with atomic_directory(out, force=force, error=AlignError) as tmp:
         write_outputs(run, tmp)
     table = Table(title="scaling-law fit (mutual k-NN, video frames vs captions)")

@@ -13,18 +13,18 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "Constellation": "constellation",
-    "ConstellationState": "constellation",
-    "EdgeKind": "constellation",
-    "ExecutorSpec": "constellation",
-    "TaskPlan": "constellation",
-    "TaskStar": "constellation",
-    "TaskStarLine": "constellation",
-    "TaskState": "constellation",
-    "TaskStatus": "constellation",
-    "load_constellation": "constellation",
-    "EditBatch": "edits",
-    "apply_batch": "edits",
+    "Constellation": "plan.constellation",
+    "ConstellationState": "plan.constellation",
+    "EdgeKind": "plan.constellation",
+    "ExecutorSpec": "plan.constellation",
+    "TaskPlan": "plan.constellation",
+    "TaskStar": "plan.constellation",
+    "TaskStarLine": "plan.constellation",
+    "TaskState": "plan.constellation",
+    "TaskStatus": "plan.constellation",
+    "load_constellation": "plan.constellation",
+    "EditBatch": "plan.edits",
+    "apply_batch": "plan.edits",
 }
 
 __all__ = sorted(_EXPORTS)

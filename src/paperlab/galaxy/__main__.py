@@ -1,6 +1,6 @@
 """``python -m paperlab.galaxy ...``: the galaxy commands without loading every system's CLI.
 
-Device processes start this way (:func:`paperlab.galaxy.local.spawn_device`), so a device is
+Device processes start this way (:func:`paperlab.galaxy.device.local.spawn_device`), so a device is
 up in the time it takes to import galaxy alone; errors print as one line, exit code 2, like
 ``paperlab galaxy``.
 """

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -24,6 +24,16 @@ MaxSendOpt = Annotated[int, typer.Option(
     "--max-send-mb", help="MiB of frames queued for a device that stops reading before it is disconnected.")]
 CaOpt = Annotated[Path | None, typer.Option("--ca-file", envvar="GALAXY_CA_FILE",
                                             help="Certificate to trust for an https:// API (self-signed).")]
+DEFAULT_REGISTRY = Path("galaxy-devices.yaml")
+RegistryOpt = Annotated[Path, typer.Option(
+    "--registry", envvar="GALAXY_REGISTRY",
+    help="Device registry file (`paperlab galaxy devices add`); absent: only the admin secret connects devices.")]
+OriginOpt = Annotated[list[str] | None, typer.Option(
+    "--allow-origin", help="A browser origin (scheme://host[:port]) besides our own that may connect; repeatable.")]
+MaxViewersOpt = Annotated[int, typer.Option("--max-viewers", help="Dashboard viewers at once.")]
+KeepMbOpt = Annotated[float, typer.Option("--keep-mb", help="MiB of finished runs kept in memory (estimated); "
+                                          "older ones are read back from the journal.")]
+KeepOpt = Annotated[int, typer.Option("--keep-finished", help="Finished runs kept in memory.")]
 
 
 def _positive_mb(mb: int) -> int:
@@ -32,6 +42,16 @@ def _positive_mb(mb: int) -> int:
     if mb < 1:
         raise ConfigError(f"--max-send-mb {mb}: give at least 1 (MiB queued for a device that stops reading)")
     return mb
+
+
+def _keep(count: int, mb: float) -> dict[str, Any]:
+    from paperlab.errors import ConfigError
+
+    if count < 0:
+        raise ConfigError(f"--keep-finished {count}: give 0 or more (finished runs kept in memory)")
+    if not mb > 0:
+        raise ConfigError(f"--keep-mb {mb:g}: give a size above 0 (MiB of finished runs kept in memory)")
+    return {"keep_finished": count, "keep_mb": mb}
 
 
 def _need_token(token: str) -> str:
@@ -57,18 +77,25 @@ def serve(
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
     max_send_mb: MaxSendOpt = defaults.MAX_SEND_MB,
+    registry: RegistryOpt = DEFAULT_REGISTRY,
+    allow_origin: OriginOpt = None,
+    max_viewers: MaxViewersOpt = defaults.MAX_VIEWERS,
+    keep_mb: KeepMbOpt = defaults.KEEP_MB,
+    keep_finished: KeepOpt = defaults.KEEP_FINISHED,
 ) -> None:
     """Run an orchestrator that devices dial in to; stays up until interrupted.
 
     The control API (submit, status, edit, cancel, devices) listens on --api-port, by default
     the next port after --port."""
-    from paperlab.galaxy.service import ServiceOptions, run_service
+    from paperlab.galaxy.control.service import ServiceOptions, run_service
 
     run_service(ServiceOptions(token=_need_token(token), host=host, port=port, journal=journal,
                                plan=plan, resume=resume, ui=ui, device_timeout=device_timeout,
                                exit_when_done=False, replan=replan,
                                api_port=api_port if api_port is not None else (port + 1 if port else 0),
-                               tls_cert=tls_cert, tls_key=tls_key, max_send_mb=_positive_mb(max_send_mb)))
+                               tls_cert=tls_cert, tls_key=tls_key, max_send_mb=_positive_mb(max_send_mb),
+                               registry=registry, allow_origins=allow_origin or [], max_viewers=max_viewers,
+                               **_keep(keep_finished, keep_mb)))
 
 
 @app.command()
@@ -89,10 +116,15 @@ def run(
     tls_cert: TlsCertOpt = None,
     tls_key: TlsKeyOpt = None,
     max_send_mb: MaxSendOpt = defaults.MAX_SEND_MB,
+    registry: RegistryOpt = DEFAULT_REGISTRY,
+    allow_origin: OriginOpt = None,
+    max_viewers: MaxViewersOpt = defaults.MAX_VIEWERS,
+    keep_mb: KeepMbOpt = defaults.KEEP_MB,
+    keep_finished: KeepOpt = defaults.KEEP_FINISHED,
 ) -> None:
     """Start an orchestrator, run PLAN (or --resume RUN_ID) to the end, print the result."""
     from paperlab.errors import ConfigError
-    from paperlab.galaxy.service import ServiceOptions, run_service
+    from paperlab.galaxy.control.service import ServiceOptions, run_service
 
     if (plan is None) == (resume is None):
         raise ConfigError("give exactly one of PLAN or --resume RUN_ID")
@@ -100,7 +132,8 @@ def run(
         token=_need_token(token), host=host, port=port, journal=journal, plan=plan, run_id=run_id,
         resume=resume, ui=ui, device_timeout=device_timeout, unplaceable_timeout=unplaceable_timeout,
         exit_when_done=True, live=live, replan=replan, api_port=api_port, tls_cert=tls_cert,
-        tls_key=tls_key, max_send_mb=_positive_mb(max_send_mb)))
+        tls_key=tls_key, max_send_mb=_positive_mb(max_send_mb), registry=registry,
+        allow_origins=allow_origin or [], max_viewers=max_viewers, **_keep(keep_finished, keep_mb)))
     raise typer.Exit(0 if state == "completed" else 1)
 
 
@@ -119,14 +152,14 @@ def device(
 ) -> None:
     """Run a device agent that dials in to an orchestrator and runs what its config allows.
 
-    TOKEN is this device's own credential (`paperlab galaxy token --device ID` on the
-    orchestrator's machine prints it) or the orchestrator's admin secret."""
+    TOKEN is this device's own credential (printed by `paperlab galaxy devices add` on the
+    orchestrator's machine, or `paperlab galaxy token --device ID`) or the admin secret."""
     import asyncio
     import signal
 
-    from paperlab.galaxy.agent import DeviceAgent
-    from paperlab.galaxy.executors import load_device_config
-    from paperlab.galaxy.tls import client_context
+    from paperlab.galaxy.device.agent import DeviceAgent
+    from paperlab.galaxy.device.executors import load_device_config
+    from paperlab.galaxy.protocol.tls import client_context
 
     cfg = load_device_config(
         config, device_id=id,
@@ -178,14 +211,17 @@ def ask(
     journal: JournalOpt = DEFAULT_JOURNAL,
     wait_devices: Annotated[int, typer.Option(help="Devices to wait for before planning.")] = 1,
     ui: Annotated[bool, typer.Option("--ui", help="Also serve the live dashboard at /ui.")] = False,
+    registry: RegistryOpt = DEFAULT_REGISTRY,
+    llm_edits: Annotated[bool, typer.Option("--llm-edits", help="The --llm model also edits the run from "
+                                            "its task results (instead of the rule-based replanner).")] = False,
 ) -> None:
-    """Plan REQUEST with an LLM over the connected devices, confirm, then run it with live
-    rule-based replanning."""
-    from paperlab.galaxy.ask import AskOptions, run_ask
+    """Plan REQUEST with an LLM (or --plan) over the connected devices, confirm, then run it
+    with live replanning: rule-based, or by the same LLM reading task results (--llm-edits)."""
+    from paperlab.galaxy.control.ask import AskOptions, run_ask
 
     state = run_ask(AskOptions(request=request, token=_need_token(token), llm=llm, plan=plan,
                                host=host, port=port, journal=journal, wait_devices=wait_devices,
-                               yes=yes, ui=ui), confirm=lambda q: typer.confirm(q, default=False))
+                               yes=yes, ui=ui, registry=registry, llm_edits=llm_edits), confirm=lambda q: typer.confirm(q, default=False))
     raise typer.Exit(0 if state == "completed" else 1)
 
 
@@ -200,10 +236,10 @@ def status(
     """Show a run's tasks and state: from a running orchestrator (--api) or the journal."""
     from rich.console import Console
 
-    from paperlab.galaxy.service import replay_run, task_table
+    from paperlab.galaxy.control.service import replay_run, task_table
 
     if api:
-        from paperlab.galaxy.client import call, print_run
+        from paperlab.galaxy.control.client import call, print_run
 
         print_run(call(api, _need_token(token), "GET", f"/runs/{run_id}", ca_file=ca_file))
         return
@@ -211,7 +247,9 @@ def status(
     console = Console()
     console.print(task_table(run))
     state = run.finished.value if run.finished else "running (or interrupted: --resume it)"
-    console.print(f"run {run_id}: {state}; metrics {run.constellation.metrics()}")
+    m = run.constellation.metrics()
+    console.print(f"run {run_id}: {state}; {m['tasks']:.0f} tasks, critical path {m['critical_path']:.2f}s, "
+                  f"work {m['total_work']:.2f}s, parallel width {m['parallel_width']:.2f}")
 
 
 @app.command()
@@ -222,7 +260,7 @@ def submit(
     ca_file: CaOpt = None,
 ) -> None:
     """Submit PLAN as a new run to a running orchestrator (admin token); prints the run id."""
-    from paperlab.galaxy.client import call, read_body
+    from paperlab.galaxy.control.client import call, read_body
 
     print(call(api, _need_token(token), "POST", "/runs", read_body(plan), ca_file=ca_file)["run_id"])
 
@@ -236,9 +274,39 @@ def edit(
     ca_file: CaOpt = None,
 ) -> None:
     """Apply an edit batch to a live run, all or nothing (exit 1 when rejected)."""
-    from paperlab.galaxy.client import call, read_body
+    from paperlab.galaxy.control.client import call, read_body
 
     res = call(api, _need_token(token), "POST", f"/runs/{run_id}/edits", read_body(edits), ca_file=ca_file)
+    print(("accepted" if res["accepted"] else "rejected") + f": {res['reason']}")
+    raise typer.Exit(0 if res["accepted"] else 1)
+
+
+@app.command()
+def undo(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    api: ApiOpt = DEFAULT_API,
+    token: TokenOpt = "",
+    ca_file: CaOpt = None,
+) -> None:
+    """Undo the newest edit of a live run (refused if a task it touches has started; exit 1)."""
+    _undo_redo("undo", run_id, api, token, ca_file)
+
+
+@app.command()
+def redo(
+    run_id: Annotated[str, typer.Argument(help="Run id.")],
+    api: ApiOpt = DEFAULT_API,
+    token: TokenOpt = "",
+    ca_file: CaOpt = None,
+) -> None:
+    """Redo the newest undone edit of a live run (exit 1 when refused)."""
+    _undo_redo("redo", run_id, api, token, ca_file)
+
+
+def _undo_redo(action: str, run_id: str, api: str, token: str, ca_file: Path | None) -> None:
+    from paperlab.galaxy.control.client import call
+
+    res = call(api, _need_token(token), "POST", f"/runs/{run_id}/{action}", b"{}", ca_file=ca_file)
     print(("accepted" if res["accepted"] else "rejected") + f": {res['reason']}")
     raise typer.Exit(0 if res["accepted"] else 1)
 
@@ -254,30 +322,35 @@ def cancel(
     """Cancel a live run, or one task of it."""
     import json
 
-    from paperlab.galaxy.client import call
+    from paperlab.galaxy.control.client import call
 
     body = json.dumps({"task": task} if task else {}).encode()
     print(f"cancelled {call(api, _need_token(token), 'POST', f'/runs/{run_id}/cancel', body, ca_file=ca_file)['cancelled']}")
 
 
 @app.command()
-def devices(api: ApiOpt = DEFAULT_API, token: TokenOpt = "", ca_file: CaOpt = None) -> None:
-    """List the devices a running orchestrator knows."""
-    from paperlab.galaxy.client import call, print_devices
-
-    print_devices(call(api, _need_token(token), "GET", "/devices", ca_file=ca_file))
-
-
-@app.command()
 def token(
-    device: Annotated[str | None, typer.Option("--device", help="Print this device's own token.")] = None,
+    device: Annotated[str | None, typer.Option("--device", help="Print this registered device's token.")] = None,
     viewer: Annotated[bool, typer.Option("--viewer", help="Print the read-only dashboard token.")] = False,
     secret: TokenOpt = "",
+    registry: RegistryOpt = DEFAULT_REGISTRY,
 ) -> None:
-    """Derive a device's or the dashboard viewer's token from the orchestrator's secret."""
+    """Derive a registered device's or the dashboard viewer's token from the orchestrator's secret."""
     from paperlab.errors import ConfigError
-    from paperlab.galaxy.auth import device_token, viewer_token
 
     if (device is None) == (not viewer):
         raise ConfigError("give exactly one of --device ID or --viewer")
-    print(device_token(_need_token(secret), device) if device else viewer_token(_need_token(secret)))
+    from paperlab.galaxy.control.registry_cli import device_credential
+    from paperlab.galaxy.protocol.auth import viewer_token
+
+    print(device_credential(registry, device, _need_token(secret)) if device else viewer_token(_need_token(secret)))
+
+
+def _mount_devices() -> None:
+    from paperlab.galaxy.control.registry_cli import app as devices_app
+
+    app.add_typer(devices_app, name="devices", help="Register, revoke and list devices (the registry file); "
+                                                    "`devices online` asks a running orchestrator.")
+
+
+_mount_devices()

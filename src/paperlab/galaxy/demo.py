@@ -38,9 +38,9 @@ def demo_plan() -> dict[str, Any]:
 
 
 async def _run(ctx: DemoContext) -> tuple[Any, float]:
-    from paperlab.galaxy.constellation import Constellation
-    from paperlab.galaxy.local import spawn_device
-    from paperlab.galaxy.runtime import start_orchestrator
+    from paperlab.galaxy.control.runtime import start_orchestrator
+    from paperlab.galaxy.device.local import spawn_device
+    from paperlab.galaxy.plan.constellation import Constellation
 
     token = secrets.token_hex(16)
     async with start_orchestrator(ctx.work_dir / "journal.sqlite", token) as g:

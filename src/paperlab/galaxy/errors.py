@@ -5,6 +5,7 @@
     │   └── ConditionError     an edge condition is not a safe expression
     ├── EditError          an edit batch was rejected, DAG unchanged (also a ConfigError)
     ├── DeviceConfigError  a device config file or flag is invalid (also a ConfigError)
+    ├── RegistryError      the device registry file or a change to it is invalid (also a ConfigError)
     ├── ProtocolError      an AIP message is malformed, oversized or out of order
     ├── JournalError       the SQLite journal is missing, locked or names no such run
     ├── ExecutorError      a device refused or failed to run a task
@@ -25,6 +26,7 @@ __all__ = [
     "PlanError",
     "PlannerError",
     "ProtocolError",
+    "RegistryError",
 ]
 
 
@@ -42,6 +44,10 @@ class EditError(GalaxyError, ConfigError):
 
 class DeviceConfigError(GalaxyError, ConfigError):
     """A device's YAML config or CLI flags are invalid."""
+
+
+class RegistryError(GalaxyError, ConfigError):
+    """The device registry (a file the admin writes) or an add/revoke is invalid."""
 
 
 class ProtocolError(GalaxyError):

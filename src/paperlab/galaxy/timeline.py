@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from paperlab.galaxy.runstate import Run
+from paperlab.galaxy.orchestrator.runstate import Run
 from paperlab.io.atomic import atomic_write_bytes
 
 __all__ = ["plot_timeline", "run_metrics"]

@@ -6,7 +6,8 @@
 
 Public API (imported lazily): :class:`InstellaConfig`, :class:`InstellaForCausalLM`,
 :func:`load_model`, :func:`check_checkpoint`, :func:`save_checkpoint`, :func:`init_checkpoint`,
-:func:`convert_checkpoint`, :func:`load_tokenizer`, :func:`preset_config`, :func:`register`.
+:func:`convert_checkpoint`, :func:`load_tokenizer`, :func:`preset_config`, :func:`register`,
+:class:`ChatSession`, :func:`read_chat_file`, :func:`batch_replies`.
 
 Importing this package must stay cheap (``paperlab --help`` imports every system's CLI, and
 importing the model classes costs torch + transformers, several seconds). So the Auto classes
@@ -40,6 +41,9 @@ _EXPORTS = {
     "load_tokenizer_for": "paperlab.instella.checkpoint",
     "load_tokenizer": "paperlab.instella.tokenizer",
     "CHAT_TEMPLATE": "paperlab.instella.tokenizer",
+    "ChatSession": "paperlab.instella.chat",
+    "read_chat_file": "paperlab.instella.chat",
+    "batch_replies": "paperlab.instella.chat",
     "InstellaError": "paperlab.instella.errors",
     "InstellaConfigError": "paperlab.instella.errors",
     "CheckpointError": "paperlab.instella.errors",

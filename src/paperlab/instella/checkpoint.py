@@ -139,6 +139,12 @@ def parse_config(raw: dict[str, Any], where: Path | str) -> InstellaConfig:
         )
     if cfg.hidden_act != "silu":
         raise InstellaConfigError(f"{where}: hidden_act {cfg.hidden_act!r}; Instella uses 'silu'")
+    pad = cfg.pad_token_id
+    if pad is not None and not 0 <= pad < cfg.vocab_size:
+        raise InstellaConfigError(
+            f"{where}: pad_token_id {pad} is outside the vocabulary of {cfg.vocab_size} rows; "
+            "fix pad_token_id (the released models use 1)"
+        )
     heads, kv = cfg.num_attention_heads, int(cfg.num_key_value_heads or 0)
     if kv <= 0 or heads % kv:
         raise InstellaConfigError(
@@ -211,7 +217,9 @@ def load_model(
     Args:
         path: the checkpoint directory.
         dtype: "float32", "bfloat16", "float16", or None for the dtype the weights are stored in.
-        device: "cpu", "cuda", ...; None for CUDA when present.
+        device: "cpu", "cuda", ...; "auto" to spread the layers over the GPUs and the CPU
+            (accelerate's ``device_map="auto"``); None for CUDA when present. Weights are
+            read shard by shard onto the target device, never all twice in CPU memory.
         rope_theta: override the RoPE base at load time (long context, Instella-Long style).
         allow_pickle: accept pytorch_model.bin weights (they can run code when unpickled).
 
@@ -229,6 +237,11 @@ def load_model(
             raise InstellaConfigError(f"rope_theta must be positive; got {rope_theta}")
         config.set_rope_theta(rope_theta)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device != "auto":
+        try:
+            torch.device(device)
+        except (RuntimeError, ValueError):
+            raise InstellaConfigError(f"unknown device {device!r}; give cpu, cuda, cuda:N or auto") from None
     kw: dict[str, Any] = {"dtype": torch_dtype(dtype) if dtype else "auto"}
     if not checked.safetensors:
         kw["use_safetensors"] = False
@@ -239,9 +252,17 @@ def load_model(
 
 
 def load_tokenizer_for(path: str | os.PathLike[str]) -> Any:
-    """The tokenizer saved in ``path``, or the released one when the directory has none."""
+    """The tokenizer saved in ``path``, or the released one when the directory has none.
+
+    Raises:
+        CheckpointError: the tokenizer has more tokens than the model's vocabulary has rows
+            (config.json's ``vocab_size``): its ids would index past the embedding. A directory
+            without a tokenizer whose vocabulary is smaller than the released tokenizer's is
+            the usual case (a model trained with its own tokenizer, saved without it).
+    """
     p = Path(path)
-    if (p / "tokenizer.json").is_file():
+    rows = read_config(p).get("vocab_size") if (p / "config.json").is_file() else None
+    if (p / "tokenizer.json").is_file() or (p / "tokenizer_config.json").is_file():
         from transformers import AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(p)
@@ -249,10 +270,22 @@ def load_tokenizer_for(path: str | os.PathLike[str]) -> Any:
             from paperlab.instella.tokenizer import CHAT_TEMPLATE
 
             tok.chat_template = CHAT_TEMPLATE
+        if isinstance(rows, int) and len(tok) > rows:
+            raise CheckpointError(
+                f"{p}: its tokenizer has {len(tok):,} tokens but the model's vocabulary only "
+                f"{rows:,} rows; the tokenizer does not belong to these weights, save the right one there"
+            )
         return tok
     from paperlab.instella.tokenizer import load_tokenizer
 
-    return load_tokenizer()
+    tok = load_tokenizer()
+    if isinstance(rows, int) and len(tok) > rows:
+        raise CheckpointError(
+            f"{p} has no tokenizer and its vocabulary of {rows:,} rows is too small for the "
+            f"released Instella tokenizer ({len(tok):,} tokens); save the tokenizer the model was "
+            "trained with into the directory (tokenizer.save_pretrained(DIR))"
+        )
+    return tok
 
 
 def save_checkpoint(
@@ -262,18 +295,19 @@ def save_checkpoint(
     tokenizer: Any = None,
     max_shard_size: str | int = "2GB",
     force: bool = False,
+    with_tokenizer: bool = True,
 ) -> Path:
     """Write ``model`` as a native Instella checkpoint with its tokenizer, atomically.
 
     The directory appears only when complete (built in a temporary sibling, then renamed).
-    ``tokenizer`` defaults to the released one.
+    ``tokenizer`` defaults to the released one; ``with_tokenizer=False`` writes none.
 
     Raises:
         CheckpointError: ``out`` exists and ``force`` is false.
     """
     from paperlab.io.atomic import atomic_directory
 
-    if tokenizer is None:
+    if tokenizer is None and with_tokenizer:
         from paperlab.instella.tokenizer import load_tokenizer
 
         tokenizer = load_tokenizer()
@@ -281,7 +315,8 @@ def save_checkpoint(
     model.config.architectures = ["InstellaForCausalLM"]
     with atomic_directory(out, force=force, error=CheckpointError) as tmp:
         model.save_pretrained(tmp, max_shard_size=max_shard_size)
-        tokenizer.save_pretrained(tmp)
+        if with_tokenizer:
+            tokenizer.save_pretrained(tmp)
     return Path(out).absolute()
 
 
@@ -318,15 +353,22 @@ def convert_checkpoint(
     """Rewrite a remote-code (or pickle) checkpoint as a native one.
 
     Drops ``auto_map`` and the remote ``*.py`` files, sets ``architectures``, re-shards the
-    weights as safetensors in their stored dtype, and keeps (or adds) the tokenizer.
+    weights as safetensors in their stored dtype, and keeps the tokenizer (or adds the released
+    one when it fits the vocabulary; when it does not, the result has no tokenizer, as the
+    source had none, and a warning says so).
     """
     src_p = Path(src).expanduser()
     if Path(out).absolute() == src_p.absolute():
         raise CheckpointError("convert writes a new directory; give an OUT different from DIR")
+    check_checkpoint(src_p, allow_pickle=allow_pickle)
+    try:
+        tokenizer = load_tokenizer_for(src_p)
+    except CheckpointError as exc:
+        log.warning("converting without a tokenizer: %s", exc)
+        tokenizer = None
     model = load_model(src_p, device="cpu", allow_pickle=allow_pickle)
     model.config.auto_map = None
     if hasattr(model.config, "auto_map"):
         del model.config.auto_map
-    return save_checkpoint(
-        model, out, tokenizer=load_tokenizer_for(src_p), max_shard_size=max_shard_size, force=force
-    )
+    return save_checkpoint(model, out, tokenizer=tokenizer, max_shard_size=max_shard_size, force=force,
+                           with_tokenizer=tokenizer is not None)

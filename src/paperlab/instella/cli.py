@@ -82,10 +82,13 @@ def generate(
     import torch
     from transformers import TextStreamer
 
-    from paperlab.instella.checkpoint import load_model, load_tokenizer_for
+    from paperlab.instella.checkpoint import check_checkpoint, load_model, load_tokenizer_for
+    from paperlab.threads import set_threads
 
+    check_checkpoint(path, allow_pickle=allow_pickle)
+    tok = load_tokenizer_for(path)  # before the weights: a tokenizer that does not fit stops here
+    set_threads()  # this command's edge: the model runs in process
     model = load_model(path, dtype=dtype, device=device, rope_theta=rope_theta, allow_pickle=allow_pickle)
-    tok = load_tokenizer_for(path)
     if raw:
         text = prompt
     else:
@@ -108,6 +111,85 @@ def generate(
     n = out.shape[1] - ids["input_ids"].shape[1]
     dt = time.perf_counter() - t0
     err.print(f"[dim]{n} tokens in {dt:.2f} s ({n / dt:.1f} tokens/s)[/dim]")
+
+
+@app.command()
+def chat(
+    path: DirArg,
+    system: Annotated[str | None, typer.Option(help="A system message for every conversation.")] = None,
+    input_file: Annotated[Path | None, typer.Option(
+        "--input", help="Batch mode: a JSONL file of prompts (one JSON object a line).")] = None,
+    output_file: Annotated[Path | None, typer.Option(
+        "--output", help="Batch mode: the JSONL file of replies to write.")] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Batch mode: prompts per forward batch.")] = 8,
+    max_new_tokens: Annotated[int, typer.Option(min=1, help="Tokens per reply at most.")] = 256,
+    temperature: Annotated[float, typer.Option(min=0.0, help="0 = greedy.")] = 0.0,
+    top_p: Annotated[float, typer.Option(min=0.0, max=1.0, help="Interactive chat only.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    dtype: DtypeOpt = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto (default: cuda when present).")] = None,
+    rope_theta: Annotated[float | None, typer.Option(
+        help="Override the RoPE base at load time (long context).")] = None,
+    allow_pickle: PickleOpt = False,
+    force: Annotated[bool, typer.Option(help="Replace --output if it exists.")] = False,
+) -> None:
+    """Chat with a checkpoint (multi-turn, streamed; /reset, /exit), or reply to a JSONL file in batch."""
+    import torch
+
+    from paperlab.instella.chat import ChatSession, batch_replies, read_chat_file
+    from paperlab.instella.checkpoint import check_checkpoint, load_model, load_tokenizer_for
+    from paperlab.instella.errors import InstellaConfigError
+    from paperlab.threads import set_threads
+
+    # Everything a user can get wrong is checked before the weights are read.
+    if (input_file is None) != (output_file is None):
+        raise InstellaConfigError("batch mode needs both --input PROMPTS.jsonl and --output REPLIES.jsonl")
+    requests = read_chat_file(input_file) if input_file is not None else None
+    if output_file is not None and output_file.exists() and not force:
+        raise InstellaConfigError(f"{output_file} already exists; choose another path or pass --force")
+    if requests is not None and top_p != 1.0:
+        raise InstellaConfigError("--top-p applies to the interactive chat; batch replies take --temperature and --seed")
+    check_checkpoint(path, allow_pickle=allow_pickle)
+    tok = load_tokenizer_for(path)
+    set_threads()  # this command's edge: the model runs in process
+    model = load_model(path, dtype=dtype, device=device, rope_theta=rope_theta, allow_pickle=allow_pickle)
+    torch.manual_seed(seed)
+    if requests is not None:
+        import json
+
+        from paperlab.io.atomic import atomic_write_text
+
+        if system:
+            requests = [r if r.messages[0]["role"] == "system" else
+                        type(r)(r.id, [{"role": "system", "content": system}, *r.messages]) for r in requests]
+        t0 = time.perf_counter()
+        rows = batch_replies(model, tok, requests, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                             temperature=temperature, seed=seed)
+        assert output_file is not None
+        atomic_write_text(output_file, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        n = sum(r["completion_tokens"] for r in rows)
+        err.print(f"wrote {len(rows)} replies to {output_file} ({n} tokens in {time.perf_counter() - t0:.1f} s)")
+        return
+    session = ChatSession(model, tok, system=system, max_new_tokens=max_new_tokens,
+                          temperature=temperature, top_p=top_p)
+    err.print("[dim]Chat with the checkpoint: /reset forgets the conversation, /exit (or Ctrl-D) ends.[/dim]")
+    while True:
+        try:
+            text = input("you> ")
+        except (EOFError, KeyboardInterrupt):
+            break
+        if text.strip() in ("/exit", "/quit"):
+            break
+        if text.strip() == "/reset":
+            session.reset()
+            err.print("[dim]conversation reset[/dim]")
+            continue
+        if not text.strip():
+            continue
+        print("instella> ", end="", flush=True)
+        reply = session.send(text, stream=lambda piece: print(piece, end="", flush=True))
+        print(flush=True)
+        err.print(f"[dim]{reply.completion_tokens} tokens in {reply.seconds:.2f} s[/dim]")
 
 
 @app.command()

@@ -64,7 +64,8 @@ def _params(
     if schema is not None:
         if not isinstance(schema, Mapping):
             raise LLMError(f"schema must be a JSON schema object (a dict), got {type(schema).__name__}")
-        schema_json = json.dumps(schema, sort_keys=True)
+        # key order kept: a schema's properties order is the order the reply writes its keys in
+        schema_json = json.dumps(schema)
     return GenerationParams(max_tokens=max_tokens, temperature=temperature, stop=stops, seed=seed,
                             schema=schema_json)
 
@@ -93,8 +94,11 @@ class LLM(abc.ABC):
     Attributes:
         spec: the spec string it was loaded from.
         max_concurrency: how many requests the async batch forms keep in flight at once.
-        supports_next_tokens: whether :meth:`next_tokens` works (it needs the model's logits,
-            so local backends only; HTTP servers do not return full distributions).
+        supports_next_tokens: whether :meth:`next_tokens` reads full distributions (the
+            model's logits: local backends), with any forced text and the tokenizer.
+        supports_top_logprobs: whether :meth:`next_tokens` works from a server's top log-
+            probabilities (HTTP): candidates outside the top ones read as -inf, and a forced
+            text must be one of the candidates.
         gathers_single_calls: concurrent :meth:`agenerate` calls on one event loop are
             gathered into :meth:`_agenerate_batch` calls of up to ``max_concurrency`` prompts
             (for backends where batching is where throughput comes from: one local model).
@@ -103,6 +107,7 @@ class LLM(abc.ABC):
     spec: str
     max_concurrency: int
     supports_next_tokens: bool = False
+    supports_top_logprobs: bool = False
     gathers_single_calls: bool = False
 
     def __init__(self, spec: str, max_concurrency: int = 8) -> None:
@@ -130,8 +135,8 @@ class LLM(abc.ABC):
         from paperlab.errors import LLMError
 
         raise LLMError(
-            f"{self.spec} returns no next-token distributions (they need the model's logits, which "
-            "OpenAI-compatible servers do not return); use an hf: backend or smollm2"
+            f"{self.spec} returns no next-token distributions (they need the model's logits or a "
+            "server's top_logprobs); use an hf: backend, smollm2 or an openai: server"
         )
 
     def tokenize(self, text: str) -> list[int]:

@@ -25,7 +25,9 @@ def generate(
 ) -> None:
     """Generate a completion and print it."""
     from paperlab.llm import Message, Prompt, load_llm
+    from paperlab.threads import set_threads
 
+    set_threads()
     opts = {"timeout": timeout, "max_retries": retries} if llm.startswith("openai:") else {}
     model = load_llm(llm, **opts)
     p: Prompt = [Message(role="user", content=prompt)] if chat else prompt
@@ -41,6 +43,8 @@ def score(
 ) -> None:
     """Print log P(continuation | prompt) for each continuation as JSON lines."""
     from paperlab.llm import load_llm
+    from paperlab.threads import set_threads
 
+    set_threads()
     for s in load_llm(llm).score(prompt, continuations):
         typer.echo(json.dumps({"continuation": s.continuation, "logprob": s.logprob, "n_tokens": s.n_tokens}))

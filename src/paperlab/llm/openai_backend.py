@@ -1,15 +1,25 @@
 """``openai:<base_url>#<model>``: any OpenAI-compatible HTTP server.
 
-Works with vLLM, ``transformers serve``, llama.cpp's server, Ollama and OpenAI itself. Every
-request has a timeout; connection errors, timeouts, 429 and 5xx are retried a bounded number
-of times with exponential backoff and jitter, so a dead or hanging server turns into one
+Works with vLLM, SGLang, llama.cpp's servers, ``transformers serve``, Ollama and OpenAI itself.
+Every request has a timeout; connection errors, timeouts, 429 and 5xx are retried a bounded
+number of times with exponential backoff and jitter, so a dead or hanging server turns into one
 :class:`LLMConnectionError` within a known time:
-``(max_retries + 1) * timeout + sum of backoffs``.
+``(max_retries + 1) * timeout + sum of backoffs``. A request the server refused as invalid
+(any other 4xx) is never sent again; a 404 naming a model the server does not serve says which
+models it does serve.
 
-``generate(schema=...)`` sends ``response_format`` {"type": "json_schema", ...}; a server that
-refuses it (HTTP 400/422/501) gets the request again without it, and no schema from then on,
-and the caller parses the reply. ``transformers serve`` accepts the field but ignores it (it
-logs "Ignoring unsupported fields").
+``generate(schema=...)`` speaks each server's form of JSON-schema output
+(:mod:`paperlab.llm.http_forms`): the first request with a schema tries the forms in turn, each
+once and without retries, and the one the server accepts is kept for every later request; a
+server that takes none gets plain requests and the caller parses. ``transformers serve``
+accepts OpenAI's form and ignores it (it logs "Ignoring unsupported fields").
+
+``next_tokens`` reads ``top_logprobs`` of a one-token reply: chat prompts go to
+``/chat/completions`` with the prefill as a final assistant message that the server continues
+(``continue_final_message``, as vLLM and SGLang take it; llama-server continues a final
+assistant message by default); raw prompts, and chat prompts when ``chat_template`` names a
+local model whose template paperlab renders, go to ``/completions``. Only the ``top_logprobs``
+most likely tokens come back: a candidate outside them reads as log-probability -inf.
 
 ``score`` uses the legacy completions endpoint with ``echo`` and ``logprobs`` (prompt
 log-probabilities), which vLLM and OpenAI's legacy models return. ``transformers serve``
@@ -21,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import random
 import weakref
@@ -28,30 +39,28 @@ from typing import Any
 
 import httpx
 
-from paperlab.errors import LLMConnectionError, LLMError, LLMResponseError
+from paperlab.errors import LLMConnectionError, LLMError, LLMRefusedError, LLMResponseError
 from paperlab.llm.base import LLM
-from paperlab.llm.types import Generation, GenerationParams, Prompt, ScoredContinuation
+from paperlab.llm.http_forms import SCHEMA_FORMS, first_top_logprobs, prompt_tokens, schema_fields
+from paperlab.llm.types import (
+    Generation,
+    GenerationParams,
+    NextTokens,
+    Prompt,
+    ScoredContinuation,
+    TokenDist,
+)
 
 log = logging.getLogger(__name__)
 
 _RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
-#: what a server that does not know response_format answers (bad request, unprocessable, not implemented)
-_REFUSED_FORMAT = {400, 422, 501}
+#: what a server answers to a schema form it does not take: bad request, not found (a field
+#: routed nowhere), unsupported media, unprocessable, internal error (llama-cpp-python's answer
+#: to OpenAI's json_schema), not implemented
+_REFUSED_FORM = frozenset({400, 404, 415, 422, 500, 501})
 
 
-class RefusedError(LLMResponseError):
-    """The server answered with a 4xx status that retrying will not change."""
-
-    def __init__(self, message: str, status: int) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def _response_format(schema_json: str) -> dict[str, Any]:
-    """The OpenAI structured-output request field (vLLM, SGLang, llama.cpp and OpenAI take it)."""
-    return {"type": "json_schema",
-            "json_schema": {"name": "reply", "schema": json.loads(schema_json), "strict": True}}
-
+RefusedError = LLMRefusedError  # the name this module used first
 
 class OpenAICompatibleLLM(LLM):
     """A model served over the OpenAI HTTP API.
@@ -65,7 +74,15 @@ class OpenAICompatibleLLM(LLM):
         backoff: the first backoff in seconds; doubles each retry (with jitter).
         api_key_env: the environment variable holding the API key (may be unset for local servers).
         max_concurrency: requests in flight at once in the batch forms.
+        top_logprobs: how many most likely tokens ``next_tokens`` asks for per position (vLLM
+            and OpenAI allow at most 20 unless the server is started with more).
+        chat_template: render chat prompts of ``next_tokens`` here with this model's chat
+            template and send them to ``/completions`` (for servers that do not continue a final
+            assistant message, such as llama-cpp-python's): ``smollm2``, a transformers model
+            or tokenizer directory, or a ``.gguf`` file. None: the server renders them.
     """
+
+    supports_top_logprobs = True
 
     def __init__(
         self,
@@ -78,6 +95,8 @@ class OpenAICompatibleLLM(LLM):
         backoff: float = 0.5,
         api_key_env: str = "OPENAI_API_KEY",
         max_concurrency: int = 8,
+        top_logprobs: int = 20,
+        chat_template: str | None = None,
     ) -> None:
         super().__init__(spec, max_concurrency=max_concurrency)
         self.base_url = base_url.rstrip("/")
@@ -85,14 +104,25 @@ class OpenAICompatibleLLM(LLM):
         self.timeout = float(timeout)
         self.max_retries = max(0, int(max_retries))
         self.backoff = float(backoff)
-        #: whether the server honours response_format: None until a schema call tells
-        self.schema_supported: bool | None = None
+        if int(top_logprobs) < 1:
+            raise LLMError(f"top_logprobs must be at least 1, got {top_logprobs}")
+        self.top_logprobs = int(top_logprobs)
+        #: the JSON-schema form the server accepted (see http_forms.SCHEMA_FORMS), "none" when
+        #: it took none, None until a schema call tells
+        self.schema_form: str | None = None
+        self.chat_template = chat_template
+        self._renderer: Any = None  # the tokenizer whose chat template renders, loaded on first use
         key = os.environ.get(api_key_env, "")
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         # httpx.AsyncClient is tied to the event loop it was first used on: keep one per loop.
         self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
             weakref.WeakKeyDictionary()
         )
+
+    @property
+    def schema_supported(self) -> bool | None:
+        """Whether the server takes some JSON-schema form: None until a schema call tells."""
+        return None if self.schema_form is None else self.schema_form != "none"
 
     # -- transport ----------------------------------------------------------------------
     def _client(self) -> httpx.AsyncClient:
@@ -115,8 +145,13 @@ class OpenAICompatibleLLM(LLM):
     async def aclose(self) -> None:
         await self._release_loop_resources()
 
-    async def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST JSON with bounded retries; returns the decoded JSON object."""
+    async def _post(self, path: str, body: dict[str, Any],
+                    no_retry: frozenset[int] = frozenset()) -> dict[str, Any]:
+        """POST JSON with bounded retries; returns the decoded JSON object.
+
+        ``no_retry``: statuses that end the request at once as a refusal (a probe of a form the
+        server may not take must not be sent again).
+        """
         url = f"{self.base_url}{path}"
         attempts = self.max_retries + 1
         last = ""
@@ -133,10 +168,12 @@ class OpenAICompatibleLLM(LLM):
             except httpx.TransportError as exc:
                 last = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
                 continue
-            if resp.status_code in _RETRY_STATUS:
+            if resp.status_code in _RETRY_STATUS and resp.status_code not in no_retry:
                 last = f"HTTP {resp.status_code}: {resp.text[:200]}"
                 continue
             if resp.status_code >= 400:
+                if resp.status_code in (400, 404):
+                    await self._check_model(resp.text)
                 hint = " (check the API key in $OPENAI_API_KEY)" if resp.status_code in (401, 403) else ""
                 raise RefusedError(
                     f"{url} refused the request with HTTP {resp.status_code}{hint}: {resp.text[:300]}",
@@ -156,7 +193,47 @@ class OpenAICompatibleLLM(LLM):
             "check that the server is running and the spec's URL (openai:<base_url>#<model>)"
         )
 
+    async def _check_model(self, refusal: str) -> None:
+        """After a 400/404 that mentions a model: raise naming the models the server serves
+        when ours is not among them (vLLM answers 404 "The model `x` does not exist")."""
+        if "model" not in refusal.lower():
+            return
+        try:
+            resp = await self._client().get(f"{self.base_url}/models")
+            served = [str(m["id"]) for m in resp.json()["data"]]
+        except (httpx.HTTPError, ValueError, KeyError, TypeError):
+            return
+        if served and self.model not in served:
+            shown = ", ".join(served[:5]) + (" ..." if len(served) > 5 else "")
+            raise LLMRefusedError(
+                f"{self.base_url} does not serve model {self.model!r}; it serves: {shown}; "
+                f"write openai:{self.base_url}#{served[0]}", 404)
+
     # -- generation ---------------------------------------------------------------------
+    async def _post_with_schema(self, path: str, body: dict[str, Any], schema_json: str) -> dict[str, Any]:
+        """The request with the server's JSON-schema form, found on the first call and kept."""
+        if self.schema_form not in (None, "none"):
+            return await self._post(path, {**body, **schema_fields(str(self.schema_form), schema_json)})
+        refusals = []
+        for form in SCHEMA_FORMS:
+            try:
+                data = await self._post(path, {**body, **schema_fields(form, schema_json)},
+                                        no_retry=_REFUSED_FORM)
+            except RefusedError as e:
+                if e.status not in _REFUSED_FORM:
+                    raise
+                refusals.append(f"{form}: HTTP {e.status}")
+                continue
+            if refusals:
+                log.info("%s takes the %s schema form (refused %s)", self.base_url, form, ", ".join(refusals))
+            self.schema_form = form
+            return data
+        data = await self._post(path, body)  # the server is up: it takes no schema form
+        log.warning("%s takes no JSON-schema form (%s); generating without one, the caller parses",
+                    self.base_url, "; ".join(refusals))
+        self.schema_form = "none"
+        return data
+
     async def _agenerate_one(self, prompt: Prompt, params: GenerationParams) -> Generation:
         body: dict[str, Any] = {"model": self.model, "max_tokens": params.max_tokens,
                                 "temperature": params.temperature}
@@ -167,18 +244,8 @@ class OpenAICompatibleLLM(LLM):
         chat = not isinstance(prompt, str)
         path = "/chat/completions" if chat else "/completions"
         body["messages" if chat else "prompt"] = prompt
-        if params.schema is not None and self.schema_supported is not False:
-            try:
-                data = await self._post(path, {**body, "response_format": _response_format(params.schema)})
-                self.schema_supported = True
-            except RefusedError as e:
-                if self.schema_supported or e.status not in _REFUSED_FORMAT:
-                    raise
-                # The server does not take response_format (400/422/501): generate plainly from
-                # now on; the caller parses and repairs the reply as it would without a schema.
-                log.warning("%s refused response_format (%s); generating without it", self.base_url, e)
-                self.schema_supported = False
-                data = await self._post(path, body)
+        if params.schema is not None and self.schema_form != "none":
+            data = await self._post_with_schema(path, body, params.schema)
         else:
             data = await self._post(path, body)
         try:
@@ -206,6 +273,75 @@ class OpenAICompatibleLLM(LLM):
                 return await self._agenerate_one(p, params)
 
         return list(await asyncio.gather(*(one(p) for p in prompts)))
+
+    # -- next-token distributions from top_logprobs ---------------------------------------
+    def _render(self, messages: list[Any]) -> str:
+        """Chat messages as text through the ``chat_template`` model's template."""
+        if self._renderer is None:
+            from paperlab.llm.chat_render import load_renderer
+
+            self._renderer = load_renderer(str(self.chat_template))
+        return str(self._renderer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+
+    async def _one_dist(self, prompt: Prompt, text: str, candidates: list[str]) -> tuple[TokenDist, int, int]:
+        """The distribution after ``prompt`` + ``text`` (a prefill), read at the candidates."""
+        body: dict[str, Any] = {"model": self.model, "max_tokens": 1, "temperature": 0.0}
+        if isinstance(prompt, str) or self.chat_template is not None:
+            rendered = prompt if isinstance(prompt, str) else self._render(prompt)
+            path = "/completions"
+            body.update(prompt=rendered + text, logprobs=self.top_logprobs)
+        else:
+            path = "/chat/completions"
+            body.update(logprobs=True, top_logprobs=self.top_logprobs)
+            if text:  # the reply begins with the prefill: the server continues it
+                body.update(messages=[*prompt, {"role": "assistant", "content": text}],
+                            continue_final_message=True, add_generation_prompt=False)
+            else:
+                body["messages"] = prompt
+        try:
+            data = await self._post(path, body)
+        except RefusedError as e:
+            raise LLMResponseError(
+                f"{e}; if it refused top_logprobs={self.top_logprobs}, lower it (option top_logprobs) "
+                "or start the server with a higher limit (vLLM: --max-logprobs)") from None
+        top = first_top_logprobs(data, f"{self.base_url}{path}")
+        hits = [c for c in candidates if c in top]
+        if not hits:
+            seen = ", ".join(repr(t) for t in list(top)[:5])
+            hint = ("" if path == "/completions" else
+                    "; the server may not continue a final assistant message (continue_final_message): "
+                    "name the model's chat template (chat_template option, --chat-template) so paperlab "
+                    "renders the prompt and uses /completions")
+            raise LLMResponseError(
+                f"{self.base_url}{path} returned log-probabilities for other tokens ({seen}) than "
+                f"the candidates ({', '.join(repr(c) for c in candidates[:5])}, ...){hint}")
+        best = max(top, key=lambda t: top[t])
+        dist = TokenDist([top.get(c, -math.inf) for c in candidates],
+                         candidates.index(best) if best in candidates else None, top[best])
+        n, cached = prompt_tokens(data)
+        return dist, n, n - cached
+
+    async def _anext_tokens(self, prompts: list[Prompt], candidates: list[str], prefills: list[str],
+                            forced: list[str]) -> list[NextTokens]:
+        for f in forced:
+            if f and f not in candidates:
+                raise LLMError(f"over HTTP a forced text must be one token, one of the candidates; "
+                               f"got {f!r}")
+        sem = asyncio.Semaphore(self.max_concurrency)
+
+        async def row(prompt: Prompt, prefill: str, f: str) -> NextTokens:
+            async with sem:
+                # one after the other, so a server's prefix cache serves the second
+                dists, n, new = [], 0, 0
+                for text in [prefill] + ([prefill + f] if f else []):
+                    d, n_i, new_i = await self._one_dist(prompt, text, candidates)
+                    dists.append(d)
+                    n = n or n_i
+                    new += new_i
+                return NextTokens(dists, n, new)
+
+        return list(await asyncio.gather(*(row(p, pre, f) for p, pre, f in
+                                           zip(prompts, prefills, forced, strict=True))))
 
     # -- scoring ------------------------------------------------------------------------
     async def _ascore(self, prompt: Prompt, continuations: list[str]) -> list[ScoredContinuation]:

@@ -64,6 +64,16 @@ def aggregate_scores(n: int, observations: Sequence[tuple[int, float]],
     return rerank, scored
 
 
+def model_means(n: int, observations: Sequence[tuple[int, float]], scale: float = 10.0) -> list[float]:
+    """The mean model score (0-1) of every passage that got at least one, in input order."""
+    sums = [0.0] * n
+    counts = [0] * n
+    for idx, raw in observations:
+        sums[idx] += raw / scale
+        counts[idx] += 1
+    return [sums[i] / counts[i] for i in range(n) if counts[i]]
+
+
 def to_ranking(doc_ids: Sequence[str], scores: Sequence[float],
                texts: Sequence[str] | None = None) -> list[RankedResult]:
     """Sort by score (desc), ties by input position; ranks start at 1."""

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from paperlab.rerank.config import RerankConfig, load_config
-from paperlab.rerank.errors import RerankDataError
+from paperlab.rerank.errors import RerankConfigError, RerankDataError
 from paperlab.rerank.methods import get_method
 from paperlab.rerank.methods.base import Method
 from paperlab.rerank.types import Passage, Ranking
@@ -63,12 +63,47 @@ def to_passages(docs: Iterable[DocLike]) -> list[Passage]:
     return out
 
 
-def _load_llm(llm: LLM | str, concurrency: int) -> LLM:
+def resolve_config(cfg: RerankConfig, method: str, llm: LLM | str) -> RerankConfig:
+    """``cfg`` with its profile applied for where ``llm`` (an object or a spec string) runs."""
+    from paperlab.rerank.config import model_location, resolve_profile
+
+    get_method(method)  # a bad name fails before anything is loaded
+    return resolve_profile(cfg, method, model_location(llm))
+
+
+def build_method(llm: LLM | str, method: str, cfg: RerankConfig, *, cache: bool | str | Path = False,
+                 log_replies: str | Path | None = None, chat_template: str | None = None) -> Method:
+    """The one way a method is built (``Reranker``, ``rerank run``, ``rerank eval``): the model
+    loaded from its spec (or taken as given), wrapped in the reply cache and log when asked,
+    the config's profile applied for where it runs.
+
+    Args:
+        llm: an LLM object or a spec string for :func:`paperlab.llm.load_llm`.
+        method: a registry name.
+        cfg: the config (fields the user left unset are sized by its profile).
+        cache: cache replies on disk: True for the default directory, or a directory.
+        log_replies: append every raw reply to this JSONL file.
+        chat_template: for an ``openai:`` spec, the local model whose chat template renders
+            logit-mode prompts (see :class:`paperlab.llm.openai_backend.OpenAICompatibleLLM`).
+    """
+    from paperlab.rerank.replies import wrap_llm
+
+    cfg = resolve_config(cfg, method, llm)
+    if isinstance(llm, str) and cfg.mode == "first-stage":  # runs no model: load none
+        from paperlab.rerank.methods.base import Unloaded
+
+        llm = Unloaded(llm)
     if isinstance(llm, str):
         from paperlab.llm import load_llm
 
-        return load_llm(llm, max_concurrency=concurrency)
-    return llm
+        options: dict[str, Any] = {"max_concurrency": cfg.concurrency}
+        if chat_template is not None:
+            if not llm.startswith("openai:"):
+                raise RerankConfigError("--chat-template is for openai: servers; a model in this "
+                                        "process renders its own template")
+            options["chat_template"] = chat_template
+        llm = load_llm(llm, **options)
+    return get_method(method)(wrap_llm(llm, cache, log_replies), cfg)
 
 
 def _check_query(query: str) -> None:
@@ -84,26 +119,27 @@ class Reranker:
             ("smollm2", "hf:/dir", "openai:http://host:port/v1#model").
         method: a registry name: grouprank, pointwise, listwise.
         config: a :class:`RerankConfig`; keyword overrides are applied on top. Fields left
-            unset are sized by the config's ``profile`` for where the model runs (the packaged
-            model on a CPU gets the small "cpu-small" settings; see ``config.resolve_profile``).
+            unset are sized by the config's ``profile`` for where the model runs (see
+            ``config.resolve_profile``): the packaged model keeps the first-stage order unless
+            ``mode`` is set; another model in process without a GPU gets "cpu-small".
         cache: cache replies on disk, keyed by (model, prompt, parameters): True for
             ``cache_dir("rerank-replies")``, or a directory.
         log_replies: append every raw reply, with its prompt, to this JSONL file.
+        chat_template: see :func:`build_method`.
     """
 
     def __init__(self, llm: LLM | str = "smollm2", method: str = "grouprank",
                  config: RerankConfig | None = None, *, cache: bool | str | Path = False,
-                 log_replies: str | Path | None = None, **overrides: Any) -> None:
-        from paperlab.rerank.config import model_location, resolve_profile
-        from paperlab.rerank.replies import wrap_llm
-
+                 log_replies: str | Path | None = None, chat_template: str | None = None,
+                 **overrides: Any) -> None:
         cfg = config or RerankConfig()
         if overrides:  # keep what was set apart from what was defaulted (profiles fill the latter)
             cfg = load_config(None, **{**cfg.model_dump(exclude_unset=True), **overrides})
-        self.method_cls = get_method(method)
-        self.llm = wrap_llm(_load_llm(llm, cfg.concurrency), cache, log_replies)
-        self.config = resolve_profile(cfg, method, model_location(self.llm))
-        self.method: Method = self.method_cls(self.llm, self.config)
+        self.method: Method = build_method(llm, method, cfg, cache=cache, log_replies=log_replies,
+                                           chat_template=chat_template)
+        self.method_cls = type(self.method)
+        self.llm = self.method.llm
+        self.config = self.method.cfg
 
     def rank(self, query: str, docs: Iterable[DocLike]) -> Ranking:
         """Rank ``docs`` for ``query``: every doc once, best first, each with a score.

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import json
-import signal
 import sys
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from paperlab.errors import RerankError
 from paperlab.rerank.errors import RerankDataError
 
 if TYPE_CHECKING:
@@ -19,6 +16,7 @@ if TYPE_CHECKING:
 
     from paperlab.llm import LLM
     from paperlab.rerank.config import RerankConfig
+    from paperlab.rerank.methods.base import Method
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   help="GroupRank: groupwise LLM reranking, baselines, BM25 and BEIR evaluation.")
@@ -26,10 +24,16 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 LLMOpt = Annotated[str, typer.Option("--llm", help="LLM spec: smollm2 | hf:DIR[#file.gguf] | openai:URL#MODEL")]
 MethodOpt = Annotated[str, typer.Option("--method", "-m", help="grouprank | pointwise | listwise (eval also: bm25 / first-stage)")]
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="YAML file with RerankConfig fields")]
-ModeOpt = Annotated[str | None, typer.Option("--mode", help="generate | logit (logit needs an hf backend)")]
+ModeOpt = Annotated[str | None, typer.Option(
+    "--mode", help="generate | logit (token probabilities: in process, or a server's top_logprobs) | "
+                   "first-stage (run no model)")]
 ProfileOpt = Annotated[str | None, typer.Option(
-    "--profile", help="auto | published | cpu-small: sizes the settings you leave unset (auto: cpu-small "
-                      "for an in-process model without a GPU)")]
+    "--profile", help="auto | published | cpu-small | packaged: sizes the settings you leave unset (auto: "
+                      "packaged for smollm2, cpu-small for another in-process model without a GPU)")]
+ConcOpt = Annotated[int | None, typer.Option("--concurrency", help="LLM calls (logit mode over HTTP: groups) in flight; 1 for a server that runs one sequence (llama-cpp-python)")]
+TemplateSrcOpt = Annotated[str | None, typer.Option(
+    "--chat-template", help="openai: servers that do not continue an assistant prefill (llama-cpp-python): "
+                            "render logit-mode prompts with this model's chat template (smollm2, a model dir, a .gguf)")]
 GroupOpt = Annotated[int | None, typer.Option("--group-size", help="passages per group")]
 TemplateOpt = Annotated[str | None, typer.Option("--template", help="prompt template key or YAML/JSON file")]
 RepeatsOpt = Annotated[int | None, typer.Option("--repeats", help="shuffled passes")]
@@ -87,6 +91,11 @@ def _read_docs(docs: Path | None) -> list[dict[str, Any]]:
     return rows
 
 
+def _settings(config: Path | None, **kw: object) -> RerankConfig:
+    """The config of run and eval: a YAML file, then the flags given (None: left unset)."""
+    return _cfg(config, **kw)
+
+
 @app.command()
 def run(
     query: Annotated[str, typer.Option("--query", "-q", help="The query.")],
@@ -105,6 +114,8 @@ def run(
     max_tokens: TokensOpt = None,
     fusion_weight: FusionOpt = None,
     on_llm_error: OnErrOpt = None,
+    concurrency: ConcOpt = None,
+    chat_template: TemplateSrcOpt = None,
     cache: CacheOpt = False,
     log_replies: LogOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSONL results instead of a table")] = False,
@@ -113,13 +124,20 @@ def run(
     from rich.table import Table
 
     from paperlab.rerank.api import Reranker
+    from paperlab.rerank.eval_steps import ranking_warnings
+    from paperlab.threads import set_threads
 
     rows = _read_docs(docs)
-    cfg = _cfg(config, mode=mode, profile=profile, group_size=group_size, template=template,
-               repeats=repeats, fallback=fallback, max_retries=max_retries, max_chars=max_chars,
-               max_tokens=max_tokens, fusion_weight=fusion_weight, on_llm_error=on_llm_error)
-    ranking = Reranker(llm, method, cfg, cache=cache, log_replies=log_replies).rank(query, rows)
+    set_threads()  # this command's edge: an in-process model (or the dense encoder) runs next
+    cfg = _settings(config, mode=mode, profile=profile, group_size=group_size, template=template,
+                    repeats=repeats, fallback=fallback, max_retries=max_retries, max_chars=max_chars,
+                    max_tokens=max_tokens, fusion_weight=fusion_weight, on_llm_error=on_llm_error,
+                    concurrency=concurrency)
+    ranking = Reranker(llm, method, cfg, cache=cache, log_replies=log_replies,
+                       chat_template=chat_template).rank(query, rows)
     st = ranking.stats
+    for line in ranking_warnings(st):
+        typer.echo(line, err=True)
     if as_json:
         for r in ranking:
             typer.echo(json.dumps({"id": r.doc_id, "score": r.score, "rank": r.rank}))
@@ -154,37 +172,13 @@ def index(
     corpus = load_corpus(data / "corpus.jsonl", issues)
     if issues.counts:
         typer.echo(f"warning: {issues.summary()}", err=True)
+    if dense:
+        from paperlab.threads import set_threads
+
+        set_threads()  # the MiniLM encoder runs in process
     idx = DenseIndex.build(corpus) if dense else BM25Index.build(corpus, stem=not no_stem)
     idx.save(out, force=force)
     typer.echo(f"indexed {len(corpus)} docs -> {out}")
-
-
-def _first_stage(ds: Any, qids: list[str], top_k: int, run_file: Path | None, index_dir: Path | None,
-                 first_stage: str) -> tuple[str, dict[str, list[tuple[str, float]]]]:
-    """(name, candidates per query) from a run file, a saved index, or an index built now."""
-    from paperlab.rerank.evaluate import first_stage_run
-    from paperlab.rerank.retrieve import (
-        BM25Index,
-        DenseIndex,
-        check_index,
-        load_index,
-        read_trec_run,
-    )
-
-    if run_file is not None:
-        got = read_trec_run(run_file, ds.queries, ds.corpus, top_k, ds.issues)
-        # a judged query the run lacks keeps an empty ranking (it scores 0, as it should)
-        return "run", {q: got.get(q, []) for q in qids}
-    if index_dir is not None:
-        idx = load_index(index_dir)
-        check_index(idx, ds.corpus, index_dir)
-    elif first_stage == "dense":
-        idx = DenseIndex.build(ds.corpus)
-    elif first_stage == "bm25":
-        idx = BM25Index.build(ds.corpus)
-    else:
-        raise RerankDataError(f"unknown --first-stage {first_stage!r}; valid: bm25, dense")
-    return idx.kind, first_stage_run(ds, idx, qids, top_k)
 
 
 @app.command("eval")
@@ -210,6 +204,8 @@ def eval_(
     max_tokens: TokensOpt = None,
     fusion_weight: FusionOpt = None,
     on_llm_error: OnErrOpt = None,
+    concurrency: ConcOpt = None,
+    chat_template: TemplateSrcOpt = None,
     cache: CacheOpt = False,
     log_replies: LogOpt = None,
     allow_bad_data: Annotated[bool, typer.Option("--allow-bad-data", help="go on past bad input rows with a warning and a count")] = False,
@@ -219,101 +215,44 @@ def eval_(
     """Evaluate a method on a BEIR directory beside its first stage: nDCG@10, R@100, RR@10,
     cost, repairs, fallbacks. Each finished query is appended to --out at once; rerun the same
     command to resume after an interruption."""
-    from rich.table import Table
-
-    from paperlab.rerank.beir import load_beir
-    from paperlab.rerank.config import resolve_profile, spec_location
-    from paperlab.rerank.evaluate import evaluate_method, evaluate_run, is_first_stage
-    from paperlab.rerank.methods import get_method
+    from paperlab.rerank import eval_steps as steps
+    from paperlab.rerank.api import build_method, resolve_config
+    from paperlab.rerank.evaluate import is_first_stage
     from paperlab.rerank.replies import RecordingLLM
+    from paperlab.threads import set_threads
+
+    set_threads()  # this command's edge: in-process models and encoders run with these threads
     from paperlab.rerank.runlog import RunLog
 
     reranking = not is_first_stage(method)
-    if reranking:
-        get_method(method)  # fail on a bad name before loading anything
-    cfg = _cfg(config, mode=mode, profile=profile, group_size=group_size, template=template,
-               repeats=repeats, fallback=fallback, max_retries=max_retries, max_chars=max_chars,
-               max_tokens=max_tokens, fusion_weight=fusion_weight, on_llm_error=on_llm_error)
-    if reranking:
-        cfg = resolve_profile(cfg, method, spec_location(llm))
-    ds = load_beir(data, split, strict=not allow_bad_data)
-    qids = ds.judged_queries()[:max_queries] if max_queries else ds.judged_queries()
-    if not qids:
-        raise RerankDataError(f"no judged query in {data} (split {split!r}); check qrels/{split}.tsv")
-    fs_name, cands = _first_stage(ds, qids, top_k, run_file, index_dir, first_stage)
-    if ds.issues.counts:
-        typer.echo(f"warning: {ds.issues.summary()}", err=True)
-    manifest = {"method": method, "llm": llm if reranking else "", "config": cfg.model_dump(),
-                "data": str(data.resolve()), "split": split, "top_k": top_k, "first_stage": fs_name,
-                "run_file": str(run_file.resolve()) if run_file else None,
-                "index": str(index_dir.resolve()) if index_dir else None, "max_queries": max_queries}
-    log = RunLog(out, manifest, force=force)
-    resumed = sum(q in log.done for q in qids)
-    if resumed:
-        typer.echo(f"resuming {out}: {resumed} of {len(qids)} queries already done", err=True)
-    recorder: list[LLM] = []
+    cfg = _settings(config, mode=mode, profile=profile, group_size=group_size, template=template,
+                    repeats=repeats, fallback=fallback, max_retries=max_retries, max_chars=max_chars,
+                    max_tokens=max_tokens, fusion_weight=fusion_weight, on_llm_error=on_llm_error,
+                    concurrency=concurrency)
+    if reranking:  # a bad method name fails here, before any data or model is loaded
+        cfg = resolve_config(cfg, method, llm)
+    inputs = steps.read_inputs(data, split, not allow_bad_data, max_queries, top_k, run_file, index_dir,
+                               first_stage)
+    if inputs.data.issues.counts:
+        typer.echo(f"warning: {inputs.data.issues.summary()}", err=True)
+    log = RunLog(out, steps.manifest(method, llm, cfg, inputs, data, split, top_k, run_file, index_dir,
+                                     max_queries), force=force)
+    built: list[LLM] = []
 
-    def load_model() -> LLM:
-        from paperlab.llm import load_llm
-        from paperlab.rerank.replies import wrap_llm
+    def load_method() -> Method:  # only when some query is left to rank
+        impl = build_method(llm, method, cfg, cache=cache, log_replies=log_replies,
+                            chat_template=chat_template)
+        built.append(impl.llm)
+        return impl
 
-        model = wrap_llm(load_llm(llm, max_concurrency=cfg.concurrency), cache, log_replies)
-        recorder.append(model)
-        return model
-
-    done = [resumed]
-    from paperlab.interrupts import SignalWatch
-
-    # a Ctrl-C whose KeyboardInterrupt Python swallowed still stops the run at the next query
-    interrupted = SignalWatch(signal.SIGINT).install()
-
-    def progress(qid: str, row: dict[str, Any]) -> None:
-        # A Ctrl-C that Python swallowed (one landing in a weakref or __del__ callback is only
-        # printed as "Exception ignored") still stops the run at the next query boundary.
-        if interrupted.is_set():
-            raise KeyboardInterrupt
-        # one plain line per query on stderr: visible in a pipe, a log file or CI
-        done[0] += 1
-        per, _ = evaluate_run({qid: ds.qrels[qid]}, {qid: log.run.get(qid, {})})
-        fs, _ = evaluate_run({qid: ds.qrels[qid]}, {qid: dict(cands[qid])})
-        scored = f"  model-scored {row.get('model_scored', 0)}/{row.get('passages', 0)}" if reranking else ""
-        typer.echo(f"[{done[0]}/{len(qids)}] {qid}: nDCG@10 {per['nDCG@10']:.4f} ({fs_name} "
-                   f"{fs['nDCG@10']:.4f})  {row.get('wall_s', 0.0):.1f} s{scored}  "
-                   f"fallbacks {sum((row.get('fallbacks') or {}).values())}  {row['tag']}", err=True)
-
-    try:
-        res = evaluate_method(ds, method, cands, load_model if reranking else None, cfg,
-                              llm_spec=llm if reranking else "", on_query=progress if reranking else None,
-                              first_stage=fs_name, log=log)
-    except KeyboardInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            # a second or still-pending interrupt must not replace this line with a traceback
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-        raise RerankError(f"interrupted after {log.n_done_on_disk()} of {len(qids)} queries, all kept in {out}; "
-                          "rerun the same command to resume") from None
-    finally:
-        # after an interrupt the handler stays ignored (set above) while the error line is printed
-        if not interrupted.is_set():
-            interrupted.restore()
-    if ds.issues.counts:
-        res.extra["data_issues"] = dict(ds.issues.counts)
-    if recorder and isinstance(recorder[0], RecordingLLM):
-        res.extra["reply_cache"] = recorder[0].counts()
+    res = steps.rank_queries(inputs, method, llm, cfg, log, load_method,
+                             lambda line: typer.echo(line, err=True), out)
+    if inputs.data.issues.counts:
+        res.extra["data_issues"] = dict(inputs.data.issues.counts)
+    if built and isinstance(built[0], RecordingLLM):
+        res.extra["reply_cache"] = built[0].counts()
     log.write_summary(res.summary())
-
-    fs_label = f"{fs_name} (first stage)"
-    label = res.method if not res.all_fallback else f"{res.method}: ALL FELL BACK ({fs_name} order)"
-    table = Table(title=f"{method} on {data.name} ({len(qids)} queries, {fs_name} top-{top_k})",
-                  title_justify="left")
-    for col in ("ranking", *res.metrics, "model-scored", "calls", "prompt tok", "compl tok", "wall s",
-                "repairs", "fallbacks"):
-        table.add_column(col)
-    table.add_row(fs_label, *(f"{v:.4f}" for v in res.first_stage_metrics.values()),
-                  *(["-"] * 7))
-    if reranking:
-        st = res.stats
-        table.add_row(label, *(f"{v:.4f}" for v in res.metrics.values()),
-                      f"{st.model_scored}/{st.passages}", str(st.calls), str(st.prompt_tokens),
-                      str(st.completion_tokens), f"{res.wall_s:.1f}", str(st.n_repairs), str(st.n_fallbacks))
-    _console().print(table)
+    for line in steps.ranking_warnings(res.stats, len(inputs.qids)):
+        typer.echo(line, err=True)
+    _console().print(steps.result_table(res, method, data.name, len(inputs.qids), top_k))
     typer.echo(f"wrote {out}/run.trec and {out}/summary.json")

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from paperlab.io.atomic import atomic_directory
 from paperlab.llm import LLM
@@ -21,6 +21,9 @@ from paperlab.rerank.config import RerankConfig
 from paperlab.rerank.errors import RerankConfigError, RerankDataError
 from paperlab.rerank.runlog import RunLog
 from paperlab.rerank.types import Passage, RerankStats
+
+if TYPE_CHECKING:
+    from paperlab.rerank.methods.base import Method
 
 MEASURE_NAMES = ("nDCG@10", "R@100", "RR@10")
 FIRST_STAGE = "bm25"
@@ -77,11 +80,18 @@ def ranking_tag(method: str, first_stage: str, stats: RerankStats | None) -> str
     """The run-file tag of one query's ranking, saying what produced it:
     ``paperlab-grouprank`` (the model scored every passage), ``paperlab-grouprank+bm25``
     (some passages kept their first-stage place), ``paperlab-bm25-fallback-grouprank`` (no
-    passage got a model score: the ranking is the first stage's), ``paperlab-bm25``."""
+    passage got a model score: the ranking is the first stage's), ``paperlab-bm25-flat-grouprank``
+    (the model's scores were flat: the order is the first stage's tie-break),
+    ``paperlab-bm25-unranked-grouprank`` (no model was run: the packaged model's default),
+    ``paperlab-bm25`` (the first stage alone)."""
     if is_first_stage(method) or stats is None:
         return f"paperlab-{first_stage}"
+    if stats.first_stage_only:
+        return f"paperlab-{first_stage}-unranked-{method}"
     if stats.all_fallback:
         return f"paperlab-{first_stage}-fallback-{method}"
+    if stats.flat_rankings:
+        return f"paperlab-{first_stage}-flat-{method}"
     if stats.model_scored < stats.passages:
         return f"paperlab-{method}+{first_stage}"
     return f"paperlab-{method}"
@@ -120,6 +130,8 @@ class EvalResult:
             "metrics": self.metrics,
             "first_stage": {"name": self.first_stage, "metrics": self.first_stage_metrics},
             "all_fallback": self.all_fallback,
+            "flat_queries": st.flat_rankings,
+            "unranked_queries": st.first_stage_only,
             "model_scored": {"passages": st.passages, "scored": st.model_scored,
                              "fraction": round(st.model_scored / st.passages, 4) if st.passages else None},
             "cost": {**st.to_dict(), "wall_s": round(self.wall_s, 3),
@@ -147,7 +159,8 @@ def first_stage_run(data: BeirData, index: Any, query_ids: Sequence[str], k: int
 
 
 def evaluate_method(data: BeirData, method: str, candidates: dict[str, list[tuple[str, float]]],
-                    llm: LLM | Callable[[], LLM] | None = None, config: RerankConfig | None = None, llm_spec: str = "",
+                    llm: LLM | Callable[[], LLM | Method] | None = None, config: RerankConfig | None = None,
+                    llm_spec: str = "",
                     on_query: Callable[[str, dict[str, Any]], None] | None = None,
                     first_stage: str = FIRST_STAGE, log: RunLog | None = None) -> EvalResult:
     """Rerank each query's candidates with ``method`` (a first-stage name = no reranking) and
@@ -158,20 +171,22 @@ def evaluate_method(data: BeirData, method: str, candidates: dict[str, list[tupl
         method: "bm25"/"first-stage" or a registry name (grouprank, pointwise, listwise).
         candidates: first-stage hits per query id (the queries to evaluate), best first.
         llm: an LLM object (needed unless the method is the first stage); may be a callable
-            returning one, called only when some query is left to rerank.
+            returning one, or returning the built method, called only when some query is left to
+            rerank. The method is built by :func:`paperlab.rerank.api.build_method`.
         config: the reranker config.
         on_query: called after each newly ranked query with its id and per-query row.
         first_stage: the first stage's name (run tags, the table).
         log: an output directory to append each query to; queries it already holds are kept
             and not ranked again (resume).
     """
-    from paperlab.rerank.methods import get_method
+    from paperlab.rerank.api import build_method
+    from paperlab.rerank.methods.base import Method
 
     cfg = config or RerankConfig()
     run: dict[str, dict[str, float]] = {}
     rows: dict[str, dict[str, Any]] = {}
     tags: dict[str, str] = {}
-    impl = None
+    impl: Method | None = None
     for qid, hits in candidates.items():
         if log is not None and qid in log.done:
             row = log.done[qid]
@@ -183,10 +198,10 @@ def evaluate_method(data: BeirData, method: str, candidates: dict[str, list[tupl
             scores = dict(hits)
         else:
             if impl is None:
-                model = llm if llm is None or isinstance(llm, LLM) else llm()
-                if model is None:
+                got = llm if llm is None or isinstance(llm, LLM) else llm()
+                if got is None:
                     raise RerankConfigError(f"method {method!r} needs an LLM; pass --llm")
-                impl = get_method(method)(model, cfg)
+                impl = got if isinstance(got, Method) else build_method(got, method, cfg)
             passages = [Passage(d, data.corpus[d], s) for d, s in hits]
             ranking = impl.rank(data.queries[qid], passages)
             scores = {r.doc_id: r.score for r in ranking.results}

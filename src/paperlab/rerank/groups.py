@@ -19,7 +19,7 @@ import math
 import random
 from dataclasses import dataclass
 
-from paperlab.rerank.errors import RerankConfigError
+from paperlab.rerank.config import RerankConfig
 
 
 @dataclass(frozen=True)
@@ -28,17 +28,6 @@ class Group:
 
     repeat: int
     members: tuple[int, ...]
-
-
-def _check(n: int, group_size: int, stride: int, repeats: int) -> None:
-    if n < 0:
-        raise RerankConfigError(f"number of passages must be >= 0, got {n}")
-    if group_size < 1:
-        raise RerankConfigError(f"group_size must be >= 1, got {group_size}; use e.g. 20")
-    if stride < 1:
-        raise RerankConfigError(f"stride must be >= 1, got {stride}; use the group size for no overlap")
-    if repeats < 1:
-        raise RerankConfigError(f"repeats must be >= 1, got {repeats}; use e.g. 6")
 
 
 def _windows(order: list[int], size: int, stride: int) -> list[list[int]]:
@@ -60,33 +49,26 @@ def _windows(order: list[int], size: int, stride: int) -> list[list[int]]:
     return [order[s : s + size] for s in starts]
 
 
-def make_groups(n: int, group_size: int = 20, stride: int | None = None, repeats: int = 6,
-                seed: int = 0, shuffle: bool = True) -> list[Group]:
-    """Build the groups of all repeats.
+def make_groups(n: int, cfg: RerankConfig) -> list[Group]:
+    """Build the groups of all repeats for ``n`` candidates.
 
-    Args:
-        n: number of candidates.
-        group_size: passages per group (at most).
-        stride: start-to-start distance of groups within a repeat; None means ``group_size``.
-        repeats: how many shuffled passes over the candidates.
-        seed: shuffle seed; repeat ``r`` uses the stream seeded with ``(seed, r)``.
-        shuffle: False keeps the input order (useful for tests and one-repeat runs).
+    The sizes come from ``cfg`` (validated there, once): ``group_size`` passages per group at
+    most; ``stride`` (None: ``group_size``) from one group's start to the next within a repeat;
+    ``repeats`` shuffled passes; ``seed`` (repeat ``r`` uses the stream seeded with
+    ``(seed, r)``); ``shuffle`` False keeps the input order.
 
     Returns:
         Groups of every repeat, repeat by repeat. With no overlap every index appears exactly
         ``repeats`` times; with overlap at least ``repeats`` times.
-
-    Raises:
-        RerankConfigError: a parameter is out of range.
     """
-    stride = group_size if stride is None else stride
-    _check(n, group_size, stride, repeats)
-    if n == 0:
+    size = cfg.group_size
+    stride = size if cfg.stride is None else cfg.stride
+    if n <= 0:
         return []
     groups: list[Group] = []
-    for r in range(repeats):
+    for r in range(cfg.repeats):
         order = list(range(n))
-        if shuffle:
-            random.Random(f"{seed}:{r}").shuffle(order)
-        groups.extend(Group(r, tuple(w)) for w in _windows(order, group_size, stride))
+        if cfg.shuffle:
+            random.Random(f"{cfg.seed}:{r}").shuffle(order)
+        groups.extend(Group(r, tuple(w)) for w in _windows(order, size, stride))
     return groups

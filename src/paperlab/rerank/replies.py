@@ -111,6 +111,7 @@ class RecordingLLM(LLM):
         self.hits = 0
         self.misses = 0
         self.supports_next_tokens = llm.supports_next_tokens
+        self.supports_top_logprobs = llm.supports_top_logprobs
         # the wrapped model gathers concurrent single calls itself; gathering here as well
         # would only add a queue in front of its queue
         self.gathers_single_calls = False

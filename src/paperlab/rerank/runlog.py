@@ -74,6 +74,8 @@ class RunLog:
         self.manifest = manifest
         self.done: dict[str, dict[str, Any]] = {}  # qid -> its queries.jsonl row
         self.run: dict[str, dict[str, float]] = {}
+        self._new_dir = not self.out.exists()
+        self._new_run = False
         if self.out.exists() and not self.out.is_dir():
             raise RerankDataError(f"--out {self.out} is a file; pass a directory")
         if force:
@@ -88,6 +90,7 @@ class RunLog:
         else:
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(old, json.dumps(manifest, indent=2, sort_keys=True))
+            self._new_run = True
 
     def _resume(self, old: dict[str, Any]) -> None:
         rows = self.out / "queries.jsonl"
@@ -136,6 +139,16 @@ class RunLog:
         except OSError as e:
             raise RerankDataError(f"cannot append to {self.out / name} ({e}); free disk space and "
                                   "rerun the same command to resume") from None
+
+    def discard_if_new(self) -> None:
+        """Remove what this run wrote when it started the directory and finished no query (a
+        run that failed on its first query leaves nothing behind)."""
+        if not self._new_run or self.n_done_on_disk():
+            return
+        for name in FILES:
+            (self.out / name).unlink(missing_ok=True)
+        if self._new_dir and not any(self.out.iterdir()):
+            self.out.rmdir()
 
     def n_done_on_disk(self) -> int:
         """Finished queries as queries.jsonl holds them (also right after an interrupted append)."""

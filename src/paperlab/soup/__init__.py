@@ -18,7 +18,7 @@ from typing import Any
 
 _EXPORTS = {
     "merge_checkpoints": "paperlab.soup.merge",
-    "prepare": "paperlab.soup.merge",
+    "prepare": "paperlab.soup.preparation",
     "MergeResult": "paperlab.soup.merge",
     "MergeSpec": "paperlab.soup.config",
     "ModelEntry": "paperlab.soup.config",

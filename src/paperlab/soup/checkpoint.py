@@ -45,6 +45,16 @@ DTYPES: dict[str, tuple[str, int]] = {
 TAG_OF: dict[str, str] = {name: tag for tag, (name, _) in DTYPES.items()}
 FLOAT_DTYPES = {"float64", "float32", "float16", "bfloat16"}
 _MAX_HEADER = 100 * 1024 * 1024  # the safetensors library's own limit
+# A model directory's tokenizer files (what a merge copies from its donor; mergekit's list).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+                   "added_tokens.json", "vocab.json", "vocab.txt", "merges.txt", "chat_template.jinja",
+                   "chat_template.json")
+_DEFINING = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
+def tokenizer_files(model_dir: Path) -> list[str]:
+    """The files that define a tokenizer in a directory (none: transformers cannot load one)."""
+    return [f for f in _DEFINING if (model_dir / f).is_file()]
 
 
 @dataclass(frozen=True)
@@ -128,12 +138,18 @@ class Checkpoint:
     config: dict[str, Any]
     tensors: dict[str, TensorInfo]
     pickled: dict[str, Any] | None = None
+    ref: str | None = None  # the reference the user wrote (a Hub id, model+adapter), for messages
     _handles: dict[Path, Any] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def label(self) -> str:
+        """How messages name this model: the user's reference, else the directory."""
+        return self.ref or str(self.path)
 
     @property
     def tied_embeddings(self) -> bool:

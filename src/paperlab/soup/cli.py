@@ -10,106 +10,10 @@ from typing import Annotated
 
 import typer
 
-from paperlab.soup.errors import MergeConfigError
+from paperlab.soup.cli_merge import merge
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-
-
-@app.command()
-def merge(
-    args: Annotated[list[str], typer.Argument(help="CONFIG.yaml OUT_DIR, or just OUT_DIR with --model/--weight.")],
-    model: Annotated[list[str] | None, typer.Option("--model", "-m", help="An input model directory (repeat).")] = None,
-    weight: Annotated[list[float] | None, typer.Option("--weight", "-w", help="Its weight (repeat, in order).")] = None,
-    method: Annotated[str, typer.Option(help="Merge method (see docs/soup.md): linear, uniform, task_arithmetic, "
-                                        "ties, dare_linear, dare_ties, breadcrumbs, della, slerp, nuslerp, "
-                                        "model_stock, ...")] = "linear",
-    base: Annotated[str | None, typer.Option(help="Base model (task-vector methods, slerp, model_stock).")] = None,
-    dtype: Annotated[str | None, typer.Option(help="Output dtype (default: the inputs').")] = None,
-    normalize: Annotated[bool | None, typer.Option("--normalize/--no-normalize", help="Divide weights by their sum.")] = None,
-    scale: Annotated[float | None, typer.Option("--lambda", help="Task-vector scale (task-vector methods).")] = None,
-    density: Annotated[float | None, typer.Option(help="Fraction of each task vector kept, in (0, 1].")] = None,
-    gamma: Annotated[float | None, typer.Option(help="breadcrumbs: fraction of largest entries dropped.")] = None,
-    epsilon: Annotated[float | None, typer.Option(help="della: spread of the keep probabilities.")] = None,
-    t: Annotated[float | None, typer.Option("--t", help="slerp: 0 = the base model, 1 = the other.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the random drops (dare_*, della*).")] = 0,
-    source: Annotated[str | None, typer.Option(help="Model whose config/tokenizer files are copied.")] = None,
-    shard_size: Annotated[str | None, typer.Option("--shard-size", help="Max shard size, e.g. 2GB.")] = None,
-    check_finite: Annotated[bool, typer.Option("--check-finite", help="Refuse NaN/Inf in inputs.")] = False,
-    allow_pickle: Annotated[bool, typer.Option("--allow-pickle", help="Accept pickle .bin checkpoints.")] = False,
-    force: Annotated[bool, typer.Option("--force", help="Replace an existing OUT_DIR.")] = False,
-) -> None:
-    """Merge checkpoints, streaming tensor by tensor, into a sharded safetensors OUT_DIR."""
-    from pydantic import ValidationError
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        DownloadColumn,
-        Progress,
-        TimeRemainingColumn,
-        TransferSpeedColumn,
-    )
-
-    from paperlab.errors import config_error
-    from paperlab.soup.config import MergeSpec, ModelEntry, load_merge_config, parse_size
-    from paperlab.soup.merge import merge as run_merge
-
-    if len(args) == 2:
-        if model:
-            raise MergeConfigError("give either CONFIG.yaml OUT_DIR or --model flags with OUT_DIR, not both")
-        spec = load_merge_config(args[0])
-    elif len(args) == 1:
-        if not model:
-            raise MergeConfigError("no models: give CONFIG.yaml OUT_DIR, or --model A --weight 0.5 ... OUT_DIR")
-        weights: list[float | None] = list(weight) if weight else [None] * len(model)
-        if len(weights) != len(model):
-            raise MergeConfigError(f"got {len(weights)} --weight for {len(model)} --model; give one weight per model")
-        try:
-            spec = MergeSpec(
-                method=method,
-                models=[ModelEntry(model=m, weight=w) for m, w in zip(model, weights, strict=True)],
-                base_model=base,
-                dtype=dtype,
-                normalize=normalize,
-                scale=scale,
-                density=density,
-                gamma=gamma,
-                epsilon=epsilon,
-                t=t,
-                seed=seed,
-                source=source,
-                check_finite=check_finite,
-                allow_pickle=allow_pickle,
-            )
-        except ValidationError as exc:
-            raise config_error(exc, "merge flags", MergeConfigError) from None
-    else:
-        raise MergeConfigError("usage: paperlab soup merge CONFIG.yaml OUT_DIR  (or --model ... OUT_DIR)")
-    if shard_size is not None:
-        spec.shard_size = parse_size(shard_size)
-    spec.check_finite = spec.check_finite or check_finite
-    spec.allow_pickle = spec.allow_pickle or allow_pickle
-    console = Console(stderr=True)
-    with Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    ) as bar:
-        task = bar.add_task("merging", total=None)
-
-        def progress(done: int, total: int) -> None:
-            bar.update(task, completed=done, total=total)
-
-        result = run_merge(spec, Path(args[-1]), force=force, progress=progress)
-    for note in result.notes:
-        console.print(f"[yellow]note:[/yellow] {note}")
-    console.print(
-        f"wrote {result.out_dir}: {result.n_tensors} tensors, {result.out_bytes / 1e6:.1f} MB "
-        f"in {result.shards} shard(s), {result.seconds:.1f} s"
-    )
+app.command()(merge)
 
 
 @app.command()
@@ -125,6 +29,8 @@ def analyze(
     lower_is_better: Annotated[str, typer.Option("--lower-is-better", help="BFCL v4 lower-is-better columns: exclude or flip.")] = "exclude",
     heatmap: Annotated[Path | None, typer.Option(help="Write the correlation heatmap PNG here.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the selection as JSON here.")] = None,
+    expert_floor: Annotated[float | None, typer.Option("--expert-floor", help="Lowest mean over all categories an "
+                                                       "expert may have (leaves degenerate specialists out).")] = None,
 ) -> None:
     """SoCE steps 1-2 only: correlations, the low-correlation set L, and one expert per category."""
     import json
@@ -140,9 +46,9 @@ def analyze(
     table = load_scores(scores, layout=layout, lower_is_better=lower_is_better).select(
         model, category, exclude_models=exclude_model or (), exclude_categories=exclude_category or (), missing=missing
     )
-    sel = select_experts(table, tau)
+    sel = select_experts(table, tau, floor=expert_floor)
     err = Console(stderr=True, soft_wrap=True)
-    for note in table.notes:
+    for note in [*table.notes, *sel.notices]:
         err.print(f"note: {note}", markup=False, highlight=False)
     # A pipe or file gets the whole table, not one cut to 80 columns.
     console = Console() if sys.stdout.isatty() else Console(width=100_000)
@@ -177,9 +83,11 @@ def soce(
     from rich.table import Table
 
     from paperlab.soup.soce import load_soce_config, run_soce
+    from paperlab.threads import set_threads
 
     cfg = load_soce_config(config)
     cfg.force = cfg.force or force
+    set_threads(cfg.threads)
     console = Console(stderr=True)
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as bar:

@@ -1,12 +1,11 @@
 """Merge configs: one pydantic model (:class:`MergeSpec`) fed by a YAML file or by CLI flags.
 
-The YAML is mergekit's, as published, so users can bring their configs unchanged but for the
-model paths:
+The YAML is mergekit's, as published, so users bring their configs unchanged:
 
-    merge_method: ties              # see docs/soup.md for every method and its parameters
-    base_model: path/to/base        # also allowed under models: (its parameters are ignored)
+    merge_method: ties              # any of the methods in docs/soup.md
+    base_model: org/base            # a local directory or a Hub id (also allowed under models:)
     models:
-      - model: path/to/a
+      - model: org/a@v2             # a revision, and/or +org/adapter for a LoRA
         parameters:
           weight: 0.6               # a number,
           density: [1, 0.7, 0.1]    # a gradient over the layers,
@@ -16,39 +15,41 @@ model paths:
             - {filter: mlp, value: 0.5}
             - value: 0.3
     parameters: {normalize: true, lambda: 1.0, int8_mask: true}
-    dtype: float32                  # mergekit's compute dtype: we always compute in float32
-    out_dtype: bfloat16             # the output dtype (else `dtype`, else the inputs')
-    tokenizer_source: base          # base | union | a model path: where tokenizer files come from
-    paperlab: {shard_size: 2GB, check_finite: false, allow_pickle: false, seed: 0}
+    dtype: float16                  # mergekit's compute dtype; we compute in float32 unless
+                                    # --compute-dtype yaml, and write out_dtype, else this
+    out_dtype: bfloat16
+    tokenizer: {source: union, tokens: {...}, pad_to_multiple_of: 64}   # or tokenizer_source:
+    chat_template: chatml           # auto, a built-in name, or a Jinja template
+    paperlab: {shard_size: 2GB, check_finite: false, allow_pickle: false, seed: 0, compute_dtype: float32}
 
-or, instead of ``models:``, ``slices:`` of ``sources: [{model, layer_range: [start, end]}]``
-(with ``passthrough`` to stack layers of different models). Keys mergekit has that we cannot
-honour (``tokenizer:``, ``chat_template:``, ``modules:``) are refused with the reason.
+or, instead of ``models:``, ``slices:`` of ``sources: [{model, layer_range: [start, end]}]``.
+The spec is validated once, here: every parameter against the method's declaration
+(:class:`~paperlab.soup.methods.Param`), every dtype name, the tokenizer block. Nothing
+downstream checks a value again.
 """
 
 from __future__ import annotations
 
-import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from paperlab.errors import config_error
 from paperlab.soup.errors import MergeConfigError
-from paperlab.soup.params import check_setting
+from paperlab.soup.params import check_scope
+from paperlab.soup.refs import parse_ref, relative_to
 
+DtypeName = Literal["float32", "float16", "bfloat16", "float64"]
 TOP_KEYS = {"merge_method", "models", "slices", "base_model", "dtype", "out_dtype", "parameters",
-            "tokenizer_source", "paperlab"}
+            "tokenizer_source", "tokenizer", "chat_template", "paperlab"}
 REFUSED = {
-    "tokenizer": "the `tokenizer:` block (vocabulary surgery) is not supported; use tokenizer_source: base",
-    "chat_template": "chat_template is not supported; copy the template into the output's tokenizer_config.json",
     "modules": "`modules:` (multi-module models) is not supported; use models: or slices:",
-    "out_path": "out_path (mergekit-mega) is not supported; give OUT_DIR on the command line, one config per file",
+    "out_path": "out_path (mergekit-multi) is not supported; give OUT_DIR on the command line, one config per file",
 }
-PAPERLAB_KEYS = {"shard_size", "check_finite", "allow_pickle", "chunk_elements", "seed"}
+PAPERLAB_KEYS = {"shard_size", "check_finite", "allow_pickle", "chunk_elements", "seed", "compute_dtype", "device"}
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
 
 
@@ -70,24 +71,38 @@ def parse_size(value: str | int) -> int:
     return n
 
 
-def _finite(v: float | None, what: str) -> float | None:
-    if v is not None and not math.isfinite(v):
-        raise ValueError(f"{what} must be a finite number, got {v}")
-    return v
+def parse_kmb(value: str) -> int:
+    """mergekit's ``--out-shard-size``: a count of bytes with an optional k, m or b suffix
+    (thousands, millions, billions), e.g. ``5B`` = 5 * 10^9.
+
+    Raises:
+        MergeConfigError: not such a number.
+    """
+    m = re.fullmatch(r"\s*([0-9]+)\s*([kKmMbB]?)\s*", value)
+    if not m or int(m.group(1)) <= 0:
+        raise MergeConfigError(f"--out-shard-size {value!r} is not a size; write e.g. 5B, 500M or 1000000")
+    return int(m.group(1)) * {"": 1, "k": 10**3, "m": 10**6, "b": 10**9}[m.group(2).lower()]
+
+
+def _dtype_name(v: Any) -> Any:
+    return v.removeprefix("torch.") if isinstance(v, str) else v
 
 
 class ModelEntry(BaseModel):
-    """One input model, its weight (flags) and its mergekit parameters (YAML)."""
+    """One input model and its mergekit parameters; ``weight`` is shorthand for
+    ``parameters: {weight: W}`` (it is folded in)."""
 
     model_config = ConfigDict(extra="forbid")
     model: str
     weight: float | None = None
     parameters: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("weight")
-    @classmethod
-    def _weight_finite(cls, v: float | None) -> float | None:
-        return _finite(v, "weight")
+    @model_validator(mode="after")
+    def _fold_weight(self) -> ModelEntry:
+        if self.weight is not None:
+            self.parameters.setdefault("weight", self.weight)
+            self.weight = None
+        return self
 
 
 class SliceSource(BaseModel):
@@ -97,6 +112,13 @@ class SliceSource(BaseModel):
     model: str
     layer_range: tuple[int, int]
     parameters: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("layer_range")
+    @classmethod
+    def _range(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if not 0 <= v[0] < v[1]:
+            raise ValueError(f"layer_range must be [START, END] with 0 <= START < END, got {list(v)}")
+        return v
 
 
 class SliceSpec(BaseModel):
@@ -108,11 +130,56 @@ class SliceSpec(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
 
 
+class TokenEmbedding(BaseModel):
+    """Where one token's embedding comes from (mergekit's ``tokens:`` entries).
+
+    ``source`` is a model reference (that model's embedding of the token), ``{kind: zero}``, or
+    ``{kind: model_token, model: REF, token: TEXT}`` / ``token_id: N`` (another token's row).
+    ``force`` uses it for every model, even those that have the token.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    source: str | dict[str, Any] | None = None
+    force: bool = False
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            kind = v.get("kind")
+            if kind == "zero" and set(v) == {"kind"}:
+                return v
+            if kind == "model_token":
+                if set(v) - {"kind", "model", "token", "token_id"} or "model" not in v:
+                    raise ValueError("a model_token source takes model and one of token or token_id")
+                if ("token" in v) == ("token_id" in v):
+                    raise ValueError("a model_token source needs exactly one of token or token_id")
+                return v
+            raise ValueError("a token source is a model, {kind: zero} or {kind: model_token, model, token}")
+        return v
+
+
+class TokenizerSpec(BaseModel):
+    """mergekit's ``tokenizer:`` block (``tokenizer_source: X`` is read as ``{source: X}``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str = "union"  # union | base | a model reference
+    tokens: dict[str, TokenEmbedding] | None = None
+    pad_to_multiple_of: int | None = Field(default=None, gt=0)
+
+
 class MergeSpec(BaseModel):
     """Everything a merge needs; the CLI flags and the YAML both build one of these.
 
-    ``normalize``, ``scale`` (lambda) and ``density`` are the flag route's shortcuts for the
-    top-level parameters; None means "not given" (the method's default applies).
+    Attributes (besides mergekit's own keys):
+        compute_dtype: "float32" (the default: more accurate) or "yaml": compute in the YAML's
+            ``dtype`` as mergekit does, which reproduces its bits.
+        source: the model whose config.json and side files are copied (default: the base
+            model, else the first model, as mergekit's donor).
+        device: where arithmetic runs ("cpu", "cuda", "cuda:1").
+        hf_cache: the Hugging Face cache directory for Hub ids (default: the library's).
+        copy_tokenizer: copy the donor's tokenizer files (mergekit's --copy-tokenizer).
+        allow_crimes: merge models of different architectures if their tensors line up.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -120,54 +187,73 @@ class MergeSpec(BaseModel):
     models: list[ModelEntry] = Field(default_factory=list)
     slices: list[SliceSpec] | None = None
     base_model: str | None = None
-    dtype: str | None = None
+    dtype: DtypeName | None = None
+    out_dtype: DtypeName | None = None
+    compute_dtype: Literal["float32", "yaml"] = "float32"
     parameters: dict[str, Any] = Field(default_factory=dict)
-    normalize: bool | None = None
-    scale: float | None = None
-    density: float | None = Field(default=None, gt=0.0, le=1.0)
-    gamma: float | None = Field(default=None, ge=0.0)
-    epsilon: float | None = Field(default=None, ge=0.0)
-    t: float | None = Field(default=None, ge=0.0, le=1.0)
-    source: str | None = None  # config/tokenizer source; default: the first model
-    tokenizer_union: bool = False
+    source: str | None = None
+    tokenizer: TokenizerSpec | None = None
+    chat_template: str | None = None
+    copy_tokenizer: bool = True
     seed: int = 0
     shard_size: int = Field(default=5 * 10**9, gt=0)
     check_finite: bool = False
     allow_pickle: bool = False
     chunk_elements: int = Field(default=4 * 2**20, gt=0)
+    device: str = "cpu"
+    hf_cache: str | None = None
+    allow_crimes: bool = False
 
-    @field_validator("scale")
+    @field_validator("dtype", "out_dtype", mode="before")
     @classmethod
-    def _scale_finite(cls, v: float | None) -> float | None:
-        return _finite(v, "lambda")
+    def _dtypes(cls, v: Any) -> Any:
+        return _dtype_name(v)
 
-    @field_validator("density", "gamma", "epsilon", "t")
+    @field_validator("device")
     @classmethod
-    def _not_nan(cls, v: float | None) -> float | None:
-        return _finite(v, "value")
+    def _device(cls, v: str) -> str:
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps|xpu(:\d+)?", v):
+            raise ValueError(f"unknown device {v!r}; use cpu, cuda or cuda:N")
+        return v
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template(cls, v: str | None) -> str | None:
+        from paperlab.soup.chat_template import check_template
+
+        return None if v is None else check_template(v)
+
+    @model_validator(mode="after")
+    def _check(self) -> MergeSpec:
+        # The one place a merge's parameters and references are checked (see the module docstring).
+        from paperlab.soup.methods import get_method
+
+        method = get_method(self.method)
+        check_scope(self.parameters, "parameters", method, per_model=False)
+        for i, m in enumerate(self.models):
+            parse_ref(m.model)
+            check_scope(m.parameters, f"models[{i}].parameters", method, per_model=True)
+        for i, sl in enumerate(self.slices or []):
+            check_scope(sl.parameters, f"slices[{i}].parameters", method, per_model=False)
+            for j, src in enumerate(sl.sources):
+                parse_ref(src.model)
+                check_scope(src.parameters, f"slices[{i}].sources[{j}].parameters", method, per_model=True)
+        for ref in (self.base_model, self.source):
+            if ref:
+                parse_ref(ref)
+        if self.models and self.slices:
+            raise MergeConfigError("give either models: or slices:, not both")
+        return self
 
     @property
-    def weights(self) -> list[float] | None:
-        """One scalar weight per model, when every model has one (None when none has)."""
-        ws = [m.weight if m.weight is not None else m.parameters.get("weight", self.parameters.get("weight"))
-              for m in self.models]
-        if all(w is None for w in ws):
-            return None
-        if not all(isinstance(w, (int, float)) for w in ws):
-            if any(w is None for w in ws):
-                missing = [m.model for m, w in zip(self.models, ws, strict=True) if w is None]
-                raise MergeConfigError(f"model(s) without a weight: {', '.join(missing)}; give every model a weight")
-            return None  # per-layer or filtered weights: resolved per tensor
-        return [float(w) for w in ws if isinstance(w, (int, float))]
+    def compute(self) -> str | None:
+        """The dtype to compute in when the YAML's is asked for (None: the inputs' promoted dtype)."""
+        return "float32" if self.compute_dtype == "float32" else self.dtype
 
-    def shared_scope(self) -> dict[str, Any]:
-        """The top-level parameters, with the flag shortcuts filled in where the YAML is silent."""
-        scope = dict(self.parameters)
-        for key, value in (("normalize", self.normalize), ("lambda", self.scale), ("density", self.density),
-                           ("gamma", self.gamma), ("epsilon", self.epsilon), ("t", self.t)):
-            if value is not None:
-                scope.setdefault(key, value)
-        return scope
+    @property
+    def output_dtype(self) -> str | None:
+        """What floating tensors are written as: out_dtype, else dtype, else the inputs' (None)."""
+        return self.out_dtype or self.dtype
 
 
 def _refuse_unknown(where: str, keys: set[str], allowed: set[str]) -> None:
@@ -178,47 +264,33 @@ def _refuse_unknown(where: str, keys: set[str], allowed: set[str]) -> None:
         )
 
 
-def _params(raw: Any, where: str) -> dict[str, Any]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise MergeConfigError(f"{where} must be a mapping of parameter names to values")
-    for k, v in raw.items():
-        check_setting(str(k), v, where)
-    return {str(k): v for k, v in raw.items()}
-
-
 def _model_entry(entry: Any, where: str) -> dict[str, Any]:
     if isinstance(entry, str):
         entry = {"model": entry}
     if not isinstance(entry, dict) or "model" not in entry:
         raise MergeConfigError(f"{where} must be a mapping with a `model:` path")
     _refuse_unknown(where, set(entry), {"model", "parameters"})
-    return {"model": str(entry["model"]), "parameters": _params(entry.get("parameters"), f"{where}.parameters")}
+    params = entry.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise MergeConfigError(f"{where}.parameters must be a mapping of parameter names to values")
+    return {"model": str(entry["model"]), "parameters": params}
 
 
 def _slice(raw: Any, where: str) -> dict[str, Any]:
     if not isinstance(raw, dict) or not isinstance(raw.get("sources"), list) or not raw["sources"]:
         raise MergeConfigError(f"{where} needs `sources:`, a list of {{model: PATH, layer_range: [START, END]}}")
     _refuse_unknown(where, set(raw), {"sources", "base_model", "parameters"})
-    sources = []
     for j, src in enumerate(raw["sources"]):
-        w = f"{where}.sources[{j}]"
         if not isinstance(src, dict) or "model" not in src or "layer_range" not in src:
-            raise MergeConfigError(f"{w} needs `model:` and `layer_range: [START, END]`")
-        _refuse_unknown(w, set(src), {"model", "layer_range", "parameters"})
-        lr = src["layer_range"]
-        if (not isinstance(lr, list) or len(lr) != 2 or not all(isinstance(x, int) for x in lr)
-                or not 0 <= lr[0] < lr[1]):
-            raise MergeConfigError(f"{w}.layer_range must be [START, END] with 0 <= START < END, got {lr!r}")
-        sources.append({"model": str(src["model"]), "layer_range": tuple(lr),
-                        "parameters": _params(src.get("parameters"), f"{w}.parameters")})
-    return {"sources": sources, "base_model": raw.get("base_model"),
-            "parameters": _params(raw.get("parameters"), f"{where}.parameters")}
+            raise MergeConfigError(f"{where}.sources[{j}] needs `model:` and `layer_range: [START, END]`")
+        _refuse_unknown(f"{where}.sources[{j}]", set(src), {"model", "layer_range", "parameters"})
+    return {**raw, "parameters": raw.get("parameters") or {},
+            "sources": [{**s, "model": str(s["model"]), "parameters": s.get("parameters") or {}} for s in raw["sources"]]}
 
 
-def spec_from_mergekit(data: dict[str, Any]) -> MergeSpec:
-    """Translate a mergekit-shaped mapping into a :class:`MergeSpec`.
+def spec_from_mergekit(data: dict[str, Any], **overrides: Any) -> MergeSpec:
+    """Translate a mergekit-shaped mapping into a :class:`MergeSpec` (``overrides``: fields set
+    by command-line flags).
 
     Raises:
         MergeConfigError: unknown keys, missing models, or invalid values.
@@ -232,49 +304,47 @@ def spec_from_mergekit(data: dict[str, Any]) -> MergeSpec:
     models_raw, slices_raw = data.get("models"), data.get("slices")
     if models_raw and slices_raw:
         raise MergeConfigError("give either models: or slices:, not both")
+    if "merge_method" not in data:
+        raise MergeConfigError("the merge config needs `merge_method:` (linear, ties, slerp, ...)")
+    fields: dict[str, Any] = {}
     if slices_raw:
         if not isinstance(slices_raw, list):
             raise MergeConfigError("slices: must be a list of {sources: [...]}")
-        slices = [_slice(s, f"slices[{i}]") for i, s in enumerate(slices_raw)]
-        models: list[dict[str, Any]] = []
+        fields["slices"] = [_slice(s, f"slices[{i}]") for i, s in enumerate(slices_raw)]
     else:
         if not isinstance(models_raw, list) or not models_raw:
             raise MergeConfigError("the merge config needs `models:`, a list of {model: PATH, parameters: {weight: W}}")
-        models = [_model_entry(e, f"models[{i}]") for i, e in enumerate(models_raw)]
-        slices = None
+        fields["models"] = [_model_entry(e, f"models[{i}]") for i, e in enumerate(models_raw)]
+    if data.get("tokenizer") is not None and data.get("tokenizer_source") is not None:
+        raise MergeConfigError("give either tokenizer: or tokenizer_source:, not both (mergekit refuses both too)")
+    tok = data.get("tokenizer")
+    if data.get("tokenizer_source") is not None:
+        tok = {"source": str(data["tokenizer_source"])}
     extra = data.get("paperlab") or {}
+    if not isinstance(extra, dict):
+        raise MergeConfigError("paperlab: must be a mapping")
     _refuse_unknown("paperlab", set(extra), PAPERLAB_KEYS)
-    source = data.get("tokenizer_source")
-    union = False
-    if source == "base":
-        source = data.get("base_model")
-        if source is None:
-            raise MergeConfigError("tokenizer_source: base needs a base_model")
-    elif source == "union":
-        source, union = None, True
-    fields: dict[str, Any] = {
-        "method": data.get("merge_method", "linear"),
-        "models": models,
-        "slices": slices,
-        "base_model": data.get("base_model"),
-        # mergekit's `dtype` is its compute dtype; we compute in float32 and write out_dtype,
-        # else `dtype` (which is what mergekit writes when out_dtype is absent).
-        "dtype": data.get("out_dtype") or data.get("dtype"),
-        "parameters": _params(data.get("parameters"), "parameters"),
-        "source": source,
-        "tokenizer_union": union,
+    fields.update({
+        "method": data["merge_method"],
+        "base_model": None if data.get("base_model") is None else str(data["base_model"]),
+        "dtype": data.get("dtype"),
+        "out_dtype": data.get("out_dtype"),
+        "parameters": data.get("parameters") or {},
+        "tokenizer": tok,
+        "chat_template": data.get("chat_template"),
         **{k: v for k, v in extra.items() if k != "shard_size"},
-    }
+    })
     if "shard_size" in extra:
         fields["shard_size"] = parse_size(extra["shard_size"])
+    fields.update({k: v for k, v in overrides.items() if v is not None})
     try:
         return MergeSpec(**fields)
     except ValidationError as exc:
         raise config_error(exc, "merge config", MergeConfigError) from None
 
 
-def load_merge_config(path: str | Path) -> MergeSpec:
-    """Read a mergekit-shaped YAML merge config.
+def load_merge_config(path: str | Path, **overrides: Any) -> MergeSpec:
+    """Read a mergekit-shaped YAML merge config (local model paths relative to the file).
 
     Raises:
         MergeConfigError: the file is missing, not YAML, or not a valid merge config.
@@ -288,24 +358,23 @@ def load_merge_config(path: str | Path) -> MergeSpec:
         raise MergeConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if len(docs) != 1:
         raise MergeConfigError(f"{p}: holds {len(docs)} YAML documents; a merge config is one document "
-                               "(split a mergekit-mega file into one file per merge)")
+                               "(split a mergekit-multi file into one file per merge)")
+    spec = spec_from_mergekit(docs[0], **overrides)
     base = p.parent
-
-    def resolve(m: str) -> str:
-        # Relative model paths are relative to the config file, like mergekit's local paths.
-        q = Path(m).expanduser()
-        return str(q if q.is_absolute() or not (base / q).exists() else base / q)
-
-    spec = spec_from_mergekit(docs[0])
     for entry in spec.models:
-        entry.model = resolve(entry.model)
+        entry.model = relative_to(entry.model, base)
     for sl in spec.slices or []:
         for src in sl.sources:
-            src.model = resolve(src.model)
+            src.model = relative_to(src.model, base)
         if sl.base_model:
-            sl.base_model = resolve(sl.base_model)
+            sl.base_model = relative_to(sl.base_model, base)
     if spec.base_model:
-        spec.base_model = resolve(spec.base_model)
-    if spec.source:
-        spec.source = resolve(spec.source)
+        spec.base_model = relative_to(spec.base_model, base)
+    if spec.tokenizer and spec.tokenizer.source not in ("union", "base"):
+        spec.tokenizer.source = relative_to(spec.tokenizer.source, base)
+    for tok in (spec.tokenizer.tokens or {}).values() if spec.tokenizer else ():
+        if isinstance(tok.source, str):
+            tok.source = relative_to(tok.source, base)
+        elif isinstance(tok.source, dict) and "model" in tok.source:
+            tok.source["model"] = relative_to(str(tok.source["model"]), base)
     return spec

@@ -17,10 +17,12 @@ def run_demo(ctx: DemoContext) -> Section:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from paperlab.soup.soce import SoceConfig, run_soce
+    from paperlab.threads import set_threads
 
     start = time.perf_counter()
     cfg = SoceConfig(zoo="default", out=str(ctx.work_dir / "soce"), journal=str(ctx.work_dir / "soce.journal.jsonl"),
                      threads=1)
+    set_threads(cfg.threads)  # one thread trains the zoo fastest on a shared 2-core machine
     with Progress("[progress.description]{task.description}", BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=ctx.console) as bar:
 

@@ -18,14 +18,43 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from paperlab.soup.checkpoint import FLOAT_DTYPES, open_checkpoint
-from paperlab.soup.errors import WeightsError
-from paperlab.soup.methods import MethodParams, get_method
+from paperlab.soup.errors import MergeConfigError, WeightsError
+from paperlab.soup.methods import REQUIRED, MergeMethod, MethodParams, get_method
 from paperlab.soup.validate import plan_merge
 
 if TYPE_CHECKING:
     import torch
 
 log = logging.getLogger(__name__)
+
+
+def bank_params(method: MergeMethod, weights: Sequence[float] | None, n: int,
+                given: dict[str, Any]) -> MethodParams:
+    """A method's parameters for every tensor of an in-memory soup: the values ``given`` (None:
+    not given) checked by the method's declaration, the method's defaults for the rest.
+
+    Raises:
+        MergeConfigError: a value the method does not take, or one out of range.
+        WeightsError: weights that do not fit the method.
+    """
+    shared: dict[str, Any] = {}
+    per_model: dict[str, tuple[Any, ...]] = {}
+    for name, value in given.items():
+        if value is not None and method.param(name) is None:
+            raise MergeConfigError(f"method {method.name!r} takes no {name}")
+    for p in method.params:
+        if p.name == "weight":
+            continue
+        value = given.get(p.name)
+        value = p.default if value is None else p.check(value, "")
+        if value is REQUIRED:
+            raise MergeConfigError(f"method {method.name!r} needs {p.name}; ExpertBank soups take only weights")
+        if p.per_model:
+            per_model[p.name] = (value,) * n
+        else:
+            shared[p.name] = value
+    w = method.resolve(weights, n, normalize=bool(shared.get(method.normalize_param, False)))
+    return MethodParams(w, shared, per_model)
 
 
 class ExpertBank:
@@ -78,9 +107,9 @@ class ExpertBank:
         m = get_method(method)
         if m.needs_base and self.base is None:
             raise WeightsError(f"method {method!r} needs a base model; build the ExpertBank with base=")
-        norm = normalize if normalize is not None else m.default_normalize
-        w = m.resolve(weights, len(self.experts), normalize=norm)
-        return m, MethodParams(weights=w, normalize=norm, scale=scale, density=density)
+        return m, bank_params(m, weights, len(self.experts),
+                              {"normalize": normalize, "lambda": None if scale == 1.0 else scale,
+                               "density": None if density == 1.0 else density})
 
     def tensor(self, name: str, method: Any, params: MethodParams) -> torch.Tensor:
         """One merged tensor, float32, flattened (a view of a reused buffer: copy it to keep it)."""
@@ -110,8 +139,14 @@ class ExpertBank:
         dtype: str | None = None,
     ) -> dict[str, torch.Tensor]:
         """The soup as a state dict (shaped tensors in ``dtype``, default the plan's)."""
+        from typing import get_args
+
         import torch
 
+        from paperlab.soup.config import DtypeName
+
+        if dtype is not None and dtype not in get_args(DtypeName):
+            raise MergeConfigError(f"unknown dtype {dtype!r}; use one of {', '.join(get_args(DtypeName))}")
         m, params = self._params(method, weights, normalize=normalize, scale=scale, density=density)
         out_dtype = getattr(torch, dtype or self.plan.out_dtype)
         out = {}

@@ -1,4 +1,4 @@
-"""Merge parameters as mergekit's YAML writes them, resolved per tensor.
+"""Merge parameters as mergekit's YAML writes them, checked once and resolved per tensor.
 
 A parameter setting is one of
 - a scalar (``weight: 0.5``): the same value for every tensor;
@@ -12,21 +12,28 @@ A parameter setting is one of
 
 Scopes, from first asked to last: the model's own ``parameters`` (per model), the slice's,
 then the top-level ``parameters``; a method's default comes last. These are mergekit's rules.
+Values are converted and range-checked by the method's :class:`~paperlab.soup.methods.Param`
+(numbers written as strings, such as YAML's ``1e-5``, are read as numbers, as mergekit reads
+them); :func:`check_scope` does that for every literal a setting holds, so a config is checked
+before any model is opened and a resolved value needs no second check.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from paperlab.soup.errors import MergeConfigError
+from paperlab.soup.methods.base import MergeMethod, Param
 
 Setting = Any  # float | int | bool | str | list[float] | list[dict]
 Scope = Mapping[str, Setting] | None
+Convert = Callable[[Any], Any]
 
 _LAYER = re.compile(r"(^|\.)(layers|h|blocks|layer)\.(\d+)\.")
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 
 
 def layer_of(name: str) -> int | None:
@@ -51,6 +58,26 @@ def _is_scalar(x: Any) -> bool:
     return isinstance(x, (int, float, bool, str))
 
 
+def literal(param: Param, value: Any, where: str) -> Any:
+    """One literal converted as mergekit's validation converts it, then range-checked.
+
+    Raises:
+        MergeConfigError: the value does not fit the parameter.
+    """
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if param.kind is bool and text in _TRUE | _FALSE:
+            value = text in _TRUE
+        elif param.kind is not bool:
+            with contextlib.suppress(ValueError):
+                value = float(text)
+    elif param.kind is bool and isinstance(value, int) and value in (0, 1):
+        value = bool(value)
+    if param.default is None and value is None:
+        return None
+    return param.check(value, where)
+
+
 def _cond(entry: Any, where: str) -> tuple[str | None, Setting]:
     if not isinstance(entry, Mapping) or "value" not in entry:
         raise MergeConfigError(f"{where}: each entry of a filter list needs `value:` (and optionally `filter:`)")
@@ -61,40 +88,42 @@ def _cond(entry: Any, where: str) -> tuple[str | None, Setting]:
     return (None if flt is None else str(flt)), entry["value"]
 
 
-def evaluate(setting: Setting, tensor_name: str, t: float, *, where: str = "parameter") -> Any:
+def evaluate(setting: Setting, tensor_name: str, t: float, convert: Convert, *, where: str = "parameter") -> Any:
     """One setting's value for one tensor (None when no filter matches)."""
     if isinstance(setting, Mapping):
         setting = [setting]
     if _is_scalar(setting):
-        return setting
+        return convert(setting)
     if isinstance(setting, list):
         if not setting:
             return None
         if all(_is_scalar(e) for e in setting):
-            nums = all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in setting)
-            if not nums:
-                return setting[int(t * (len(setting) - 1))]
-            scaled = t * (len(setting) - 1)
+            values = [convert(e) for e in setting]
+            if not all(isinstance(e, (int, float)) and not isinstance(e, bool) for e in values):
+                return values[int(t * (len(values) - 1))]
+            scaled = t * (len(values) - 1)
             i0 = int(scaled)
-            i1 = min(len(setting) - 1, i0 + 1)
+            i1 = min(len(values) - 1, i0 + 1)
             frac = scaled - i0
-            return (1 - frac) * float(setting[i0]) + frac * float(setting[i1])
+            return convert((1 - frac) * float(values[i0]) + frac * float(values[i1]))
         for entry in setting:
             flt, value = _cond(entry, where)
             if flt is None or flt == "*" or (tensor_name and flt in tensor_name):
-                return evaluate(value, tensor_name, t, where=where)
+                return evaluate(value, tensor_name, t, convert, where=where)
         return None
     raise MergeConfigError(f"{where}: {setting!r} is not a number, a list of numbers or a list of {{filter, value}}")
 
 
-def resolve(name: str, scopes: Iterable[Scope], tensor_name: str, t: float, default: Any) -> Any:
-    """The first value any scope gives ``name`` for this tensor, else ``default``."""
+def resolve(param: Param, scopes: Iterable[Scope], tensor_name: str, t: float) -> Any:
+    """The first value any scope gives ``param`` for this tensor, else its default (which may be
+    :data:`~paperlab.soup.methods.REQUIRED`: the caller reports it)."""
     for scope in scopes:
-        if scope is not None and name in scope:
-            v = evaluate(scope[name], tensor_name, t, where=f"parameter {name!r}")
+        if scope is not None and param.name in scope:
+            v = evaluate(scope[param.name], tensor_name, t, lambda x: literal(param, x, "parameters"),
+                         where=f"parameter {param.name!r}")
             if v is not None:
                 return v
-    return default
+    return param.default
 
 
 def leaves(setting: Setting) -> list[Any]:
@@ -111,43 +140,27 @@ def leaves(setting: Setting) -> list[Any]:
     return [setting]
 
 
-def check_setting(name: str, setting: Setting, where: str) -> None:
-    """Refuse values no tensor could use: NaN/inf, densities outside (0, 1], negative gamma/epsilon.
-
-    Gradients interpolate between their ends, so checking the ends checks every tensor.
+def check_scope(scope: Scope, where: str, method: MergeMethod, *, per_model: bool) -> None:
+    """Check every setting of a scope against ``method``'s parameters: names it does not take
+    are refused, and every literal is converted and range-checked. Gradients interpolate
+    between their ends, so checking the ends checks every tensor.
 
     Raises:
         MergeConfigError: naming the key, where it was given and the fix.
     """
-    if isinstance(setting, list) and setting and not all(_is_scalar(e) for e in setting):
-        for i, e in enumerate(setting):
-            _cond(e, f"{where}.{name}[{i}]")
-    for v in leaves(setting):
-        if name in ("normalize", "int8_mask", "rescale", "filter_wise", "nuslerp_flatten", "nuslerp_row_wise"):
-            if not isinstance(v, bool):
-                raise MergeConfigError(f"{where}.{name} must be true or false, got {v!r}")
-            continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise MergeConfigError(f"{where}.{name} must be a number, got {v!r}")
-        f = float(v)
-        if not math.isfinite(f):
-            raise MergeConfigError(f"{where}.{name} must be a finite number, got {v!r}")
-        if name == "density" and not 0.0 < f <= 1.0:
-            raise MergeConfigError(f"{where}.density must be in (0, 1], got {v!r}; 1 keeps every entry")
-        if name in ("gamma", "epsilon") and f < 0:
-            raise MergeConfigError(f"{where}.{name} must be >= 0, got {v!r}")
-        if name == "t" and not 0.0 <= f <= 1.0:
-            raise MergeConfigError(f"{where}.t must be in [0, 1], got {v!r}")
-
-
-def check_scope(scope: Scope, where: str, allowed: Sequence[str]) -> None:
-    """Check every setting of a scope, refusing keys the method does not take."""
     if not scope:
         return
+    allowed = [p.name for p in method.params if p.per_model or not per_model]
     unknown = sorted(set(scope) - set(allowed))
     if unknown:
-        raise MergeConfigError(
-            f"unsupported parameter(s) in {where}: {', '.join(unknown)}; this method takes {', '.join(allowed)}"
-        )
-    for k, v in scope.items():
-        check_setting(k, v, where)
+        takes = ", ".join(allowed) if allowed else "no parameters"
+        raise MergeConfigError(f"unsupported parameter(s) in {where}: {', '.join(unknown)}; "
+                               f"method {method.name!r} takes {takes} here")
+    for name, setting in scope.items():
+        param = method.param(name)
+        assert param is not None
+        if isinstance(setting, list) and setting and not all(_is_scalar(e) for e in setting):
+            for i, e in enumerate(setting):
+                _cond(e, f"{where}.{name}[{i}]")
+        for v in leaves(setting):
+            literal(param, v, where)

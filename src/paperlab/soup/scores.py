@@ -154,11 +154,11 @@ class ScoreTable:
             if not gone:
                 raise ScoresError(f"--exclude-model {', '.join(exclude_models)} matches no chosen model")
             ms = [m for m in ms if m not in gone]
-            notes.append(f"excluded {len(gone)} model(s): {', '.join(gone)}")
+            notes.append(f"excluded {len(gone)} model(s): {short_list(gone)}")
         if exclude_categories:
             gone = self._match_categories(exclude_categories)
             cs = [c for c in cs if c not in gone]
-            notes.append(f"excluded {len(gone)} categor{'y' if len(gone) == 1 else 'ies'}: {', '.join(gone)}")
+            notes.append(f"excluded {len(gone)} categor{'y' if len(gone) == 1 else 'ies'}: {short_list(gone)}")
         holes = {m: [c for c in cs if math.isnan(self.scores[m][c])] for m in ms}
         holes = {m: h for m, h in holes.items() if h}
         if holes and missing == "error":
@@ -167,13 +167,13 @@ class ScoreTable:
                               "drop-categories, or --exclude-model / --exclude-category")
         if holes and missing == "drop-models":
             ms = [m for m in ms if m not in holes]
-            listed = "; ".join(f"{m} ({', '.join(h)})" for m, h in holes.items())
-            notes.append(f"dropped {len(holes)} model(s) with missing scores (--missing drop-models): {listed}")
+            notes.append(f"dropped {len(holes)} model(s) with missing scores (--missing drop-models): "
+                         f"{short_list(list(holes))}")
         elif holes and missing == "drop-categories":
             bad = [c for c in cs if any(c in h for h in holes.values())]
             cs = [c for c in cs if c not in bad]
             notes.append(f"dropped {len(bad)} categor{'y' if len(bad) == 1 else 'ies'} missing for some model "
-                         f"(--missing drop-categories): {', '.join(bad)}")
+                         f"(--missing drop-categories): {short_list(bad)}")
         if len(ms) < 2:
             raise ScoresError(f"only {len(ms)} model(s) left after exclusions and missing scores; "
                               "try --missing drop-categories or fewer exclusions")
@@ -193,6 +193,11 @@ class ScoreTable:
 
     def to_dict(self) -> dict[str, dict[str, float]]:
         return {m: dict(self.scores[m]) for m in self.models}
+
+
+def short_list(items: list[str], limit: int = 3) -> str:
+    """A notice's list: the first few names and how many more (a notice stays a line or two)."""
+    return ", ".join(items) if len(items) <= limit else f"{', '.join(items[:limit])} and {len(items) - limit} more"
 
 
 def _strip_tag(name: str) -> str:

@@ -8,6 +8,11 @@ Choices where the paper is silent (documented in docs/soup.md):
   reported and never enters L (it cannot tell the candidates apart).
 - Ties for the best score go to the tied candidate with the higher mean over all chosen
   categories (the stronger all-rounder), then to the one listed first; the report says so.
+- Two short notices guard against misleading selections on real leaderboards: when every
+  category lands in L the correlation step filtered nothing (a tau that keeps about half is
+  suggested), and an expert whose mean over all categories is under half the candidates'
+  median mean is flagged as degenerate (e.g. a model that wins "irrelevance" by never calling a
+  function); ``floor`` (a minimum mean for experts) then picks the best candidate above it.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from paperlab.soup.errors import ScoresError
-from paperlab.soup.scores import ScoreTable
+from paperlab.soup.scores import ScoreTable, short_list
 
 DEFAULT_TAU = 0.5
 
@@ -52,6 +57,7 @@ class Selection:
     expert_of: dict[str, str]
     experts: list[str]
     reasons: list[str] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # at most a line each, for the user's attention
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,18 +69,31 @@ class Selection:
             "expert_of_category": self.expert_of,
             "experts": self.experts,
             "reasons": self.reasons,
+            "notices": self.notices,
         }
 
 
-def select_experts(table: ScoreTable, tau: float = DEFAULT_TAU) -> Selection:
+def _suggest_tau(weakest: dict[str, float], tau: float) -> str:
+    """The notice for a correlation step that filtered nothing, with a tau that keeps about half."""
+    values = sorted(weakest.values())
+    cut = round(values[len(values) // 2], 2)
+    kept = sum(v < cut for v in values)
+    return (f"every category is in L at tau = {tau}: the correlation step filters nothing; "
+            f"--tau {cut:g} keeps {kept} of {len(values)}")
+
+
+def select_experts(table: ScoreTable, tau: float = DEFAULT_TAU, *, floor: float | None = None) -> Selection:
     """Run SoCE selection on a (chosen) score table.
 
     Args:
         table: models x categories, no missing values (see :meth:`ScoreTable.select`).
         tau: a category enters L when |rho| < tau with at least one other category.
+        floor: the lowest mean over all categories an expert may have (None: no floor; a
+            degenerate expert is then only flagged).
 
     Raises:
-        ScoresError: fewer than 2 models or categories, or tau outside (0, 1].
+        ScoresError: fewer than 2 models or categories, tau outside (0, 1], or a floor no
+            candidate reaches.
     """
     if not 0 < tau <= 1:
         raise ScoresError(f"tau must be in (0, 1], got {tau}")
@@ -85,7 +104,9 @@ def select_experts(table: ScoreTable, tau: float = DEFAULT_TAU) -> Selection:
     cats = table.categories
     corr = correlation_matrix(table)
     reasons: list[str] = [f"{len(table.models)} candidates, {len(cats)} categories, tau = {tau}"]
+    notices: list[str] = []
     low: list[str] = []
+    weakest: dict[str, float] = {}
     for i, c in enumerate(cats):
         pairs = [(abs(corr[i][j]), cats[j]) for j in range(len(cats)) if j != i and not math.isnan(corr[i][j])]
         if math.isnan(corr[i][i]):
@@ -95,17 +116,27 @@ def select_experts(table: ScoreTable, tau: float = DEFAULT_TAU) -> Selection:
             reasons.append(f"{c}: no defined correlation with another category; left out of L")
             continue
         r, other = min(pairs)
+        weakest[c] = r
         if r < tau:
             low.append(c)
             reasons.append(f"{c}: in L, |rho| = {r:.2f} < {tau} with {other}")
         else:
             reasons.append(f"{c}: not in L, its weakest correlation is |rho| = {r:.2f} (with {other}) >= {tau}")
+    if len(weakest) >= 3 and len(low) == len(weakest):
+        notices.append(_suggest_tau(weakest, tau))
     expert_of: dict[str, str] = {}
     experts: list[str] = []
     mean = {m: sum(table.scores[m].values()) / len(cats) for m in table.models}
+    eligible = list(table.models)
+    if floor is not None:
+        eligible = [m for m in table.models if mean[m] >= floor]
+        if len(eligible) < 2:
+            raise ScoresError(f"only {len(eligible)} candidate(s) have a mean of at least {floor:g} over all "
+                              f"categories; lower --expert-floor (the best mean is {max(mean.values()):.1f})")
+        reasons.append(f"expert floor {floor:g}: {len(table.models) - len(eligible)} candidate(s) below it cannot be experts")
     for c in low:
         # stable sort: equal score and equal mean keep the input order
-        ranked = sorted(table.models, key=lambda m: (-table.scores[m][c], -mean[m]))
+        ranked = sorted(eligible, key=lambda m: (-table.scores[m][c], -mean[m]))
         best = ranked[0]
         expert_of[c] = best
         runner = ranked[1]
@@ -123,7 +154,14 @@ def select_experts(table: ScoreTable, tau: float = DEFAULT_TAU) -> Selection:
         reasons.append("L is empty: every category correlates strongly with all others; raise tau to find experts")
     else:
         reasons.append(f"experts (deduplicated): {', '.join(experts)}")
-    return Selection(tau, list(table.models), list(cats), corr, low, expert_of, experts, reasons)
+    median = sorted(mean.values())[len(mean) // 2]
+    weak = [e for e in experts if mean[e] < 0.5 * median]
+    if weak:
+        won = [c for c in low if expert_of[c] in weak]
+        notices.append(f"degenerate expert(s) {short_list(weak, 2)} (for {short_list(won, 2)}): a mean of "
+                       f"{min(mean[e] for e in weak):.1f} over all categories against a median of {median:.1f}; "
+                       f"--expert-floor {0.5 * median:.0f} picks the best candidate above it instead")
+    return Selection(tau, list(table.models), list(cats), corr, low, expert_of, experts, reasons, notices)
 
 
 def plot_heatmap(sel: Selection, path: str | Path, title: str = "Category correlation (Pearson)") -> Path:

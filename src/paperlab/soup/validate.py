@@ -9,6 +9,7 @@ reads every tensor once, so it is off by default.
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,12 +17,13 @@ from typing import Any
 
 from paperlab.soup.checkpoint import FLOAT_DTYPES, Checkpoint, TensorInfo
 from paperlab.soup.errors import CheckpointError, MergeConfigError
+from paperlab.soup.vocab import VOCAB_SUFFIXES
 
 log = logging.getLogger(__name__)
 
 LM_HEAD = "lm_head.weight"
 _EMBED_SUFFIX = "embed_tokens.weight"
-OUT_DTYPES = ("float32", "float16", "bfloat16")
+WRITABLE = ("float32", "float16", "bfloat16", "float64")
 
 
 @dataclass
@@ -34,25 +36,34 @@ class MergePlan:
         infos: name -> the first model's :class:`TensorInfo` (shape, source dtype).
         out_dtype: output dtype name for floating tensors (others are copied unchanged).
         notes: human-readable remarks (mixed dtypes, dropped tied lm_head copies).
+        shapes: output shapes that differ from the input's (vocabulary tensors re-indexed to
+            another vocabulary).
     """
 
     names: list[str]
     infos: dict[str, TensorInfo]
     out_dtype: str
     notes: list[str] = field(default_factory=list)
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def out_dtype_of(self, name: str) -> str:
         src = self.infos[name].dtype
         return self.out_dtype if src in FLOAT_DTYPES else src
 
+    def shape_of(self, name: str) -> tuple[int, ...]:
+        return self.shapes.get(name, self.infos[name].shape)
+
+    def numel_of(self, name: str) -> int:
+        return math.prod(self.shape_of(name))
+
     def out_nbytes(self, name: str) -> int:
         from paperlab.soup.checkpoint import DTYPES, TAG_OF
 
-        return self.infos[name].numel * DTYPES[TAG_OF[self.out_dtype_of(name)]][1]
+        return self.numel_of(name) * DTYPES[TAG_OF[self.out_dtype_of(name)]][1]
 
 
 def _label(ck: Checkpoint) -> str:
-    return str(ck.path)
+    return ck.label
 
 
 def _check_architecture(models: Sequence[Checkpoint]) -> None:
@@ -111,7 +122,7 @@ def _tensor_names(ck: Checkpoint, tied: bool) -> set[str]:
     return names
 
 
-def _check_tensors(models: Sequence[Checkpoint], tied: bool) -> None:
+def _check_tensors(models: Sequence[Checkpoint], tied: bool, reindex: bool = False) -> None:
     ref = models[0]
     ref_names = _tensor_names(ref, tied)
     for ck in models[1:]:
@@ -128,7 +139,7 @@ def _check_tensors(models: Sequence[Checkpoint], tied: bool) -> None:
             raise CheckpointError(f"different tensor names: {which}{more}; the models have different architectures")
         for name in sorted(ref_names):
             a, b = ref.tensors[name].shape, ck.tensors[name].shape
-            if a != b:
+            if a != b and not (reindex and name.endswith(VOCAB_SUFFIXES) and a[1:] == b[1:]):
                 raise CheckpointError(
                     f"shape mismatch for tensor {name!r}: {list(a)} in {_label(ref)} vs {list(b)} in {_label(ck)}"
                 )
@@ -176,15 +187,28 @@ def check_finite_jobs(readers: Sequence[Checkpoint], jobs: Sequence[Any]) -> Non
                 raise CheckpointError(f"tensor {name!r} in {_label(ck)} contains NaN or Inf; fix or drop that model")
 
 
-def plan_slices(readers: Sequence[Checkpoint], jobs: Sequence[Any], *, out_dtype: str | None = None) -> MergePlan:
+def _default_dtype(dtypes: Counter[str]) -> str:
+    """The inputs' most common floating dtype (what is written when the config names none)."""
+    floats = [d for d, _ in dtypes.most_common() if d in WRITABLE]
+    return floats[0] if floats else "float32"
+
+
+def plan_slices(readers: Sequence[Checkpoint], jobs: Sequence[Any], *, out_dtype: str | None = None,
+                allow_crimes: bool = False, reindex: bool = False) -> MergePlan:
     """The output plan of a ``slices:`` merge (jobs already checked for names and shapes).
+
+    Args:
+        out_dtype: the validated output dtype (None: the inputs').
+        allow_crimes: accept models of different architectures (their tensors must still fit).
+        reindex: vocabulary tensors are re-indexed to an output vocabulary (sizes may differ).
 
     Raises:
         CheckpointError: models of different architectures or vocabularies.
-        MergeConfigError: an unknown output dtype.
     """
-    _check_architecture(readers)
-    _check_vocab(readers)
+    if not allow_crimes:
+        _check_architecture(readers)
+    if not reindex:
+        _check_vocab(readers)
     _check_tied(readers)
     tied = readers[0].tied_embeddings
     infos = {}
@@ -195,13 +219,7 @@ def plan_slices(readers: Sequence[Checkpoint], jobs: Sequence[Any], *, out_dtype
         r, n = job.inputs[0]
         infos[job.name] = readers[r].tensors[n]
         names.append(job.name)
-    if out_dtype is None:
-        out_dtype = Counter(i.dtype for i in infos.values()).most_common(1)[0][0] if infos else "float32"
-        if out_dtype not in OUT_DTYPES:
-            out_dtype = "float32"
-    if out_dtype not in OUT_DTYPES:
-        raise MergeConfigError(f"unknown output dtype {out_dtype!r}; use one of {', '.join(OUT_DTYPES)}")
-    return MergePlan(names, infos, out_dtype, [])
+    return MergePlan(names, infos, out_dtype or _default_dtype(Counter(i.dtype for i in infos.values())), [])
 
 
 def plan_merge(
@@ -209,21 +227,29 @@ def plan_merge(
     *,
     base: Checkpoint | None = None,
     out_dtype: str | None = None,
+    allow_crimes: bool = False,
+    reindex: bool = False,
 ) -> MergePlan:
     """Validate the models (and base) against each other and plan the output.
 
+    Args:
+        out_dtype: the validated output dtype (None: the first model's).
+        allow_crimes: accept models of different architectures (their tensors must still fit).
+        reindex: vocabulary tensors are re-indexed to an output vocabulary (sizes may differ).
+
     Raises:
         CheckpointError: one line per incompatibility class.
-        MergeConfigError: an unknown output dtype.
     """
     if not models:
         raise MergeConfigError("no models to merge; give at least one model")
     everyone = [*models, *([base] if base is not None else [])]
-    _check_architecture(everyone)
-    _check_vocab(everyone)
+    if not allow_crimes:
+        _check_architecture(everyone)
+    if not reindex:
+        _check_vocab(everyone)
     _check_tied(everyone)
     tied = models[0].tied_embeddings
-    _check_tensors(everyone, tied)
+    _check_tensors(everyone, tied, reindex)
     names = _order(models[0], _tensor_names(models[0], tied))
     infos = {n: models[0].tensors[n] for n in names}
     notes: list[str] = []
@@ -233,15 +259,8 @@ def plan_merge(
     dtype_sets = {_label(ck): Counter(ck.tensors[n].dtype for n in names) for ck in everyone}
     firsts = {label: c.most_common(1)[0][0] for label, c in dtype_sets.items() if c}
     if len(set(firsts.values())) > 1:
-        notes.append(
-            "mixed dtypes: " + ", ".join(f"{k} is {v}" for k, v in firsts.items()) + "; accumulating in float32"
-        )
-    if out_dtype is None:
-        out_dtype = firsts.get(_label(models[0]), "float32")
-        if out_dtype not in OUT_DTYPES:
-            out_dtype = "float32"
-    if out_dtype not in OUT_DTYPES:
-        raise MergeConfigError(f"unknown output dtype {out_dtype!r}; use one of {', '.join(OUT_DTYPES)}")
+        notes.append("mixed dtypes: " + ", ".join(f"{k} is {v}" for k, v in firsts.items()))
+    out = out_dtype or _default_dtype(dtype_sets.get(_label(models[0]), Counter()))
     for note in notes:
         log.warning("%s", note)
-    return MergePlan(names, infos, out_dtype, notes)
+    return MergePlan(names, infos, out, notes)

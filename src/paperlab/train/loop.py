@@ -237,12 +237,12 @@ def run_training(
     autocast = torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=spec.bf16 and ctx.device.type == "cuda")
     params = [p for p in w.module.parameters() if p.requires_grad]
     tok0, t0 = tokens, time.perf_counter()
-    step, done_here = start, 0
+    done = start  # optimiser steps applied to the weights (what a save records)
     w.module.train()
     try:
         with _Progress(spec, start, ctx, console) as progress:
             for step in range(start, spec.steps):
-                if stop_after is not None and done_here >= stop_after:
+                if stop_after is not None and done - start >= stop_after:
                     break
                 factor = spec.schedule.factor(step, spec.steps)
                 for g, peak in zip(opt.param_groups, peaks, strict=True):
@@ -263,40 +263,38 @@ def run_training(
                     if p.grad is not None:
                         p.grad.mul_(scale)
                 if spec.grad_clip:
-                    clip_gradients(params, spec.grad_clip, ctx, sharded=w.mode == "fsdp")
-                opt.step()
-                opt.zero_grad(set_to_none=True)
+                    clip_gradients(params, spec.grad_clip, ctx, mode=w.mode)
                 loss_v = total / count
                 if not math.isfinite(loss_v):
                     raise TrainError(f"{spec.label}: the loss is {loss_v} at step {step}; lower the learning "
                                      "rate or check the data")
-                losses.append(loss_v)
+                opt.step()
+                done, tokens = step + 1, tokens + n_tok
+                losses.append(loss_v)  # as close to the step as it goes: a Ctrl-C save needs both
+                opt.zero_grad(set_to_none=True)
                 for i, n in enumerate(names):
                     s, k = float(packed[3 + 2 * i]), float(packed[4 + 2 * i])
                     stats.setdefault(n, []).append(s / k if k else float("nan"))
-                tokens += n_tok
-                done_here += 1
                 tps = (tokens - tok0) / max(1e-9, time.perf_counter() - t0)
                 progress.update(step, loss_v, tps)
                 if on_step is not None and ctx.is_main:
                     on_step(step, loss_v, {n: v[-1] for n, v in stats.items()})
-                if state_dir is not None and spec.save_every and (step + 1) % spec.save_every == 0 \
-                        and step + 1 < spec.steps:
-                    save_state(state_dir, step + 1, w, opt, meta(step + 1), ctx)
-            else:
-                step = spec.steps
+                if state_dir is not None and spec.save_every and done % spec.save_every == 0 and done < spec.steps:
+                    save_state(state_dir, done, w, opt, meta(done), ctx)
     except KeyboardInterrupt:
         # one process only: ranks of a launch may stop at different points, and a save is a collective
-        if state_dir is not None and spec.save_on_interrupt and ctx.world_size == 1 and step > start:
-            save_state(state_dir, step, w, opt, meta(step), ctx)
+        if state_dir is not None and spec.save_on_interrupt and ctx.world_size == 1 and done > start:
+            if len(losses) < done:  # stopped between the optimiser step and its record
+                losses.append(loss_v)
+            save_state(state_dir, done, w, opt, meta(done), ctx)
         raise
     w.module.eval()
     secs = time.perf_counter() - t0
-    finished = step >= spec.steps
+    finished = done >= spec.steps
     if finished and state_dir is not None and not keep_final:
         clear_state(state_dir, ctx)
-    elif finished and state_dir is not None and done_here:
-        save_state(state_dir, step, w, opt, meta(step), ctx)
+    elif finished and state_dir is not None and done > start:
+        save_state(state_dir, done, w, opt, meta(done), ctx)
     result = TrainResult(
         steps=spec.steps, resumed_from=start, seconds=secs, tokens=tokens,
         tokens_per_s=(tokens - tok0) / max(1e-9, secs), first_loss=losses[0] if losses else float("nan"),
@@ -304,25 +302,29 @@ def run_training(
         parallel=w.mode, stats=stats,
     )
     if not finished and state_dir is not None:
-        save_state(state_dir, step, w, opt, meta(step), ctx)
+        save_state(state_dir, done, w, opt, meta(done), ctx)
     return w, result
 
 
-def clip_gradients(params: list[nn.Parameter], max_norm: float, ctx: DistContext, *, sharded: bool) -> float:
+def clip_gradients(params: list[nn.Parameter], max_norm: float, ctx: DistContext, *, mode: str) -> float:
     """Scale gradients so their global L2 norm is at most ``max_norm``; returns the norm.
 
-    The squares are summed in float64 (over local shards, then across ranks under FSDP), so the
-    norm, and so the clipping factor, comes out the same whichever way the gradients are split
-    over processes; torch's float32 norm of per-tensor norms differs in its last bits between a
-    whole tensor and its shards, and that difference, fed back through the optimiser, grew to
-    1e-3 of the loss in 50 steps of the paradiff tiny preset.
+    The squares are summed in float64 (``vector_norm`` accumulates in float64 without copying the
+    gradients), so the norm, and so the clipping factor, comes out the same whichever way the
+    gradients are split over processes; torch's float32 norm of per-tensor norms differs in its
+    last bits between a whole tensor and its shards, and that difference, fed back through the
+    optimiser, grew to 1e-3 of the loss in 50 steps of the paradiff tiny preset. Under FSDP each
+    rank sums its own shards; under DDP, where every rank holds the same whole gradients, each
+    sums every world-size-th tensor; the partial sums are then added across ranks.
     """
+    grads = [p.grad for p in params if p.grad is not None]
+    if mode == "ddp" and ctx.world_size > 1:
+        grads = grads[ctx.rank :: ctx.world_size]
     sq = torch.zeros((), dtype=torch.float64)
-    for p in params:
-        if p.grad is not None:
-            g = p.grad.to_local() if sharded and hasattr(p.grad, "to_local") else p.grad
-            sq += g.detach().to(torch.float64).square().sum().cpu()
-    if sharded:
+    for g in grads:
+        local = g.to_local() if mode == "fsdp" and hasattr(g, "to_local") else g
+        sq += torch.linalg.vector_norm(local.detach(), dtype=torch.float64).square().cpu()
+    if mode in ("ddp", "fsdp"):
         ctx.all_reduce_sum(sq)
     norm = float(sq.sqrt())
     coef = max_norm / (norm + 1e-6)

@@ -2,7 +2,7 @@
 
 Stage 1 reads real English: ``pydoc_data.topics`` (about 0.5 MB of Python's own documentation,
 shipped with every Python) by default, or any text file (tests use tinyshakespeare). Math comes
-from GSM8K (../shared/data/gsm8k) when present, else from a seeded generator of small
+from GSM8K (``shared/data/gsm8k`` beside the checkout) when present, else from a seeded generator of small
 arithmetic word problems in GSM8K's answer format (``... #### N``); the report says which.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from paperlab.instella.errors import InstellaConfigError
 
-SHARED_GSM8K = Path(__file__).resolve().parents[5] / ".." / "shared" / "data" / "gsm8k"
+GSM8K_FILES = ("train.jsonl", "test.jsonl")
 ANSWER = re.compile(r"####\s*(-?[\d,\.]+)\s*$")
 _CALC = re.compile(r"<<[^>]*>>")  # GSM8K calculator annotations
 
@@ -59,12 +59,39 @@ def stage1_text(corpus: str) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
+def shared_gsm8k(start: Path | None = None) -> Path | None:
+    """``shared/data/gsm8k`` beside the checkout that holds this module (or ``start``), if any.
+
+    The shared data lies next to the repository (``../shared`` from its root), so every folder
+    above the module is a candidate parent; the nearest one that has it wins.
+    """
+    here = (start or Path(__file__)).resolve()
+    for parent in here.parents:
+        candidate = parent / "shared" / "data" / "gsm8k"
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
 def _read_jsonl(path: Path) -> list[Problem]:
     out = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InstellaConfigError(f"cannot read {path} as UTF-8 text ({exc})") from None
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
             row = json.loads(line)
             out.append(Problem(row["question"].strip(), _CALC.sub("", row["answer"]).strip()))
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise InstellaConfigError(
+                f"{path} line {n} is not a GSM8K record (a JSON object with 'question' and "
+                "'answer' strings); give GSM8K's own train/test.jsonl"
+            ) from None
+    if not out:
+        raise InstellaConfigError(f"{path} holds no problems; give GSM8K's own train/test.jsonl")
     return out
 
 
@@ -87,13 +114,35 @@ def synthetic_problems(n: int, seed: int) -> list[Problem]:
     return out
 
 
-def math_problems(source: str, seed: int) -> tuple[list[Problem], list[Problem], str]:
-    """(train, test, description of the source)."""
-    if source == "synthetic" or (source == "auto" and not (SHARED_GSM8K / "train.jsonl").is_file()):
-        return synthetic_problems(2000, seed), synthetic_problems(200, seed + 1), "synthetic GSM8K-style"
-    d = SHARED_GSM8K if source == "auto" else Path(source)
-    if not (d / "train.jsonl").is_file() or not (d / "test.jsonl").is_file():
-        raise InstellaConfigError(f"{d} has no train.jsonl and test.jsonl; give a GSM8K dir or 'synthetic'")
+def math_problems(source: str, seed: int, *, start: Path | None = None) -> tuple[list[Problem], list[Problem], str]:
+    """(train, test, description of the source).
+
+    ``source``: a GSM8K folder, "synthetic", or "auto" (``shared/data/gsm8k`` beside the
+    checkout, see :func:`shared_gsm8k`, else synthetic problems; the description says which).
+
+    Raises:
+        InstellaConfigError: the folder lacks train.jsonl or test.jsonl, or a line is no GSM8K record.
+    """
+    def synthetic(why: str) -> tuple[list[Problem], list[Problem], str]:
+        return synthetic_problems(2000, seed), synthetic_problems(200, seed + 1), f"synthetic GSM8K-style ({why})"
+
+    if source == "synthetic":
+        return synthetic("asked for")
+    if source == "auto":
+        found = shared_gsm8k(start)
+        if found is None:
+            return synthetic("auto: no shared/data/gsm8k beside the checkout")
+        d = found
+    else:
+        d = Path(source)
+    if not d.is_dir():
+        raise InstellaConfigError(f"GSM8K folder {d} does not exist; give a GSM8K dir, 'auto' or 'synthetic'")
+    missing = [f for f in GSM8K_FILES if not (d / f).is_file()]
+    if missing:
+        raise InstellaConfigError(
+            f"{d} has no {' or '.join(missing)}; give a GSM8K dir with train.jsonl and test.jsonl, "
+            "or --gsm8k synthetic"
+        )
     return _read_jsonl(d / "train.jsonl"), _read_jsonl(d / "test.jsonl"), f"GSM8K ({d.resolve()})"
 
 

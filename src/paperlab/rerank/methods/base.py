@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from paperlab.errors import LLMError
+from paperlab.errors import LLMError, LLMRefusedError
 from paperlab.llm import LLM, Generation, Prompt, run_sync
 from paperlab.rerank.config import RerankConfig
 from paperlab.rerank.errors import RerankConfigError, RerankLLMError
@@ -30,7 +30,7 @@ class CallRunner:
     At most ``concurrency`` calls are in flight; :meth:`paperlab.llm.LLM.agenerate` gathers
     concurrent calls into batches where the backend batches. A call that fails is retried on
     its own, ``llm_retries`` times with exponential backoff, so one bad request never costs
-    the others.
+    the others; a request the server refused as invalid (4xx) is not sent again.
     """
 
     def __init__(self, llm: LLM, cfg: RerankConfig, stats: RerankStats) -> None:
@@ -62,6 +62,8 @@ class CallRunner:
                 g = await self._send(prompt, budget, schema)
             except (LLMError, asyncio.TimeoutError) as e:
                 last = e
+                if isinstance(e, LLMRefusedError):  # refused as invalid: the same request would be too
+                    break
                 if attempt + 1 < tries:
                     self.stats.retries += 1
                     log.warning("LLM call failed (%s); retry %d/%d", e, attempt + 1, tries - 1)
@@ -69,6 +71,8 @@ class CallRunner:
                 continue
             self.stats.add_generation(g.prompt_tokens or 0, g.completion_tokens or 0)
             return str(g.text)
+        if self.cfg.on_llm_error == "raise" and isinstance(last, LLMRefusedError):
+            raise RerankLLMError(str(last))  # the refusal names its fix; the server is up
         if self.cfg.on_llm_error == "raise":
             raise RerankLLMError(
                 f"LLM call failed {tries} times ({last}); check that the server behind --llm is up, "
@@ -76,6 +80,16 @@ class CallRunner:
             )
         self.stats.failed_calls += 1
         return None
+
+
+class Unloaded(LLM):
+    """The model of a method that runs none (``mode="first-stage"``): its spec, never loaded."""
+
+    async def _agenerate_batch(self, prompts: list[Prompt], params: Any) -> list[Generation]:
+        raise LLMError(f"{self.spec} was not loaded (mode first-stage runs no model)")
+
+    async def _ascore(self, prompt: Prompt, continuations: list[str]) -> Any:
+        raise LLMError(f"{self.spec} was not loaded (mode first-stage runs no model)")
 
 
 class Method(ABC):
@@ -92,6 +106,19 @@ class Method(ABC):
     async def _arank(self, query: str, passages: Sequence[Passage], stats: RerankStats) -> list[float]:
         """Final scores in input order (higher is better)."""
 
+    def _scores(self, passages: Sequence[Passage], observations: Sequence[tuple[int, float]],
+                stats: RerankStats) -> list[float]:
+        """Final scores from (passage index, 0-10 score) observations: mean, fusion, first-stage
+        fallback (:func:`aggregate_scores`), with the ledger's counts and flat-score check."""
+        from paperlab.rerank.aggregate import aggregate_scores, model_means
+
+        scores, scored = aggregate_scores(len(passages), observations,
+                                          [p.first_stage_score for p in passages], self.cfg.fusion_weight)
+        stats.passages += len(passages)
+        stats.model_scored += sum(scored)
+        stats.note_spread(model_means(len(passages), observations))
+        return scores
+
     async def arank(self, query: str, passages: Sequence[Passage]) -> Ranking:
         """Rank ``passages`` for ``query`` (async)."""
         from paperlab.rerank.aggregate import to_ranking
@@ -102,7 +129,13 @@ class Method(ABC):
             raise RerankConfigError(f"doc id {dup!r} appears twice; give every passage a unique id")
         stats = RerankStats()
         t0 = time.perf_counter()
-        scores = await self._arank(query, list(passages), stats) if passages else []
+        if self.cfg.mode == "first-stage":  # no model run: the first stage's order, counted
+            from paperlab.rerank.aggregate import first_stage_prior
+
+            scores = first_stage_prior([p.first_stage_score for p in passages])
+            stats.passages, stats.first_stage_only = len(passages), 1
+        else:
+            scores = await self._arank(query, list(passages), stats) if passages else []
         stats.wall_s = time.perf_counter() - t0
         results = to_ranking(ids, scores, [p.text for p in passages])
         assert sorted(r.doc_id for r in results) == sorted(ids)  # the never-drop invariant

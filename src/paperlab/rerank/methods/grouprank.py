@@ -14,7 +14,6 @@ import asyncio
 from collections.abc import Sequence
 
 from paperlab.llm import LLM
-from paperlab.rerank.aggregate import aggregate_scores
 from paperlab.rerank.groups import Group, make_groups
 from paperlab.rerank.methods.base import CallRunner, Method, register
 from paperlab.rerank.parse import parse_group_scores
@@ -79,8 +78,7 @@ class GroupRank(Method):
 
     def groups(self, n: int) -> list[Group]:
         """The groups this config builds for ``n`` candidates."""
-        c = self.cfg
-        return make_groups(n, c.group_size, c.stride, c.repeats, c.seed, c.shuffle)
+        return make_groups(n, self.cfg)
 
     async def _arank(self, query: str, passages: Sequence[Passage], stats: RerankStats) -> list[float]:
         c = self.cfg
@@ -95,11 +93,7 @@ class GroupRank(Method):
                 score_passages(runner, template, query, texts, g.members, stats, c.max_retries, c.fallback)
                 for g in groups))
             obs = [o for got in per_group for o in got]
-        scores, scored = aggregate_scores(len(passages), obs, [p.first_stage_score for p in passages],
-                                          c.fusion_weight)
-        stats.passages += len(passages)
-        stats.model_scored += sum(scored)
-        return scores
+        return self._scores(passages, obs, stats)
 
 
 async def _logit_observations(llm: LLM, template: PromptTemplate, query: str,

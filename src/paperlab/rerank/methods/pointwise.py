@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from paperlab.rerank.aggregate import aggregate_scores
 from paperlab.rerank.groups import Group
 from paperlab.rerank.methods.base import CallRunner, Method, register
 from paperlab.rerank.methods.grouprank import _logit_observations, score_passages
@@ -34,8 +33,4 @@ class Pointwise(Method):
                 score_passages(runner, template, query, texts, [i], stats, c.max_retries, "first_stage")
                 for i in range(len(passages))))
             obs = [o for got in per for o in got]
-        scores, scored = aggregate_scores(len(passages), obs, [p.first_stage_score for p in passages],
-                                          c.fusion_weight)
-        stats.passages += len(passages)
-        stats.model_scored += sum(scored)
-        return scores
+        return self._scores(passages, obs, stats)

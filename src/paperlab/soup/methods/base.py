@@ -1,70 +1,117 @@
 """The merge-method interface and its registry (name -> method).
 
-A method combines, element by element or tensor by tensor, the same tensor taken from N
-models (and optionally a base model) into one float32 tensor. Every method sees flattened
-1-D tensors in the models' own dtype and does its arithmetic in float32, one correctly rounded
-torch operation at a time, so that the result does not depend on how a tensor was cut into
-pieces or how many threads torch used.
+A method combines the same tensor taken from N models (and optionally a base model) into one
+tensor. It sees flattened 1-D tensors in the models' own dtype, converts them to the compute
+dtype (float32 unless the user asks for mergekit's ``dtype``) and follows mergekit 0.1.5's
+order of operations, so that the result matches mergekit's bit for bit in either mode.
 
+Each method declares its parameters (:class:`Param`: name, per model or shared, type, default
+and allowed range). That declaration is the one place a parameter is checked: the config is
+validated against it before any model is opened, and per-tensor values are resolved from it.
 A new method is one small module that defines a class and decorates it with
 :func:`register_method`; the registry checks its shape when the module is imported.
 """
 
 from __future__ import annotations
 
+import math
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from paperlab.soup.errors import MergeConfigError, WeightsError
 
 if TYPE_CHECKING:
     import torch
 
+REQUIRED: Any = object()  # a parameter without a default
+
+
+@dataclass(frozen=True)
+class Param:
+    """One parameter a method takes.
+
+    Attributes:
+        name: the YAML key.
+        per_model: set per model (also allowed at the top level, as every model's value);
+            otherwise shared (top level or slice).
+        kind: float, int or bool.
+        default: the method's default (:data:`REQUIRED` when the user must give it).
+        low, high: the allowed range (None: unbounded); ``open_low``/``open_high`` exclude the end.
+        fix: what to write instead, for the error message.
+    """
+
+    name: str
+    per_model: bool = False
+    kind: type = float
+    default: Any = REQUIRED
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+    fix: str = ""
+
+    def range_text(self) -> str:
+        lo = "-inf" if self.low is None else f"{self.low:g}"
+        hi = "inf" if self.high is None else f"{self.high:g}"
+        return f"{'(' if self.open_low or self.low is None else '['}{lo}, {hi}{')' if self.open_high or self.high is None else ']'}"
+
+    def check(self, value: Any, where: str) -> Any:
+        """The value converted to ``kind``.
+
+        Raises:
+            MergeConfigError: a value of the wrong type, not finite, or out of range.
+        """
+        label = f"{where}.{self.name}" if where else self.name
+        if self.kind is bool:
+            if not isinstance(value, bool):
+                raise MergeConfigError(f"{label} must be true or false, got {value!r}")
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise MergeConfigError(f"{label} must be a number, got {value!r}")
+        if not math.isfinite(float(value)):
+            raise MergeConfigError(f"{label} must be a finite number, got {value!r}")
+        if self.kind is int and float(value) != int(value):
+            raise MergeConfigError(f"{label} must be a whole number, got {value!r}")
+        v = float(value)
+        low_bad = self.low is not None and (v < self.low or (self.open_low and v == self.low))
+        high_bad = self.high is not None and (v > self.high or (self.open_high and v == self.high))
+        if low_bad or high_bad:
+            raise MergeConfigError(f"{label} must be in {self.range_text()}, got {value!r}{'; ' + self.fix if self.fix else ''}")
+        return int(value) if self.kind is int else v
+
 
 @dataclass(frozen=True)
 class MethodParams:
-    """The numbers a method needs besides the tensors, resolved for one tensor.
+    """The values a method needs besides the tensors, resolved for one tensor.
 
     Attributes:
-        weights: one weight per (non-base) model, validated; divided by their sum beforehand
-            only by methods that average (linear, uniform), others apply ``normalize`` themselves.
-        normalize: linear: divide by the weight sum; task-vector methods: divide the merged
-            delta by the sum of the weights that took part (mergekit's rule).
-        scale: lambda, the factor on the merged task vector.
-        density: the fraction kept, when every model has the same one.
-        densities / gammas / epsilons: per model, when given (else ``density`` / 0.01 / 0.15).
-        rescale: after dropping entries, rescale to the delta's L1 norm (None: the method's default).
-        t: the interpolation position of slerp (0: the base model, 1: the other).
-        options: method switches (filter_wise, nuslerp_flatten, nuslerp_row_wise).
+        weights: one weight per (non-base) model, checked by :meth:`MergeMethod.resolve`.
+        shared: every shared parameter, defaults filled in.
+        per_model: every per-model parameter other than ``weight``, one value per model.
         shape: the tensor's shape (methods that work row by row need it).
-        key: the tensor name and ``seed``, which seed the random drops (see :func:`rng_for`).
+        key, seed: the tensor name and the merge seed, which seed random draws (:func:`rng_for`).
+        compute: the dtype arithmetic runs in ("float32" unless mergekit's ``dtype`` is asked for).
     """
 
     weights: tuple[float, ...]
-    normalize: bool = True
-    scale: float = 1.0
-    density: float = 1.0
-    densities: tuple[float, ...] | None = None
-    gammas: tuple[float, ...] | None = None
-    epsilons: tuple[float, ...] | None = None
-    rescale: bool | None = None
-    t: float = 0.5
-    options: tuple[tuple[str, bool], ...] = ()
+    shared: Mapping[str, Any] = field(default_factory=dict)
+    per_model: Mapping[str, tuple[Any, ...]] = field(default_factory=dict)
     shape: tuple[int, ...] | None = None
     key: str = ""
     seed: int = 0
+    compute: str = "float32"
 
-    def density_of(self, i: int) -> float:
-        return self.densities[i] if self.densities is not None else self.density
+    def get(self, name: str) -> Any:
+        return self.shared[name]
 
-    def option(self, name: str, default: bool) -> bool:
-        return dict(self.options).get(name, default)
+    def of(self, name: str, i: int) -> Any:
+        return self.per_model[name][i]
 
 
 def rng_for(params: MethodParams, model_index: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """The random generator for model ``model_index``'s drops in one tensor.
+    """The random generator for model ``model_index``'s draws in one tensor.
 
     Seeded with the first 8 bytes of sha256("SEED:TENSOR_NAME:MODEL_INDEX"), so a merge is
     reproducible, and independent of tensor order, piece size and thread count.
@@ -83,45 +130,59 @@ class MergeMethod:
     """Base class for merge methods.
 
     Class attributes:
-        name: the registry key.
-        needs_base: the method needs a base model (task vectors are taken against it).
+        name: the registry key; ``mergekit``: mergekit's name for it ("" when it has none).
+        base: "required", "optional" or "input" (no base of its own: a ``base_model`` is one
+            more input, as mergekit treats it), or "none" (refused).
+        min_models / max_models: non-base models allowed.
+        params: the parameters (see :class:`Param`); ``weight`` among them means per-model weights.
         elementwise: output element j depends only on input elements j, so a tensor may be
             processed in pieces (bounding memory below the largest tensor).
-        takes_weights: the user gives one weight per model.
+        allow_negative / prenormalize: weight rules (see :meth:`resolve`).
     """
 
     name: ClassVar[str] = ""
-    mergekit: ClassVar[str] = ""  # mergekit's name for the same computation ("" when it has none)
-    needs_base: ClassVar[bool] = False
-    base_optional: ClassVar[bool] = False  # takes a base model when given (nuslerp)
-    min_models: ClassVar[int] = 1  # non-base models
+    mergekit: ClassVar[str] = ""
+    base: ClassVar[str] = "none"
+    min_models: ClassVar[int] = 1
     max_models: ClassVar[int | None] = None
-    prenormalize: ClassVar[bool] = True  # weights divided by their sum before combine()
-    default_normalize: ClassVar[bool] = False
-    # Parameters a user may set: shared (top level or slice) and per model (non-base).
-    shared_params: ClassVar[tuple[str, ...]] = ("normalize",)
-    model_params: ClassVar[tuple[str, ...]] = ("weight",)
+    params: ClassVar[tuple[Param, ...]] = (Param("weight", per_model=True),)
     elementwise: ClassVar[bool] = True
-    takes_weights: ClassVar[bool] = True
     allow_negative: ClassVar[bool] = False
+    prenormalize: ClassVar[bool] = False
+    normalize_param: ClassVar[str] = "normalize"
+
+    @property
+    def needs_base(self) -> bool:
+        return self.base == "required"
+
+    @property
+    def takes_weights(self) -> bool:
+        return any(p.name == "weight" for p in self.params)
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    @property
+    def model_params(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params if p.per_model)
+
+    @property
+    def shared_params(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)  # per-model ones may be set for all models at once
 
     def resolve(self, weights: Sequence[float] | None, n: int, *, normalize: bool) -> tuple[float, ...]:
-        """Check the user's weights against the method and return the ones to use.
+        """Check one tensor's weights against the method and return the ones to use.
 
         Raises:
-            WeightsError: wrong count, negative (where not allowed), all zero, or not finite.
+            WeightsError: wrong count, negative (where not allowed), or all zero.
         """
         if not self.takes_weights:
-            if weights is not None and len(set(weights)) > 1:
-                raise WeightsError(f"method {self.name!r} takes no weights; drop them or use 'linear'")
             return tuple(1.0 / n for _ in range(n))
         if weights is None:
             raise WeightsError(f"method {self.name!r} needs one weight per model; give --weight for each model")
         w = [float(x) for x in weights]
         if len(w) != n:
             raise WeightsError(f"got {len(w)} weight(s) for {n} model(s); give exactly one weight per model")
-        if any(x != x or x in (float("inf"), float("-inf")) for x in w):
-            raise WeightsError(f"weights must be finite numbers, got {w}")
         if not self.allow_negative and any(x < 0 for x in w):
             raise WeightsError(f"method {self.name!r} needs non-negative weights, got {w}")
         if all(x == 0 for x in w):
@@ -129,9 +190,10 @@ class MergeMethod:
         if normalize and self.prenormalize:
             total = sum(w)
             w = [x / total for x in w]
-        elif normalize and not self.allow_negative and sum(w) == 0:
-            raise WeightsError(f"weights {w} sum to zero and cannot be normalised; pass normalize: false")
         return tuple(w)
+
+    def check_values(self, values: Mapping[str, Any], per_model: Mapping[str, tuple[Any, ...]], where: str) -> None:
+        """Checks across parameters for one tensor (della's density +- epsilon); none by default."""
 
     def combine(
         self,
@@ -140,7 +202,7 @@ class MergeMethod:
         params: MethodParams,
         out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Merge one tensor (flattened, any float dtype) from each model into float32.
+        """Merge one tensor (flattened, any float dtype) from each model.
 
         ``out``, when given, is a float32 buffer at least as long as the tensors that the
         method may write into (and return a view of) instead of allocating.
@@ -159,6 +221,11 @@ def register_method(cls: type[MergeMethod]) -> type[MergeMethod]:
         raise TypeError(f"{cls.__name__} must implement combine()")
     if cls.name in METHODS:
         raise TypeError(f"merge method {cls.name!r} is registered twice")
+    if cls.base not in ("required", "optional", "input", "none"):
+        raise TypeError(f"{cls.__name__}.base must be required, optional, input or none")
+    names = [p.name for p in cls.params]
+    if len(set(names)) != len(names):
+        raise TypeError(f"{cls.__name__} declares a parameter twice")
     METHODS[cls.name] = cls()
     return cls
 
@@ -177,14 +244,29 @@ def get_method(name: str) -> MergeMethod:
         ) from None
 
 
-def to_f32(x: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
-    """``x`` as float32, into ``out`` when given (a reusable buffer)."""
+def compute_dtype(params: MethodParams) -> torch.dtype:
     import torch
 
-    if out is None:
-        return x.to(torch.float32, copy=True)
-    out.copy_(x)
-    return out
+    return getattr(torch, params.compute)  # type: ignore[no-any-return]
+
+
+def load(x: torch.Tensor, params: MethodParams, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` in the compute dtype, as a tensor the caller may modify (into ``out`` when given)."""
+    dt = compute_dtype(params)
+    if out is not None and out.dtype == dt:
+        out.copy_(x)
+        return out
+    return x.to(dt, copy=True)
+
+
+def rounded(x: torch.Tensor, params: MethodParams) -> torch.Tensor:
+    """``x`` rounded to the compute dtype and back to float32, in place when it is float32: what
+    mergekit's load-time cast does to an input before its float32 arithmetic (linear, slerp)."""
+    import torch
+
+    if params.compute == "float32" or x.dtype != torch.float32:
+        return x
+    return x.copy_(x.to(compute_dtype(params)))
 
 
 # Work in blocks that stay in the CPU cache: the convert, multiply and add of one block then
@@ -206,16 +288,19 @@ def _tmp(n: int, device: torch.device) -> torch.Tensor:
 
 
 def weighted_sum(
-    tensors: Sequence[torch.Tensor], weights: Sequence[float], out: torch.Tensor | None = None
+    tensors: Sequence[torch.Tensor], weights: Sequence[float], out: torch.Tensor | None = None,
+    compute: str = "float32",
 ) -> torch.Tensor:
     """sum_i w_i * x_i in float32 over flat tensors, left to right, each multiply-add rounded
     once (a fused ``add(x, alpha=w)``, as mergekit's ``addcmul``), so the result does not depend
-    on the block size or thread count and matches mergekit's linear bit for bit.
+    on the block size or thread count and matches mergekit's linear bit for bit. With a lower
+    ``compute`` dtype each input is first rounded to it (mergekit's load-time cast).
 
     Args:
         tensors: flat tensors of one length, any float dtype.
         weights: one weight per tensor.
         out: a float32 buffer of at least that length to write into (else a new tensor).
+        compute: the dtype inputs are rounded to before the float32 arithmetic.
     """
     import torch
 
@@ -225,12 +310,13 @@ def weighted_sum(
     # On an accelerator, whole-tensor kernels beat many small launches; blocks are a CPU-cache trick.
     block = _BLOCK if device.type == "cpu" else max(n, 1)
     tmp = _tmp(min(n, block), device)
+    cast = None if compute == "float32" else getattr(torch, compute)
     for s in range(0, n, block):
         e = min(n, s + block)
         a, t = acc[s:e], tmp[: e - s]
-        a.copy_(tensors[0][s:e])
+        a.copy_(tensors[0][s:e] if cast is None else tensors[0][s:e].to(cast))
         a.mul_(weights[0])
         for x, w in zip(tensors[1:], weights[1:], strict=True):
-            t.copy_(x[s:e])
+            t.copy_(x[s:e] if cast is None else x[s:e].to(cast))
             a.add_(t, alpha=w)
     return acc

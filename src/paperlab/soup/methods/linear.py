@@ -1,12 +1,19 @@
 """``linear``: theta = sum_i w_i * theta_i, divided by sum_i w_i when normalising (mergekit's order:
-the weighted sum first, one division at the end)."""
+the weighted sum in float32 first, one division at the end, then the compute dtype)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
-from paperlab.soup.methods.base import MergeMethod, MethodParams, register_method, weighted_sum
+from paperlab.soup.methods.base import (
+    MergeMethod,
+    MethodParams,
+    Param,
+    compute_dtype,
+    register_method,
+    weighted_sum,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -17,8 +24,8 @@ class Linear(MergeMethod):
     """The weighted average that SoCE uses."""
 
     name = mergekit = "linear"
-    default_normalize = True
-    prenormalize = False
+    base = "input"
+    params: ClassVar[tuple[Param, ...]] = (Param("weight", per_model=True), Param("normalize", kind=bool, default=True))
 
     def combine(
         self,
@@ -27,12 +34,14 @@ class Linear(MergeMethod):
         params: MethodParams,
         out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        acc = weighted_sum(tensors, params.weights, out)
-        if params.normalize:
-            import torch
+        import torch
 
+        acc = weighted_sum(tensors, params.weights, out, params.compute)
+        if params.get("normalize"):
             # The float32 sum of the float32 weights, as mergekit divides by it.
             total = torch.tensor(params.weights, dtype=torch.float32).sum()
             if float(total) != 1.0:
                 acc.div_(total)
+        if params.compute != "float32":
+            acc.copy_(acc.to(compute_dtype(params)))  # mergekit returns the sum in its compute dtype
         return acc

@@ -1,8 +1,9 @@
 """Dropping entries of a task vector: by magnitude (TIES), magnitude without outliers
 (breadcrumbs), at random (DARE), at random by magnitude rank (DELLA).
 
-All work on a flat float32 tensor and return a new one; the semantics are mergekit's
-(``mergekit/sparsify.py``), with two choices of ours where it leaves things to chance:
+All work on a flat tensor in the compute dtype and return a new one, in mergekit 0.1.5's
+order of operations (``mergekit/sparsify.py``), with two choices of ours where it leaves
+things to chance:
 - exactly ``k`` entries are kept. When entries tied in magnitude straddle the cut (common with
   bf16 inputs), the ones kept are those torch's descending ``argsort`` of the float32 magnitudes
   puts first, which is mergekit's own call: the choice is deterministic for a torch version
@@ -22,24 +23,30 @@ if TYPE_CHECKING:
 RESCALE_EPS = 1e-7
 
 
-def rescale_l1(delta: torch.Tensor, kept: torch.Tensor) -> torch.Tensor:
-    """``kept`` scaled so that its L1 norm equals ``delta``'s (left alone when either is ~0)."""
-    before = float(delta.abs().sum())
-    after = float(kept.abs().sum())
+def rescaled(delta: torch.Tensor, mask: torch.Tensor, rescale: bool) -> torch.Tensor:
+    """``delta * mask``, scaled back to ``delta``'s L1 norm when ``rescale`` (left alone when
+    either norm is ~0), in ``delta``'s dtype. Without rescaling ``delta`` is masked in place
+    (the same values: only the copy is saved)."""
+    if not rescale:
+        return delta.mul_(mask)
+    kept = delta * mask
+    before = delta.abs().sum()
+    after = kept.abs().sum()
     if before < RESCALE_EPS or after < RESCALE_EPS:
         return kept
+    return kept * (before / after)
+
+
+def _work_dtype(x: torch.Tensor) -> torch.dtype:
     import torch
 
-    return kept.mul_(torch.tensor(before, dtype=torch.float32) / torch.tensor(after, dtype=torch.float32))
-
-
-def _finish(delta: torch.Tensor, mask: torch.Tensor, rescale: bool) -> torch.Tensor:
-    kept = delta * mask
-    return rescale_l1(delta, kept) if rescale else kept
+    # mergekit upcasts float16 on the CPU (torch.bernoulli has no float16 kernel there).
+    return torch.float32 if x.device.type == "cpu" and x.dtype == torch.float16 else x.dtype
 
 
 def _top_k_mask(mag: torch.Tensor, k: int) -> torch.Tensor:
-    """A float mask of the k largest entries of ``mag`` (float32), chosen as mergekit chooses."""
+    """A boolean mask of the k largest entries of ``mag`` (float32), chosen as mergekit chooses.
+    (Multiplying by it gives the same values as mergekit's 0/1 mask in the tensor's dtype.)"""
     import torch
 
     n = mag.numel()
@@ -48,9 +55,10 @@ def _top_k_mask(mag: torch.Tensor, k: int) -> torch.Tensor:
     at = mag == cut
     room = k - int(above.sum())
     if room == int(at.sum()):  # every entry at the cut is kept: no choice to make, no sort
-        return (above | at).to(torch.float32)
-    mask = torch.zeros(n, dtype=torch.float32, device=mag.device)
-    mask[torch.argsort(mag, descending=True)[:k]] = 1
+        return above.logical_or_(at)
+    del above, at
+    mask = torch.zeros(n, dtype=torch.bool, device=mag.device)
+    mask[torch.argsort(mag, descending=True)[:k]] = True
     return mask
 
 
@@ -58,9 +66,12 @@ def magnitude(delta: torch.Tensor, density: float, rescale: bool = False) -> tor
     """Keep the ``max(1, int(density * n))`` entries of largest magnitude."""
     n = delta.numel()
     if density >= 1 or n == 0:
-        return delta.clone()
+        return delta
     k = max(1, int(density * n))
-    return _finish(delta, _top_k_mask(delta.abs(), k), rescale)
+    mag = delta.abs().float()
+    mask = _top_k_mask(mag, k)
+    del mag
+    return rescaled(delta, mask, rescale)
 
 
 def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float, rescale: bool = False) -> torch.Tensor:
@@ -70,14 +81,15 @@ def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float, rescal
 
     n = delta.numel()
     if density >= 1 or n == 0:
-        return delta.clone()
+        return delta
     target = int(density * n)
     top = int(gamma * n)
     bottom = max(0, n - target - top)
-    order = torch.sort(delta.abs(), descending=False).indices  # mergekit's call, ties included
-    mask = torch.zeros(n, dtype=torch.float32, device=delta.device)
+    order = torch.sort(delta.abs().float(), descending=False).indices  # mergekit's call, ties included
+    mask = torch.zeros(n, dtype=delta.dtype, device=delta.device)
     mask[order[bottom: bottom + target]] = 1
-    return _finish(delta, mask, rescale)
+    del order
+    return rescaled(delta, mask, rescale)
 
 
 def bernoulli(delta: torch.Tensor, density: float, gen: torch.Generator, rescale: bool = True) -> torch.Tensor:
@@ -85,9 +97,12 @@ def bernoulli(delta: torch.Tensor, density: float, gen: torch.Generator, rescale
     import torch
 
     if density >= 1:
-        return delta.clone()
+        return delta
+    work = _work_dtype(delta)
     u = torch.rand(delta.numel(), generator=gen, dtype=torch.float32, device=delta.device)
-    return _finish(delta, (u < density).to(torch.float32), rescale)
+    mask = (u < density).to(work)
+    del u
+    return rescaled(delta.to(work), mask, rescale).to(delta.dtype)
 
 
 def della_magprune(delta: torch.Tensor, shape: tuple[int, ...] | None, density: float, epsilon: float,
@@ -101,13 +116,16 @@ def della_magprune(delta: torch.Tensor, shape: tuple[int, ...] | None, density: 
     import torch
 
     if density >= 1:
-        return delta.clone()
+        return delta
+    work = _work_dtype(delta)
     rows = shape[0] if shape is not None and len(shape) >= 2 else 1
     m = delta.reshape(rows, -1)
     cols = m.shape[1]
     rank = torch.argsort(torch.argsort(m.abs(), dim=1, stable=True), dim=1).to(torch.float32)
     rank_norm = rank / (cols - 1) if cols > 1 else torch.full_like(rank, 0.5)
+    del rank
     probs = (density - epsilon) + rank_norm * (2 * epsilon)
     u = torch.rand(delta.numel(), generator=gen, dtype=torch.float32, device=delta.device)
-    mask = (u < probs.reshape(-1)).to(torch.float32)
-    return _finish(delta, mask, rescale)
+    mask = (u < probs.reshape(-1)).to(work)
+    del u, probs
+    return rescaled(delta.to(work), mask, rescale).to(delta.dtype)

@@ -1,7 +1,7 @@
 """Task-vector methods: task_arithmetic, ties, dare_linear, dare_ties, breadcrumbs,
 breadcrumbs_ties, della, della_linear (mergekit's "generalized task arithmetic").
 
-Per tensor, with base b, models x_i, weights w_i (all in float32):
+Per tensor, with base b, models x_i, weights w_i, all in the compute dtype:
 
     d_i   = drop(x_i - b)          # none | magnitude (ties) | random (dare) | outliers (breadcrumbs) | rank (della)
     d_i  *= w_i
@@ -13,47 +13,77 @@ Per tensor, with base b, models x_i, weights w_i (all in float32):
         D  = sum_i d_i,        W = sum_i w_i      (W = 1 when |W| < 1e-8)
     normalize: D /= W;  lambda: D *= lambda;  theta = b + D
 
-Defaults follow mergekit: normalize is on for ties and della, off for the rest; rescale (the
-kept entries scaled back to the dropped vector's L1 norm) is on for dare_* and della*.
+The deltas are stacked and summed over the model axis as mergekit does, so that with a
+float16 or bfloat16 compute dtype the roundings are mergekit's too. Defaults follow mergekit:
+normalize is on for ties and della, off for the rest; rescale (the kept entries scaled back to
+the dropped vector's L1 norm) is on for dare_* and della*.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from paperlab.soup.errors import MergeConfigError
 from paperlab.soup.methods import sparsify
-from paperlab.soup.methods.base import MergeMethod, MethodParams, register_method, rng_for, to_f32
+from paperlab.soup.methods.base import (
+    MergeMethod,
+    MethodParams,
+    Param,
+    load,
+    register_method,
+    rng_for,
+)
 
 if TYPE_CHECKING:
     import torch
+
+WEIGHT = Param("weight", per_model=True)
+DENSITY = Param("density", per_model=True, default=1.0, low=0.0, high=1.0, open_low=True, fix="1 keeps every entry")
+LAMBDA = Param("lambda", default=1.0)
+INT8_MASK = Param("int8_mask", kind=bool, default=False)
+
+
+_COLUMNS = 1 << 16  # column block for the election: temporaries of N x 64Ki, not N x n
+
+
+def elect(deltas: torch.Tensor, int8_mask: bool) -> torch.Tensor:
+    """TIES's sign election over the model axis: where each delta agrees with the sign of the
+    summed deltas (a zero sum elects +; a zero entry never agrees)."""
+    import torch
+
+    mask_dtype = torch.int8 if int8_mask else deltas.dtype
+    majority = (deltas.sum(dim=0) >= 0).to(mask_dtype) * 2 - 1
+    mask = torch.empty(deltas.shape, dtype=torch.bool, device=deltas.device)
+    for s in range(0, deltas.shape[1], _COLUMNS):
+        e = s + _COLUMNS
+        torch.eq(deltas[:, s:e].sign().to(mask_dtype), majority[s:e], out=mask[:, s:e])
+    return mask
 
 
 class TaskVectorMethod(MergeMethod):
     """The shared computation; subclasses choose the drop and whether signs are elected."""
 
-    needs_base = True
+    base = "required"
     allow_negative = True
-    prenormalize = False
+    elementwise = False
     consensus: ClassVar[bool] = False
     drop: ClassVar[str | None] = None  # None | "magnitude" | "random" | "outliers" | "della"
-    default_rescale: ClassVar[bool] = False
-    shared_params: ClassVar[tuple[str, ...]] = ("normalize", "lambda", "rescale", "int8_mask", "weight", "density")
-    model_params: ClassVar[tuple[str, ...]] = ("weight", "density")
+    params: ClassVar[tuple[Param, ...]] = (WEIGHT, DENSITY, Param("normalize", kind=bool, default=False), LAMBDA,
+              Param("rescale", kind=bool, default=False), INT8_MASK)
 
     def _drop(self, d: torch.Tensor, i: int, params: MethodParams) -> torch.Tensor:
-        density = params.density_of(i)
-        rescale = self.default_rescale if params.rescale is None else params.rescale
+        density = params.of("density", i)
+        rescale = params.get("rescale")
         if self.drop == "magnitude":
             return sparsify.magnitude(d, density, rescale)
         if self.drop == "outliers":
-            gamma = params.gammas[i] if params.gammas is not None else 0.01
-            return sparsify.magnitude_outliers(d, density, gamma, rescale)
+            return sparsify.magnitude_outliers(d, density, params.of("gamma", i), rescale)
         if self.drop == "random":
             return sparsify.bernoulli(d, density, rng_for(params, i, d.device), rescale)
         if self.drop == "della":
-            eps = params.epsilons[i] if params.epsilons is not None else 0.15
-            return sparsify.della_magprune(d, params.shape, density, eps, rng_for(params, i, d.device), rescale)
+            return sparsify.della_magprune(d, params.shape, density, params.of("epsilon", i),
+                                           rng_for(params, i, d.device), rescale)
         return d
 
     def combine(
@@ -66,34 +96,38 @@ class TaskVectorMethod(MergeMethod):
         import torch
 
         assert base is not None  # validated before any work
-        b = to_f32(base)
-        deltas = []
-        for i, (x, w) in enumerate(zip(tensors, params.weights, strict=True)):
-            d = self._drop(to_f32(x).sub_(b), i, params)
-            deltas.append(d.mul_(w))
+        b = load(base, params)
+        deltas = torch.empty((len(tensors), b.numel()), dtype=b.dtype, device=b.device)  # (N, n)
+        for i, x in enumerate(tensors):
+            row = deltas[i]
+            row.copy_(x)  # x in the compute dtype, then x - b, in place: mergekit's values, no copy
+            d = self._drop(row.sub_(b), i, params)
+            if d is not row:
+                row.copy_(d)
+            del d
+        weights = torch.tensor(params.weights, dtype=b.dtype, device=b.device).unsqueeze(-1)  # (N, 1)
+        deltas.mul_(weights)
         if self.consensus:
-            total = deltas[0].clone()
-            for d in deltas[1:]:
-                total.add_(d)
-            elected = torch.where(total >= 0, 1.0, -1.0)
-            del total
-            mixed = torch.zeros_like(b)
-            divisor = torch.zeros_like(b)
-            for d, w in zip(deltas, params.weights, strict=True):
-                agree = (torch.sign(d) == elected).to(torch.float32)
-                mixed.add_(d * agree)
-                divisor.add_(agree * w)
-            divisor[divisor == 0] = 1.0
+            mask = elect(deltas, params.get("int8_mask"))
+            # Multiplying by a 0/1 mask in place changes no value; the sums over the model axis
+            # give the same bits in column blocks (each column is summed on its own).
+            divisor = torch.empty_like(b)
+            for s in range(0, b.numel(), _COLUMNS):
+                m = mask[:, s: s + _COLUMNS]
+                deltas[:, s: s + _COLUMNS].mul_(m)
+                torch.sum(weights * m, dim=0, out=divisor[s: s + _COLUMNS])
+            del mask
+            mixed = deltas.sum(dim=0)
+            divisor[divisor == 0] = 1
         else:
-            mixed = deltas[0]
-            for d in deltas[1:]:
-                mixed.add_(d)
-            total_w = sum(params.weights)
-            divisor = torch.tensor(1.0 if abs(total_w) < 1e-8 else total_w, dtype=torch.float32)
-        if params.normalize:
-            mixed = mixed.div_(divisor)
-        if params.scale != 1:
-            mixed = mixed.mul_(params.scale)
+            mixed = deltas.sum(dim=0)
+            divisor = weights.sum(dim=0)
+            divisor[divisor.abs() < 1e-8] = 1
+        del deltas
+        if params.get("normalize"):
+            mixed /= divisor
+        if params.get("lambda") != 1:
+            mixed *= params.get("lambda")
         return b.add_(mixed)
 
 
@@ -102,7 +136,7 @@ class TaskArithmetic(TaskVectorMethod):
     """theta = base + lambda * sum_i w_i (x_i - base) (Ilharco et al. 2023); elementwise."""
 
     name = mergekit = "task_arithmetic"
-    # density is accepted (mergekit's configs give it) and has no effect: nothing is dropped.
+    elementwise = True  # density is accepted (mergekit's configs give it) and has no effect
 
 
 @register_method
@@ -110,10 +144,10 @@ class Ties(TaskVectorMethod):
     """TIES-merging (Yadav et al. 2023): magnitude trim, sign election, disjoint mean."""
 
     name = mergekit = "ties"
-    elementwise = False
     consensus = True
     drop = "magnitude"
-    default_normalize = True
+    params: ClassVar[tuple[Param, ...]] = (WEIGHT, DENSITY, Param("normalize", kind=bool, default=True), LAMBDA,
+              Param("rescale", kind=bool, default=False), INT8_MASK)
 
 
 @register_method
@@ -121,20 +155,20 @@ class DareLinear(TaskVectorMethod):
     """DARE (Yu et al. 2024): random drop with L1 rescale, then a weighted sum of task vectors."""
 
     name = mergekit = "dare_linear"
-    elementwise = False
     drop = "random"
-    default_rescale = True
+    params: ClassVar[tuple[Param, ...]] = (WEIGHT, DENSITY, Param("normalize", kind=bool, default=False), LAMBDA,
+              Param("rescale", kind=bool, default=True), INT8_MASK)
 
 
 @register_method
-class DareTies(TaskVectorMethod):
+class DareTies(DareLinear):
     """DARE's random drop followed by TIES's sign election."""
 
     name = mergekit = "dare_ties"
-    elementwise = False
     consensus = True
-    drop = "random"
-    default_rescale = True
+
+
+GAMMA = Param("gamma", per_model=True, default=0.01, low=0.0, high=1.0, fix="the share of largest entries dropped")
 
 
 @register_method
@@ -142,10 +176,8 @@ class Breadcrumbs(TaskVectorMethod):
     """Model Breadcrumbs (Davari & Belilovsky 2023): drop the largest outliers and the smallest."""
 
     name = mergekit = "breadcrumbs"
-    elementwise = False
     drop = "outliers"
-    shared_params = (*TaskVectorMethod.shared_params, "gamma")
-    model_params = ("weight", "density", "gamma")
+    params: ClassVar[tuple[Param, ...]] = (*TaskVectorMethod.params, GAMMA)
 
 
 @register_method
@@ -161,13 +193,17 @@ class Della(TaskVectorMethod):
     """DELLA (Deep et al. 2024): drop by magnitude rank (MagPrune), L1 rescale, sign election."""
 
     name = mergekit = "della"
-    elementwise = False
     consensus = True
     drop = "della"
-    default_rescale = True
-    default_normalize = True
-    shared_params = (*TaskVectorMethod.shared_params, "epsilon")
-    model_params = ("weight", "density", "epsilon")
+    params: ClassVar[tuple[Param, ...]] = (WEIGHT, DENSITY, Param("normalize", kind=bool, default=True), LAMBDA,
+              Param("rescale", kind=bool, default=True), INT8_MASK,
+              Param("epsilon", per_model=True, default=0.15, low=0.0, high=1.0, open_low=False))
+
+    def check_values(self, values: Mapping[str, Any], per_model: Mapping[str, tuple[Any, ...]], where: str) -> None:
+        for d, e in zip(per_model["density"], per_model["epsilon"], strict=True):
+            if d < 1 and not (d - e > 0 and d + e < 1):
+                raise MergeConfigError(f"della needs 0 < density - epsilon and density + epsilon < 1; {where} has "
+                                       f"density {d} and epsilon {e}: lower epsilon")
 
 
 @register_method
@@ -176,4 +212,6 @@ class DellaLinear(Della):
 
     name = mergekit = "della_linear"
     consensus = False
-    default_normalize = False
+    params: ClassVar[tuple[Param, ...]] = (WEIGHT, DENSITY, Param("normalize", kind=bool, default=False), LAMBDA,
+              Param("rescale", kind=bool, default=True), INT8_MASK,
+              Param("epsilon", per_model=True, default=0.15, low=0.0, high=1.0))

@@ -74,10 +74,9 @@ class ZooConfig(BaseModel):
     per_category_val: int = 40
     per_category_test: int = 60
     candidates: list[CandidateSpec] = Field(default_factory=default_candidates)
-    threads: int = 1  # torch intra-op threads while training (1 is fastest on a shared 2-core box)
 
     def key(self) -> str:
-        blob = json.dumps({"v": ZOO_VERSION, **self.model_dump(exclude={"threads"})}, sort_keys=True)
+        blob = json.dumps({"v": ZOO_VERSION, **self.model_dump()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -183,43 +182,38 @@ def build_zoo(cfg: ZooConfig, root: Path | None = None, *, tick: Callable[[], No
     out = (root or cache_root()) / f"zoo-{cfg.key()}"
     if (out / "zoo.json").is_file():
         return out
-    threads = torch.get_num_threads()
-    torch.set_num_threads(cfg.threads)
     start = time.perf_counter()
-    try:
-        with atomic_directory(out, force=True) as tmp:
-            torch.manual_seed(cfg.seed)
-            tok = make_tokenizer()
-            mcfg = LlamaConfig(
-                vocab_size=len(VOCAB), hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
-                num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
-                max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=1,
-                tie_word_embeddings=False,
-            )
-            # The benchmark splits first: their prompts are kept out of every training batch.
-            val = make_split(10_000 + cfg.seed, cfg.per_category_val)
-            test = make_split(20_000 + cfg.seed, cfg.per_category_test, exclude={e.prompt for e in val})
-            held = frozenset(e.prompt for e in [*val, *test])
-            base = LlamaForCausalLM(mcfg)
-            uniform = {c: 1.0 for c in CATEGORIES}
-            losses = {"base": _train(base, uniform, cfg.pretrain_steps, cfg.pretrain_lr, cfg.batch, cfg.seed, tick, held)}
-            base.save_pretrained(tmp / "base")
-            tok.save_pretrained(tmp / "base")
-            for i, cand in enumerate(cfg.candidates):
-                model = LlamaForCausalLM.from_pretrained(tmp / "base")
-                losses[cand.name] = _train(model, cand.mix, cand.steps, cfg.finetune_lr, cfg.batch, cfg.seed + 1 + i,
-                                           tick, held)
-                model.save_pretrained(tmp / "candidates" / cand.name)
-                tok.save_pretrained(tmp / "candidates" / cand.name)
-            _write_jsonl(tmp / "val.jsonl", val)
-            _write_jsonl(tmp / "test.jsonl", test)
-            n_params = sum(p.numel() for p in base.parameters())
-            (tmp / "zoo.json").write_text(json.dumps({
-                "config": cfg.model_dump(), "key": cfg.key(), "params": n_params, "final_losses": losses,
-                "build_seconds": round(time.perf_counter() - start, 1),
-            }, indent=2))
-    finally:
-        torch.set_num_threads(threads)
+    with atomic_directory(out, force=True) as tmp:
+        torch.manual_seed(cfg.seed)
+        tok = make_tokenizer()
+        mcfg = LlamaConfig(
+            vocab_size=len(VOCAB), hidden_size=cfg.hidden, intermediate_size=cfg.intermediate,
+            num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
+            max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=1,
+            tie_word_embeddings=False,
+        )
+        # The benchmark splits first: their prompts are kept out of every training batch.
+        val = make_split(10_000 + cfg.seed, cfg.per_category_val)
+        test = make_split(20_000 + cfg.seed, cfg.per_category_test, exclude={e.prompt for e in val})
+        held = frozenset(e.prompt for e in [*val, *test])
+        base = LlamaForCausalLM(mcfg)
+        uniform = {c: 1.0 for c in CATEGORIES}
+        losses = {"base": _train(base, uniform, cfg.pretrain_steps, cfg.pretrain_lr, cfg.batch, cfg.seed, tick, held)}
+        base.save_pretrained(tmp / "base")
+        tok.save_pretrained(tmp / "base")
+        for i, cand in enumerate(cfg.candidates):
+            model = LlamaForCausalLM.from_pretrained(tmp / "base")
+            losses[cand.name] = _train(model, cand.mix, cand.steps, cfg.finetune_lr, cfg.batch, cfg.seed + 1 + i,
+                                       tick, held)
+            model.save_pretrained(tmp / "candidates" / cand.name)
+            tok.save_pretrained(tmp / "candidates" / cand.name)
+        _write_jsonl(tmp / "val.jsonl", val)
+        _write_jsonl(tmp / "test.jsonl", test)
+        n_params = sum(p.numel() for p in base.parameters())
+        (tmp / "zoo.json").write_text(json.dumps({
+            "config": cfg.model_dump(), "key": cfg.key(), "params": n_params, "final_losses": losses,
+            "build_seconds": round(time.perf_counter() - start, 1),
+        }, indent=2))
     log.info("built zoo %s in %.0f s", out, time.perf_counter() - start)
     return out
 
