@@ -164,7 +164,7 @@ PRESETS: dict[str, ParadiffConfig] = {
     # Trains VQ + model in a few minutes on 2 CPU cores: tests and the demo. One code per 8x8
     # cell (16 image tokens) keeps the sequence short enough for that budget. Wide and shallow:
     # at equal wall time d 128 x 2 layers learnt the task far better than d 64 x 3 (per-op
-    # overhead, not FLOPs, bounds a step this small; docs/paradiff.md).
+    # overhead, not FLOPs, bounds a step this small).
     "tiny": ParadiffConfig(
         name="tiny",
         vq=VQConfig(patch=8, steps=300),
