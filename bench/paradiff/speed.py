@@ -9,7 +9,7 @@ rounds of seconds per generated sample and of the per-round ratio full / prefix 
 model's speed-up), and of batch N's per-step cost over batch 1's (N would mean no gain from
 batching). Quality of the two models: ``paperlab paradiff bench --attention full|prefix``.
 
-    PYTHONPATH=src nice python bench/paradiff/speed.py --preset tiny --threads 2 --json docs/paradiff/speed-tiny.json
+    PYTHONPATH=src nice python bench/paradiff/speed.py --preset tiny --threads 1 --json docs/paradiff/speed-tiny-1thread.json
 """
 
 from __future__ import annotations
