@@ -27,18 +27,24 @@ from paperlab.paradiff.config import get_preset
 from paperlab.paradiff.model import MASK
 from paperlab.paradiff.sampler import _image_update, _logits, _text_update, uniforms
 from paperlab.paradiff.scene import detect
+from paperlab.paradiff.schedule import plan, text_left
 from paperlab.paradiff.tokens import decode_images, decode_text, target_tokens
-from paperlab.paradiff.train import bench_examples, ensure_model, set_threads
+from paperlab.paradiff.train import bench_examples, ensure_model
+from paperlab.threads import set_threads
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--attention", choices=("full", "prefix"), default=None, help="override model.attention")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    set_threads()
     cfg = get_preset(args.preset)
+    if args.attention:
+        cfg = cfg.with_overrides(**{"model.attention": args.attention})
+    set_threads(cfg.train.threads)  # a model not yet cached trains on one thread, as the CLI trains it
     tr = ensure_model(cfg)
+    set_threads()
     lay, sc = tr.layout, cfg.sample
     ex = bench_examples(cfg)
     cond = conditions(tr, ex)
@@ -58,10 +64,9 @@ def main() -> None:
             x[:, lay.out_image] = MASK
             x[:, lay.text] = gold[:, lay.text] if given else MASK
             img = torch.full((len(ex), lay.n_image), -1, dtype=torch.long)
-            for s in range(sc.image_steps):
-                _, il = _logits(tr.model, x, sc.guidance, True, sc.chunk)
-                img = _image_update(img, il, (s + 1) / sc.image_steps, sc, uniforms(seeds, s, 1, lay.n_image),
-                                    uniforms(seeds, s, 2, lay.n_image))
+            for s, step in enumerate(plan("image-only", sc)):
+                _, il = _logits(tr.model, x, sc.guidance, 0.0, True, sc.chunk)
+                img = _image_update(img, il, step, sc, tuple(uniforms(seeds, s, k, lay.n_image) for k in (1, 2, 3)))
                 x[:, lay.out_image] = torch.where(img < 0, MASK, img + lay.n_words)
             s_img = score(ex, decode_text(gold[:, lay.text]), detect(decode_images(tr.vq, img)))
             out["image_alignment, gold text given" if given else "image_alignment, text masked"] = axes(s_img, "image_alignment")
@@ -70,8 +75,9 @@ def main() -> None:
             x[:, lay.text] = MASK
             x[:, lay.out_image] = gold[:, lay.out_image] if given else MASK
             for s in range(sc.text_steps):
-                tl, _ = _logits(tr.model, x, sc.guidance, False, sc.chunk)
-                x[:, lay.text] = _text_update(x[:, lay.text], tl, sc.text_steps - s)
+                tl, _ = _logits(tr.model, x, sc.guidance, sc.text_guidance, False, sc.chunk)
+                x[:, lay.text] = _text_update(x[:, lay.text], tl, text_left(lay.text.stop - lay.text.start,
+                                                                            sc.text_steps, s))
             s_txt = score(ex, decode_text(x[:, lay.text]), detect(decode_images(tr.vq, gold[:, lay.out_image] - lay.n_words)))
             out["text_alignment, gold image given" if given else "text_alignment, image masked"] = axes(s_txt, "text_alignment")
     for k, v in out.items():

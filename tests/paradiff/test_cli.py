@@ -121,20 +121,55 @@ def test_render_then_sample_then_trajectory(plumbing: Any, tmp_path: Path, capsy
 
 def test_bench_command_writes_the_documented_json(plumbing: Any, tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    code, stdout, err = run_cli(["bench", "--preset", "test", "--out", str(tmp_path / "b"), "--n-prompts", "12"], capsys)
+    code, stdout, err = run_cli(["bench", "--preset", "test", "--out", str(tmp_path / "b"), "--n-prompts", "12",
+                                 "--seeds", "2"], capsys)
     assert code == 0, err
     data = json.loads((tmp_path / "b" / "bench.json").read_text())
     assert data["n_prompts"] == 12
+    held = data["over_seeds"]
+    assert held["seeds"] == 2 and set(held["per_seed"]) == {"0", "1"}
+    first = held["per_seed"]["0"]  # seed 0 is the main run
+    assert first["parallel"] == data["samplers"]["parallel"]["output_alignment"]
+    assert first["difference"]["mean"] == data["paired"]["parallel_minus_sequential_output_alignment"]["mean"]
+    assert 0 <= held["pooled"]["mcnemar"]["p"] <= 1 and "McNemar exact p" in err
     assert set(data["samplers"]) == {"parallel", "sequential", "image-only"}
     assert "output_alignment" in data["samplers"]["parallel"]
     assert (tmp_path / "b" / "bench.png").is_file()
     assert "output_alignment" in stdout
 
 
-def test_rl_rejects_bad_settings_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_cli(["rl", "--out", str(tmp_path / "rl"), "--clip", "2"], capsys)
-    assert_one_line_error(code, err, "clip")
-    assert not (tmp_path / "rl").exists()
+@pytest.mark.parametrize(("flags", "needles"), [
+    (["--guidance", "-1"], ("sample.guidance", "greater than or equal to 0")),
+    (["--guidance", "inf"], ("sample.guidance", "finite")),
+    (["--guidance", "nan"], ("sample.guidance",)),
+    (["--text-guidance", "-0.5"], ("sample.text_guidance", "greater than or equal to 0")),
+    (["--text-guidance", "inf"], ("sample.text_guidance", "finite")),
+    (["--schedule", "cosin"], ("sample.schedule", "'cosine'", "'linear'")),
+    (["--attention", "sparse"], ("model.attention", "'full'", "'prefix'")),
+])
+@pytest.mark.parametrize("command", ["bench", "sample", "trajectory"])
+def test_bad_sampler_settings_are_one_line_and_write_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                             monkeypatch: pytest.MonkeyPatch, command: str,
+                                                             flags: list[str], needles: tuple[str, ...]) -> None:
+    monkeypatch.setenv("PAPERLAB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / ("b" if command == "bench" else "o.png")
+    args = {"bench": ["bench", "--out", str(out)],
+            "sample": ["sample", "--prompt", "draw a big red circle at b2", "--out", str(out)],
+            "trajectory": ["trajectory", "--prompt", "draw a big red circle at b2", "--out", str(out)]}[command]
+    code, _, err = run_cli([*args, "--preset", "test", *flags], capsys)
+    assert_one_line_error(code, err, *needles)
+    assert not out.exists() and not (tmp_path / "cache").exists()  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize(("flags", "needle"), [(["--clip", "2"], "clip"), (["--group", "1"], "group"),
+                                                (["--rollout", "greedy"], "rollout"), (["--lr", "-1"], "lr")])
+def test_rl_rejects_bad_settings_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                 monkeypatch: pytest.MonkeyPatch, flags: list[str],
+                                                 needle: str) -> None:
+    monkeypatch.setenv("PAPERLAB_CACHE", str(tmp_path / "cache"))
+    code, _, err = run_cli(["rl", "--out", str(tmp_path / "rl"), *flags], capsys)
+    assert_one_line_error(code, err, needle)
+    assert not (tmp_path / "rl").exists() and not (tmp_path / "cache").exists()
 
 
 def test_gpu_preset_without_cuda_is_one_line_and_trains_nothing(capsys: pytest.CaptureFixture[str],
@@ -152,7 +187,7 @@ def test_gpu_preset_without_cuda_is_one_line_and_trains_nothing(capsys: pytest.C
 
 def test_every_preset_is_a_valid_config_of_the_documented_size() -> None:
     """tiny and small build at their sizes (tiny 0.5M parameters; small 1.5M, about 3x, trained
-    2.5x longer); gpu is the large one (39M); all use the cacheable prefix attention."""
+    2.5x longer); gpu is the large one (39M); all use the release's full attention and sampler."""
     import torch
 
     from paperlab.paradiff.config import PRESETS
@@ -164,6 +199,7 @@ def test_every_preset_is_a_valid_config_of_the_documented_size() -> None:
         with torch.device("meta"):
             model = ParaDiffModel(cfg.model, Layout(n_image=grid * grid, codebook=cfg.vq.codebook))
         sizes[name] = sum(p.numel() for p in model.parameters())
-        assert cfg.model.attention == "prefix"
+        assert cfg.model.attention == "full" and cfg.sample.guidance == 4.0 and cfg.sample.text_guidance == 0.0
+        assert (cfg.sample.schedule, cfg.sample.schedule_origin, cfg.sample.text_temperature) == ("cosine", "text", 0)
     assert 0.3e6 < sizes["tiny"] < 1e6 and 2.5 * sizes["tiny"] < sizes["small"] < 5e6 and sizes["gpu"] > 30e6, sizes
 

@@ -22,6 +22,8 @@ def test_group_advantages_by_hand() -> None:
     assert torch.equal(a[1], torch.zeros(4))  # no spread, no signal
     s = (0.5) ** 0.5  # population std of (3, 1, 2, 2)
     assert torch.allclose(a[2], torch.tensor([1 / s, -1 / s, 0.0, 0.0]), atol=1e-5)
+    m = group_advantages(r, kind="mean")  # Dr. GRPO: centred only
+    assert torch.allclose(m, torch.tensor([[0.5, -0.5, -0.5, 0.5], [0.0] * 4, [1.0, -1.0, 0.0, 0.0]]), atol=1e-6)
 
 
 def test_clipped_objective_by_hand() -> None:
@@ -65,6 +67,37 @@ def test_first_update_starts_at_zero_kl_and_resumes(small: tuple[ParaDiffModel, 
     assert seen == [2, 3] and [h["update"] for h in state.history] == [1, 2, 3]
 
 
+@pytest.mark.parametrize("rollout", ["eval", "explore"])
+def test_rollout_log_probs_are_those_the_sampler_drew_from(small: tuple[ParaDiffModel, Scorer, torch.Tensor],
+                                                           rollout: str) -> None:
+    """Rollouts decode as the benchmark does (``eval``: greedy words, codes from the guided image
+    logits) or explore (temperature 1, no guidance); the objective's log-probs of the committed
+    tokens are taken under the distribution each token was drawn from."""
+    from paperlab.paradiff.rl import _state, _token_logp, rollout_config
+    from paperlab.paradiff.sampler import sample
+    from paperlab.paradiff.tokens import drop_condition
+
+    model, _, cond = small
+    scfg = SampleConfig(steps=6, image_steps=4, guidance=4.0)
+    roll = rollout_config(scfg, rollout)
+    assert (roll == scfg) == (rollout == "eval")
+    traj = sample(model, cond, "parallel", roll, seed=3, record=True).trajectory
+    assert traj is not None
+    k = 4  # a joint step (image updates at steps 1, 2, 4, 5): words and codes committed
+    x, new_t, new_i = _state(model, cond, traj, k)
+    assert new_t.any() and new_i.any()
+    lp, who = _token_logp(model, x, traj, k, new_t, new_i, roll)
+    with torch.no_grad():
+        tc, ic = model.output_logits(x)
+        if rollout == "eval":
+            _, iu = model.output_logits(drop_condition(model.layout, x))
+            ic = ic + 4.0 * (ic - iu)
+        lt = tc.log_softmax(-1).gather(-1, traj.texts[k][..., None])[..., 0][new_t]
+        li = ic.log_softmax(-1).gather(-1, traj.images[k].clamp(min=0)[..., None])[..., 0][new_i]
+    assert torch.allclose(lp, torch.cat([lt, li]), atol=1e-4)
+    assert who.tolist() == sorted(who[: int(new_t.sum())].tolist()) + sorted(who[int(new_t.sum()):].tolist())
+
+
 @pytest.mark.slow
 def test_scorer_learns_to_match_text_and_image(trained: object) -> None:
     """A short contrastive run retrieves the right image for a text far above chance.
@@ -77,3 +110,28 @@ def test_scorer_learns_to_match_text_and_image(trained: object) -> None:
     vq = trained.vq  # type: ignore[attr-defined]
     sc = train_scorer(ScorerConfig(steps=300, batch=32), vq)
     assert retrieval_accuracy(sc, vq, n=64) >= 0.25
+
+
+def test_mcnemar_exact_and_bootstrap_intervals_by_hand() -> None:
+    """McNemar's exact p from the discordant pairs (scipy's binomial test), and intervals that
+    contain the mean and shrink to a point when nothing varies."""
+    import numpy as np
+    from scipy.stats import binomtest
+
+    from paperlab.paradiff.stats import bootstrap_ci, mcnemar_exact, two_level_ci
+
+    a = np.array([1, 1, 1, 1, 1, 1, 0, 0, 1, np.nan])
+    b = np.array([0, 0, 0, 0, 0, 1, 1, 0, 1, 0.0])
+    t = mcnemar_exact(a, b)
+    assert (t["a_only"], t["b_only"]) == (5, 1)  # the NaN pair does not count
+    assert t["p"] == pytest.approx(binomtest(5, 6, 0.5).pvalue, abs=1e-6) == pytest.approx(14 / 64, abs=1e-6)
+    assert mcnemar_exact(np.ones(4), np.ones(4))["p"] == 1.0
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 10, size=(500, 10))
+    lo, hi = bootstrap_ci(a - b, idx)
+    assert lo < np.nanmean(a - b) < hi and lo > -1 and hi < 1
+    same = np.tile(np.array([1.0, 0.0]), (3, 1))  # every seed alike: seeds add no spread
+    seed_idx = rng.integers(0, 3, size=(500, 3))
+    lo2, hi2 = two_level_ci(same, seed_idx, rng.integers(0, 2, size=(500, 2)))
+    assert lo2 == 0.0 and hi2 == 1.0
+    assert two_level_ci(np.full((3, 4), 0.25), seed_idx, rng.integers(0, 4, size=(500, 4))) == [0.25, 0.25]

@@ -77,20 +77,74 @@ def test_samplers_finish_with_nothing_masked(rand_model: ParaDiffModel, sampler:
         assert not (res.text == MASK).any()
 
 
-def test_parallel_schedules(rand_model: ParaDiffModel) -> None:
-    """Text: linear, one word a step for 16 words over 16 steps. Image: waits a quarter, then cosine."""
-    cfg = SampleConfig(steps=16, image_start=0.25)
+def _release_transfer(total: int, steps: int) -> list[int]:
+    """The release's get_num_transfer_tokens for one row, written out: words fixed at each step."""
+    remaining, out = total, []
+    for step in range(steps):
+        target = int(total * (1 - (step + 1) / steps))
+        out.append(max(0, remaining - target))
+        remaining -= out[-1]
+    return out
+
+
+@pytest.mark.parametrize(("total", "steps"), [(16, 16), (16, 8), (16, 5), (16, 12), (7, 3)])
+def test_text_schedule_is_the_releases(total: int, steps: int) -> None:
+    from paperlab.paradiff.schedule import text_left
+
+    left = [text_left(total, steps, s) for s in range(steps)]
+    fixed = [a - b for a, b in zip([total, *left], left, strict=False)]
+    assert fixed == _release_transfer(total, steps) and left[-1] == 0
+
+
+def test_parallel_schedules_are_the_releases(rand_model: ParaDiffModel) -> None:
+    """Text: one word a step for 16 words over 16 steps. Image: from step 16 // 4 on, progress
+    counted from the first text step, max(1, min(masked - 1, floor(N cos(pi/2 (s + 1) / 16))))
+    left masked after each update; the last one left masked takes its last draw."""
+    cfg = SampleConfig(steps=16, image_steps=12)
     traj = sample(rand_model, _cond(2), "parallel", cfg, record=True).trajectory
     assert traj is not None
     text_done = [int((t[0] != MASK).sum()) for t in traj.texts]
     assert text_done == list(range(1, 17))
-    img_done = [int((i[0] >= 0).sum()) for i in traj.images]
-    assert img_done[:4] == [0, 0, 0, 0]
-    for k, done in enumerate(img_done[4:]):
-        progress = (k + 1) / 12
-        assert done == LAY.n_image - math.floor(LAY.n_image * math.cos(math.pi / 2 * progress)) or done == img_done[3 + k] + 1
-    assert img_done[-1] == LAY.n_image
-    assert all(b >= a for a, b in zip(img_done, img_done[1:], strict=False))
+    img_left = [int((i[0] < 0).sum()) for i in traj.images]
+    assert img_left[:4] == [LAY.n_image] * 4
+    masked = LAY.n_image
+    for s in range(4, 16):
+        masked = max(1, min(masked - 1, math.floor(LAY.n_image * math.cos(math.pi / 2 * (s + 1) / 16))))
+        assert img_left[s] == (0 if s == 15 else masked), s
+    # counted over the image updates only (the other origin): the first update commits one code
+    img = sample(rand_model, _cond(1), "parallel", cfg.model_copy(update={"schedule_origin": "image"}),
+                 record=True).trajectory
+    assert img is not None and int((img.images[4][0] >= 0).sum()) == 1
+
+
+def test_image_updates_spread_over_the_parallel_steps_as_released() -> None:
+    from paperlab.paradiff.schedule import parallel_image_steps
+
+    assert parallel_image_steps(16, 12, 0.25) == list(range(4, 16))
+    assert parallel_image_steps(128, 64, 0.25) == sorted({round(32 + 95 * j / 63) for j in range(64)})
+    assert parallel_image_steps(16, 4, 0.25) == [4, 8, 11, 15]
+    assert parallel_image_steps(8, 20, 0.25) == list(range(2, 8))  # more updates than steps: once a step
+
+
+@pytest.mark.parametrize("sampler", ["parallel", "sequential", "image-only"])
+def test_the_last_code_is_its_draw_or_random_as_configured(rand_model: ParaDiffModel, sampler: str) -> None:
+    """The release keeps one code masked after the last update: MMaDA-Parallel-M returns its draw,
+    -A a uniform random code. The two rules differ in that one code of each row only."""
+    cfg = SampleConfig(steps=8, text_steps=4, image_steps=6)
+    draw = sample(rand_model, _cond(6), sampler, cfg, seed=5)
+    rand = sample(rand_model, _cond(6), sampler, cfg.model_copy(update={"last_code": "random"}), seed=5)
+    assert torch.equal(draw.text, rand.text)
+    differ = (draw.image != rand.image).sum(1)
+    assert (differ <= 1).all() and differ.sum() >= 5
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "pow2"])
+def test_mask_schedules(schedule: str) -> None:
+    from paperlab.paradiff.schedule import mask_share
+
+    shares = [mask_share(schedule, t / 10) for t in range(11)]
+    assert shares[0] == 1.0 and shares[-1] < 1e-5 and all(a > b for a, b in zip(shares, shares[1:], strict=False))
+    assert {"cosine": 0.7071, "linear": 0.5, "pow2": 0.75}[schedule] == pytest.approx(shares[5], abs=1e-4)
 
 
 def test_sequential_draws_only_after_the_text_is_done(rand_model: ParaDiffModel) -> None:
@@ -104,7 +158,7 @@ def test_sequential_draws_only_after_the_text_is_done(rand_model: ParaDiffModel)
 
 def test_a_batch_decodes_each_row_as_if_alone(rand_model: ParaDiffModel) -> None:
     """Greedy, noise-free decoding: batching must not change any row (no leaks across rows)."""
-    cfg = SampleConfig(steps=6, temperature=0.0, noise=0.0, guidance=2.0)
+    cfg = SampleConfig(steps=6, temperature=0.0, noise=0.0, guidance=2.0, text_guidance=1.0)
     cond = _cond(5)
     together = sample(rand_model, cond, "parallel", cfg)
     for i in range(5):
@@ -116,7 +170,7 @@ def test_a_batch_decodes_each_row_as_if_alone(rand_model: ParaDiffModel) -> None
 def test_a_sampled_batch_equals_each_prompt_sampled_alone(rand_model: ParaDiffModel, sampler: str) -> None:
     """With sampling on (codes and words drawn, Gumbel noise, guidance), row i of a batch decoded
     with seed s is what decoding prompt i alone with seed s + i gives, whatever the chunking."""
-    cfg = SampleConfig(steps=6, text_steps=4, image_steps=5, text_temperature=1.0, chunk=3)
+    cfg = SampleConfig(steps=6, text_steps=4, image_steps=5, text_temperature=1.0, text_guidance=1.0, chunk=3)
     cond = _cond(9)  # 9 rows: guidance's unconditional rows get their own call
     together = sample(rand_model, cond, sampler, cfg, seed=40)
     unchunked = sample(rand_model, cond, sampler, cfg.model_copy(update={"chunk": 0}), seed=40)
@@ -172,9 +226,11 @@ def test_cache_keys_follow_every_config_and_code_version(monkeypatch: pytest.Mon
     assert train.model_hash(cfg) != base
 
 
-def test_prefix_attention_keeps_the_condition_blind_to_the_outputs(rand_model: ParaDiffModel) -> None:
+def test_prefix_attention_keeps_the_condition_blind_to_the_outputs() -> None:
     """Under prefix attention the condition's keys and values ignore the outputs (so a sampler
     may compute them once), while the outputs still see the condition."""
+    torch.manual_seed(0)
+    rand_model = ParaDiffModel(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, attention="prefix"), LAY).eval()
     x = _cond(3)
     y = x.clone()
     y[:, LAY.text] = 7  # other output words
@@ -195,7 +251,8 @@ def test_cached_condition_gives_the_uncached_logits(guided: bool, rows: int) -> 
     from paperlab.paradiff.sampler import _DecodeCaches, _logits
 
     torch.manual_seed(1)
-    rand_model = ParaDiffModel(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64), LAY).eval()
+    rand_model = ParaDiffModel(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, attention="prefix"),
+                               LAY).eval()
     x = _cond(rows)
     gen = torch.Generator().manual_seed(1)
     x[:, LAY.out_image] = torch.where(torch.rand(rows, LAY.n_image, generator=gen) < 0.5, MASK,
@@ -203,16 +260,37 @@ def test_cached_condition_gives_the_uncached_logits(guided: bool, rows: int) -> 
     x[:, LAY.text.start: LAY.text.start + 3] = 9
     with torch.no_grad():
         cache = _DecodeCaches(rand_model, x, guided)
-        t1, i1 = _logits(rand_model, x, 2.0 if guided else 0.0, True, chunk=2, cache=cache)
-        t0, i0 = _logits(rand_model, x, 2.0 if guided else 0.0, True, chunk=0, cache=None)
+        t1, i1 = _logits(rand_model, x, 4.0 if guided else 0.0, 1.5 if guided else 0.0, True, chunk=2, cache=cache)
+        t0, i0 = _logits(rand_model, x, 4.0 if guided else 0.0, 1.5 if guided else 0.0, True, chunk=0, cache=None)
     finite = torch.isfinite(t0)
     assert torch.equal(finite, torch.isfinite(t1))
     assert torch.allclose(t1[finite], t0[finite], atol=1e-5) and torch.allclose(i1, i0, atol=1e-5)
 
 
-def test_full_attention_model_samples_without_a_cache() -> None:
+@pytest.mark.parametrize("rows", [3, 9])
+def test_guidance_is_the_release_formula_on_each_modality(rows: int) -> None:
+    """cond + g (cond - uncond), uncond = the condition dropped: g = guidance on the image logits,
+    text_guidance on the text logits (a word a position may not hold stays -inf)."""
+    from paperlab.paradiff.sampler import _logits
+
+    torch.manual_seed(3)
+    model = ParaDiffModel(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, attention="full"), LAY).eval()
+    x = _cond(rows)
+    with torch.no_grad():
+        tc, ic = model.output_logits(x)
+        tu, iu = model.output_logits(drop_condition(LAY, x))
+        t, i = _logits(model, x, 4.0, 0.5, True)
+        t_off, i_off = _logits(model, x, 4.0, 0.0, True)
+    assert torch.allclose(i, ic + 4.0 * (ic - iu), atol=1e-4) and torch.allclose(i_off, i, atol=1e-5)
+    fin = torch.isfinite(tc)
+    assert torch.equal(fin, torch.isfinite(t)) and not torch.isnan(t).any()
+    assert torch.allclose(t[fin], (tc + 0.5 * (tc - tu))[fin], atol=1e-4)
+    assert torch.allclose(t_off[fin], tc[fin], atol=1e-5)
+
+
+def test_full_attention_is_the_default_and_samples_without_a_cache() -> None:
     torch.manual_seed(0)
-    full = ParaDiffModel(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64, attention="full"), LAY).eval()
+    full = ParaDiffModel(ModelConfig(d_model=32, n_layers=1, n_heads=2, d_ff=64), LAY).eval()
     assert not full.cacheable and full.attn_mask is None
     with pytest.raises(ValueError, match="prefix"):
         full.condition_cache(_cond(1))
@@ -225,7 +303,7 @@ def test_skipping_a_modality_leaves_the_other_logits_unchanged() -> None:
     block; what it returns equals the full call, cached or not, and decoding is unchanged by it
     (a recorded trajectory computes both every step)."""
     torch.manual_seed(2)
-    model = ParaDiffModel(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64), LAY).eval()
+    model = ParaDiffModel(ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, attention="prefix"), LAY).eval()
     x = _cond(3)
     x[:, LAY.text.start: LAY.text.start + 4] = 11
     with torch.no_grad():

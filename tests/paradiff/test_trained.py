@@ -97,14 +97,13 @@ def test_bench_payload_structure(bench_result: dict[str, Any], tmp_path: Path) -
 def test_the_tiny_model_learned_the_grammar_and_to_keep_untouched_shapes(bench_result: dict[str, Any]) -> None:
     """Floors well below what was measured (docs/paradiff.md), far above chance.
 
-    Measured on the tiny preset (trained on one thread, as the cache does), these 48 prompts
-    (300 in the docs): text quality 0.94 / 0.94 (parallel / sequential; 0.93 / 0.92), image
-    consistency 0.47 / 0.59 (0.67 / 0.69), image quality 0.81 / 0.75 / 0.94 with image-only
-    (0.84 / 0.84 / 0.96), text alignment 0.13 / 0.10 (0.10 / 0.08), output alignment 0.10 /
-    0.10 (0.06 / 0.03). Chance is about 0 for all of these: a random 16-word text almost never
-    parses, let alone states the target scene, and a random image almost never keeps every
-    untouched shape exactly. The first tiny preset scored 0.00 output alignment and 0.15 image
-    quality.
+    Measured on the tiny preset (full attention, trained on one thread as the cache does, the
+    release's sampler), these 48 prompts (300 in the docs): text quality 1.00 / 0.96 (parallel /
+    sequential; 0.96 / 0.92), image consistency 0.59 / 0.53 (0.69 / 0.59), image quality 0.85 /
+    0.79 / 0.79 with image-only (0.81 / 0.77 / 0.75), text alignment 0.17 / 0.19 (0.13 / 0.14),
+    output alignment 0.10 / 0.00 (0.09 / 0.02). Chance is about 0 for all of these: a random
+    16-word text almost never parses, let alone states the target scene, and a random image
+    almost never keeps every untouched shape exactly.
     """
     par, seq = bench_result["samplers"]["parallel"], bench_result["samplers"]["sequential"]
     assert par["text_quality"] >= 0.75 and seq["text_quality"] >= 0.75

@@ -101,6 +101,7 @@ def test_pararl_gpu_preset_dry_run(capsys: pytest.CaptureFixture[str]) -> None:
     P = int(re.search(r"([\d,]+) parameters", out).group(1).replace(",", ""))  # type: ignore[union-attr]
     rows = table_rows(out)
     C, L, F, V, S = 512, 12, 2048, lay.vocab, lay.length
-    seqs = rl.prompts // 8 * rl.group * rl.loss_steps  # this rank's prompts x group x scored steps
+    # this rank's prompts x group x scored steps, and their unconditional copies (guided rollouts)
+    seqs = rl.prompts // 8 * rl.group * rl.loss_steps * 2
     assert rows["activations"][0] == pytest.approx(seqs * S * (L * (10 * C + 2 * F) * 2 + V * 6) / GIB, abs=0.006)
     assert rows["gathered"][0] > 4 * P / GIB  # the reference model is whole on every rank

@@ -9,8 +9,10 @@ Modules, one concept each::
     model     the joint transformer and the sequence layout
     tokens    examples <-> token sequences
     train     masked-diffusion training and the model cache
-    sample    parallel / sequential / image-only samplers, trajectory recorder
-    bench     the ParaBench-style benchmark
+    schedule  when the samplers commit words and codes (the release's schedules)
+    sampler   parallel / sequential / image-only samplers, trajectory recorder
+    bench     the ParaBench-style benchmark; stats: bootstrap intervals, McNemar's test
+    scorer    the learned text-image reward; rl, rl_bench: ParaRL and its comparison
     pipeline  one prompt end to end; images: image files, GIFs and strips
     cli, demo the command line and the demo section
 

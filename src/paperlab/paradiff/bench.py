@@ -11,7 +11,9 @@ Each held-out prompt is decoded by the three samplers (same model, same seeds) a
 
 Means come with 95% percentile-bootstrap intervals over prompts; the samplers share resamples,
 so the parallel - sequential difference has its own paired interval. Per-step curves score the
-model's full guess after every step (what it would output if stopped there).
+model's full guess after every step (what it would output if stopped there). Whether the
+parallel - sequential difference of output alignment holds is checked over several sampling
+seeds: per seed and pooled, with paired bootstrap intervals and McNemar's exact test.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import torch
 
 from paperlab.paradiff.sampler import SAMPLERS, SampleResult, Trajectory, sample
 from paperlab.paradiff.scene import Detection, Scene, detect
+from paperlab.paradiff.stats import bootstrap_ci, mcnemar_exact, nanmean, two_level_ci
 from paperlab.paradiff.task import Example, GrammarError, parse_text
 from paperlab.paradiff.tokens import condition_tokens, decode_images, decode_text, image_codes
 from paperlab.paradiff.train import Trained, bench_examples
@@ -71,22 +74,6 @@ def score(examples: list[Example], texts: list[list[str]] | None, dets: list[Det
     return out
 
 
-def _bootstrap(values: np.ndarray, idx: np.ndarray) -> list[float]:
-    """95% percentile interval of the mean of the non-NaN values over resampled prompt indices."""
-    ok = ~np.isnan(values)
-    if not ok.any():
-        return [float("nan"), float("nan")]
-    v = np.where(ok, values, 0.0)[idx]
-    means = v.sum(1) / np.maximum(ok[idx].sum(1), 1)
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return [round(float(lo), 4), round(float(hi), 4)]
-
-
-def _mean(v: np.ndarray) -> float | None:
-    ok = ~np.isnan(v)
-    return round(float(v[ok].mean()), 4) if ok.any() else None
-
-
 def _curves(trained: Trained, examples: list[Example], traj: Trajectory) -> dict[str, list[float]]:
     """Alignment of the model's full guess, and the share of committed tokens, after every step."""
     curves: dict[str, list[float]] = {k: [] for k in ("text_alignment", "image_alignment", "output_alignment",
@@ -99,6 +86,9 @@ def _curves(trained: Trained, examples: list[Example], traj: Trajectory) -> dict
         curves["text_committed"].append(round(float((text != 1).float().mean()), 4))
         curves["image_committed"].append(round(float((img >= 0).float().mean()), 4))
     return curves
+
+
+SEED_STRIDE = 1 << 20  # sampling seed k decodes prompt i with row seed seed + k * SEED_STRIDE + i
 
 
 def score_sampler(trained: Trained, model: Any, examples: list[Example], cond: torch.Tensor, sampler: str, *,
@@ -114,12 +104,49 @@ def score_sampler(trained: Trained, model: Any, examples: list[Example], cond: t
 
 def summarise(raw: dict[str, np.ndarray], idx: np.ndarray) -> tuple[dict[str, float | None], dict[str, list[float]]]:
     """Means and 95% bootstrap intervals of per-prompt scores (``idx``: resampled prompt indices)."""
-    return ({a: _mean(raw[a]) for a in AXES},
-            {a: _bootstrap(raw[a], idx) for a in AXES if not np.isnan(raw[a]).all()})
+    return ({a: nanmean(raw[a]) for a in AXES},
+            {a: bootstrap_ci(raw[a], idx) for a in AXES if not np.isnan(raw[a]).all()})
+
+
+def sampler_seeds(trained: Trained, examples: list[Example], cond: torch.Tensor, seeds: int, *, seed: int = 0,
+                  batch: int = 64, first: dict[str, dict[str, np.ndarray]] | None = None) -> dict[str, Any]:
+    """Parallel vs think-then-draw output alignment over ``seeds`` sampling seeds, per seed and pooled.
+
+    Seed k decodes with row seeds ``seed + k * SEED_STRIDE + i`` (k = 0 is the main run, whose
+    scores ``first`` may pass in). Per seed: both means, the paired difference with its
+    bootstrap interval over prompts, and McNemar's exact test on the prompts where exactly one
+    sampler is right. Pooled: the difference's interval resamples seeds and prompts together;
+    McNemar counts every (seed, prompt) pair, as if independent.
+    """
+    n = len(examples)
+    rng = np.random.default_rng(trained.cfg.bench.seed)
+    boot = trained.cfg.bench.bootstrap
+    idx = rng.integers(0, n, size=(boot, n))
+    axis = "output_alignment"
+    par, seq = np.zeros((seeds, n)), np.zeros((seeds, n))
+    per_seed = {}
+    for k in range(seeds):
+        base = seed + k * SEED_STRIDE
+        for name, arr in (("parallel", par), ("sequential", seq)):
+            raw = first[name] if k == 0 and first is not None else score_sampler(
+                trained, trained.model, examples, cond, name, seed=base, batch=batch)
+            arr[k] = raw[axis]
+        test = mcnemar_exact(par[k], seq[k])
+        per_seed[str(k)] = {"seed": base, "parallel": nanmean(par[k]), "sequential": nanmean(seq[k]),
+                            "difference": {"mean": nanmean(par[k] - seq[k]), "ci95": bootstrap_ci(par[k] - seq[k], idx)},
+                            "mcnemar": {"parallel_only": test["a_only"], "sequential_only": test["b_only"],
+                                        "p": test["p"]}}
+    seed_idx = rng.integers(0, seeds, size=(boot, seeds))
+    test = mcnemar_exact(par.ravel(), seq.ravel())
+    pooled = {"parallel": nanmean(par), "sequential": nanmean(seq),
+              "difference": {"mean": nanmean(par - seq), "ci95": two_level_ci(par - seq, seed_idx, idx)},
+              "mcnemar": {"parallel_only": test["a_only"], "sequential_only": test["b_only"], "p": test["p"]}}
+    return {"axis": axis, "seeds": seeds, "per_seed": per_seed, "pooled": pooled}
 
 
 def run_bench(trained: Trained, n_prompts: int | None = None, *, seed: int = 0, batch: int | None = None,
-              curves: bool = True, on_progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
+              curves: bool = True, seeds: int = 4,
+              on_progress: Callable[[str, int, int], None] | None = None) -> dict[str, Any]:
     """Decode the held-out prompts with every sampler and score them.
 
     Args:
@@ -128,6 +155,8 @@ def run_bench(trained: Trained, n_prompts: int | None = None, *, seed: int = 0, 
         seed: sampling seed, the same for every sampler.
         batch: prompts per model call (default: the config's).
         curves: also record per-step curves for the parallel and sequential samplers.
+        seeds: sampling seeds for the parallel vs think-then-draw check (:func:`sampler_seeds`;
+            1: the main run only).
         on_progress: called as (sampler, prompts done, total).
 
     Returns:
@@ -160,8 +189,8 @@ def run_bench(trained: Trained, n_prompts: int | None = None, *, seed: int = 0, 
         texts = None if name == "image-only" else decode_text(text_ids)
         s = score(examples, texts, detect(decode_images(trained.vq, codes)))
         raw[name] = s
-        samplers[name] = {a: _mean(s[a]) for a in AXES} | {"model_calls_per_sample": results[0].steps}
-        ci[name] = {a: _bootstrap(s[a], idx) for a in AXES if not np.isnan(s[a]).all()}
+        samplers[name] = {a: nanmean(s[a]) for a in AXES} | {"model_calls_per_sample": results[0].steps}
+        ci[name] = {a: bootstrap_ci(s[a], idx) for a in AXES if not np.isnan(s[a]).all()}
         if record:
             traj = Trajectory()
             for k in range(len(results[0].trajectory or [])):
@@ -171,9 +200,12 @@ def run_bench(trained: Trained, n_prompts: int | None = None, *, seed: int = 0, 
                 traj.pred_images.append(torch.cat([r.trajectory.pred_images[k] for r in results if r.trajectory]))
             per_step[name] = _curves(trained, examples, traj)
     kinds = np.array([e.kind for e in examples])
-    by_kind = {name: {kind: {a: _mean(raw[name][a][kinds == kind]) for a in AXES} for kind in ("edit", "generate")}
+    by_kind = {name: {kind: {a: nanmean(raw[name][a][kinds == kind]) for a in AXES} for kind in ("edit", "generate")}
                for name in SAMPLERS}
     diff = raw["parallel"]["output_alignment"] - raw["sequential"]["output_alignment"]
+    holds = sampler_seeds(trained, examples, cond, seeds, seed=seed, batch=bs, first=raw)
+    if on_progress is not None:
+        on_progress("seeds", seeds, seeds)
     return {
         "n_prompts": n,
         "n_edit": int((kinds == "edit").sum()),
@@ -181,7 +213,8 @@ def run_bench(trained: Trained, n_prompts: int | None = None, *, seed: int = 0, 
         "preset": cfg.name,
         "samplers": samplers,
         "ci95": ci,
-        "paired": {"parallel_minus_sequential_output_alignment": {"mean": _mean(diff), "ci95": _bootstrap(diff, idx)}},
+        "paired": {"parallel_minus_sequential_output_alignment": {"mean": nanmean(diff), "ci95": bootstrap_ci(diff, idx)}},
+        "over_seeds": holds,
         "by_kind": by_kind,
         "per_step": per_step,
         "seconds": seconds,

@@ -24,22 +24,31 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="MMaDA-Parallel: joint text+image masked diffusion on a thinking-aware shapes task.")
 console = Console(stderr=True)
 
-Preset = Annotated[str, typer.Option(help="tiny (about a minute to train on 2 idle cores), small, or gpu (CUDA).")]
+Preset = Annotated[str, typer.Option(help="tiny (minutes to train on a CPU), small (about 45 min on one core), "
+                                          "gpu (CUDA), or test (plumbing only).")]
 Checkpoint = Annotated[Path | None, typer.Option(help="A directory written by `train --out` (default: the cache).")]
 Sampler = Annotated[str, typer.Option(help="parallel, sequential (think then draw) or image-only.")]
 Steps = Annotated[int | None, typer.Option(help="Override sample.steps (parallel joint steps).")]
-Guidance = Annotated[float | None, typer.Option(help="Override sample.guidance (CFG scale on image logits).")]
+Guidance = Annotated[float | None, typer.Option(help="Override sample.guidance (image term of CFG; release 4).")]
+TextGuidance = Annotated[float | None, typer.Option(help="Override sample.text_guidance (text term of CFG; "
+                                                        "release 0, off).")]
+Schedule = Annotated[str | None, typer.Option(help="Override sample.schedule, the image mask schedule: cosine "
+                                                  "(release), linear or pow2.")]
+Attention = Annotated[str | None, typer.Option(help="Override model.attention: full (release) or prefix (the "
+                                                    "fast option: the condition is computed once per decode; "
+                                                    "its own cached model).")]
 
 
-def _config(preset: str, steps: int | None = None, guidance: float | None = None) -> ParadiffConfig:
+def _config(preset: str, steps: int | None = None, guidance: float | None = None, *,
+            text_guidance: float | None = None, schedule: str | None = None,
+            attention: str | None = None) -> ParadiffConfig:
+    """The preset with the command's overrides, validated (one line on a bad value)."""
     from paperlab.paradiff.config import get_preset
 
     cfg = get_preset(preset)
-    over: dict[str, Any] = {}
-    if steps is not None:
-        over["sample.steps"] = steps
-    if guidance is not None:
-        over["sample.guidance"] = guidance
+    over = {k: v for k, v in {"sample.steps": steps, "sample.guidance": guidance,
+                              "sample.text_guidance": text_guidance, "sample.schedule": schedule,
+                              "model.attention": attention}.items() if v is not None}
     return cfg.with_overrides(**over) if over else cfg
 
 
@@ -79,6 +88,7 @@ def train(
     retrain: Annotated[bool, typer.Option(help="Train again even if the cache has this config.")] = False,
     out: Annotated[Path | None, typer.Option(help="Also export the VQ and model, and train.json, here.")] = None,
     steps: Annotated[int | None, typer.Option(min=1, help="Override train.steps (the schedule follows).")] = None,
+    attention: Attention = None,
     parallel: ParallelOpt = None,
     backend: BackendOpt = "auto",
     threads: ThreadsOpt = None,
@@ -93,7 +103,7 @@ def train(
     """
     from paperlab.train import check_launch, distributed
 
-    cfg = _config(preset)
+    cfg = _config(preset, attention=attention)
     if steps is not None:
         cfg = cfg.with_overrides(**{"train.steps": steps})
     if dry_run:
@@ -184,15 +194,19 @@ def sample_cmd(
     checkpoint: Checkpoint = None,
     steps: Steps = None,
     guidance: Guidance = None,
+    text_guidance: TextGuidance = None,
+    schedule: Schedule = None,
+    attention: Attention = None,
 ) -> None:
     """Decode one prompt: print the reasoning text, write the image, say whether they agree."""
     from paperlab.paradiff.images import load_image, save_png
     from paperlab.paradiff.pipeline import decode_prompt
     from paperlab.paradiff.task import check_prompt
 
+    cfg = _config(preset, steps, guidance, text_guidance=text_guidance, schedule=schedule, attention=attention)
     check_prompt(prompt)  # fail on a bad prompt before any training
     arr = load_image(image) if image is not None else None
-    trained = _trained(_config(preset, steps, guidance), checkpoint)
+    trained = _trained(cfg, checkpoint)
     res = decode_prompt(trained, prompt, arr, sampler=sampler, seed=seed)
     save_png(res.image, out, scale)
     det = " ; ".join(" ".join(o.words()) for o in res.detection.scene) or "(nothing)"
@@ -214,6 +228,9 @@ def trajectory(
     checkpoint: Checkpoint = None,
     steps: Steps = None,
     guidance: Guidance = None,
+    text_guidance: TextGuidance = None,
+    schedule: Schedule = None,
+    attention: Attention = None,
 ) -> None:
     """Decode one prompt and write every step's partial text and image as a GIF or strip PNG."""
     from paperlab.paradiff.errors import ParadiffConfigError
@@ -223,9 +240,10 @@ def trajectory(
 
     if out.suffix.lower() not in (".gif", ".png"):
         raise ParadiffConfigError(f"--out {out} must end in .gif (animation) or .png (strip)")
+    cfg = _config(preset, steps, guidance, text_guidance=text_guidance, schedule=schedule, attention=attention)
     check_prompt(prompt)
     arr = load_image(image) if image is not None else None
-    trained = _trained(_config(preset, steps, guidance), checkpoint)
+    trained = _trained(cfg, checkpoint)
     res = decode_prompt(trained, prompt, arr, sampler=sampler, seed=seed, record=True)
     write_trajectory(trained, res, out, every)
     typer.echo(f"text: {res.text or '(none)'}; {res.result.steps} steps -> {out}")
@@ -238,9 +256,14 @@ def bench(
     n_prompts: Annotated[int | None, typer.Option(min=3, help="Held-out prompts (default 300; 2/3 edits).")] = None,
     batch: Annotated[int | None, typer.Option(min=1, help="Prompts per model call.")] = None,
     seed: int = 0,
+    seeds: Annotated[int, typer.Option(min=1, help="Sampling seeds for parallel vs think-then-draw (per seed and "
+                                                   "pooled, McNemar's exact test).")] = 4,
     checkpoint: Checkpoint = None,
     steps: Steps = None,
     guidance: Guidance = None,
+    text_guidance: TextGuidance = None,
+    schedule: Schedule = None,
+    attention: Attention = None,
 ) -> None:
     """Run the three samplers on the held-out prompts and score them (JSON + PNG)."""
     from rich.progress import Progress
@@ -248,7 +271,8 @@ def bench(
 
     from paperlab.paradiff.bench import AXES, run_bench, write_bench
 
-    trained = _trained(_config(preset, steps, guidance), checkpoint)
+    cfg = _config(preset, steps, guidance, text_guidance=text_guidance, schedule=schedule, attention=attention)
+    trained = _trained(cfg, checkpoint)
     with Progress(console=console, transient=True) as bar:
         tasks: dict[str, Any] = {}
 
@@ -257,7 +281,7 @@ def bench(
                 tasks[name] = bar.add_task(name, total=total)
             bar.update(tasks[name], completed=done)
 
-        result = run_bench(trained, n_prompts, seed=seed, batch=batch, on_progress=progress)
+        result = run_bench(trained, n_prompts, seed=seed, batch=batch, seeds=seeds, on_progress=progress)
     js, png = write_bench(result, out)
     t = Table(title=f"paradiff bench: {result['n_prompts']} held-out prompts, {result['preset']} preset")
     t.add_column("axis")
@@ -270,6 +294,15 @@ def bench(
             cells.append("n/a" if v is None else f"{v:.3f} [{result['ci95'][name][a][0]:.2f}, {result['ci95'][name][a][1]:.2f}]")
         t.add_row(a, *cells)
     out_console().print(t)
+    held = result["over_seeds"]
+    for k, r in held["per_seed"].items():
+        d = r["difference"]
+        console.print(f"sampling seed {k}: output alignment parallel {r['parallel']:.3f} vs think-then-draw "
+                      f"{r['sequential']:.3f}, difference {d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], "
+                      f"McNemar exact p {r['mcnemar']['p']:.3g}")
+    p, d = held["pooled"], held["pooled"]["difference"]
+    console.print(f"pooled over {held['seeds']} seeds: {p['parallel']:.3f} vs {p['sequential']:.3f}, difference "
+                  f"{d['mean']:+.3f} [{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}], McNemar exact p {p['mcnemar']['p']:.3g}")
     console.print(f"wrote {js} and {png}")
 
 
@@ -307,15 +340,22 @@ def rl(
     = None,
     preset: Preset = "tiny",
     updates: Annotated[int | None, typer.Option(min=1, help="RL updates per arm (preset: tiny 16).")] = None,
-    group: Annotated[int | None, typer.Option(min=2, help="G: trajectories per prompt (preset: tiny 4).")] = None,
+    group: Annotated[int | None, typer.Option(help="G: trajectories per prompt, at least 2 (preset: 4).")] = None,
     train_prompts: Annotated[int | None, typer.Option(min=1, help="Size of the fixed training prompt set.")] = None,
     prompts: Annotated[int | None, typer.Option(min=1, help="Training prompts per update.")] = None,
     beta: Annotated[float | None, typer.Option(min=0, help="KL penalty weight (default 0.02).")] = None,
     clip: Annotated[float | None, typer.Option(help="PPO clip range (default 0.2).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (default 3e-4).")] = None,
-    eval_prompts: Annotated[int, typer.Option(min=3, help="Held-out benchmark prompts to score each arm on.")] = 96,
-    eval_every: Annotated[int, typer.Option(min=0, help="Also score them every N updates (0: at the end only).")] = 4,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (preset: tiny 1e-4, small 3e-4).")] = None,
+    rollout: Annotated[str | None, typer.Option(help="eval: rollouts decoded as the benchmark decodes (the "
+                                                     "default); explore: words and codes at temperature 1, no "
+                                                     "guidance.")] = None,
+    advantage: Annotated[str | None, typer.Option(help="std: GRPO's group-normalised advantages (default); mean: "
+                                                       "centred only (Dr. GRPO).")] = None,
+    seeds: Annotated[int, typer.Option(min=1, help="RL seeds 0..N-1, each training both arms.")] = 3,
+    eval_prompts: Annotated[int, typer.Option(min=3, help="Held-out benchmark prompts to score each arm on.")] = 300,
+    eval_every: Annotated[int, typer.Option(min=0, help="Also score them every N updates (0: at the end only).")] = 0,
     checkpoint: Checkpoint = None,
+    attention: Attention = None,
     parallel: ParallelOpt = None,
     backend: BackendOpt = "auto",
     threads: ThreadsOpt = None,
@@ -335,7 +375,8 @@ def rl(
     from paperlab.paradiff.rl import RLConfig, check_device, rl_preset
     from paperlab.paradiff.rl_bench import ARMS, run_rl
 
-    over = {k: v for k, v in {"updates": updates, "group": group, "train_prompts": train_prompts,
+    over = {k: v for k, v in {"updates": updates, "group": group, "train_prompts": train_prompts, "rollout": rollout,
+                              "advantage": advantage,
                               "prompts": prompts, "beta": beta, "clip": clip, "lr": lr}.items() if v is not None}
     try:
         cfg = RLConfig.model_validate({**rl_preset(preset).model_dump(), **over})
@@ -347,11 +388,12 @@ def rl(
     if out is None:
         raise ParadiffConfigError("paradiff rl needs --out DIR (rl.json, rl.png and each arm's state go there)")
     check_device(cfg)  # before any training: a gpu preset on a CPU machine is one line, exit 2
+    model_cfg = _config(preset, attention=attention)
     from paperlab.train import check_launch, distributed
 
     check_launch(parallel, backend)
     with distributed(parallel, cfg.device, backend) as ctx:
-        trained = _trained(_config(preset), checkpoint, ctx=ctx, threads=threads)
+        trained = _trained(model_cfg, checkpoint, ctx=ctx, threads=threads)
         cols = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                 TextColumn("reward {task.fields[reward]:.3f}  kl {task.fields[kl]:.4f}"), TimeElapsedColumn())
         with Progress(*cols, console=console, transient=True, disable=not ctx.is_main) as bar:
@@ -360,15 +402,16 @@ def rl(
             def on_update(arm: str, rec: dict[str, float]) -> None:
                 bar.update(tasks[arm], completed=rec["update"], reward=rec["final_reward"], kl=rec["kl"])
 
-            result = run_rl(trained, out, cfg, eval_prompts=eval_prompts, eval_every=eval_every,
-                            on_update=on_update, ctx=ctx)
+            result = run_rl(trained, out, cfg, seeds=range(seeds), eval_prompts=eval_prompts,
+                            eval_every=eval_every, on_update=on_update, ctx=ctx)
         if not ctx.is_main:
             return
     from rich.table import Table
 
     from paperlab.paradiff.bench import AXES
 
-    t = Table(title=f"ParaRL on {result['n_prompts']} held-out prompts (parallel sampler)")
+    t = Table(title=f"ParaRL on {result['n_prompts']} held-out prompts (parallel sampler), pooled over RL seeds "
+                    f"{', '.join(map(str, result['seeds']))}")
     t.add_column("axis")
     for arm in ARMS:
         t.add_column(arm)
@@ -376,8 +419,13 @@ def rl(
         t.add_row(a, *[f"{result[arm][a]:.3f} [{result['ci95'][arm][a][0]:.2f}, {result['ci95'][arm][a][1]:.2f}]"
                        if result[arm][a] is not None else "n/a" for arm in ARMS])
     out_console().print(t)
-    tr = result["train_reward"]
-    console.print("scorer reward on the RL training prompts (same seeded rollouts), before -> after: "
-                  + "; ".join(f"{a} {tr[a]['before']:.3f} -> {tr[a]['after']:.3f}" for a in ARMS[1:]))
+    for pair, axes in result["paired"].items():
+        d = axes["output_alignment"]
+        console.print(f"output alignment, {pair.replace('_', ' ')}: {d['mean']:+.3f} "
+                      f"[{d['ci95'][0]:+.3f}, {d['ci95'][1]:+.3f}]")
+    for s, rec in result["per_seed"].items():
+        tr = rec["train_reward"]
+        console.print(f"seed {s}: scorer reward on its RL training prompts (same seeded rollouts), before -> after: "
+                      + "; ".join(f"{a} {tr[a]['before']:.3f} -> {tr[a]['after']:.3f}" for a in ARMS[1:]))
     console.print(f"scorer retrieval top-1 on held-out pairs: {result['scorer']['retrieval_top1']:.3f} "
                   f"(half masked: {result['scorer']['retrieval_top1_half_masked']:.3f}); wrote {out / 'rl.json'}")

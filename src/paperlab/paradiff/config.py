@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from paperlab.errors import config_error
 from paperlab.paradiff.errors import ParadiffConfigError
 
-__all__ = ["PRESETS", "BenchConfig", "ModelConfig", "ParadiffConfig", "SampleConfig", "TrainConfig",
+__all__ = ["PRESETS", "SCHEDULES", "BenchConfig", "ModelConfig", "ParadiffConfig", "SampleConfig", "TrainConfig",
            "VQConfig", "config_hash", "get_preset"]
 
 
@@ -47,8 +47,9 @@ class ModelConfig(_Strict):
     d_ff: int = Field(512, ge=8)
     dropout: float = Field(0.0, ge=0, lt=1)
     attention: Literal["full", "prefix"] = Field(
-        "prefix", description="full: every token sees every token (published); prefix: the condition sees only "
-                              "itself, so samplers compute it once per decode (paperlab.paradiff.model)")
+        "full", description="full: every token sees every token, as released; prefix: the condition sees only "
+                            "itself, so a sampler computes it once per decode (the fast option; "
+                            "paperlab.paradiff.model)")
 
 
 class TrainConfig(_Strict):
@@ -66,17 +67,37 @@ class TrainConfig(_Strict):
                                 "weights on every machine; None: the machine's default)")
 
 
-class SampleConfig(_Strict):
-    """Sampler schedules (see paperlab.paradiff.sampler)."""
+SCHEDULES = ("cosine", "linear", "pow2")  # image mask schedules: share of codes still masked at progress t
 
-    steps: int = Field(16, ge=1, description="joint steps of the parallel sampler")
+
+class SampleConfig(_Strict):
+    """Sampler settings, defaults as in the released MMaDA-Parallel code (see paperlab.paradiff.sampler
+    and the settings table in docs/paradiff.md)."""
+
+    steps: int = Field(16, ge=1, description="joint steps of the parallel sampler (release: text_steps)")
     text_steps: int = Field(16, ge=1, description="text steps of the sequential sampler")
-    image_steps: int = Field(12, ge=1, description="image steps of the sequential and image-only samplers")
-    image_start: float = Field(0.25, ge=0, lt=1, description="share of the parallel steps before the image starts")
-    guidance: float = Field(2.0, ge=0, description="cfg scale: cond + g * (cond - uncond) on image logits")
-    temperature: float = Field(1.0, ge=0, description="image sampling temperature (0: argmax)")
-    noise: float = Field(1.0, ge=0, description="annealed Gumbel noise on image confidences")
-    text_temperature: float = Field(0.0, ge=0, description="0: greedy text as published; >0 samples words (RL rollouts)")
+    image_steps: int = Field(12, ge=1, description="image updates: the parallel sampler spreads them evenly from "
+                             "image_start to its last step (release: timesteps); the sequential and image-only "
+                             "samplers run them one a step")
+    image_start: float = Field(0.25, ge=0, lt=1, description="share of the parallel steps before the first image "
+                               "update (release: text_steps // 4)")
+    schedule: Literal["cosine", "linear", "pow2"] = Field(
+        "cosine", description="image mask schedule: share of codes left masked at progress t (release: cosine)")
+    schedule_origin: Literal["text", "image"] = Field(
+        "text", description="parallel sampler's image progress: (step + 1) / steps, counted from the first text "
+                            "step as released, or counted over the image updates only")
+    last_code: Literal["draw", "random"] = Field(
+        "draw", description="a code still masked after the last image update (the release keeps at least one "
+                            "masked every update): its last draw (MMaDA-Parallel-M, MaskGIT) or a uniform random "
+                            "code (MMaDA-Parallel-A)")
+    guidance: float = Field(4.0, ge=0, allow_inf_nan=False, description="image term of classifier-free guidance: "
+                            "cond + g (cond - uncond) on image logits (release: 4.0)")
+    text_guidance: float = Field(0.0, ge=0, allow_inf_nan=False, description="text term: the same on text logits "
+                                 "(release: 0, off)")
+    temperature: float = Field(1.0, ge=0, allow_inf_nan=False, description="image sampling temperature (0: argmax)")
+    noise: float = Field(1.0, ge=0, allow_inf_nan=False, description="annealed Gumbel noise on image confidences")
+    text_temperature: float = Field(0.0, ge=0, allow_inf_nan=False,
+                                    description="0: greedy text, the release's default; >0 samples words")
     chunk: int = Field(32, ge=0, description="rows per model call on a CPU (0: the whole batch at once)")
 
 
@@ -143,7 +164,7 @@ PRESETS: dict[str, ParadiffConfig] = {
     # Trains VQ + model in a few minutes on 2 CPU cores: tests and the demo. One code per 8x8
     # cell (16 image tokens) keeps the sequence short enough for that budget. Wide and shallow:
     # at equal wall time d 128 x 2 layers learnt the task far better than d 64 x 3 (per-op
-    # overhead, not FLOPs, bounds a step this small; docs/paradiff.md).
+    # overhead, not FLOPs, bounds a step this small).
     "tiny": ParadiffConfig(
         name="tiny",
         vq=VQConfig(patch=8, steps=300),

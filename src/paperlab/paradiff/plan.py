@@ -10,7 +10,7 @@ import torch
 from paperlab.errors import TrainError
 from paperlab.paradiff.config import ParadiffConfig
 from paperlab.paradiff.model import Layout, ParaDiffModel
-from paperlab.paradiff.rl import RLConfig
+from paperlab.paradiff.rl import RLConfig, rollout_config
 from paperlab.paradiff.scene import IMAGE_SIZE
 from paperlab.train.estimate import MemoryEstimate, bidirectional_activation_bytes, estimate_memory
 
@@ -40,8 +40,9 @@ def train_memory(cfg: ParadiffConfig, *, world_size: int, parallel: str) -> Memo
 
 def rl_memory(cfg: ParadiffConfig, rl: RLConfig, *, world_size: int, parallel: str) -> MemoryEstimate:
     """Memory per rank of ParaRL on ``world_size`` processes: the policy trained as above, on
-    the update's sequences (this rank's prompts x group x scored steps, one forward), plus the
-    frozen reference model, whole on every rank (counted with the gathered weights).
+    the update's sequences (this rank's prompts x group x scored steps, one forward; twice that
+    when rollouts are guided: each sequence's unconditional copy rides along), plus the frozen
+    reference model, whole on every rank (counted with the gathered weights).
 
     Raises:
         TrainError: the update's prompts do not split evenly over ``world_size``.
@@ -53,7 +54,9 @@ def rl_memory(cfg: ParadiffConfig, rl: RLConfig, *, world_size: int, parallel: s
     with torch.device("meta"):
         model = ParaDiffModel(cfg.model, layout)
     m, bf16 = cfg.model, rl.dtype == "bfloat16"
-    rows = rl.prompts // world_size * rl.group * rl.loss_steps
+    roll = rollout_config(cfg.sample, rl.rollout)
+    guided = roll.guidance > 0 or roll.text_guidance > 0
+    rows = rl.prompts // world_size * rl.group * rl.loss_steps * (2 if guided else 1)
     act = bidirectional_activation_bytes(batch=rows, seq=layout.length, hidden=m.d_model, ffn=m.d_ff,
                                          layers=m.n_layers, vocab=layout.vocab, bf16=bf16)
     est = estimate_memory(model, world_size=world_size, parallel=parallel, activations=act, bf16=bf16)

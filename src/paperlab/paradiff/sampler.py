@@ -1,30 +1,31 @@
 """The three samplers over one trained model, batched, with an optional trajectory recorder.
 
 - ``parallel`` (MMaDA-Parallel): text and image start fully masked and are denoised together,
-  one joint forward pass per step. Text: greedy low-confidence remasking on a linear schedule
-  (each step fixes the ceil(masked / steps left) most confident masked words). Image:
-  MaskGIT-style from ``image_start`` of the way through: sample every masked code, keep
-  floor(N cos(pi/2 progress)) of them masked, the least confident ones (confidence plus
-  annealed Gumbel noise); classifier-free guidance on the image logits only.
-- ``sequential`` (think, then draw): the same text updates with the image fully masked, then
-  the same image updates with the finished text in the context.
+  one joint forward pass per step. Text: greedy low-confidence remasking (LLaDA), a linear
+  number of words a step. Image: MaskGIT-style updates from a quarter of the way on: sample
+  every masked code, keep the least confident masked (confidence plus annealed Gumbel noise)
+  by the cosine schedule, counted from the first text step. Schedules: paperlab.paradiff.schedule.
+- ``sequential`` (think, then draw): the text updates with the image fully masked, then the
+  image updates (MaskGIT's own schedule) with the finished text in the context.
 - ``image-only`` (no reasoning): the image updates with the text left fully masked.
 
-Guidance needs an unconditional pass; it runs in the same model call as the conditional one
-(2B rows), or from 8 rows in a call of its own that skips the text positions of the last
-block (guidance reads only the image logits). The published code caches nothing between steps.
-Here, for a model with prefix attention (the presets'), the condition's keys and values are
-computed once per decode (the unconditional rows share one blank condition) and each step runs
-over the output tokens only; a ``full``-attention model re-reads the whole sequence every step.
+Classifier-free guidance, as released: cond + g (cond - uncond) on the image logits (g =
+``guidance``, 4) and optionally on the text logits (``text_guidance``, off), where uncond is the
+same sequence with the condition dropped (prompt and input image), as in training. The
+unconditional rows run in the same model call as the conditional ones (2B rows), or from 8 rows
+in a call of their own that skips the positions whose logits guidance does not read.
+
+Attention: a ``full``-attention model (the release's) re-reads the whole sequence every step.
+A ``prefix``-attention model (the fast option) computes the condition's keys and values once per
+decode (the unconditional rows share one blank condition) and each step runs over the output
+tokens only.
 
 Batching: every row draws its random numbers from its own counter-based stream, keyed by
 (row seed, step, position), so a row decodes the same whether it is sampled alone or in a
 batch of any size (``seed`` + its index in the batch is its row seed). Categorical draws use
 one uniform per position (inverse CDF) rather than one exponential per vocabulary entry. On a
-CPU the model call is split into chunks of ``SampleConfig.chunk`` rows (32): with the whole
-sequence in every step (86 tokens a row) 64-row calls overflowed the cache and cost more per
-row than 16-row ones; with the condition cached a row is 34 tokens and 32-row chunks measured
-as fast as or faster than 16 or the whole batch.
+CPU the model call is split into chunks of ``SampleConfig.chunk`` rows (32), which measured as
+fast as or faster than 16 rows or the whole batch.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import torch
 from paperlab.paradiff.config import SampleConfig
 from paperlab.paradiff.errors import ParadiffConfigError
 from paperlab.paradiff.model import MASK, ConditionCache, ParaDiffModel
+from paperlab.paradiff.schedule import Step, mask_share, plan, text_left
 from paperlab.paradiff.tokens import drop_condition
 
 __all__ = ["SAMPLERS", "SampleResult", "Trajectory", "sample", "uniforms"]
@@ -103,29 +105,43 @@ class _DecodeCaches:
                 self.both = self.cond.cat(repeated)
 
 
-def _logits(model: ParaDiffModel, x: torch.Tensor, guidance: float, need_image: bool,
+def _guide(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """cond + scale (cond - uncond); a logit that is -inf in both (a token the position may not
+    hold) stays -inf."""
+    return cond + scale * torch.nan_to_num(cond - uncond, nan=0.0)
+
+
+def _logits(model: ParaDiffModel, x: torch.Tensor, image_scale: float, text_scale: float, need_image: bool,
             chunk: int = 0, cache: _DecodeCaches | None = None, need_text: bool = True,
             keep_image: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Text and (guided, when ``need_image``) image logits of one step over cond (+ uncond) rows.
+    """Text and image logits of one step, each guided by its scale when positive.
 
     A modality the step does not need is not computed (its logits have length 0), except the
-    image with ``keep_image`` (unguided: a recorded trajectory's guess during text steps).
+    image with ``keep_image`` (a recorded trajectory's guess during text steps, unguided).
     """
     b = x.shape[0]
-    if guidance > 0 and need_image:
+    g_img = image_scale if need_image else 0.0
+    g_txt = text_scale if need_text else 0.0
+    want_img = need_image or keep_image
+    if g_img > 0 or g_txt > 0:
         xu = drop_condition(model.layout, x)
         if b >= _SPLIT_ROWS:
-            # A call of its own for the unconditional rows (cheap at this many rows) lets them
-            # skip the text positions of the last block, whose logits guidance never uses.
-            text, img = _model_logits(model, x, chunk, None if cache is None else cache.cond, text=need_text)
-            _, uimg = _model_logits(model, xu, chunk, None if cache is None else cache.uncond, text=False)
+            # A call of its own for the unconditional rows lets them skip the positions whose
+            # logits guidance does not read (the text, unless the text is guided too).
+            text, img = _model_logits(model, x, chunk, None if cache is None else cache.cond, text=need_text,
+                                      image=want_img)
+            utext, uimg = _model_logits(model, xu, chunk, None if cache is None else cache.uncond, text=g_txt > 0,
+                                        image=g_img > 0)
         else:
             both = None if cache is None else cache.both
-            text, both_img = _model_logits(model, torch.cat([x, xu]), chunk, both, text=need_text)
-            text, img, uimg = text[:b], both_img[:b], both_img[b:]
-        return text, img + guidance * (img - uimg)
-    return _model_logits(model, x, chunk, None if cache is None else cache.cond, text=need_text,
-                         image=need_image or keep_image)
+            t2, i2 = _model_logits(model, torch.cat([x, xu]), chunk, both, text=need_text, image=want_img)
+            text, utext, img, uimg = t2[:b], t2[b:], i2[:b], i2[b:]
+        if g_txt > 0:
+            text = _guide(text, utext, g_txt)
+        if g_img > 0:
+            img = _guide(img, uimg, g_img)
+        return text, img
+    return _model_logits(model, x, chunk, None if cache is None else cache.cond, text=need_text, image=want_img)
 
 
 # --- per-row random streams -------------------------------------------------------------------
@@ -167,35 +183,40 @@ def _categorical(probs: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return torch.searchsorted(cdf.contiguous(), target).squeeze(-1).clamp(max=probs.shape[-1] - 1)
 
 
-def _text_update(x_text: torch.Tensor, logits: torch.Tensor, steps_left: int, temperature: float = 0.0,
+def _text_update(x_text: torch.Tensor, logits: torch.Tensor, left: int, temperature: float = 0.0,
                  u: torch.Tensor | None = None) -> torch.Tensor:
-    """Fix the most confident ceil(masked / steps_left) masked words of each row.
+    """Fix the most confident masked words of each row until ``left`` stay masked.
 
-    Greedy (the published sampler) at temperature 0; otherwise each word is sampled (with the
-    uniforms ``u``, one per position) and its confidence is the probability of the sampled word.
+    Greedy (the release's default) at temperature 0; otherwise each word is drawn at that
+    temperature (with the uniforms ``u``, one per position). Either way its confidence is the
+    untempered probability of the word chosen, as in the release.
     """
+    probs = logits.softmax(-1)
     if temperature > 0:
         if u is None:
             raise ValueError("sampling words needs uniforms")
-        probs = (logits / temperature).softmax(-1)
-        pred = _categorical(probs, u)
+        pred = _categorical(probs if temperature == 1 else (logits / temperature).softmax(-1), u)
         conf = torch.gather(probs, -1, pred[..., None])[..., 0]
     else:
-        conf, pred = logits.softmax(-1).max(-1)  # (B, T)
+        conf, pred = probs.max(-1)  # (B, T)
     masked = x_text == MASK
     conf = conf.masked_fill(~masked, float("-inf"))
-    k = torch.ceil(masked.sum(-1) / max(1, steps_left)).long()  # (B,)
+    k = (masked.sum(-1) - left).clamp(min=0)  # (B,)
     order = conf.argsort(-1, descending=True).argsort(-1)  # rank of each position
     pick = (order < k[:, None]) & masked
     return torch.where(pick, pred, x_text)
 
 
-def _image_update(x_img: torch.Tensor, logits: torch.Tensor, progress: float, cfg: SampleConfig,
-                  u_draw: torch.Tensor, u_noise: torch.Tensor) -> torch.Tensor:
-    """One MaskGIT step on codes (B, N) with -1 for masked; returns the new codes.
+def _image_update(x_img: torch.Tensor, logits: torch.Tensor, step: Step, cfg: SampleConfig,
+                  u: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """One MaskGIT update of codes (B, N), -1 for masked; returns the new codes.
 
-    ``u_draw`` and ``u_noise`` are (B, N) uniforms: the code draws and the confidence noise.
+    ``u``: three (B, N) uniforms, for the code draws, the confidence noise and (after the last
+    update) the release's random fill. Keeps max(1, min(masked - 1, floor(N schedule(progress))))
+    masked, the least confident (paperlab.paradiff.schedule); after the last update the codes
+    still masked take ``cfg.last_code``.
     """
+    u_draw, u_noise, u_fill = u
     masked = x_img < 0
     if cfg.temperature > 0:
         probs = (logits / cfg.temperature).softmax(-1)
@@ -205,19 +226,19 @@ def _image_update(x_img: torch.Tensor, logits: torch.Tensor, progress: float, cf
         sampled = probs.argmax(-1)
     conf = torch.gather(probs, -1, sampled[..., None])[..., 0].clamp_min(1e-20).log()
     if cfg.noise > 0:
-        conf = conf + cfg.noise * (1 - progress) * -torch.log(-torch.log(u_noise))
+        conf = conf + cfg.noise * (1 - step.progress) * -torch.log(-torch.log(u_noise))
     conf = conf.masked_fill(~masked, float("inf"))
     n = x_img.shape[1]
-    keep_masked = int(math.floor(n * math.cos(math.pi / 2 * progress)))
     n_masked = masked.sum(-1)  # (B,)
-    # Unmask at least one code per step while any remain, and everything at the end.
-    keep = torch.clamp(torch.full_like(n_masked, keep_masked), max=(n_masked - 1).clamp(min=0))
-    if progress >= 1.0:
-        keep = torch.zeros_like(keep)
+    target = math.floor(n * mask_share(cfg.schedule, step.progress))
+    keep = torch.minimum((n_masked - 1).clamp(max=target).clamp(min=1), n_masked)
     order = conf.argsort(-1).argsort(-1)  # 0 = least confident
     stay = order < keep[:, None]
-    new = torch.where(masked, sampled, x_img)
-    return torch.where(stay, torch.full_like(new, -1), new)
+    new = torch.where(masked & ~stay, sampled, x_img)
+    if step.last_image:
+        fill = sampled if cfg.last_code == "draw" else (u_fill * logits.shape[-1]).long().clamp(max=logits.shape[-1] - 1)
+        new = torch.where(new < 0, fill, new)
+    return new
 
 
 def _pred(text: torch.Tensor, tl: torch.Tensor, img: torch.Tensor, il: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -242,7 +263,7 @@ def sample(model: ParaDiffModel, cond: torch.Tensor, sampler: str, cfg: SampleCo
         on_step: called as (step, total) after each model call.
         reuse_condition: compute the condition's keys and values once per decode (prefix-attention
             models only; the same samples up to float rounding). False re-reads the whole
-            sequence every step, as the published code does (for comparison).
+            sequence every step, as the released code does (for comparison).
 
     Raises:
         ParadiffConfigError: unknown sampler.
@@ -267,32 +288,24 @@ def sample(model: ParaDiffModel, cond: torch.Tensor, sampler: str, cfg: SampleCo
     def sync() -> None:
         x[:, lay.out_image] = torch.where(img < 0, MASK, img + lay.n_words)
 
-    if sampler == "parallel":
-        plan = [("both" if s >= int(cfg.steps * cfg.image_start) else "text", s) for s in range(cfg.steps)]
-        img_start = int(cfg.steps * cfg.image_start)
-    elif sampler == "sequential":
-        plan = [("text", s) for s in range(cfg.text_steps)] + [("image", s) for s in range(cfg.image_steps)]
-    else:
-        plan = [("image", s) for s in range(cfg.image_steps)]
-    total = len(plan)
-    cache = _DecodeCaches(model, x, cfg.guidance > 0) if model.cacheable and reuse_condition else None
-    for step, (what, s) in enumerate(plan):
-        need_img = what != "text"
+    steps = plan(sampler, cfg)
+    total = len(steps)
+    guided = cfg.guidance > 0 or cfg.text_guidance > 0
+    cache = _DecodeCaches(model, x, guided) if model.cacheable and reuse_condition else None
+    text_total = lay.text.stop - lay.text.start
+    for k, st in enumerate(steps):
         # A recorded trajectory keeps both modalities' guesses at every step.
-        need_text = what != "image" or traj is not None
-        tl, il = _logits(model, x, cfg.guidance, need_img, cfg.chunk, cache, need_text, keep_image=traj is not None)
+        need_text = st.text or traj is not None
+        tl, il = _logits(model, x, cfg.guidance, cfg.text_guidance if st.text else 0.0, st.image, cfg.chunk,
+                         cache, need_text, keep_image=traj is not None)
         text = x[:, lay.text]
-        if what in ("text", "both"):
-            steps_left = (cfg.steps - s) if sampler == "parallel" else (cfg.text_steps - s)
-            u = uniforms(row_seeds, step, 0, text.shape[1]) if cfg.text_temperature > 0 else None
-            x[:, lay.text] = _text_update(text, tl, steps_left, cfg.text_temperature, u)
-        if need_img:
-            if sampler == "parallel":
-                progress = (s - img_start + 1) / (cfg.steps - img_start)
-            else:
-                progress = (s + 1) / cfg.image_steps
-            img = _image_update(img, il, progress, cfg, uniforms(row_seeds, step, 1, n),
-                                uniforms(row_seeds, step, 2, n))
+        if st.text:
+            u = uniforms(row_seeds, k, 0, text.shape[1]) if cfg.text_temperature > 0 else None
+            x[:, lay.text] = _text_update(text, tl, text_left(text_total, st.text_steps, st.text_step),
+                                          cfg.text_temperature, u)
+        if st.image:
+            img = _image_update(img, il, st, cfg, (uniforms(row_seeds, k, 1, n), uniforms(row_seeds, k, 2, n),
+                                                   uniforms(row_seeds, k, 3, n)))
             sync()
         if traj is not None:
             pt, pi = _pred(text, tl, img, il)
@@ -301,5 +314,5 @@ def sample(model: ParaDiffModel, cond: torch.Tensor, sampler: str, cfg: SampleCo
             traj.pred_texts.append(pt.cpu())
             traj.pred_images.append(pi.cpu())
         if on_step is not None:
-            on_step(step + 1, total)
+            on_step(k + 1, total)
     return SampleResult(x[:, lay.text].clone().cpu(), img.clamp(min=0).cpu(), total, traj)
