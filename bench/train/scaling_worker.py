@@ -53,7 +53,7 @@ def main() -> None:
         config = InstellaConfig(vocab_size=vocab, hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
                                 num_hidden_layers=m.num_hidden_layers, num_attention_heads=m.num_attention_heads,
                                 max_position_embeddings=T)
-        spec = stage_spec(cfg, s.model_copy(update={"steps": a.steps}), "cosine", label="bench", bf16=False)
+        spec = stage_spec(cfg, s.model_copy(update={"steps": a.steps}), "pretrain", label="bench", bf16=False)
         marks: list[float] = []
         _, res = run_training(InstellaForCausalLM(config), FnTask(batch, loss), spec, ctx,
                               on_step=lambda step, *_: marks.append(time.perf_counter()))
