@@ -20,17 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from preset_model import preset_model
 
 from paperlab.io import atomic_write_text
 from paperlab.paradiff.bench import conditions, score
-from paperlab.paradiff.config import get_preset
 from paperlab.paradiff.model import MASK
 from paperlab.paradiff.sampler import _image_update, _logits, _text_update, uniforms
 from paperlab.paradiff.scene import detect
 from paperlab.paradiff.schedule import plan, text_left
 from paperlab.paradiff.tokens import decode_images, decode_text, target_tokens
-from paperlab.paradiff.train import bench_examples, ensure_model
-from paperlab.threads import set_threads
+from paperlab.paradiff.train import bench_examples
 
 
 def main() -> None:
@@ -39,12 +38,7 @@ def main() -> None:
     ap.add_argument("--attention", choices=("full", "prefix"), default=None, help="override model.attention")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    cfg = get_preset(args.preset)
-    if args.attention:
-        cfg = cfg.with_overrides(**{"model.attention": args.attention})
-    set_threads(cfg.train.threads)  # a model not yet cached trains on one thread, as the CLI trains it
-    tr = ensure_model(cfg)
-    set_threads()
+    cfg, tr = preset_model(args.preset, args.attention)
     lay, sc = tr.layout, cfg.sample
     ex = bench_examples(cfg)
     cond = conditions(tr, ex)

@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from preset_model import preset_model
 from rich.console import Console
 from rich.table import Table
 
 from paperlab.io import atomic_write_text
 from paperlab.paradiff.bench import AXES, conditions, score_sampler
-from paperlab.paradiff.config import get_preset
 from paperlab.paradiff.stats import bootstrap_ci, nanmean
-from paperlab.paradiff.train import Trained, bench_examples, ensure_model
-from paperlab.threads import set_threads
+from paperlab.paradiff.train import Trained, bench_examples
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "release defaults (guidance 4, text term off)": {},
@@ -69,12 +68,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    cfg = get_preset(args.preset)
-    if args.attention:
-        cfg = cfg.with_overrides(**{"model.attention": args.attention})
-    set_threads(cfg.train.threads)  # a model not yet cached trains on one thread, as the CLI trains it
-    trained = ensure_model(cfg)
-    set_threads()
+    cfg, trained = preset_model(args.preset, args.attention)
     rows = run(trained, args.n_prompts, args.seed)
     t = Table(title=f"{cfg.name} ({cfg.model.attention} attention): {args.n_prompts} held-out prompts, "
                     "parallel / think-then-draw")

@@ -22,17 +22,16 @@ from typing import Any
 
 import numpy as np
 import torch
+from preset_model import preset_model
 
 from paperlab.io import atomic_write_text
 from paperlab.paradiff.bench import conditions, score
-from paperlab.paradiff.config import get_preset
 from paperlab.paradiff.rl import _reward, rl_preset, rollout_config
 from paperlab.paradiff.sampler import sample
 from paperlab.paradiff.scene import detect
 from paperlab.paradiff.scorer import ensure_scorer
 from paperlab.paradiff.tokens import decode_images, decode_text
-from paperlab.paradiff.train import bench_examples, ensure_model
-from paperlab.threads import set_threads
+from paperlab.paradiff.train import bench_examples
 
 
 def auc(pos: np.ndarray, neg: np.ndarray) -> float | None:
@@ -53,11 +52,8 @@ def main() -> None:
                     help="other trajectory scorings to compare, as comma-separated shares")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    cfg = get_preset(args.preset)
+    cfg, trained = preset_model(args.preset)
     rl = rl_preset(args.preset)
-    set_threads(cfg.train.threads)  # a model not yet cached trains on one thread, as the CLI trains it
-    trained = ensure_model(cfg)
-    set_threads()
     scorer, _ = ensure_scorer(rl.scorer, trained.vq)
     ex = bench_examples(cfg)[: args.groups]
     cond = conditions(trained, ex).repeat_interleave(args.group, 0)
