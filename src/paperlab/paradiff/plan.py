@@ -7,11 +7,11 @@ from dataclasses import replace
 
 import torch
 
-from paperlab.errors import TrainError
 from paperlab.paradiff.config import ParadiffConfig
 from paperlab.paradiff.model import Layout, ParaDiffModel
 from paperlab.paradiff.rl import RLConfig, rollout_config
 from paperlab.paradiff.scene import IMAGE_SIZE
+from paperlab.train.dist import per_rank
 from paperlab.train.estimate import MemoryEstimate, bidirectional_activation_bytes, estimate_memory
 
 
@@ -26,14 +26,12 @@ def train_memory(cfg: ParadiffConfig, *, world_size: int, parallel: str) -> Memo
     Raises:
         TrainError: the global batch does not split evenly over ``world_size``.
     """
-    if cfg.train.batch % world_size:
-        raise TrainError(f"the global batch of {cfg.train.batch} does not split evenly over {world_size} "
-                         f"processes; use a multiple of {world_size}")
+    batch = per_rank(cfg.train.batch, world_size, "the global batch")
     layout = layout_of(cfg)
     with torch.device("meta"):
         model = ParaDiffModel(cfg.model, layout)
     m, bf16 = cfg.model, cfg.dtype == "bfloat16"
-    act = bidirectional_activation_bytes(batch=cfg.train.batch // world_size, seq=layout.length, hidden=m.d_model,
+    act = bidirectional_activation_bytes(batch=batch, seq=layout.length, hidden=m.d_model,
                                          ffn=m.d_ff, layers=m.n_layers, vocab=layout.vocab, bf16=bf16)
     return estimate_memory(model, world_size=world_size, parallel=parallel, activations=act, bf16=bf16)
 
@@ -47,16 +45,14 @@ def rl_memory(cfg: ParadiffConfig, rl: RLConfig, *, world_size: int, parallel: s
     Raises:
         TrainError: the update's prompts do not split evenly over ``world_size``.
     """
-    if rl.prompts % world_size:
-        raise TrainError(f"the {rl.prompts} prompts of an update do not split evenly over {world_size} "
-                         f"processes; use a multiple of {world_size}")
+    prompts = per_rank(rl.prompts, world_size, "an update's prompt count")
     layout = layout_of(cfg)
     with torch.device("meta"):
         model = ParaDiffModel(cfg.model, layout)
     m, bf16 = cfg.model, rl.dtype == "bfloat16"
     roll = rollout_config(cfg.sample, rl.rollout)
     guided = roll.guidance > 0 or roll.text_guidance > 0
-    rows = rl.prompts // world_size * rl.group * rl.loss_steps * (2 if guided else 1)
+    rows = prompts * rl.group * rl.loss_steps * (2 if guided else 1)
     act = bidirectional_activation_bytes(batch=rows, seq=layout.length, hidden=m.d_model, ffn=m.d_ff,
                                          layers=m.n_layers, vocab=layout.vocab, bf16=bf16)
     est = estimate_memory(model, world_size=world_size, parallel=parallel, activations=act, bf16=bf16)

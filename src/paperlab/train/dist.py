@@ -97,6 +97,18 @@ def single_process(device: str = "cpu") -> DistContext:
     return DistContext(0, 1, 0, "none", None, resolve_device(device, 0))
 
 
+def per_rank(count: int, world_size: int, what: str) -> int:
+    """``count`` divided over ``world_size`` processes (``what`` names the count in the error).
+
+    Raises:
+        TrainError: the world size does not divide ``count``.
+    """
+    if count % world_size:
+        raise TrainError(f"{what} of {count} does not split evenly over {world_size} processes; use a "
+                         f"multiple of {world_size}, or another number of processes")
+    return count // world_size
+
+
 def resolve_device(device: str, local_rank: int) -> torch.device:
     """"auto" -> CUDA when present, else the CPU; "cuda" on a machine without it is one line."""
     if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):

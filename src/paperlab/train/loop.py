@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from paperlab.errors import TrainError
-from paperlab.train.dist import DistContext
+from paperlab.train.dist import DistContext, per_rank
 from paperlab.train.optim import OptimSpec, Schedule, make_optimizer
 from paperlab.train.parallel import Wrapped, no_grad_sync, wrap_model
 from paperlab.train.state import check_fingerprint, clear_state, load_state, read_latest, save_state
@@ -115,11 +115,7 @@ def local_rows(global_batch: int, ctx: DistContext) -> range:
     Raises:
         TrainError: the world size does not divide the global batch.
     """
-    if global_batch % ctx.world_size:
-        raise TrainError(f"the global batch of {global_batch} does not split evenly over {ctx.world_size} "
-                         f"processes; use a batch that is a multiple of {ctx.world_size}, or another "
-                         "--nproc_per_node")
-    per = global_batch // ctx.world_size
+    per = per_rank(global_batch, ctx.world_size, "the global batch")
     return range(ctx.rank * per, (ctx.rank + 1) * per)
 
 

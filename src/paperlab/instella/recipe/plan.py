@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from paperlab.errors import TrainError
 from paperlab.instella.recipe.config import RecipeConfig, StageSettings
+from paperlab.train.dist import per_rank
 from paperlab.train.estimate import MemoryEstimate, decoder_activation_bytes, estimate_memory
 
 RELEASED_VOCAB = 50304  # the released tokenizer's 50,280 tokens padded to a multiple of 64
@@ -41,10 +41,7 @@ def recipe_memory(cfg: RecipeConfig, *, world_size: int, parallel: str) -> dict[
     m, bf16 = cfg.model, cfg.bf16_autocast
     out: dict[str, MemoryEstimate] = {}
     for stage, s, rows_per_sample, seq in _trained(cfg):
-        if s.batch % world_size:
-            raise TrainError(f"stage {stage}: the global batch of {s.batch} does not split evenly over "
-                             f"{world_size} processes; use a multiple of {world_size}")
-        rows = s.batch // world_size * rows_per_sample
+        rows = per_rank(s.batch, world_size, f"stage {stage}: the global batch") * rows_per_sample
         if stage.startswith("long") and stage != "long_dpo":
             rows = 1  # one packed row per forward (micro-batches of 1)
         elif stage == "grpo":
