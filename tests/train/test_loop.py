@@ -28,6 +28,7 @@ from paperlab.train import (
     single_process,
 )
 from paperlab.train.loop import clip_gradients
+from paperlab.train.parallel import row_sparse_params
 
 
 def test_schedules_by_hand() -> None:
@@ -130,6 +131,12 @@ def test_clipping_sums_squares_in_float64() -> None:
     assert norm == 5.0
     total = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in ps))  # type: ignore[union-attr]
     assert math.isclose(total, 1.0, rel_tol=1e-5)
+    # the loop's rescaling to the global mean rides on the same pass: the norm is the rescaled one
+    ps[0].grad, ps[1].grad = torch.tensor([3.0, 0.0, 0.0]), torch.tensor([[0.0, 4.0], [0.0, 0.0]])
+    assert clip_gradients(ps, 100.0, single_process("cpu"), mode="none", scale=2.0) == 10.0
+    assert ps[0].grad.tolist() == [6.0, 0.0, 0.0]  # type: ignore[union-attr]
+    assert clip_gradients(ps, 1.0, single_process("cpu"), mode="none", scale=0.5) == 5.0
+    assert math.isclose(float(ps[0].grad[0]), 0.6, rel_tol=1e-6)  # type: ignore[index]
 
 
 def _toy_model() -> nn.Module:
@@ -173,3 +180,22 @@ def test_a_nan_loss_stops_with_one_line() -> None:
     with pytest.raises(TrainError, match="the loss is nan at step 0; lower the learning rate"):
         run_training(_toy_model(), FnTask(_linear_task().batch, loss),
                      TrainSpec(steps=2, global_batch=2, optim=OptimSpec(lr=0.1)), single_process("cpu"))
+
+
+def test_only_untied_input_embeddings_are_averaged_row_sparse() -> None:
+    """A table read by an output head too gets a dense gradient: it must stay in DDP's buckets."""
+
+    class LM(nn.Module):
+        def __init__(self, tied: bool) -> None:
+            super().__init__()
+            self.tok = nn.Embedding(50, 8)
+            self.pos = nn.Embedding(4, 8)
+            self.head = nn.Linear(8, 50, bias=False)
+            if tied:
+                self.head.weight = self.tok.weight
+
+    assert list(row_sparse_params(LM(tied=False))) == ["tok.weight", "pos.weight"]
+    assert list(row_sparse_params(LM(tied=True))) == ["pos.weight"]
+    frozen = LM(tied=False)
+    frozen.pos.weight.requires_grad_(False)
+    assert list(row_sparse_params(frozen)) == ["tok.weight"]

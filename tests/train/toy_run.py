@@ -1,6 +1,7 @@
 """A small real training run of paperlab.train, launched by the tests as one process or under
-torchrun: a two-block MLP classifier with per-sample dropout and a variable number of loss units
-per sample (so the global count matters), micro-batches, clipping, a warm-up cosine schedule.
+torchrun: a token table and a two-block MLP classifier with per-sample dropout and a variable
+number of loss units per sample (so the global count matters), micro-batches, clipping, a warm-up
+cosine schedule.
 
     python toy_run.py OUT STEPS [--parallel P] [--stop-after N] [--width W] [--batch B]
 
@@ -32,6 +33,8 @@ from paperlab.train import (
     sample_seed,
 )
 
+VOCAB = 64
+
 
 class Block(nn.Module):
     def __init__(self, width: int) -> None:
@@ -48,10 +51,13 @@ class Net(nn.Module):
 
     def __init__(self, width: int) -> None:
         super().__init__()
+        # a token table of which each batch touches a few rows (DDP averages it row-sparse)
+        self.emb = nn.Embedding(VOCAB, width)
         self.blocks = nn.ModuleList(Block(width) for _ in range(2))
         self.head = nn.Linear(width, 4)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        x = x + self.emb(ids)
         for b in self.blocks:
             x = b(x)
         return self.head(x)
@@ -59,20 +65,21 @@ class Net(nn.Module):
 
 def make_batch(width: int):  # type: ignore[no-untyped-def]
     def batch(step: int, rows: range) -> dict:  # type: ignore[type-arg]
-        xs, ys, seeds = [], [], []
+        xs, ys, ids, seeds = [], [], [], []
         for i in rows:
             g = sample_generator(0, step, i)
             units = int(torch.randint(1, 4, (1,), generator=g))  # 1-3 scored positions of 3
             xs.append(torch.randn(3, width, generator=g))
             ys.append(torch.where(torch.arange(3) < units, torch.randint(0, 4, (3,), generator=g), -100))
+            ids.append(torch.randint(0, VOCAB, (3,), generator=g))
             seeds.append(sample_seed(0, step, i))
-        return {"x": torch.stack(xs), "y": torch.stack(ys), "seeds": seeds}
+        return {"x": torch.stack(xs), "y": torch.stack(ys), "ids": torch.stack(ids), "seeds": seeds}
     return batch
 
 
 def loss(model: nn.Module, b: dict) -> LossParts:  # type: ignore[type-arg]
     with row_seeds(b["seeds"]):
-        logits = model(b["x"])
+        logits = model(b["x"], b["ids"])
     total = nn.functional.cross_entropy(logits.reshape(-1, 4), b["y"].reshape(-1), reduction="sum")
     return LossParts(total, int((b["y"] != -100).sum()), tokens=int(b["x"].shape[0] * 3))
 

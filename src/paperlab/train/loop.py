@@ -31,7 +31,7 @@ from torch import nn
 from paperlab.errors import TrainError
 from paperlab.train.dist import DistContext, per_rank
 from paperlab.train.optim import OptimSpec, Schedule, make_optimizer
-from paperlab.train.parallel import Wrapped, no_grad_sync, wrap_model
+from paperlab.train.parallel import Wrapped, no_grad_sync, sync_row_sparse, wrap_model
 from paperlab.train.state import check_fingerprint, clear_state, load_state, read_latest, save_state
 
 log = logging.getLogger(__name__)
@@ -244,6 +244,8 @@ def run_training(
                 for g, peak in zip(opt.param_groups, peaks, strict=True):
                     g["lr"] = peak * factor
                 parts = _accumulate(w, task, step, rows, spec, autocast)
+                if w.row_sparse:
+                    sync_row_sparse(w, ctx.world_size)
                 # one all-reduce carries the loss sum, its count, the tokens and every stat
                 names = sorted(parts[3])
                 packed = torch.tensor([parts[0], parts[1], float(parts[2])]
@@ -255,11 +257,12 @@ def run_training(
                 # gradients hold d(local sum); DDP/FSDP averaged them over ranks: rescale so they are
                 # d(global sum) / global count, the gradient of the global batch's mean loss
                 scale = ctx.world_size / count if w.mode != "none" else 1.0 / count
-                for p in params:
-                    if p.grad is not None:
-                        p.grad.mul_(scale)
-                if spec.grad_clip:
-                    clip_gradients(params, spec.grad_clip, ctx, mode=w.mode)
+                if spec.grad_clip:  # the rescaling rides on the clipping pass
+                    clip_gradients(params, spec.grad_clip, ctx, mode=w.mode, scale=scale)
+                else:
+                    for p in params:
+                        if p.grad is not None:
+                            p.grad.mul_(scale)
                 loss_v = total / count
                 if not math.isfinite(loss_v):
                     raise TrainError(f"{spec.label}: the loss is {loss_v} at step {step}; lower the learning "
@@ -302,8 +305,10 @@ def run_training(
     return w, result
 
 
-def clip_gradients(params: list[nn.Parameter], max_norm: float, ctx: DistContext, *, mode: str) -> float:
-    """Scale gradients so their global L2 norm is at most ``max_norm``; returns the norm.
+def clip_gradients(params: list[nn.Parameter], max_norm: float, ctx: DistContext, *, mode: str,
+                   scale: float = 1.0) -> float:
+    """Multiply gradients by ``scale``, then scale them so their global L2 norm is at most
+    ``max_norm``, in one pass over them; returns the norm of ``scale`` x the gradients.
 
     The squares are summed in float64 (``vector_norm`` accumulates in float64 without copying the
     gradients), so the norm, and so the clipping factor, comes out the same whichever way the
@@ -322,12 +327,12 @@ def clip_gradients(params: list[nn.Parameter], max_norm: float, ctx: DistContext
         sq += torch.linalg.vector_norm(local.detach(), dtype=torch.float64).square().cpu()
     if mode in ("ddp", "fsdp"):
         ctx.all_reduce_sum(sq)
-    norm = float(sq.sqrt())
-    coef = max_norm / (norm + 1e-6)
-    if coef < 1.0:
+    norm = float(sq.sqrt()) * abs(scale)
+    factor = scale * min(1.0, max_norm / (norm + 1e-6))
+    if factor != 1.0:
         for p in params:
             if p.grad is not None:
-                p.grad.mul_(coef)
+                p.grad.mul_(factor)
     return norm
 
 

@@ -1,7 +1,9 @@
 """Wrapping a model for its parallel mode: as it is, DDP, or FSDP2 (``fully_shard``).
 
 - ``none``: one process; the model is used as it is.
-- ``ddp``: every rank holds the whole model; gradients are averaged across ranks in backward.
+- ``ddp``: every rank holds the whole model; gradients are averaged across ranks in backward,
+  except those of input embeddings (see :func:`row_sparse_params`), whose few touched rows are
+  averaged after backward by :func:`sync_row_sparse`.
 - ``fsdp``: FSDP2. Each block named by the model's ``_no_split_modules`` (transformers' own
   list of the layers that must not be cut) is sharded as a unit, then the root; parameters,
   gradients and optimiser state live 1/N on each rank and are gathered per block for compute.
@@ -9,9 +11,10 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -28,6 +31,22 @@ class Wrapped:
     module: nn.Module
     runner: nn.Module
     mode: str
+    #: under DDP, parameters left out of its buckets and averaged by :func:`sync_row_sparse`
+    row_sparse: list[nn.Parameter] = field(default_factory=list)
+
+
+def row_sparse_params(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Input embedding tables (``nn.Embedding`` weights used by no other module): their gradient
+    is zero outside the rows of the tokens in the batch, a few thousand of 50k rows, so averaging
+    the whole table moves mostly zeros. In the Instella small preset the input embedding is 12.9M
+    of 30.9M parameters, 42% of a step's all-reduce. A weight tied to an output head is dense and
+    stays with DDP."""
+    owners = Counter(id(p) for m in model.modules() for p in m.parameters(recurse=False))
+    out: dict[str, nn.Parameter] = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Embedding) and m.weight.requires_grad and owners[id(m.weight)] == 1:
+            out[f"{name}.weight" if name else "weight"] = m.weight  # type: ignore[assignment]
+    return out
 
 
 def shard_units(model: nn.Module, names: Sequence[str] | None = None) -> list[nn.Module]:
@@ -55,7 +74,13 @@ def wrap_model(model: nn.Module, ctx: DistContext, *, bf16: bool = False,
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        return Wrapped(model, DistributedDataParallel(model, device_ids=ids), "ddp")
+        sparse = row_sparse_params(model)
+        if sparse:
+            DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, list(sparse))
+            with torch.no_grad():  # DDP broadcasts rank 0's values of the parameters it holds only
+                for table in sparse.values():
+                    torch.distributed.broadcast(table.data, src=0)
+        return Wrapped(model, DistributedDataParallel(model, device_ids=ids), "ddp", list(sparse.values()))
     if ctx.parallel != "fsdp":
         raise TrainError(f"unknown parallel mode {ctx.parallel!r}")
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
@@ -87,6 +112,23 @@ def no_grad_sync(w: Wrapped, skip: bool) -> Iterator[None]:
         yield
     finally:
         w.module.set_requires_gradient_sync(True)  # type: ignore[operator]
+
+
+def sync_row_sparse(w: Wrapped, world_size: int) -> None:
+    """Average the row-sparse gradients of :attr:`Wrapped.row_sparse` across ranks, as DDP
+    averages the others (divided by the world size, then summed), but only over the rows that
+    are non-zero on some rank: one small all-reduce of a row mask, one of those rows. Rows that
+    are zero on every rank stay zero, so the result equals averaging the whole table."""
+    for p in w.row_sparse:
+        if p.grad is None:  # this rank's batch did not reach the table: its share is zero
+            p.grad = torch.zeros_like(p)
+        g = p.grad
+        touched = g.ne(0).any(dim=1).to(torch.int32)
+        torch.distributed.all_reduce(touched)
+        rows = touched.nonzero().squeeze(1)
+        part = g.index_select(0, rows).div_(world_size)
+        torch.distributed.all_reduce(part)
+        g.index_copy_(0, rows, part)
 
 
 def whole_weights(w: Wrapped, into: nn.Module) -> nn.Module:
