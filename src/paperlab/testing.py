@@ -105,16 +105,19 @@ def run_torchrun(args: list[str], nproc: int, *, timeout: float, cwd: Path | Non
 
 
 def start_llama_cpp_server(gguf: Path, log_path: Path, startup_timeout: float, alias: str = "smollm2",
-                           threads: int = 2, n_ctx: int = 4096) -> ServedModel:
+                           threads: int = 2, n_ctx: int = 4096, n_batch: int | None = None) -> ServedModel:
     """Start llama-cpp-python's OpenAI-compatible server on a GGUF file (a free port, 127.0.0.1).
 
     It needs ``llama-cpp-python[server]`` (``make llama-server`` builds and caches it). The
     server runs one sequence at a time and returns ``top_logprobs`` (``logits_all`` is on by
-    default); it serves the model under ``alias``.
+    default); it serves the model under ``alias``. ``n_batch`` sets how many prompt tokens one
+    evaluation takes (``--n_batch`` and ``--n_ubatch``; the server's default is 512).
     """
     port = free_port()
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
            "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--n_threads", str(threads)]
+    if n_batch:
+        cmd += ["--n_batch", str(n_batch), "--n_ubatch", str(n_batch)]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     wait_http(f"http://127.0.0.1:{port}/v1/models", proc, startup_timeout)

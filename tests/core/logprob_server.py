@@ -10,6 +10,9 @@ code), so tests compare paperlab's openai client against an independent computat
   ``logprobs.content[0].top_logprobs = [{"token", "logprob", "bytes"}]``, and
   ``continue_final_message: true, add_generation_prompt: false`` to continue a final assistant
   message (the model's chat template through transformers, as vLLM renders it);
+- ``"stream": true``: server-sent events, one chunk holding the token (``delta`` in chat) and
+  its log-probabilities, then a usage chunk when ``stream_options.include_usage`` asks, then
+  ``data: [DONE]``;
 - more than 20 top log-probabilities is refused with 400, a model it does not serve with 404
   (vLLM's defaults), and ``GET /v1/models`` lists the one it serves.
 
@@ -118,6 +121,18 @@ def answer(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     return 200, top_completion(body)
 
 
+def stream_events(body: dict[str, Any], reply: dict[str, Any]) -> bytes:
+    """``reply`` as the chunks vLLM streams for a one-token answer."""
+    choice = dict(reply["choices"][0])
+    if "message" in choice:
+        choice["delta"] = choice.pop("message")
+    kind = reply["object"] + ".chunk" if reply["object"] == "chat.completion" else reply["object"]
+    chunks = [{"object": kind, "choices": [choice]}]
+    if (body.get("stream_options") or {}).get("include_usage"):
+        chunks.append({"object": kind, "choices": [], "usage": reply["usage"]})
+    return b"".join(f"data: {json.dumps(c)}\n\n".encode() for c in chunks) + b"data: [DONE]\n\n"
+
+
 class Handler(BaseHTTPRequestHandler):
     def _send(self, status: int, obj: Any) -> None:
         data = json.dumps(obj).encode()
@@ -132,7 +147,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        self._send(*answer(self.path, body))
+        status, reply = answer(self.path, body)
+        if status != 200 or not body.get("stream"):
+            self._send(status, reply)
+            return
+        data = stream_events(body, reply)
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
 
     def log_message(self, *args: object) -> None:
         pass

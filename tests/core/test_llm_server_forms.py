@@ -17,7 +17,7 @@ import pytest
 from paperlab.errors import LLMConnectionError, LLMError, LLMResponseError
 from paperlab.llm import load_llm
 
-Reply = tuple[int, dict[str, Any]]
+Reply = tuple[int, Any]  # a dict answers JSON, a str a server-sent-event stream
 
 
 class Server:
@@ -29,8 +29,10 @@ class Server:
 
         class H(BaseHTTPRequestHandler):
             def _send(self, status: int, obj: Any) -> None:
-                data = json.dumps(obj).encode()
+                data = obj.encode() if isinstance(obj, str) else json.dumps(obj).encode()
                 self.send_response(status)
+                if isinstance(obj, str):  # a text reply is a server-sent-event stream
+                    self.send_header("Content-Type", "text/event-stream")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -114,6 +116,41 @@ def test_completion_top_logprobs_for_raw_prompts(serve: Callable[..., Server]) -
     assert got.dists[0].logprobs == [-1.5, -0.3] and len(got.dists) == 1
     path, body = srv.requests[0]
     assert path == "/v1/completions" and body["prompt"] == "Score: " and body["logprobs"] == 5
+
+
+def sse(*chunks: dict[str, Any]) -> str:
+    return "".join(f"data: {json.dumps(c)}\n\n" for c in chunks) + "data: [DONE]\n\n"
+
+
+def test_next_token_requests_are_streamed_and_read_from_the_chunks(serve: Callable[..., Server]) -> None:
+    # as llama-cpp-python streams a completion: a chunk per token, a closing chunk, no usage
+    done = {"choices": [{"text": "", "finish_reason": "length", "logprobs": None}]}
+    plain = serve(lambda path, b: (200, sse({"choices": completion_reply({"7": -0.3, "2": -1.5})["choices"]}, done)))
+    got = plain.llm().next_tokens(["Score: "], ["2", "7"])[0]
+    assert got.dists[0].logprobs == [-1.5, -0.3] and got.prompt_tokens == 0
+    body = plain.requests[0][1]
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    # as vLLM streams a chat reply: the token in a delta, then usage when asked for
+    reply = chat_reply(SLOT)
+    reply["choices"][0]["delta"] = reply["choices"][0].pop("message")
+    chat = serve(lambda path, b: (200, sse({"choices": reply["choices"]}, {"choices": [], "usage": reply["usage"]})))
+    llm = chat.llm()
+    got = llm.next_tokens([MSGS], ["1", "7"], prefill='{"[1]": ')[0]
+    assert got.dists[0].logprobs == [-1.9, -0.2] and got.prompt_tokens == 30 and llm.stream_logprobs is True
+
+
+def test_a_server_that_streams_no_logprobs_is_asked_unstreamed_once(serve: Callable[..., Server]) -> None:
+    def handler(path: str, b: dict[str, Any]) -> Reply:
+        if b.get("stream"):
+            return 200, sse({"choices": [{"text": "7", "finish_reason": "length"}]})
+        return 200, completion_reply({"7": -0.3, "2": -1.5})
+
+    srv = serve(handler)
+    llm = srv.llm()
+    for _ in range(2):
+        assert llm.next_tokens(["Score: "], ["2", "7"])[0].dists[0].logprobs == [-1.5, -0.3]
+    assert [b.get("stream", False) for _, b in srv.requests] == [True, False, False]
+    assert llm.stream_logprobs is False
 
 
 def test_servers_without_logprobs_or_with_other_tokens_say_so(serve: Callable[..., Server]) -> None:

@@ -11,7 +11,10 @@ Two things are spelled differently by vLLM, SGLang, llama.cpp's servers and Open
   ``logprobs.content[i].top_logprobs = [{"token", "logprob"}, ...]`` (OpenAI, vLLM, SGLang,
   llama.cpp); legacy completions carry ``logprobs.top_logprobs[i] = {token: logprob}``
   (vLLM, llama-cpp-python), and llama-server answers completions in the chat form.
-  :func:`first_top_logprobs` reads either.
+  :func:`first_top_logprobs` reads either. Streamed (``"stream": true``), each chunk carries
+  its token's log-probabilities in the same forms and usage comes last, only when asked for
+  (``stream_options: {"include_usage": true}``: OpenAI, vLLM, SGLang; llama-cpp-python sends
+  none): :func:`merge_stream` folds the chunks back into one reply.
 """
 
 from __future__ import annotations
@@ -81,6 +84,30 @@ def first_top_logprobs(data: dict[str, Any], where: str) -> dict[str, float]:
                 out[str(token)] = v
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise LLMResponseError(f"{where} returned malformed top_logprobs ({exc})") from None
+    return out
+
+
+def merge_stream(text: str) -> dict[str, Any]:
+    """A server-sent-event stream of completion chunks as one reply: the first choice that
+    carries log-probabilities, and the last usage sent (an empty dict when none came)."""
+    out: dict[str, Any] = {"choices": [{}], "usage": {}}
+    have = False
+    for line in text.splitlines():
+        if not line.startswith("data:") or line[5:].strip() == "[DONE]":
+            continue
+        try:
+            chunk = json.loads(line[5:])
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(chunk, dict):
+            continue
+        choices = chunk.get("choices")
+        if not have and isinstance(choices, list) and choices and isinstance(choices[0], dict) \
+                and choices[0].get("logprobs"):
+            out["choices"] = [choices[0]]
+            have = True
+        if chunk.get("usage"):
+            out["usage"] = chunk["usage"]
     return out
 
 
