@@ -200,7 +200,7 @@ class Checkpoint:
 
         import torch
 
-        if self.pickled is not None or type(self).read is not Checkpoint.read:
+        if self.pickled is not None or type(self).read is not Checkpoint.read or not hasattr(mmap, "MAP_PRIVATE"):
             return None
         info = self.tensors[name]
         stop = info.numel if stop is None else stop

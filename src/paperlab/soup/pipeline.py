@@ -1,6 +1,7 @@
 """The streaming merge pipeline: three threads joined by small bounded queues.
 
-    reader  -> reads piece p of tensor t from every model (plain file reads, GIL released)
+    reader  -> reads piece p of tensor t from every model (plain file reads, GIL released; for
+               methods that only read their inputs, the files' pages mapped instead of copied)
     compute -> combines the pieces (on the CPU or ``--device``) and casts once to the output dtype
     writer  -> appends the bytes to the current shard (GIL released)
 
