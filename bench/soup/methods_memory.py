@@ -6,8 +6,10 @@
 Writes 3 random bf16 Llama-shaped checkpoints (hidden 1024, vocab 32000, about ``--params``
 billion parameters each) and runs each method once per repeat with ``paperlab soup merge`` and
 with ``mergekit-yaml`` (its own venv, its default threads), each in its own process: peak RSS
-from ``wait4`` and wall time. Both compute in float32 and write bfloat16 (``dtype: float32,
-out_dtype: bfloat16``). Prints the ratios (ours / mergekit) and writes JSON.
+from ``wait4`` and wall time; the load average before each pair is recorded. Both compute in
+float32 and write bfloat16 (``dtype: float32, out_dtype: bfloat16``). Prints the ratios (ours /
+mergekit) and writes JSON; rows of methods not run are kept from an existing ``--json`` of the
+same size.
 """
 
 from __future__ import annotations
@@ -70,6 +72,10 @@ def main() -> None:
     paths = [root / f"m{i}" for i in range(3)]
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HF_HUB_OFFLINE": "1"}
     out: dict = {"params_b": args.params, "cpu_count": os.cpu_count(), "rows": {}}
+    if args.json.is_file():  # rows of methods not run this time are kept (same model size only)
+        old = json.loads(args.json.read_text())
+        if old.get("params_b") == args.params:
+            out["rows"] = old.get("rows", {})
     try:
         for i, p in enumerate(paths):
             if not (p / "config.json").is_file():

@@ -272,3 +272,22 @@ def test_cli_config_and_flag_forms_in_process(pair: list[Path], tmp_path: Path, 
     assert "Traceback" not in r.stderr and not (tmp_path / "o3").exists()
     r = soup_cli("merge", str(cfg), str(tmp_path / "o4"), "--unsafe-truncate-embeddings")
     assert r.returncode == 2 and "tokenizer: {source: base}" in r.stderr
+
+
+def test_mapped_pieces_equal_read_pieces_and_a_file_cut_short_is_one_error(pair: list[Path], tmp_path: Path) -> None:
+    from paperlab.soup.checkpoint import open_checkpoint
+
+    b = clone(pair[1], tmp_path / "b")
+    ck = open_checkpoint(b)
+    try:
+        name = max(ck.tensors, key=lambda n: ck.tensors[n].numel)
+        n = ck.tensors[name].numel
+        for start, stop in [(0, n), (3, n - 5), (1001, 1001), (n - 1, n)]:  # offsets not page-aligned
+            assert torch.equal(ck.mapped(name, start, stop), ck.read(name, start, stop)), (start, stop)
+        f = b / "model.safetensors"
+        os.truncate(f, f.stat().st_size - 4)  # cut short after the header was checked
+        last = max(ck.tensors, key=lambda n: ck.tensors[n].start)
+        with pytest.raises(CheckpointError, match="file ended while reading"):
+            ck.mapped(last)
+    finally:
+        ck.close()

@@ -138,6 +138,8 @@ class MergeMethod:
         elementwise: output element j depends only on input elements j, so a tensor may be
             processed in pieces (bounding memory below the largest tensor).
         allow_negative / prenormalize: weight rules (see :meth:`resolve`).
+        reads_only: ``combine`` never writes to its input tensors, which may then be read-only
+            views of the input files' pages.
     """
 
     name: ClassVar[str] = ""
@@ -147,6 +149,7 @@ class MergeMethod:
     max_models: ClassVar[int | None] = None
     params: ClassVar[tuple[Param, ...]] = (Param("weight", per_model=True),)
     elementwise: ClassVar[bool] = True
+    reads_only: ClassVar[bool] = False
     allow_negative: ClassVar[bool] = False
     prenormalize: ClassVar[bool] = False
     normalize_param: ClassVar[str] = "normalize"

@@ -25,6 +25,7 @@ class Linear(MergeMethod):
 
     name = mergekit = "linear"
     base = "input"
+    reads_only = True  # weighted_sum copies each input block before any arithmetic
     params: ClassVar[tuple[Param, ...]] = (Param("weight", per_model=True), Param("normalize", kind=bool, default=True))
 
     def combine(

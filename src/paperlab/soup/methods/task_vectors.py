@@ -22,6 +22,7 @@ the dropped vector's L1 norm) is on for dare_* and della*.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from paperlab.soup.errors import MergeConfigError
@@ -42,6 +43,17 @@ WEIGHT = Param("weight", per_model=True)
 DENSITY = Param("density", per_model=True, default=1.0, low=0.0, high=1.0, open_low=True, fix="1 keeps every entry")
 LAMBDA = Param("lambda", default=1.0)
 INT8_MASK = Param("int8_mask", kind=bool, default=False)
+
+
+PARALLEL_BYTES = 1 << 26  # int64 order bytes: up to 8M entries
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _pool() -> ThreadPoolExecutor:
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(2, thread_name_prefix="soup-sort")
+    return _POOL
 
 
 _COLUMNS = 1 << 16  # column block for the election: temporaries of N x 64Ki, not N x n
@@ -86,6 +98,74 @@ class TaskVectorMethod(MergeMethod):
                                            rng_for(params, i, d.device), rescale)
         return d
 
+    def _streamed(self, params: MethodParams, base: torch.Tensor) -> bool:
+        """Whether :meth:`_ties_streamed` applies: a magnitude drop without rescaling, in float32
+        on the CPU (the others keep one float32 delta per model)."""
+        import torch
+
+        return (self.drop == "magnitude" and params.compute == "float32" and not params.get("rescale")
+                and base.device.type == "cpu" and base.dtype != torch.float64 and base.numel() > 0)
+
+    def _ties_streamed(self, tensors: Sequence[torch.Tensor], base: torch.Tensor, params: MethodParams) -> torch.Tensor:
+        """The magnitude-drop methods in float32, holding one boolean mask per model instead of
+        one float32 delta per model.
+
+        Per model, |x_i - b| is sorted (it is consumed) for the mask of kept entries; then, in
+        column blocks, each delta is recomputed from the inputs, masked, weighted, elected and
+        summed: every value and every sum is the one the whole-tensor computation gives (each
+        column is reduced on its own), so the result is the same bit for bit."""
+        import torch
+
+        n = base.numel()
+        half = tensors[0].dtype in (torch.bfloat16, torch.float16)
+
+        def keep(i: int) -> torch.Tensor | None:
+            density = params.of("density", i)
+            if density >= 1:
+                return None
+            keys = torch.empty(n, dtype=torch.float32)
+            keys.copy_(tensors[i])
+            keys.sub_(base).abs_()
+            return sparsify.top_k_mask(keys, sparsify.kept_count(n, density), select_first=not half)
+
+        models = range(len(tensors))
+        if len(tensors) > 1 and n * 8 <= PARALLEL_BYTES:
+            # torch's sort runs on one thread and the models' sorts are independent: two at once.
+            # A sort holds about 20 bytes per entry, so only tensors up to a size run in pairs.
+            masks = list(_pool().map(keep, models))
+        else:
+            masks = [keep(i) for i in models]
+        weights = torch.tensor(params.weights, dtype=torch.float32).unsqueeze(-1)  # (N, 1)
+        int8 = params.get("int8_mask")
+        normalize, lam = params.get("normalize"), params.get("lambda")
+        out = torch.empty(n, dtype=torch.float32)
+        d = torch.empty((len(tensors), min(n, _COLUMNS)), dtype=torch.float32)
+        for s in range(0, n, _COLUMNS):
+            e = min(n, s + _COLUMNS)
+            blk = d[:, : e - s]
+            for i, x in enumerate(tensors):
+                blk[i].copy_(x[s:e])
+                blk[i].sub_(base[s:e])
+                mask = masks[i]
+                if mask is not None:
+                    blk[i].mul_(mask[s:e])
+            blk.mul_(weights)
+            if self.consensus:
+                m = elect(blk, int8)
+                blk.mul_(m)
+                divisor = (weights * m).sum(dim=0)
+                divisor[divisor == 0] = 1
+            else:
+                divisor = weights.sum(dim=0)
+                divisor[divisor.abs() < 1e-8] = 1
+            mixed = blk.sum(dim=0)
+            if normalize:
+                mixed /= divisor
+            if lam != 1:
+                mixed *= lam
+            torch.add(base[s:e], mixed, out=out[s:e])
+        return out
+
     def combine(
         self,
         tensors: Sequence[torch.Tensor],
@@ -96,6 +176,8 @@ class TaskVectorMethod(MergeMethod):
         import torch
 
         assert base is not None  # validated before any work
+        if self._streamed(params, base):
+            return self._ties_streamed(tensors, base, params)
         b = load(base, params)
         deltas = torch.empty((len(tensors), b.numel()), dtype=b.dtype, device=b.device)  # (N, n)
         for i, x in enumerate(tensors):
