@@ -345,7 +345,7 @@ def rl(
     prompts: Annotated[int | None, typer.Option(min=1, help="Training prompts per update.")] = None,
     beta: Annotated[float | None, typer.Option(min=0, help="KL penalty weight (default 0.02).")] = None,
     clip: Annotated[float | None, typer.Option(help="PPO clip range (default 0.2).")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (preset: tiny 1e-4, small 3e-4).")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate (preset: 1e-4 for tiny and small).")] = None,
     rollout: Annotated[str | None, typer.Option(help="eval: rollouts decoded as the benchmark decodes (the "
                                                      "default); explore: words and codes at temperature 1, no "
                                                      "guidance.")] = None,
