@@ -136,8 +136,6 @@ class TaskVectorMethod(MergeMethod):
         else:
             masks = [keep(i) for i in models]
         weights = torch.tensor(params.weights, dtype=torch.float32).unsqueeze(-1)  # (N, 1)
-        int8 = params.get("int8_mask")
-        normalize, lam = params.get("normalize"), params.get("lambda")
         out = torch.empty(n, dtype=torch.float32)
         d = torch.empty((len(tensors), min(n, _COLUMNS)), dtype=torch.float32)
         for s in range(0, n, _COLUMNS):
@@ -149,22 +147,29 @@ class TaskVectorMethod(MergeMethod):
                 mask = masks[i]
                 if mask is not None:
                     blk[i].mul_(mask[s:e])
-            blk.mul_(weights)
-            if self.consensus:
-                m = elect(blk, int8)
-                blk.mul_(m)
-                divisor = (weights * m).sum(dim=0)
-                divisor[divisor == 0] = 1
-            else:
-                divisor = weights.sum(dim=0)
-                divisor[divisor.abs() < 1e-8] = 1
-            mixed = blk.sum(dim=0)
-            if normalize:
-                mixed /= divisor
-            if lam != 1:
-                mixed *= lam
-            torch.add(base[s:e], mixed, out=out[s:e])
+            torch.add(base[s:e], self._mix(blk, weights, params), out=out[s:e])
         return out
+
+    def _mix(self, deltas: torch.Tensor, weights: torch.Tensor, params: MethodParams) -> torch.Tensor:
+        """The columns of ``deltas`` (N, c: the models' task vectors after their drop; weighted
+        in place) mixed into one (c,): weighted, sign-elected where the method elects, summed,
+        divided by the weights that took part (``normalize``) and scaled by lambda. Every column
+        is reduced on its own, so any column block gives the whole tensor's bits."""
+        deltas.mul_(weights)
+        if self.consensus:
+            m = elect(deltas, params.get("int8_mask"))
+            deltas.mul_(m)  # a 0/1 mask changes no value it keeps
+            divisor = (weights * m).sum(dim=0)
+            divisor[divisor == 0] = 1
+        else:
+            divisor = weights.sum(dim=0)
+            divisor[divisor.abs() < 1e-8] = 1
+        mixed = deltas.sum(dim=0)
+        if params.get("normalize"):
+            mixed /= divisor
+        if params.get("lambda") != 1:
+            mixed *= params.get("lambda")
+        return mixed
 
     def combine(
         self,
@@ -188,29 +193,9 @@ class TaskVectorMethod(MergeMethod):
                 row.copy_(d)
             del d
         weights = torch.tensor(params.weights, dtype=b.dtype, device=b.device).unsqueeze(-1)  # (N, 1)
-        deltas.mul_(weights)
-        if self.consensus:
-            mask = elect(deltas, params.get("int8_mask"))
-            # Multiplying by a 0/1 mask in place changes no value; the sums over the model axis
-            # give the same bits in column blocks (each column is summed on its own).
-            divisor = torch.empty_like(b)
-            for s in range(0, b.numel(), _COLUMNS):
-                m = mask[:, s: s + _COLUMNS]
-                deltas[:, s: s + _COLUMNS].mul_(m)
-                torch.sum(weights * m, dim=0, out=divisor[s: s + _COLUMNS])
-            del mask
-            mixed = deltas.sum(dim=0)
-            divisor[divisor == 0] = 1
-        else:
-            mixed = deltas.sum(dim=0)
-            divisor = weights.sum(dim=0)
-            divisor[divisor.abs() < 1e-8] = 1
-        del deltas
-        if params.get("normalize"):
-            mixed /= divisor
-        if params.get("lambda") != 1:
-            mixed *= params.get("lambda")
-        return b.add_(mixed)
+        for s in range(0, b.numel(), _COLUMNS):  # temporaries of N x 64Ki, not N x n
+            b[s: s + _COLUMNS].add_(self._mix(deltas[:, s: s + _COLUMNS], weights, params))
+        return b
 
 
 @register_method
