@@ -23,6 +23,7 @@ from typing import Any
 
 from paperlab.soup.errors import CheckpointError
 from paperlab.soup.jobs import Job
+from paperlab.soup.methods.spares import SPARES
 from paperlab.soup.preparation import PreparedMerge
 from paperlab.soup.writer import OutTensor, ShardedWriter
 
@@ -289,6 +290,7 @@ def run_prepared(
             t.join()
         for ck in readers:
             ck.close()
+        SPARES.clear()  # buffers kept between tensors are not kept between merges
     if pipe.error is not None:
         raise pipe.error
     return len(writer.files)

@@ -7,16 +7,21 @@ things to chance:
 - exactly ``k`` entries are kept. When entries tied in magnitude straddle the cut (common with
   bf16 inputs), the ones kept are those torch's descending ``argsort`` of the float32 magnitudes
   puts first, which is mergekit's own call: the choice is deterministic for a torch version
-  (checked across thread counts) and so matches mergekit's. When no tie straddles the cut, a
-  linear-time selection finds the same set without sorting (most float32 tensors; it is not
-  tried on half-precision inputs, where ties straddle the cut in every tensor we measured);
+  (checked across thread counts) and so matches mergekit's. On the CPU that set is found
+  without sorting, by replaying torch's sort only where it decides the cut
+  (:mod:`~paperlab.soup.methods.introselect`); when no tie straddles the cut, a linear-time
+  selection is tried first (most float32 tensors; not on half-precision inputs, where ties
+  straddle the cut in every tensor we measured);
 - random drops draw ``u ~ U[0, 1)`` per entry from :func:`~paperlab.soup.methods.base.rng_for`
   and keep the entry when ``u < p`` (a Bernoulli(p) draw), so a merge is reproducible.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+from . import introselect
 
 if TYPE_CHECKING:
     import torch
@@ -45,16 +50,16 @@ def _work_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.float32 if x.device.type == "cpu" and x.dtype == torch.float16 else x.dtype
 
 
-def top_k_mask(keys: torch.Tensor, k: int, *, select_first: bool = True) -> torch.Tensor:
+def top_k_mask(keys: torch.Tensor, k: int, remake: Callable[[], torch.Tensor], *,
+               select_first: bool = True) -> torch.Tensor:
     """A boolean mask of the k largest entries of ``keys`` (float32 magnitudes), chosen as
-    mergekit chooses. ``keys`` is consumed: when a sort is needed it is sorted in place, which
-    saves a copy of the tensor (the permutation is the one ``argsort`` returns: same kernel).
+    mergekit chooses. ``keys`` is consumed (permuted in place, which saves a copy of the
+    tensor); ``remake`` gives them again, for the rare tensor the sort replay hands back.
     (Multiplying by the mask gives the same values as mergekit's 0/1 mask in the tensor's dtype.)
 
-    ``select_first`` tries the linear-time selection before sorting. It costs about 40% of a
-    sort, and it never pays on half-precision inputs: their deltas take few distinct values, so
-    ties straddle the cut in every tensor of a real checkpoint (we measured 3 x 0.25B bf16
-    Llamas); either way the mask is the same."""
+    ``select_first`` tries the linear-time selection first. It never pays on half-precision
+    inputs: their deltas take few distinct values, so ties straddle the cut in every tensor of a
+    real checkpoint (we measured 3 x 0.25B bf16 Llamas); either way the mask is the same."""
     import torch
 
     n = keys.numel()
@@ -66,7 +71,12 @@ def top_k_mask(keys: torch.Tensor, k: int, *, select_first: bool = True) -> torc
         if room == int(at.sum()):  # every entry at the cut is kept: no choice to make, no sort
             return above.logical_or_(at)
         del above, at, cut
-    if keys.device.type == "cpu":
+    if keys.device.type == "cpu" and introselect.replay_matches_torch():
+        mask = introselect.replay_top_k_mask(keys, k)
+        if mask is not None:
+            return mask
+        keys = remake()
+    if keys.device.type == "cpu":  # the permutation in place is the one ``argsort`` returns: same kernel
         order = torch.empty(n, dtype=torch.int64)
         torch.sort(keys, descending=True, out=(keys, order))
     else:  # accelerators: mergekit's own call, unchanged (an aliased sort there is not checked)
@@ -86,7 +96,7 @@ def magnitude(delta: torch.Tensor, density: float, rescale: bool = False) -> tor
     n = delta.numel()
     if density >= 1 or n == 0:
         return delta
-    mask = top_k_mask(delta.abs().float(), kept_count(n, density))
+    mask = top_k_mask(delta.abs().float(), kept_count(n, density), lambda: delta.abs().float())
     return rescaled(delta, mask, rescale)
 
 

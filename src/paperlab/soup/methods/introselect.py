@@ -1,0 +1,243 @@
+"""The k entries that torch's CPU sort puts first, found without sorting.
+
+mergekit keeps the ``k`` largest magnitudes of a task vector by ``argsort(descending=True)[:k]``.
+When entries tied in magnitude straddle the cut (every tensor of a bf16 checkpoint), which of
+them are kept is decided by the sorting algorithm. torch's CPU sort of one float dimension is
+libstdc++'s ``std::sort`` (introsort: median-of-three pivot, Hoare partition, insertion sort
+below 17 entries) with a "greater than" comparison on the keys only.
+
+This module replays that algorithm, but only on the part of the array that holds position
+``k``: each partition splits the range in two and only the half containing the boundary is
+followed, so the work is about two passes over the data instead of a full sort. A partition is
+replayed with whole-tensor operations: the left scan stops at entries ``<= pivot`` and the right
+scan at entries ``>= pivot``, so the j-th left stop is swapped with the j-th right stop until
+the scans cross, and only the stops near the crossing need listing.
+
+The replay is checked against torch's own sort the first time it is used; on a torch whose sort
+differs, a tensor with NaNs, or a range that would fall back to heapsort (introsort's depth
+limit), callers sort instead.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .spares import SPARES
+
+if TYPE_CHECKING:
+    import torch
+
+_THRESHOLD = 16  # libstdc++'s _S_threshold: ranges this small are left to insertion sort
+_MATCHES_TORCH: bool | None = None
+
+
+def _median_position(v: torch.Tensor) -> int:
+    """std::__move_median_to_first on positions 1, s/2, s-1 with comp = greater-than: the
+    position whose entry is swapped to the front."""
+    s = v.numel()
+    a, b, c = 1, s // 2, s - 1
+    va, vb, vc = v[[a, b, c]].tolist()
+    if va > vb:
+        return b if vb > vc else (c if va > vc else a)
+    if va > vc:
+        return a
+    return c if vb > vc else b
+
+
+_CHUNK = 1 << 16  # entries per nonzero() call: its int64 output (512 KiB) is reused, not mapped afresh
+
+
+def _positions(flags: torch.Tensor, offset: int, dtype: torch.dtype, descending: bool = False) -> torch.Tensor:
+    """``flags.nonzero() + offset`` as a 1-D tensor of ``dtype``, ascending or descending, made in
+    small chunks: no int64 list of the whole tensor is ever held, and nothing is copied to flip."""
+    import torch
+
+    out = torch.empty(int(torch.count_nonzero(flags)), dtype=dtype)
+    at, n = 0, flags.numel()
+    starts = range(0, n, _CHUNK)
+    for start in reversed(starts) if descending else starts:
+        idx = torch.nonzero(flags[start: start + _CHUNK]).view(-1).add_(start + offset)
+        out[at: at + idx.numel()] = idx.flip(0) if descending else idx
+        at += idx.numel()
+    return out
+
+
+def _partition(v: torch.Tensor, work: torch.Tensor, dtype: torch.dtype) -> tuple[int, torch.Tensor, torch.Tensor]:
+    """Replay std::__unguarded_partition of ``v[1:]`` around the pivot ``v[0]``. Returns the cut
+    and the positions that the swaps exchange, pairwise (left ascending, right descending), all
+    relative to ``v``. ``work`` is a boolean scratch buffer as long as ``v``."""
+    import torch
+
+    s = v.numel()
+    p = float(v[0])
+    seg, flags = v[1:], work[: s - 1]
+    n_gt = int(torch.count_nonzero(torch.gt(seg, p, out=flags)))
+    n_eq = int(torch.count_nonzero(torch.eq(seg, p, out=flags)))
+    # Every entry > pivot ends left of the cut and every entry < pivot right of it, so the cut
+    # (in seg) lies in [n_gt, n_gt + n_eq]: the swapped left stops lie before it and the swapped
+    # right stops at or after it. Listing stops beyond those bounds cannot change the replay.
+    hi = min(s - 1, n_gt + n_eq + 1)
+    left = _positions(torch.le(seg[:hi], p, out=flags[:hi]), 1, dtype)  # the left scan's stops, in order
+    right = _positions(torch.ge(seg[n_gt:], p, out=flags[: s - 1 - n_gt]), n_gt + 1, dtype, descending=True)
+    n_left, n_right = left.numel(), right.numel()
+
+    def lstop(j: int) -> int:  # past the listed stops the left scan meets a swapped right stop
+        return int(left[j]) if j < n_left else s + 1
+
+    def rstop(j: int) -> int:  # the right scan's j-th stop; past the listed ones, the pivot (0)
+        return int(right[j]) if j < n_right else 0
+
+    # The scans cross at the first j whose left stop is not before its right stop (left stops
+    # rise and right stops fall, so a bisection finds it); after j swaps the left scan stops at
+    # right stop j-1 at the latest, since that entry is now <= pivot.
+    lo_j, hi_j = 0, n_right
+    while lo_j < hi_j:
+        mid = (lo_j + hi_j) // 2
+        if lstop(mid) >= rstop(mid):
+            hi_j = mid
+        else:
+            lo_j = mid + 1
+    j = lo_j
+    cut = lstop(j) if j == 0 else min(lstop(j), rstop(j - 1))
+    return cut, left[:j], right[:j]
+
+
+def _find(positions: torch.Tensor, target: int, descending: bool) -> int | None:
+    """Where ``target`` sits in a sorted list of positions (a bisection over scalar reads)."""
+    lo, hi = 0, positions.numel()
+    while lo < hi:
+        mid = (lo + hi) // 2
+        x = int(positions[mid])
+        if x == target:
+            return mid
+        if (x > target) != descending:
+            hi = mid
+        else:
+            lo = mid + 1
+    return None
+
+
+def _identity_half(start: int, stop: int, piv: int, dtype: torch.dtype) -> torch.Tensor:
+    """Original indices of positions [start, stop) of the whole tensor after its pivot swap."""
+    import torch
+
+    ix = torch.arange(start, stop, dtype=dtype)
+    for pos, orig in ((0, piv), (piv, 0)):
+        if start <= pos < stop:
+            ix[pos - start] = orig
+    return ix
+
+
+def replay_top_k_mask(keys: torch.Tensor, k: int) -> torch.Tensor | None:
+    """A boolean mask of the entries ``torch.sort(keys, descending=True)`` puts in its first
+    ``k`` positions, or None where the replay does not apply (see the module's doc). ``keys``
+    (1-D float, CPU) is consumed: it is permuted in place."""
+    import torch
+
+    n = keys.numel()
+    mask = SPARES.take(n, torch.bool).zero_()
+    if k <= 0:
+        return mask
+    if k >= n:
+        return mask.fill_(True)
+    if bool(torch.isnan(keys).any()):
+        return None
+    work = SPARES.take(n, torch.bool)
+    try:
+        return _replay(keys, k, mask, work)
+    finally:
+        SPARES.give(work)
+
+
+def _replay(keys: torch.Tensor, k: int, mask: torch.Tensor, work: torch.Tensor) -> torch.Tensor | None:
+    import torch
+
+    n = keys.numel()
+    # int64 positions index without a conversion (an int32 index is widened on every use, and
+    # each widened copy is fresh memory); past SPARES.limit entries int32 halves the lists instead,
+    # since there the working set sets the merge's peak memory.
+    dtype = torch.int64 if n <= SPARES.limit else torch.int32
+    v, lo = keys, 0
+    ix: torch.Tensor | None = None  # original index at each position of v; None: the whole tensor
+    depth = 2 * (n.bit_length() - 1)
+    while v.numel() > _THRESHOLD:
+        if depth == 0:
+            return None  # introsort would heapsort this range
+        depth -= 1
+        piv = _median_position(v)
+        v[[0, piv]] = v[[piv, 0]]
+        if ix is not None:
+            ix[[0, piv]] = ix[[piv, 0]]
+        cut, li, ri = _partition(v, work, dtype)
+        keep_left = lo + cut <= k
+        if ix is None:
+            # The whole tensor: a position is its entry's original index, except for the pivot
+            # swap (the entry at position piv is entry 0), so the swap lists serve as indices.
+            at_l, at_r = _find(li, piv, False), _find(ri, piv, True)
+            if keep_left:  # the left part is kept whole: its entries after the swaps
+                mask[:cut] = True
+                mask[li] = False
+                mask[ri] = True
+                # entry piv sits at position 0, always kept; entry 0 at position piv, kept if
+                # that position is left of the cut and not swapped out, or swapped in
+                mask[piv] = True
+                mask[0] = (piv < cut and at_l is None) or at_r is not None
+                if lo + cut == k:
+                    return mask
+                v[ri] = v[li]
+                ix = _identity_half(cut, v.numel(), piv, dtype)
+                ix[ri - cut] = li
+                if at_l is not None:
+                    ix[int(ri[at_l]) - cut] = 0
+            else:
+                v[li] = v[ri]
+                ix = _identity_half(0, cut, piv, dtype)
+                ix[li] = ri
+                if at_r is not None:
+                    ix[int(li[at_r])] = 0
+                v = v[:cut]
+            if keep_left:
+                v, lo = v[cut:], lo + cut
+            continue
+        at_li, at_ri = ix[li], ix[ri]
+        if keep_left:
+            mask[ix[:cut]] = True
+            mask[at_li] = False
+            mask[at_ri] = True
+            if lo + cut == k:
+                return mask
+            v[ri] = v[li]
+            ix = ix[cut:]
+            ix[ri - cut] = at_li
+            v, lo = v[cut:], lo + cut
+        else:
+            v[li] = v[ri]
+            ix = ix[:cut]
+            ix[li] = at_ri
+            v = v[:cut]
+    # The final insertion sort is stable and never moves an entry across a partition.
+    order = torch.sort(v, descending=True, stable=True).indices[: k - lo]
+    mask[order if ix is None else ix[order]] = True
+    return mask
+
+
+def replay_matches_torch() -> bool:
+    """Whether the replay gives torch's own choice on tie-heavy keys (checked once per process)."""
+    global _MATCHES_TORCH
+    if _MATCHES_TORCH is None:
+        import torch
+
+        gen = torch.Generator().manual_seed(0)
+        ok = True
+        for n in (17, 300, 5000, 70001):
+            keys = (torch.randn(n, generator=gen) * 0.01).bfloat16().float().abs()
+            keys -= (torch.randn(n, generator=gen) * 0.01).bfloat16().float()
+            keys.abs_()
+            order = torch.argsort(keys, descending=True)
+            for k in (1, n // 3, n // 2, n - 1):
+                want = torch.zeros(n, dtype=torch.bool)
+                want[order[:k]] = True
+                got = replay_top_k_mask(keys.clone(), k)
+                ok = ok and got is not None and bool(torch.equal(got, want))
+        _MATCHES_TORCH = ok
+    return _MATCHES_TORCH

@@ -1,0 +1,68 @@
+"""The sort replay against torch's own CPU sort: the set of the first k entries must be the one
+``torch.argsort(descending=True)`` gives (mergekit's call), ties included."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+from paperlab.soup.methods import introselect, sparsify
+
+
+def argsort_first(keys: torch.Tensor, k: int) -> torch.Tensor:
+    mask = torch.zeros(keys.numel(), dtype=torch.bool)
+    mask[torch.argsort(keys, descending=True)[:k]] = True
+    return mask
+
+
+def bf16_deltas(n: int, g: torch.Generator) -> torch.Tensor:
+    """|x - b| of two bf16 tensors: few distinct values, ties straddling every cut."""
+    a = (torch.randn(n, generator=g) * 0.01).bfloat16().float()
+    b = (torch.randn(n, generator=g) * 0.01).bfloat16().float()
+    return (a - b).abs()
+
+
+KEYS: dict[str, Callable[[int, torch.Generator], torch.Tensor]] = {
+    "bf16 deltas": bf16_deltas,
+    "distinct": lambda n, g: torch.randn(n, generator=g).abs(),
+    "five values": lambda n, g: torch.randint(0, 5, (n,), generator=g).float(),
+    "all equal": lambda n, g: torch.zeros(n),
+    "sorted": lambda n, g: torch.arange(n, dtype=torch.float32),
+    "reversed": lambda n, g: torch.arange(n, 0, -1, dtype=torch.float32),
+}
+
+
+def test_the_replay_is_checked_against_this_torch() -> None:
+    assert introselect.replay_matches_torch()
+
+
+@pytest.mark.parametrize("kind", sorted(KEYS))
+@pytest.mark.parametrize("n", [1, 2, 16, 17, 18, 33, 257, 4097, 65_537, 300_001])
+def test_the_replay_keeps_what_torch_sort_puts_first(kind: str, n: int) -> None:
+    keys = KEYS[kind](n, torch.Generator().manual_seed(n))
+    for k in sorted({1, max(1, n // 10), max(1, n // 2), max(1, n - 1), n}):
+        got = introselect.replay_top_k_mask(keys.clone(), k)
+        assert got is not None
+        assert torch.equal(got, argsort_first(keys, k)), (kind, n, k)
+
+
+def test_nan_keys_are_handed_back_untouched() -> None:
+    keys = torch.tensor([1.0, float("nan"), 3.0] * 10)
+    before = keys.clone()
+    assert introselect.replay_top_k_mask(keys, 5) is None
+    assert torch.equal(keys.isnan(), before.isnan()) and torch.equal(keys.nan_to_num(), before.nan_to_num())
+
+
+def test_top_k_mask_falls_back_to_the_sort(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the replay does not apply, the keys are made again and sorted: same mask."""
+    keys = bf16_deltas(5000, torch.Generator().manual_seed(1))
+    want = argsort_first(keys, 1234)
+    def gives_up(keys: torch.Tensor, k: int) -> None:  # after permuting the keys, as a depth fallback does
+        keys.copy_(keys.flip(0))
+
+    monkeypatch.setattr(introselect, "replay_top_k_mask", gives_up)
+    assert torch.equal(sparsify.top_k_mask(keys.clone(), 1234, keys.clone, select_first=False), want)
+    monkeypatch.setattr(introselect, "_MATCHES_TORCH", False)
+    assert torch.equal(sparsify.top_k_mask(keys.clone(), 1234, keys.clone, select_first=False), want)
