@@ -21,6 +21,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--warmup", type=int, default=4)
     ap.add_argument("--parallel", default=None)
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--micro-batch", type=int, default=None)
     a = ap.parse_args()
     torch.set_num_threads(1)  # 1 thread per process on both sides of the comparison
 
@@ -53,7 +55,10 @@ def main() -> None:
         config = InstellaConfig(vocab_size=vocab, hidden_size=m.hidden_size, intermediate_size=m.intermediate_size,
                                 num_hidden_layers=m.num_hidden_layers, num_attention_heads=m.num_attention_heads,
                                 max_position_embeddings=T)
-        spec = stage_spec(cfg, s.model_copy(update={"steps": a.steps}), "pretrain", label="bench", bf16=False)
+        if a.batch:
+            s = s.model_copy(update={"batch": a.batch})
+        spec = stage_spec(cfg, s.model_copy(update={"steps": a.steps}), "pretrain", label="bench", bf16=False,
+                          micro_batch=a.micro_batch)
         marks: list[float] = []
         _, res = run_training(InstellaForCausalLM(config), FnTask(batch, loss), spec, ctx,
                               on_step=lambda step, *_: marks.append(time.perf_counter()))

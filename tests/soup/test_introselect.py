@@ -66,3 +66,20 @@ def test_top_k_mask_falls_back_to_the_sort(monkeypatch: pytest.MonkeyPatch) -> N
     assert torch.equal(sparsify.top_k_mask(keys.clone(), 1234, keys.clone, select_first=False), want)
     monkeypatch.setattr(introselect, "_MATCHES_TORCH", False)
     assert torch.equal(sparsify.top_k_mask(keys.clone(), 1234, keys.clone, select_first=False), want)
+
+
+def test_spares_hand_back_only_small_whole_tensors() -> None:
+    from paperlab.soup.methods.spares import Spares
+
+    spares = Spares(limit=100)
+    a = spares.take(64, torch.float32)
+    spares.give(a)
+    assert spares.take(64, torch.float32) is a  # same size and dtype: the same storage again
+    assert spares.take(64, torch.float32) is not a  # it was taken: a fresh one
+    spares.give(a)
+    assert spares.take(64, torch.bool) is not a  # another dtype
+    spares.give(torch.empty(200))  # over the limit: not kept
+    spares.give(torch.empty(128)[64:])  # a view into a larger storage: not kept
+    assert [t.numel() for ts in spares._free.values() for t in ts] == [64]  # only a
+    spares.clear()
+    assert spares.take(64, torch.float32) is not a
