@@ -83,3 +83,17 @@ def test_spares_hand_back_only_small_whole_tensors() -> None:
     assert [t.numel() for ts in spares._free.values() for t in ts] == [64]  # only a
     spares.clear()
     assert spares.take(64, torch.float32) is not a
+
+
+@pytest.mark.parametrize("n", [17, 1000, 65_537])
+@pytest.mark.parametrize("density,gamma", [(0.5, 0.01), (0.9, 0.05), (0.1, 0.0), (0.3, 0.9)])
+def test_breadcrumbs_keeps_the_band_of_mergekits_ascending_sort(n: int, density: float, gamma: float) -> None:
+    delta = (torch.randn(n, generator=torch.Generator().manual_seed(n)) * 0.01).bfloat16()
+    delta = delta - (torch.randn(n, generator=torch.Generator().manual_seed(n + 1)) * 0.01).bfloat16()
+    target = int(density * n)
+    bottom = max(0, n - target - int(gamma * n))
+    order = torch.sort(delta.abs().float(), descending=False).indices
+    want = torch.zeros(n, dtype=delta.dtype)
+    want[order[bottom: bottom + target]] = 1
+    got = sparsify.magnitude_outliers(delta.clone(), density, gamma)
+    assert torch.equal(got, delta * want)

@@ -108,14 +108,32 @@ def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float, rescal
     n = delta.numel()
     if density >= 1 or n == 0:
         return delta
+    if delta.device.type == "cpu":
+        return rescaled(delta, outlier_mask(lambda: delta.abs().float(), n, density, gamma), rescale)
     target = int(density * n)
-    top = int(gamma * n)
-    bottom = max(0, n - target - top)
+    bottom = max(0, n - target - int(gamma * n))
     order = torch.sort(delta.abs().float(), descending=False).indices  # mergekit's call, ties included
     mask = torch.zeros(n, dtype=delta.dtype, device=delta.device)
     mask[order[bottom: bottom + target]] = 1
     del order
     return rescaled(delta, mask, rescale)
+
+
+def outlier_mask(magnitudes: Callable[[], torch.Tensor], n: int, density: float, gamma: float) -> torch.Tensor:
+    """Breadcrumbs' boolean mask on the CPU: positions [bottom, bottom + target) of mergekit's
+    ascending sort of the float32 ``magnitudes()`` (a fresh tensor at each call), found as the
+    first bottom + target less the first bottom. An ascending sort makes every comparison that
+    a descending sort of the negated keys makes, so the sort replay finds both sets."""
+    target = int(density * n)
+    bottom = max(0, n - target - int(gamma * n))
+
+    def negated() -> torch.Tensor:
+        return magnitudes().neg_()
+
+    kept = top_k_mask(negated(), bottom + target, negated, select_first=False)
+    if bottom:
+        kept &= ~top_k_mask(negated(), bottom, negated, select_first=False)
+    return kept
 
 
 def bernoulli(delta: torch.Tensor, density: float, gen: torch.Generator, rescale: bool = True) -> torch.Tensor:

@@ -100,11 +100,11 @@ class TaskVectorMethod(MergeMethod):
         return d
 
     def _streamed(self, params: MethodParams, base: torch.Tensor) -> bool:
-        """Whether :meth:`_ties_streamed` applies: a magnitude drop without rescaling, in float32
-        on the CPU (the others keep one float32 delta per model)."""
+        """Whether :meth:`_ties_streamed` applies: a magnitude or breadcrumbs drop without
+        rescaling, in float32 on the CPU (the others keep one float32 delta per model)."""
         import torch
 
-        return (self.drop == "magnitude" and params.compute == "float32" and not params.get("rescale")
+        return (self.drop in ("magnitude", "outliers") and params.compute == "float32" and not params.get("rescale")
                 and base.device.type == "cpu" and base.dtype != torch.float64 and base.numel() > 0)
 
     def _ties_streamed(self, tensors: Sequence[torch.Tensor], base: torch.Tensor, params: MethodParams) -> torch.Tensor:
@@ -130,6 +130,8 @@ class TaskVectorMethod(MergeMethod):
             density = params.of("density", i)
             if density >= 1:
                 return None
+            if self.drop == "outliers":
+                return sparsify.outlier_mask(lambda: magnitudes(i), n, density, params.of("gamma", i))
             keys = magnitudes(i)
             mask = sparsify.top_k_mask(keys, sparsify.kept_count(n, density), lambda: magnitudes(i),
                                        select_first=not half)
