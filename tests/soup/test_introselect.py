@@ -97,3 +97,17 @@ def test_breadcrumbs_keeps_the_band_of_mergekits_ascending_sort(n: int, density:
     want[order[bottom: bottom + target]] = 1
     got = sparsify.magnitude_outliers(delta.clone(), density, gamma)
     assert torch.equal(got, delta * want)
+
+
+def test_della_ranks_equal_mergekits_argsort_of_argsort() -> None:
+    """DELLA's drop probabilities come from each entry's rank in its row; the rank is scattered
+    from one stable sort instead of sorting twice: the same integers, ties included."""
+    g = torch.Generator().manual_seed(3)
+    delta = (torch.randn(64, 300, generator=g) * 0.01).bfloat16().float()  # many ties
+    want_rank = torch.argsort(torch.argsort(delta.abs(), dim=1, stable=True), dim=1).to(torch.float32)
+    probs = 0.4 + want_rank / 299 * (2 * 0.1)
+    u = torch.rand(delta.numel(), generator=torch.Generator().manual_seed(9), dtype=torch.float32)
+    want = delta.reshape(-1) * (u < probs.reshape(-1)).float()
+    got = sparsify.della_magprune(delta.reshape(-1).clone(), (64, 300), 0.5, 0.1,
+                                  torch.Generator().manual_seed(9), rescale=False)
+    assert torch.equal(got, want)

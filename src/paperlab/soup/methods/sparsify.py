@@ -165,7 +165,12 @@ def della_magprune(delta: torch.Tensor, shape: tuple[int, ...] | None, density: 
     rows = shape[0] if shape is not None and len(shape) >= 2 else 1
     m = delta.reshape(rows, -1)
     cols = m.shape[1]
-    rank = torch.argsort(torch.argsort(m.abs(), dim=1, stable=True), dim=1).to(torch.float32)
+    # The rank of each entry in its row's stable magnitude order (mergekit's argsort of the
+    # argsort): the inverse permutation, scattered in one pass instead of a second sort.
+    order = torch.argsort(m.abs(), dim=1, stable=True)
+    rank = torch.empty_like(order).scatter_(1, order, torch.arange(cols, device=m.device).expand(rows, cols))
+    del order
+    rank = rank.to(torch.float32)
     rank_norm = rank / (cols - 1) if cols > 1 else torch.full_like(rank, 0.5)
     del rank
     probs = (density - epsilon) + rank_norm * (2 * epsilon)
