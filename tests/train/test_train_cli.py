@@ -107,8 +107,11 @@ def test_a_stopped_recipe_resumes_and_another_config_is_refused(tmp_path: Path, 
                    "eval: {heldout_windows: 2, gsm8k_problems: 1, max_new_tokens: 4, pairs: 2}\n")
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "paperlab", "instella", "recipe", str(cfg), "--out", str(out), "--threads", "1"]
+    # A shell without job control starts background jobs with SIGINT ignored, and Python then
+    # keeps ignoring it: the child gets the default disposition, as a terminal's Ctrl-C would find.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, **cache_env}, stdin=subprocess.DEVNULL)
+                            env={**os.environ, **cache_env}, stdin=subprocess.DEVNULL,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     latest = out / "pretrain" / ".state" / "latest.json"
     deadline = time.monotonic() + 300 * tscale
     while not latest.exists() and time.monotonic() < deadline and proc.poll() is None:
