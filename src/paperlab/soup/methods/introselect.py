@@ -189,6 +189,7 @@ def _replay(keys: torch.Tensor, k: int, mask: torch.Tensor, work: torch.Tensor) 
                 ix[ri - cut] = li
                 if at_l is not None:
                     ix[int(ri[at_l]) - cut] = 0
+                v, lo = v[cut:], lo + cut
             else:
                 v[li] = v[ri]
                 ix = _identity_half(0, cut, piv, dtype)
@@ -196,8 +197,6 @@ def _replay(keys: torch.Tensor, k: int, mask: torch.Tensor, work: torch.Tensor) 
                 if at_r is not None:
                     ix[int(li[at_r])] = 0
                 v = v[:cut]
-            if keep_left:
-                v, lo = v[cut:], lo + cut
             continue
         at_li, at_ri = ix[li], ix[ri]
         if keep_left:

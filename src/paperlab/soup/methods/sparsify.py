@@ -110,8 +110,7 @@ def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float, rescal
         return delta
     if delta.device.type == "cpu":
         return rescaled(delta, outlier_mask(lambda: delta.abs().float(), n, density, gamma), rescale)
-    target = int(density * n)
-    bottom = max(0, n - target - int(gamma * n))
+    bottom, target = _outlier_band(n, density, gamma)
     order = torch.sort(delta.abs().float(), descending=False).indices  # mergekit's call, ties included
     mask = torch.zeros(n, dtype=delta.dtype, device=delta.device)
     mask[order[bottom: bottom + target]] = 1
@@ -119,13 +118,20 @@ def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float, rescal
     return rescaled(delta, mask, rescale)
 
 
+def _outlier_band(n: int, density: float, gamma: float) -> tuple[int, int]:
+    """Breadcrumbs' band of an ascending magnitude sort: (start, length). ``int(density * n)``
+    entries are kept, above the smallest and below the ``int(gamma * n)`` largest (fewer of
+    those are dropped when both cannot be met)."""
+    target = int(density * n)
+    return max(0, n - target - int(gamma * n)), target
+
+
 def outlier_mask(magnitudes: Callable[[], torch.Tensor], n: int, density: float, gamma: float) -> torch.Tensor:
     """Breadcrumbs' boolean mask on the CPU: positions [bottom, bottom + target) of mergekit's
     ascending sort of the float32 ``magnitudes()`` (a fresh tensor at each call), found as the
     first bottom + target less the first bottom. An ascending sort makes every comparison that
     a descending sort of the negated keys makes, so the sort replay finds both sets."""
-    target = int(density * n)
-    bottom = max(0, n - target - int(gamma * n))
+    bottom, target = _outlier_band(n, density, gamma)
 
     def negated() -> torch.Tensor:
         return magnitudes().neg_()

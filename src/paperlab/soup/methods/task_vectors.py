@@ -46,7 +46,6 @@ LAMBDA = Param("lambda", default=1.0)
 INT8_MASK = Param("int8_mask", kind=bool, default=False)
 
 
-PARALLEL_BYTES = 1 << 26  # 8 bytes per entry: tensors up to 8M entries are ranked two at a time
 _POOL: ThreadPoolExecutor | None = None
 
 
@@ -100,16 +99,16 @@ class TaskVectorMethod(MergeMethod):
         return d
 
     def _streamed(self, params: MethodParams, base: torch.Tensor) -> bool:
-        """Whether :meth:`_ties_streamed` applies: a magnitude or breadcrumbs drop without
+        """Whether :meth:`_streamed_masks` applies: a magnitude or breadcrumbs drop without
         rescaling, in float32 on the CPU (the others keep one float32 delta per model)."""
         import torch
 
         return (self.drop in ("magnitude", "outliers") and params.compute == "float32" and not params.get("rescale")
                 and base.device.type == "cpu" and base.dtype != torch.float64 and base.numel() > 0)
 
-    def _ties_streamed(self, tensors: Sequence[torch.Tensor], base: torch.Tensor, params: MethodParams) -> torch.Tensor:
-        """The magnitude-drop methods in float32, holding one boolean mask per model instead of
-        one float32 delta per model.
+    def _streamed_masks(self, tensors: Sequence[torch.Tensor], base: torch.Tensor, params: MethodParams) -> torch.Tensor:
+        """The magnitude and breadcrumbs drops in float32, holding one boolean mask per model
+        instead of one float32 delta per model.
 
         Per model, |x_i - b| is ranked as torch's sort ranks it (it is consumed) for the mask of
         kept entries; then, in column blocks, each delta is recomputed from the inputs, masked,
@@ -138,16 +137,15 @@ class TaskVectorMethod(MergeMethod):
             SPARES.give(keys)
             return mask
 
-        if n > SPARES.limit:  # what small tensors left is dropped before a large one's working set
-            SPARES.clear()
         models = range(len(tensors))
-        if len(tensors) > 1 and n * 8 <= PARALLEL_BYTES:
-            # The models' rankings are independent and mostly single-threaded: two at once. One
-            # holds about 12 bytes per entry, so only tensors up to a size run in pairs (ranking
+        if n > SPARES.limit:
+            # A large tensor: what small ones left is dropped before its working set, and its
+            # models are ranked one after the other (a ranking holds about 12 bytes per entry:
             # the two 33M-entry tables of a 0.25B Llama in pairs raised peak RSS by 35%).
-            masks = list(_pool().map(keep, models))
-        else:
+            SPARES.clear()
             masks = [keep(i) for i in models]
+        else:  # the models' rankings are independent and mostly single-threaded: two at once
+            masks = list(_pool().map(keep, models))
         weights = torch.tensor(params.weights, dtype=torch.float32).unsqueeze(-1)  # (N, 1)
         out = torch.empty(n, dtype=torch.float32)
 
@@ -209,7 +207,7 @@ class TaskVectorMethod(MergeMethod):
 
         assert base is not None  # validated before any work
         if self._streamed(params, base):
-            return self._ties_streamed(tensors, base, params)
+            return self._streamed_masks(tensors, base, params)
         b = load(base, params)
         deltas = torch.empty((len(tensors), b.numel()), dtype=b.dtype, device=b.device)  # (N, n)
         for i, x in enumerate(tensors):
