@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -270,6 +271,30 @@ def rounded(x: torch.Tensor, params: MethodParams) -> torch.Tensor:
     if params.compute == "float32" or x.dtype != torch.float32:
         return x
     return x.copy_(x.to(compute_dtype(params)))
+
+
+_POOL: ThreadPoolExecutor | None = None
+
+
+def pool() -> ThreadPoolExecutor:
+    """Two worker threads for work that splits into independent halves (torch ops release the GIL)."""
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(2, thread_name_prefix="soup-half")
+    return _POOL
+
+
+def in_halves(n: int, block: int, work: Callable[[int, int], None]) -> None:
+    """``work(start, stop)`` on [0, n) split at a multiple of ``block`` into two halves run on
+    two threads (one call when there are fewer than two blocks). Only for work whose every
+    output element depends on its own inputs alone, so the bits do not depend on the split."""
+    blocks = -(-n // block)
+    if blocks < 2:
+        work(0, n)
+        return
+    middle = (blocks // 2) * block
+    for f in [pool().submit(work, 0, middle), pool().submit(work, middle, n)]:
+        f.result()
 
 
 # Work in blocks that stay in the CPU cache: the convert, multiply and add of one block then

@@ -15,11 +15,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from paperlab.soup.errors import WeightsError
-from paperlab.soup.methods.base import MergeMethod, MethodParams, Param, load, register_method
+from paperlab.soup.methods.base import (
+    MergeMethod,
+    MethodParams,
+    Param,
+    in_halves,
+    load,
+    register_method,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -75,46 +83,107 @@ class MultiSlerp(MergeMethod):
         return res if b is None else res + b
 
 
+_KARCHER_BLOCK = 1 << 17  # 512 KiB of float32 per operand: measured 12% faster than 64Ki here
+
+
+def _blocked(like: torch.Tensor, work: Callable[[int, int, torch.Tensor], None]) -> None:
+    """``work(start, stop, tmp)`` over ``like``'s length in cache-sized blocks, on two threads
+    with a temporary each; every element sees the same operations whatever the split."""
+    import torch
+
+    n = like.numel()
+    block = _KARCHER_BLOCK if like.device.type == "cpu" else max(n, 1)  # blocks are a CPU-cache trick
+
+    def half(start: int, stop: int) -> None:
+        t = torch.empty(min(stop - start, block), dtype=like.dtype, device=like.device)
+        for s in range(start, stop, block):
+            e = min(stop, s + block)
+            work(s, e, t[: e - s])
+
+    if like.device.type == "cpu":
+        in_halves(n, block, half)
+    else:
+        half(0, n)
+
+
+def _weighted_mean(mean: torch.Tensor, a: list[float], us: list[torch.Tensor], s: int, e: int, t: torch.Tensor) -> None:
+    import torch
+
+    for ai, u in zip(a, us, strict=True):  # mean (zeros) += a_i * u_i
+        mean[s:e].add_(torch.mul(u[s:e], ai, out=t))
+
+
+def _tangent(tangent: torch.Tensor, mean: torch.Tensor, steps: list[tuple[Any, Any, torch.Tensor]],
+             s: int, e: int, t: torch.Tensor) -> None:
+    import torch
+
+    g, m = tangent[s:e], mean[s:e]
+    g.zero_()
+    for coef, dot, u in steps:  # tangent += coef * (u - dot * mean)
+        torch.mul(m, dot, out=t)
+        torch.sub(u[s:e], t, out=t)
+        g.add_(t.mul_(coef))
+
+
+def _move(mean: torch.Tensor, tangent: torch.Tensor, tn: Any, s: int, e: int, t: torch.Tensor) -> None:
+    import torch
+
+    # mean = cos(tn) * mean + sin(tn) * (tangent / tn). The float32 scalars stay the left
+    # operands, as in mergekit: a lower-precision tensor then sees them rounded to its own dtype
+    # first (on the right they would not be).
+    m = mean[s:e]
+    torch.div(tangent[s:e], tn, out=t)
+    torch.mul(torch.cos(tn), m, out=m).add_(torch.mul(torch.sin(tn), t, out=t))
+
+
 def karcher_mean(xs: list[torch.Tensor], max_iter: int, tol: float) -> torch.Tensor:
-    """The equal-weight Karcher mean of flat tensors (see the module docstring)."""
+    """The equal-weight Karcher mean of flat tensors (see the module docstring).
+
+    ``xs`` are the caller's own copies: they are divided by their norms in place. mergekit's
+    arithmetic, element for element: every whole-vector step (each norm and dot product, so the
+    rounding of every reduction) is the same call on the same tensor, and the elementwise steps
+    run the same operations in the same order one cache-sized block at a time, on two threads,
+    into two buffers kept for all iterations (mergekit allocates five vectors per model and
+    iteration).
+    """
     import torch
 
     alphas = [1.0 / len(xs)] * len(xs)
     dtype = torch.float64 if xs[0].dtype == torch.float64 else torch.float32
-    norms: list[Any] = []
-    units = []
-    for x in xs:
-        nrm = torch.linalg.vector_norm(x.to(dtype))
-        norms.append(nrm)
-        units.append(torch.zeros_like(x) if nrm.item() == 0.0 else (x / nrm).to(x.dtype))
+    norms: list[Any] = [torch.linalg.vector_norm(x.to(dtype)) for x in xs]
     valid = [i for i, nrm in enumerate(norms) if nrm.item() > tol]
     if not valid:
         return sum((x * 0 for x in xs[1:]), xs[0] * 0)
+    units = [x.zero_() if nrm.item() == 0.0 else x.div_(nrm) for x, nrm in zip(xs, norms, strict=True)]
     a_sum = sum(alphas[i] for i in valid)
     a = [alphas[i] / a_sum for i in valid]
     us = [units[i] for i in valid]
     mean = torch.zeros_like(us[0])
-    for ai, u in zip(a, us, strict=True):
-        mean += ai * u
+    tangent = torch.empty_like(mean)
+    _blocked(mean, partial(_weighted_mean, mean, a, us))
     mn = torch.linalg.vector_norm(mean.to(dtype))
-    mean = us[0].clone() if mn.item() < tol else (mean / mn).to(mean.dtype)
+    if mn.item() < tol:
+        mean.copy_(us[0])
+    else:
+        mean.div_(mn)
     for _ in range(max_iter):
-        tangent = torch.zeros_like(mean)
+        steps = []
         for ai, u in zip(a, us, strict=True):
             dot = torch.clamp(torch.dot(mean, u), -1.0, 1.0)
             theta = torch.arccos(dot)
             if theta.item() < tol:
                 continue
-            tangent += ai * (theta / torch.sin(theta)) * (u - dot * mean)
+            steps.append((ai * (theta / torch.sin(theta)), dot, u))
+        _blocked(mean, partial(_tangent, tangent, mean, steps))
         tn = torch.linalg.vector_norm(tangent.to(dtype))
         if tn.item() < tol:
             break
-        mean = (torch.cos(tn) * mean + torch.sin(tn) * (tangent / tn)).to(mean.dtype)
+        _blocked(mean, partial(_move, mean, tangent, tn))
         un = torch.linalg.vector_norm(mean.to(dtype))
         if un.item() > tol:
-            mean = (mean / un).to(mean.dtype)
+            mean.div_(un)
     scale = sum((al * nrm for al, nrm in zip(alphas[1:], norms[1:], strict=True)), alphas[0] * norms[0])
-    return scale * mean
+    return torch.mul(scale, mean, out=mean)
 
 
 @register_method

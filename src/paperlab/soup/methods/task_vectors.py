@@ -22,7 +22,6 @@ the dropped vector's L1 norm) is on for dare_* and della*.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from paperlab.soup.errors import MergeConfigError
@@ -31,7 +30,9 @@ from paperlab.soup.methods.base import (
     MergeMethod,
     MethodParams,
     Param,
+    in_halves,
     load,
+    pool,
     register_method,
     rng_for,
 )
@@ -44,16 +45,6 @@ WEIGHT = Param("weight", per_model=True)
 DENSITY = Param("density", per_model=True, default=1.0, low=0.0, high=1.0, open_low=True, fix="1 keeps every entry")
 LAMBDA = Param("lambda", default=1.0)
 INT8_MASK = Param("int8_mask", kind=bool, default=False)
-
-
-_POOL: ThreadPoolExecutor | None = None
-
-
-def _pool() -> ThreadPoolExecutor:
-    global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(2, thread_name_prefix="soup-sort")
-    return _POOL
 
 
 _COLUMNS = 1 << 16  # column block for the election: temporaries of N x 64Ki, not N x n
@@ -145,7 +136,7 @@ class TaskVectorMethod(MergeMethod):
             SPARES.clear()
             masks = [keep(i) for i in models]
         else:  # the models' rankings are independent and mostly single-threaded: two at once
-            masks = list(_pool().map(keep, models))
+            masks = list(pool().map(keep, models))
         weights = torch.tensor(params.weights, dtype=torch.float32).unsqueeze(-1)  # (N, 1)
         out = torch.empty(n, dtype=torch.float32)
 
@@ -164,12 +155,7 @@ class TaskVectorMethod(MergeMethod):
 
         # Columns are reduced independently, so two threads mixing halves give the same bits;
         # small ops on 64Ki-column blocks run on one core each, so one thread leaves a core idle.
-        blocks = -(-n // _COLUMNS)
-        if blocks >= 2:
-            middle = (blocks // 2) * _COLUMNS
-            list(_pool().map(lambda r: mix_columns(*r), [(0, middle), (middle, n)]))
-        else:
-            mix_columns(0, n)
+        in_halves(n, _COLUMNS, mix_columns)
         for mask in masks:
             if mask is not None:
                 SPARES.give(mask)
