@@ -48,6 +48,25 @@ def test_the_replay_keeps_what_torch_sort_puts_first(kind: str, n: int) -> None:
         assert torch.equal(got, argsort_first(keys, k)), (kind, n, k)
 
 
+@pytest.mark.parametrize("kind", sorted(KEYS))
+@pytest.mark.parametrize("n", [17, 18, 257, 4097, 65_537, 300_001])
+def test_the_band_replay_keeps_what_torch_sort_puts_between_two_positions(kind: str, n: int) -> None:
+    """One replay for both boundaries (breadcrumbs): positions [k1, k2) of argsort; None only
+    where the first partition leaves both boundaries on one side."""
+    keys = KEYS[kind](n, torch.Generator().manual_seed(n + 1))
+    order = torch.argsort(keys, descending=True)
+    replayed = 0
+    for k1, k2 in {(1, n - 1), (n // 3, n - 1), (n // 2 - 1, n // 2 + 1), (n // 10, n // 2), (n // 2, n - n // 10)}:
+        got = introselect.replay_band_mask(keys.clone(), k1, k2)
+        if got is None:
+            continue
+        replayed += 1
+        want = torch.zeros(n, dtype=torch.bool)
+        want[order[k1:k2]] = True
+        assert torch.equal(got, want), (kind, n, k1, k2)
+    assert replayed >= 1
+
+
 def test_nan_keys_are_handed_back_untouched() -> None:
     keys = torch.tensor([1.0, float("nan"), 3.0] * 10)
     before = keys.clone()

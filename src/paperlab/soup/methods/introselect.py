@@ -20,6 +20,7 @@ limit), callers sort instead.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .spares import SPARES
@@ -169,62 +170,145 @@ def replay_top_k_mask(keys: torch.Tensor, k: int) -> torch.Tensor | None:
         return None
     work = SPARES.take(n, torch.bool)
     try:
-        return _replay(keys, k, mask, work)
+        dtype = _index_dtype(n)
+        if n <= _THRESHOLD:
+            return _follow(keys, 0, None, k, mask, work, dtype, 0)
+        first = _first_level(keys, work, dtype)
+        depth = 2 * (n.bit_length() - 1) - 1
+        if first.cut <= k:  # the whole left part is kept
+            first.mark_left(mask)
+            if first.cut == k:
+                return mask
+            v, ix = first.right(first.v.index_select(0, first.li))
+            return _follow(v, first.cut, ix, k, mask, work, dtype, depth)
+        v, ix = first.left(first.v.index_select(0, first.ri))
+        return _follow(v, 0, ix, k, mask, work, dtype, depth)
     finally:
         SPARES.give(work)
 
 
-def _replay(keys: torch.Tensor, k: int, mask: torch.Tensor, work: torch.Tensor) -> torch.Tensor | None:
+def replay_band_mask(keys: torch.Tensor, k1: int, k2: int) -> torch.Tensor | None:
+    """A boolean mask of the entries ``torch.sort(keys, descending=True)`` puts at positions
+    [k1, k2) (0 < k1 < k2 < n), or None where the replay does not apply or the first partition
+    does not separate the two boundaries (then use two :func:`replay_top_k_mask` calls on fresh
+    keys). The first partition, a pass over the whole tensor, is replayed once for both
+    boundaries; ``keys`` is consumed."""
     import torch
 
     n = keys.numel()
+    if not 0 < k1 < k2 < n or n <= _THRESHOLD or bool(torch.isnan(keys).any()):
+        return None
+    dtype = _index_dtype(n)
+    work = SPARES.take(n, torch.bool)
+    upper = SPARES.take(n, torch.bool).zero_()
+    try:
+        first = _first_level(keys, work, dtype)
+        if not k1 < first.cut <= k2:
+            SPARES.give(upper)
+            return None
+        depth = 2 * (n.bit_length() - 1) - 1
+        left_src, right_src = first.v.index_select(0, first.ri), first.v.index_select(0, first.li)
+        first.mark_left(upper)  # the first k2: the left part, then the right part's first k2 - cut
+        if first.cut < k2:
+            v, ix = first.right(right_src)
+            if _follow(v, first.cut, ix, k2, upper, work, dtype, depth) is None:
+                SPARES.give(upper)
+                return None
+        lower = SPARES.take(n, torch.bool).zero_()  # the first k1, all in the left part
+        v, ix = first.left(left_src)
+        if _follow(v, 0, ix, k1, lower, work, dtype, depth) is None:
+            SPARES.give(upper)
+            SPARES.give(lower)
+            return None
+        upper &= lower.logical_not_()
+        SPARES.give(lower)
+        return upper
+    finally:
+        SPARES.give(work)
+
+
+def _index_dtype(n: int) -> torch.dtype:
+    import torch
+
     # int64 positions index without a conversion (an int32 index is widened on every use, and
     # each widened copy is fresh memory); past SPARES.limit entries int32 halves the lists instead,
     # since there the working set sets the merge's peak memory.
-    dtype = torch.int64 if n <= SPARES.limit else torch.int32
-    v, lo = keys, 0
-    ix: torch.Tensor | None = None  # original index at each position of v; None: the whole tensor
-    depth = 2 * (n.bit_length() - 1)
+    return torch.int64 if n <= SPARES.limit else torch.int32
+
+
+@dataclass
+class _FirstLevel:
+    """The first partition, of the whole tensor, where a position is its entry's original index
+    except for the pivot swap (the entry at position ``piv`` is entry 0), so the swap lists serve
+    as indices."""
+
+    v: torch.Tensor
+    cut: int
+    li: torch.Tensor
+    ri: torch.Tensor
+    piv: int
+    dtype: torch.dtype
+
+    def mark_left(self, mask: torch.Tensor) -> None:
+        """Mark every entry left of the cut after the swaps."""
+        cut, piv = self.cut, self.piv
+        mask[:cut] = True
+        _fill(mask, self.li, False)
+        _fill(mask, self.ri, True)
+        # entry piv sits at position 0, always kept; entry 0 at position piv, kept if that
+        # position is left of the cut and not swapped out, or swapped in
+        mask[piv] = True
+        mask[0] = (piv < cut and _find(self.li, piv, False) is None) or _find(self.ri, piv, True) is not None
+
+    def right(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The part right of the cut after the swaps (``src``: the keys at the left stops, read
+        before any swap was written) and the original index at each of its positions."""
+        cut, li, ri = self.cut, self.li, self.ri
+        _put(self.v, ri, src)
+        ix = _identity_half(cut, self.v.numel(), self.piv, self.dtype)
+        _put(ix, ri - cut, li)
+        at_l = _find(li, self.piv, False)
+        if at_l is not None:
+            ix[int(ri[at_l]) - cut] = 0
+        return self.v[cut:], ix
+
+    def left(self, src: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The part left of the cut after the swaps (``src``: the keys at the right stops)."""
+        li, ri = self.li, self.ri
+        _put(self.v, li, src)
+        ix = _identity_half(0, self.cut, self.piv, self.dtype)
+        _put(ix, li, ri)
+        at_r = _find(ri, self.piv, True)
+        if at_r is not None:
+            ix[int(li[at_r])] = 0
+        return self.v[: self.cut], ix
+
+
+def _first_level(keys: torch.Tensor, work: torch.Tensor, dtype: torch.dtype) -> _FirstLevel:
+    piv = _median_position(keys)
+    keys[[0, piv]] = keys[[piv, 0]]
+    cut, li, ri = _partition(keys, work, dtype)
+    return _FirstLevel(keys, cut, li, ri, piv, dtype)
+
+
+def _follow(v: torch.Tensor, lo: int, ix: torch.Tensor | None, k: int, mask: torch.Tensor, work: torch.Tensor,
+            dtype: torch.dtype, depth: int) -> torch.Tensor | None:
+    """Replay the partitions of ``v`` (whole-tensor positions ``lo`` on; ``ix``: the original
+    index at each of its positions, None for the identity of a tensor too small to partition)
+    that hold position ``k``, marking in ``mask`` the entries that end before it."""
+    import torch
+
     while v.numel() > _THRESHOLD:
         if depth == 0:
             return None  # introsort would heapsort this range
         depth -= 1
+        assert ix is not None
         piv = _median_position(v)
         v[[0, piv]] = v[[piv, 0]]
-        if ix is not None:
-            ix[[0, piv]] = ix[[piv, 0]]
+        ix[[0, piv]] = ix[[piv, 0]]
         cut, li, ri = _partition(v, work, dtype)
-        keep_left = lo + cut <= k
-        if ix is None:
-            # The whole tensor: a position is its entry's original index, except for the pivot
-            # swap (the entry at position piv is entry 0), so the swap lists serve as indices.
-            at_l, at_r = _find(li, piv, False), _find(ri, piv, True)
-            if keep_left:  # the left part is kept whole: its entries after the swaps
-                mask[:cut] = True
-                _fill(mask, li, False)
-                _fill(mask, ri, True)
-                # entry piv sits at position 0, always kept; entry 0 at position piv, kept if
-                # that position is left of the cut and not swapped out, or swapped in
-                mask[piv] = True
-                mask[0] = (piv < cut and at_l is None) or at_r is not None
-                if lo + cut == k:
-                    return mask
-                _put(v, ri, v.index_select(0, li))
-                ix = _identity_half(cut, v.numel(), piv, dtype)
-                _put(ix, ri - cut, li)
-                if at_l is not None:
-                    ix[int(ri[at_l]) - cut] = 0
-                v, lo = v[cut:], lo + cut
-            else:
-                _put(v, li, v.index_select(0, ri))
-                ix = _identity_half(0, cut, piv, dtype)
-                _put(ix, li, ri)
-                if at_r is not None:
-                    ix[int(li[at_r])] = 0
-                v = v[:cut]
-            continue
         at_li, at_ri = ix.index_select(0, li), ix.index_select(0, ri)
-        if keep_left:
+        if lo + cut <= k:
             _fill(mask, ix[:cut], True)
             _fill(mask, at_li, False)
             _fill(mask, at_ri, True)

@@ -136,6 +136,10 @@ def outlier_mask(magnitudes: Callable[[], torch.Tensor], n: int, density: float,
     def negated() -> torch.Tensor:
         return magnitudes().neg_()
 
+    if bottom and introselect.replay_matches_torch():  # both boundaries in one replay where it can
+        band = introselect.replay_band_mask(negated(), bottom, bottom + target)
+        if band is not None:
+            return band
     kept = top_k_mask(negated(), bottom + target, negated, select_first=False)
     if bottom:
         kept &= ~top_k_mask(negated(), bottom, negated, select_first=False)
