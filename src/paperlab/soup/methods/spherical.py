@@ -24,9 +24,16 @@ from paperlab.soup.methods.base import (
     MergeMethod,
     MethodParams,
     Param,
-    in_halves,
+    blocked,
+    compute_dtype,
+    differences,
+    each,
+    give_spares,
     load,
     register_method,
+    row_norm,
+    row_sum,
+    spare,
 )
 
 if TYPE_CHECKING:
@@ -38,6 +45,7 @@ class MultiSlerp(MergeMethod):
     name = mergekit = "multislerp"
     base = "optional"
     elementwise = False
+    reads_only = True  # every input is copied (converted) into the method's own rows first
     allow_negative = True
     params: ClassVar[tuple[Param, ...]] = (Param("weight", per_model=True), Param("normalize_weights", kind=bool, default=True),
               Param("eps", default=1e-8, low=0.0, open_low=True, fix="a small positive constant"))
@@ -53,57 +61,97 @@ class MultiSlerp(MergeMethod):
 
         if len(tensors) == 1:
             return load(tensors[0], params)
-        b = load(base, params) if base is not None else None
-        xs = torch.stack([load(x, params) for x in tensors])  # (N, n)
-        if b is not None:
-            xs -= b
+        dt = compute_dtype(params)
+        n, count = tensors[0].numel(), len(tensors)
         eps = params.get("eps")
-        w = torch.tensor(params.weights, dtype=xs.dtype, device=xs.device)
+        w = torch.tensor(params.weights, dtype=dt, device=tensors[0].device)
         if params.get("normalize_weights"):
             w = w / w.sum()
-        norms = torch.norm(xs, dim=-1, keepdim=True)
-        units = xs / (norms + eps)
-        mean = (units * w.view(-1, 1)).sum(0)
+        # mergekit's stacked xs, one row per model; rows (and the product below) are kept for the
+        # next tensor of the same size: fresh pages cost about as much as the arithmetic
+        units = [spare(n, dt, tensors[0]) for _ in range(count)]
+        blocked(units[0], partial(differences, units, tensors, base))
+        norms = torch.stack(each(row_norm, units)).view(-1, 1)  # torch.norm(xs, dim=-1)
+        scale = norms + eps
+        mean = torch.empty_like(units[0])
+        blocked(mean, partial(_units_mean, units, scale, w, mean), rows=count)
         mean_norm = torch.norm(mean)
         if mean_norm < eps:
-            if xs.shape[0] != 2:
-                raise WeightsError(f"multislerp: the weighted mean direction of tensor {params.key!r} is zero (antipodal "
-                                   "inputs whose weights cancel); change the weights")
-            res = xs[0] * w[0] + xs[1] * w[1]
-            return res if b is None else res + b
-        mean = mean / mean_norm
-        dots = (units * mean).sum(-1, keepdim=True)
-        tangent = units - dots * mean
-        del units
-        v = (tangent * w.view(-1, 1)).sum(0)
-        del tangent
-        vn = torch.norm(v) + eps
-        res = mean * torch.cos(vn) + v * (torch.sin(vn) / vn)
-        res = res * (norms.squeeze(-1) * w).sum()
-        return res if b is None else res + b
+            give_spares(*units)
+            return _antipodal(tensors, base, w, params)
+        prod = spare(n, dt, mean)  # units_i * mean, then v
+        dots = []
+        for i, u in enumerate(units):
+            blocked(mean, partial(_product, u, mean, mean_norm if i == 0 else None, prod))
+            dots.append(row_sum(prod))
+        blocked(mean, partial(_tangent_sum, units, dots, w, mean, prod), rows=count)
+        give_spares(*units)
+        tn = torch.norm(prod) + eps
+        avg_norm = (norms.squeeze(-1) * w).sum()
+        blocked(mean, partial(_exp_map, mean, prod, torch.cos(tn), torch.sin(tn) / tn, avg_norm, base))
+        give_spares(prod)
+        return mean
+
+
+def _antipodal(tensors: Sequence[torch.Tensor], base: torch.Tensor | None, w: torch.Tensor,
+               params: MethodParams) -> torch.Tensor:
+    """mergekit's fallback for two inputs whose weighted mean direction is ~0: the weighted sum."""
+    if len(tensors) != 2:
+        raise WeightsError(f"multislerp: the weighted mean direction of tensor {params.key!r} is zero (antipodal "
+                           "inputs whose weights cancel); change the weights")
+    x0, x1 = load(tensors[0], params), load(tensors[1], params)
+    b = None
+    if base is not None:
+        b = load(base, params)
+        x0 -= b
+        x1 -= b
+    res = x0 * w[0] + x1 * w[1]
+    return res if b is None else res + b
+
+
+def _units_mean(units: list[torch.Tensor], scale: torch.Tensor, w: torch.Tensor, mean: torch.Tensor,
+                s: int, e: int, t: torch.Tensor) -> None:
+    import torch
+
+    for i, u in enumerate(units):  # units = xs / (norms + eps); t = units * w
+        torch.mul(u[s:e].div_(scale[i]), w[i], out=t[i])
+    torch.sum(t, 0, out=mean[s:e])  # mean = (units * w).sum(0), a column at a time
+
+
+def _product(u: torch.Tensor, mean: torch.Tensor, mean_norm: torch.Tensor | None, prod: torch.Tensor,
+             s: int, e: int, t: torch.Tensor) -> None:
+    import torch
+
+    m = mean[s:e]
+    if mean_norm is not None:  # the first pass also normalises the mean direction
+        m.div_(mean_norm)
+    torch.mul(u[s:e], m, out=prod[s:e])
+
+
+def _tangent_sum(units: list[torch.Tensor], dots: list[torch.Tensor], w: torch.Tensor, mean: torch.Tensor,
+                 v: torch.Tensor, s: int, e: int, t: torch.Tensor) -> None:
+    import torch
+
+    m = mean[s:e]
+    for i, u in enumerate(units):  # tangent = units - dots * mean; t = tangent * w
+        torch.sub(u[s:e], torch.mul(dots[i], m, out=t[i]), out=t[i]).mul_(w[i])
+    torch.sum(t, 0, out=v[s:e])  # v = (tangent * w).sum(0)
+
+
+def _exp_map(mean: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sinc: torch.Tensor, avg_norm: torch.Tensor,
+             base: torch.Tensor | None, s: int, e: int, t: torch.Tensor) -> None:
+    # (mean * cos|v| + v * (sin|v| / |v|)) * avg_norm (+ base), the scalars on the right as in mergekit
+    m = mean[s:e]
+    m.mul_(cos).add_(v[s:e].mul_(sinc)).mul_(avg_norm)
+    if base is not None:
+        m.add_(t.copy_(base[s:e]))
 
 
 _KARCHER_BLOCK = 1 << 17  # 512 KiB of float32 per operand: measured 12% faster than 64Ki here
 
 
 def _blocked(like: torch.Tensor, work: Callable[[int, int, torch.Tensor], None]) -> None:
-    """``work(start, stop, tmp)`` over ``like``'s length in cache-sized blocks, on two threads
-    with a temporary each; every element sees the same operations whatever the split."""
-    import torch
-
-    n = like.numel()
-    block = _KARCHER_BLOCK if like.device.type == "cpu" else max(n, 1)  # blocks are a CPU-cache trick
-
-    def half(start: int, stop: int) -> None:
-        t = torch.empty(min(stop - start, block), dtype=like.dtype, device=like.device)
-        for s in range(start, stop, block):
-            e = min(stop, s + block)
-            work(s, e, t[: e - s])
-
-    if like.device.type == "cpu":
-        in_halves(n, block, half)
-    else:
-        half(0, n)
+    blocked(like, work, block=_KARCHER_BLOCK)
 
 
 def _weighted_mean(mean: torch.Tensor, a: list[float], us: list[torch.Tensor], s: int, e: int, t: torch.Tensor) -> None:
