@@ -157,3 +157,22 @@ def test_inputs_are_only_read(method: str, weights: tuple[float, ...], shared: d
         get_method(method).combine(raw[:k], None, mparams(method, compute, weights, **shared))
     assert all(same_bits(a, b) for a, b in zip(raw, kept, strict=True))
     assert get_method(method).reads_only
+
+
+@pytest.mark.parametrize("method,weights", [("multislerp", (0.5, 0.3, 0.2)), ("nuslerp", (0.5, 0.5)),
+                                            ("model_stock", (0.5, 0.5, 0.5))])
+@pytest.mark.parametrize("compute", ["float32", "bfloat16"])
+def test_result_goes_into_a_lent_buffer(method: str, weights: tuple[float, ...], compute: str) -> None:
+    """``writes_out``: given a float32 buffer with room, the result is a view of its front (the
+    merge lends one buffer for all tensors); the same bits as a fresh result."""
+    raw, _ = models(compute, len(weights) + 1)
+    k = len(weights)
+    p = mparams(method, compute, weights)
+    fresh = get_method(method).combine(raw[:k], raw[k], p)
+    out = torch.full((N + 5,), float("nan"))
+    lent = get_method(method).combine(raw[:k], raw[k], p, out=out)
+    assert lent.data_ptr() == out.data_ptr()
+    assert same_bits(lent, fresh)
+    small = get_method(method).combine(raw[:k], raw[k], p, out=torch.empty(N // 3))  # no room: a new vector
+    assert same_bits(small, fresh)
+    assert get_method(method).writes_out

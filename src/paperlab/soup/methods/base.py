@@ -142,6 +142,9 @@ class MergeMethod:
         allow_negative / prenormalize: weight rules (see :meth:`resolve`).
         reads_only: ``combine`` never writes to its input tensors, which may then be read-only
             views of the input files' pages.
+        writes_out: a whole-tensor method that puts its result in ``out`` when one long enough
+            is given (:func:`result_in`): callers then lend it a buffer kept between tensors, in
+            place of a fresh vector, every page of which faults, per tensor.
     """
 
     name: ClassVar[str] = ""
@@ -152,6 +155,7 @@ class MergeMethod:
     params: ClassVar[tuple[Param, ...]] = (Param("weight", per_model=True),)
     elementwise: ClassVar[bool] = True
     reads_only: ClassVar[bool] = False
+    writes_out: ClassVar[bool] = False
     allow_negative: ClassVar[bool] = False
     prenormalize: ClassVar[bool] = False
     normalize_param: ClassVar[str] = "normalize"
@@ -320,6 +324,17 @@ def blocked(like: torch.Tensor, work: Callable[[int, int, torch.Tensor], None], 
         in_halves(n, size, half)
     else:
         half(0, n)
+
+
+def result_in(out: torch.Tensor | None, n: int, dtype: torch.dtype, like: torch.Tensor) -> torch.Tensor:
+    """A vector of ``n`` entries of ``dtype`` for a result: the front of ``out`` (the caller's
+    float32 buffer, reinterpreted for a narrower dtype) when it has room, else a new one."""
+    import torch
+
+    if out is not None and out.device == like.device and out.is_contiguous() \
+            and out.numel() * out.element_size() >= n * dtype.itemsize:
+        return out.view(dtype)[:n]
+    return torch.empty(n, dtype=dtype, device=like.device)
 
 
 def differences(out: Sequence[torch.Tensor], xs: Sequence[torch.Tensor], base: torch.Tensor | None,

@@ -36,6 +36,7 @@ from paperlab.soup.methods.base import (
     give_spares,
     load,
     register_method,
+    result_in,
     rounded,
     spare,
 )
@@ -114,6 +115,7 @@ class NuSlerp(MergeMethod):
     base = "optional"
     elementwise = False
     reads_only = True  # the inputs are copied (converted) into the method's own vectors first
+    writes_out = True
     min_models = max_models = 2
     params: ClassVar[tuple[Param, ...]] = (Param("weight", per_model=True), Param("nuslerp_flatten", kind=bool, default=True),
               Param("nuslerp_row_wise", kind=bool, default=False))
@@ -129,7 +131,7 @@ class NuSlerp(MergeMethod):
         total = w0 + w1
         t = 0.5 if abs(total) < 1e-6 else w1 / total
         if params.get("nuslerp_flatten"):
-            return _nuslerp_flat(t, tensors[0], tensors[1], base, compute_dtype(params))
+            return _nuslerp_flat(t, tensors[0], tensors[1], base, compute_dtype(params), out)
         x0, x1 = load(tensors[0], params), load(tensors[1], params)
         b = load(base, params) if base is not None else None
         if b is not None:
@@ -175,14 +177,14 @@ def _straight(v0: torch.Tensor, v1: torch.Tensor, t_: float, base: torch.Tensor 
 
 
 def _nuslerp_flat(t: float, x0: torch.Tensor, x1: torch.Tensor, base: torch.Tensor | None,
-                  dt: torch.dtype, eps: float = 1e-8) -> torch.Tensor:
+                  dt: torch.dtype, out: torch.Tensor | None, eps: float = 1e-8) -> torch.Tensor:
     """:func:`_nuslerp` of the whole flattened tensors, the elementwise steps in cache-sized
     blocks on two threads, every reduction the same whole-tensor call as mergekit's; the result
     is written over the first difference."""
     import torch
 
     n = x0.numel()
-    v0 = torch.empty(n, dtype=dt, device=x0.device)  # returned: the only fresh vector
+    v0 = result_in(out, n, dt, x0)  # the first difference, then the result
     v1, prod = spare(n, dt, x0), spare(n, dt, x0)
     blocked(v0, partial(differences, [v0, v1], [x0, x1], base))
     n0, n1 = (x.clamp(min=1e-7) for x in each(lambda v: torch.norm(v, dim=-1, keepdim=True), [v0, v1]))
@@ -203,6 +205,7 @@ class ModelStock(MergeMethod):
     base = "required"
     elementwise = False
     reads_only = True  # the offsets and the final mix read the inputs block by block, never write them
+    writes_out = True
     min_models = 2
     params: ClassVar[tuple[Param, ...]] = (Param("filter_wise", kind=bool, default=False),)
 
@@ -217,7 +220,7 @@ class ModelStock(MergeMethod):
 
         assert base is not None
         if not params.get("filter_wise"):
-            return _model_stock_flat(tensors, base, compute_dtype(params))
+            return _model_stock_flat(tensors, base, compute_dtype(params), out)
         w0 = load(base, params)
         shape = params.shape or (w0.numel(),)
         w0m = w0.reshape(shape) if len(shape) >= 2 else w0.reshape(1, -1)
@@ -261,7 +264,8 @@ def _stock_mix(res: torch.Tensor, xs: Sequence[torch.Tensor], base: torch.Tensor
     torch.mul(t_, a.div_(len(xs)), out=a).add_(torch.mul(one_minus_t, t.copy_(base[s:e]), out=t))
 
 
-def _model_stock_flat(xs: Sequence[torch.Tensor], base: torch.Tensor, dt: torch.dtype) -> torch.Tensor:
+def _model_stock_flat(xs: Sequence[torch.Tensor], base: torch.Tensor, dt: torch.dtype,
+                      out: torch.Tensor | None) -> torch.Tensor:
     """model_stock over the whole flattened tensors: the offsets, pairwise products and final mix
     in cache-sized blocks on two threads, every norm and sum the same whole-tensor call as
     mergekit's; one fresh vector (the result), the offsets kept for the next tensor."""
@@ -279,7 +283,7 @@ def _model_stock_flat(xs: Sequence[torch.Tensor], base: torch.Tensor, dt: torch.
             cos.append((prod.sum(dim=-1) / (norms[i] * norms[j]).clamp(min=1e-6)).clamp(-1, 1))
     give_spares(prod, *offsets)
     t = _stock_ratio(cos, len(xs))
-    res = torch.empty(n, dtype=dt, device=base.device)
+    res = result_in(out, n, dt, base)
     blocked(res, partial(_stock_mix, res, xs, base, t, 1 - t))
     return res
 

@@ -31,6 +31,7 @@ from paperlab.soup.methods.base import (
     give_spares,
     load,
     register_method,
+    result_in,
     row_norm,
     row_sum,
     spare,
@@ -46,6 +47,7 @@ class MultiSlerp(MergeMethod):
     base = "optional"
     elementwise = False
     reads_only = True  # every input is copied (converted) into the method's own rows first
+    writes_out = True
     allow_negative = True
     params: ClassVar[tuple[Param, ...]] = (Param("weight", per_model=True), Param("normalize_weights", kind=bool, default=True),
               Param("eps", default=1e-8, low=0.0, open_low=True, fix="a small positive constant"))
@@ -73,7 +75,7 @@ class MultiSlerp(MergeMethod):
         blocked(units[0], partial(differences, units, tensors, base))
         norms = torch.stack(each(row_norm, units)).view(-1, 1)  # torch.norm(xs, dim=-1)
         scale = norms + eps
-        mean = torch.empty_like(units[0])
+        mean = result_in(out, n, dt, units[0])  # the mean direction, then the result
         blocked(mean, partial(_units_mean, units, scale, w, mean), rows=count)
         mean_norm = torch.norm(mean)
         if mean_norm < eps:
