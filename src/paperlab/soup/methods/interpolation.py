@@ -147,55 +147,62 @@ class NuSlerp(MergeMethod):
         return res if b is None else b.add_(res)
 
 
-def _unit_product(v0: torch.Tensor, v1: torch.Tensor, n0: torch.Tensor, n1: torch.Tensor, prod: torch.Tensor,
+def _unit_product(v0: torch.Tensor, v1: torch.Tensor, n0: torch.Tensor, n1: torch.Tensor,
                   s: int, e: int, t: torch.Tensor) -> None:
     import torch
 
     u0, u1 = torch.div(v0[s:e], n0, out=t[0]), torch.div(v1[s:e], n1, out=t[1])
-    torch.mul(u0, u1, out=prod[s:e])  # v0_u * v1_u
+    torch.mul(u0, u1, out=v1[s:e])  # v0_u * v1_u, over v1 (rebuilt from the inputs at the end)
 
 
-def _spherical(v0: torch.Tensor, v1: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor, sin: torch.Tensor,
+def _second(x1: torch.Tensor, base: torch.Tensor | None, s: int, e: int, t: torch.Tensor) -> torch.Tensor:
+    """v1 = x1 - base for one block into t[0] (the base's block left in t[1])."""
+    v1 = t[0].copy_(x1[s:e])
+    return v1 if base is None else v1.sub_(t[1].copy_(base[s:e]))
+
+
+def _spherical(v0: torch.Tensor, x1: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor, sin: torch.Tensor,
                base: torch.Tensor | None, s: int, e: int, t: torch.Tensor) -> None:
     import torch
 
     # (sin((1-t) theta) * v0 + sin(t theta) * v1) / sin(theta) (+ base), into v0
+    v1 = _second(x1, base, s, e, t)
     a = v0[s:e]
-    torch.mul(c0, a, out=a).add_(torch.mul(c1, v1[s:e], out=t)).div_(sin)
+    torch.mul(c0, a, out=a).add_(torch.mul(c1, v1, out=v1)).div_(sin)
     if base is not None:
-        a.add_(t.copy_(base[s:e]))
+        a.add_(t[1])
 
 
-def _straight(v0: torch.Tensor, v1: torch.Tensor, t_: float, base: torch.Tensor | None,
+def _straight(v0: torch.Tensor, x1: torch.Tensor, t_: float, base: torch.Tensor | None,
               s: int, e: int, t: torch.Tensor) -> None:
-    import torch
-
+    v1 = _second(x1, base, s, e, t)
     a = v0[s:e]  # (1 - t) * v0 + t * v1 (+ base), into v0
-    a.mul_(1 - t_).add_(torch.mul(v1[s:e], t_, out=t))
+    a.mul_(1 - t_).add_(v1.mul_(t_))
     if base is not None:
-        a.add_(t.copy_(base[s:e]))
+        a.add_(t[1])
 
 
 def _nuslerp_flat(t: float, x0: torch.Tensor, x1: torch.Tensor, base: torch.Tensor | None,
                   dt: torch.dtype, out: torch.Tensor | None, eps: float = 1e-8) -> torch.Tensor:
     """:func:`_nuslerp` of the whole flattened tensors, the elementwise steps in cache-sized
-    blocks on two threads, every reduction the same whole-tensor call as mergekit's; the result
-    is written over the first difference."""
+    blocks on two threads, every reduction the same whole-tensor call as mergekit's. Two
+    vectors: the first difference (then the result, in ``out`` when it has room) and the
+    second (then the product of the units; the last pass converts the input again)."""
     import torch
 
     n = x0.numel()
-    v0 = result_in(out, n, dt, x0)  # the first difference, then the result
-    v1, prod = spare(n, dt, x0), spare(n, dt, x0)
+    v0, v1 = result_in(out, n, dt, x0), spare(n, dt, x0)
     blocked(v0, partial(differences, [v0, v1], [x0, x1], base))
     n0, n1 = (x.clamp(min=1e-7) for x in each(lambda v: torch.norm(v, dim=-1, keepdim=True), [v0, v1]))
-    blocked(v0, partial(_unit_product, v0, v1, n0, n1, prod), rows=2)
-    cos = torch.sum(prod, dim=-1, keepdim=True).clamp(-1, 1)
+    blocked(v0, partial(_unit_product, v0, v1, n0, n1), rows=2)
+    cos = torch.sum(v1, dim=-1, keepdim=True).clamp(-1, 1)
+    give_spares(v1)
     if ((1 - cos.square()) <= eps**2).item():  # colinear: mergekit's torch.where takes the straight line
-        blocked(v0, partial(_straight, v0, v1, t, base))
+        blocked(v0, partial(_straight, v0, x1, t, base), rows=2)
     else:
         theta = torch.acos(cos)
-        blocked(v0, partial(_spherical, v0, v1, torch.sin((1 - t) * theta), torch.sin(t * theta), torch.sin(theta), base))
-    give_spares(v1, prod)
+        blocked(v0, partial(_spherical, v0, x1, torch.sin((1 - t) * theta), torch.sin(t * theta), torch.sin(theta),
+                            base), rows=2)
     return v0
 
 
@@ -268,22 +275,26 @@ def _model_stock_flat(xs: Sequence[torch.Tensor], base: torch.Tensor, dt: torch.
                       out: torch.Tensor | None) -> torch.Tensor:
     """model_stock over the whole flattened tensors: the offsets, pairwise products and final mix
     in cache-sized blocks on two threads, every norm and sum the same whole-tensor call as
-    mergekit's; one fresh vector (the result), the offsets kept for the next tensor."""
+    mergekit's. The first offset lives where the result goes (``out`` when it has room), the
+    last pair's product overwrites the first of them, and the mix reads the inputs again: two
+    vectors for two models."""
     import torch
 
     n = base.numel()
-    offsets = [spare(n, dt, base) for _ in xs]
-    blocked(offsets[0], partial(differences, offsets, xs, base))
-    norms = each(lambda v: torch.norm(v, dim=-1), offsets)
-    prod = spare(n, dt, base)
-    cos = []
-    for i, a in enumerate(offsets):
-        for j in range(i + 1, len(offsets)):
-            blocked(prod, partial(_pair_product, a, offsets[j], prod))
-            cos.append((prod.sum(dim=-1) / (norms[i] * norms[j]).clamp(min=1e-6)).clamp(-1, 1))
-    give_spares(prod, *offsets)
-    t = _stock_ratio(cos, len(xs))
     res = result_in(out, n, dt, base)
+    offsets = [res, *(spare(n, dt, base) for _ in xs[1:])]
+    blocked(res, partial(differences, offsets, xs, base))
+    norms = each(lambda v: torch.norm(v, dim=-1), offsets)
+    pairs = [(i, j) for i in range(len(xs)) for j in range(i + 1, len(xs))]
+    prod = spare(n, dt, base) if len(pairs) > 1 else offsets[0]
+    cos = []
+    for i, j in pairs:
+        last = (i, j) == pairs[-1]
+        into = offsets[i] if last else prod  # nothing reads offset i after its last pair
+        blocked(res, partial(_pair_product, offsets[i], offsets[j], into))
+        cos.append((into.sum(dim=-1) / (norms[i] * norms[j]).clamp(min=1e-6)).clamp(-1, 1))
+    give_spares(*offsets[1:], *([prod] if len(pairs) > 1 else []))
+    t = _stock_ratio(cos, len(xs))
     blocked(res, partial(_stock_mix, res, xs, base, t, 1 - t))
     return res
 
