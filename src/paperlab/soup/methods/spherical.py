@@ -69,29 +69,35 @@ class MultiSlerp(MergeMethod):
         w = torch.tensor(params.weights, dtype=dt, device=tensors[0].device)
         if params.get("normalize_weights"):
             w = w / w.sum()
-        # mergekit's stacked xs, one row per model; rows (and the product below) are kept for the
-        # next tensor of the same size: fresh pages cost about as much as the arithmetic
-        units = [spare(n, dt, tensors[0]) for _ in range(count)]
-        blocked(units[0], partial(differences, units, tensors, base))
-        norms = torch.stack(each(row_norm, units)).view(-1, 1)  # torch.norm(xs, dim=-1)
+        # Three vectors whatever the count: the rows of mergekit's stacked xs are written out only
+        # for their norms (three at a time, the first in the result's buffer); every later pass
+        # converts the inputs again block by block, which reads half the bytes of a stored row.
+        bufs = [result_in(out, n, dt, tensors[0]), *(spare(n, dt, tensors[0]) for _ in range(min(count, 3) - 1))]
+        norms_: list[torch.Tensor] = []
+        for k in range(0, count, len(bufs)):
+            group = bufs[: len(tensors[k: k + len(bufs)])]
+            blocked(bufs[0], partial(differences, group, tensors[k: k + len(group)], base))
+            norms_ += each(row_norm, group)  # torch.norm(xs, dim=-1)
+        norms = torch.stack(norms_).view(-1, 1)
         scale = norms + eps
-        mean = result_in(out, n, dt, units[0])  # the mean direction, then the result
-        blocked(mean, partial(_units_mean, units, scale, w, mean), rows=count)
+        mean, prods = bufs[0], bufs[1:]  # the mean direction (then the result); units_i * mean (then v)
+        blocked(mean, partial(_units_mean, tensors, base, scale, w, mean), rows=count + 1)
         mean_norm = torch.norm(mean)
         if mean_norm < eps:
-            give_spares(*units)
+            give_spares(*prods)
             return _antipodal(tensors, base, w, params)
-        prod = spare(n, dt, mean)  # units_i * mean, then v
-        dots = []
-        for i, u in enumerate(units):
-            blocked(mean, partial(_product, u, mean, mean_norm if i == 0 else None, prod))
-            dots.append(row_sum(prod))
-        blocked(mean, partial(_tangent_sum, units, dots, w, mean, prod), rows=count)
-        give_spares(*units)
-        tn = torch.norm(prod) + eps
+        dots: list[torch.Tensor] = []
+        for k in range(0, count, len(prods)):
+            idx = list(range(k, min(count, k + len(prods))))
+            blocked(mean, partial(_products, tensors, base, scale, idx, mean, mean_norm if k == 0 else None, prods),
+                    rows=2)
+            dots += each(row_sum, prods[: len(idx)])
+        v = prods[0]
+        blocked(mean, partial(_tangent_sum, tensors, base, scale, dots, w, mean, v), rows=count + 2)
+        tn = torch.norm(v) + eps
         avg_norm = (norms.squeeze(-1) * w).sum()
-        blocked(mean, partial(_exp_map, mean, prod, torch.cos(tn), torch.sin(tn) / tn, avg_norm, base))
-        give_spares(prod)
+        blocked(mean, partial(_exp_map, mean, v, torch.cos(tn), torch.sin(tn) / tn, avg_norm, base))
+        give_spares(*prods)
         return mean
 
 
@@ -111,33 +117,53 @@ def _antipodal(tensors: Sequence[torch.Tensor], base: torch.Tensor | None, w: to
     return res if b is None else res + b
 
 
-def _units_mean(units: list[torch.Tensor], scale: torch.Tensor, w: torch.Tensor, mean: torch.Tensor,
-                s: int, e: int, t: torch.Tensor) -> None:
+def _unit(xs: Sequence[torch.Tensor], scale: torch.Tensor, i: int, s: int, e: int, into: torch.Tensor,
+          b: torch.Tensor | None) -> torch.Tensor:
+    """units_i = (x_i - base) / (norm_i + eps) for one block, into ``into`` (``b``: the base's
+    block, converted once per block)."""
+    into.copy_(xs[i][s:e])
+    if b is not None:
+        into.sub_(b)
+    return into.div_(scale[i])
+
+
+def _base_block(base: torch.Tensor | None, s: int, e: int, t: torch.Tensor) -> torch.Tensor | None:
+    return None if base is None else t[-1].copy_(base[s:e])
+
+
+def _units_mean(xs: Sequence[torch.Tensor], base: torch.Tensor | None, scale: torch.Tensor, w: torch.Tensor,
+                mean: torch.Tensor, s: int, e: int, t: torch.Tensor) -> None:
     import torch
 
-    for i, u in enumerate(units):  # units = xs / (norms + eps); t = units * w
-        torch.mul(u[s:e].div_(scale[i]), w[i], out=t[i])
-    torch.sum(t, 0, out=mean[s:e])  # mean = (units * w).sum(0), a column at a time
+    b = _base_block(base, s, e, t)
+    for i in range(len(xs)):  # t_i = units_i * w_i
+        _unit(xs, scale, i, s, e, t[i], b).mul_(w[i])
+    torch.sum(t[: len(xs)], 0, out=mean[s:e])  # mean = (units * w).sum(0), a column at a time
 
 
-def _product(u: torch.Tensor, mean: torch.Tensor, mean_norm: torch.Tensor | None, prod: torch.Tensor,
-             s: int, e: int, t: torch.Tensor) -> None:
+def _products(xs: Sequence[torch.Tensor], base: torch.Tensor | None, scale: torch.Tensor, rows: list[int],
+              mean: torch.Tensor, mean_norm: torch.Tensor | None, prods: list[torch.Tensor],
+              s: int, e: int, t: torch.Tensor) -> None:
     import torch
 
     m = mean[s:e]
     if mean_norm is not None:  # the first pass also normalises the mean direction
         m.div_(mean_norm)
-    torch.mul(u[s:e], m, out=prod[s:e])
+    b = _base_block(base, s, e, t)
+    for k, i in enumerate(rows):  # units_i * mean
+        torch.mul(_unit(xs, scale, i, s, e, t[0], b), m, out=prods[k][s:e])
 
 
-def _tangent_sum(units: list[torch.Tensor], dots: list[torch.Tensor], w: torch.Tensor, mean: torch.Tensor,
-                 v: torch.Tensor, s: int, e: int, t: torch.Tensor) -> None:
+def _tangent_sum(xs: Sequence[torch.Tensor], base: torch.Tensor | None, scale: torch.Tensor, dots: list[torch.Tensor],
+                 w: torch.Tensor, mean: torch.Tensor, v: torch.Tensor, s: int, e: int, t: torch.Tensor) -> None:
     import torch
 
-    m = mean[s:e]
-    for i, u in enumerate(units):  # tangent = units - dots * mean; t = tangent * w
-        torch.sub(u[s:e], torch.mul(dots[i], m, out=t[i]), out=t[i]).mul_(w[i])
-    torch.sum(t, 0, out=v[s:e])  # v = (tangent * w).sum(0)
+    count, m = len(xs), mean[s:e]
+    b = _base_block(base, s, e, t)
+    for i in range(count):  # t_i = (units_i - dots_i * mean) * w_i
+        u = _unit(xs, scale, i, s, e, t[i], b)
+        torch.sub(u, torch.mul(dots[i], m, out=t[count]), out=u).mul_(w[i])
+    torch.sum(t[:count], 0, out=v[s:e])  # v = (tangent * w).sum(0)
 
 
 def _exp_map(mean: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sinc: torch.Tensor, avg_norm: torch.Tensor,
