@@ -176,3 +176,32 @@ def test_result_goes_into_a_lent_buffer(method: str, weights: tuple[float, ...],
     small = get_method(method).combine(raw[:k], raw[k], p, out=torch.empty(N // 3))  # no room: a new vector
     assert same_bits(small, fresh)
     assert get_method(method).writes_out
+
+
+def test_reductions_do_not_follow_workers_started_under_another_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker thread keeps the intra-op thread count it started with; a float16 norm split
+    between two threads has other bits than the serial one this thread computes at one."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from paperlab.soup.methods import base
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    workers = ThreadPoolExecutor(2)
+    meet = threading.Barrier(2)
+
+    def start(_: int) -> None:  # both workers run a parallel op at two threads
+        meet.wait()
+        torch.ones(1 << 20).sum()
+
+    list(workers.map(start, range(2)))
+    monkeypatch.setattr(base, "_POOL", workers)
+    torch.set_num_threads(1)
+    try:
+        raw, xs = models("float16", 4)
+        got = get_method("model_stock").combine(raw[:3], raw[3], mparams("model_stock", "float16", (0.5,) * 3))
+        assert same_bits(got, model_stock_whole(xs[3], xs[:3]))
+    finally:
+        torch.set_num_threads(old)
+        workers.shutdown()

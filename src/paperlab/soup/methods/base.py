@@ -365,20 +365,20 @@ def give_spares(*bufs: torch.Tensor) -> None:
 
 def each(fn: Callable[[torch.Tensor], torch.Tensor], xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """``[fn(x) for x in xs]`` for whole-tensor reductions, on the two :func:`pool` threads when
-    torch runs one intra-op thread (each call is then the same serial loop wherever it runs);
-    with more, in this thread: how torch splits one reduction between its threads follows the
-    calling thread's own count, which a worker keeps from when it started."""
+    torch runs one intra-op thread, so that each call is the same serial loop wherever it runs.
+    How torch splits one reduction between several threads follows the calling thread's own
+    count, which a worker keeps from when it started: a call that finds its worker at another
+    count, and every call when this thread's count is not one, runs here instead."""
     import torch
 
     if torch.get_num_threads() != 1:
         return [fn(x) for x in xs]
 
-    def serial(x: torch.Tensor) -> torch.Tensor:
-        if torch.get_num_threads() != 1:  # a worker started under another count (a test, a caller)
-            torch.set_num_threads(1)
-        return fn(x)
+    def serial(x: torch.Tensor) -> torch.Tensor | None:
+        return fn(x) if torch.get_num_threads() == 1 else None
 
-    return list(pool().map(serial, xs))
+    done = list(pool().map(serial, xs))
+    return [fn(x) if r is None else r for x, r in zip(xs, done, strict=True)]
 
 
 def row_norm(x: torch.Tensor) -> torch.Tensor:
