@@ -119,7 +119,7 @@ class ExpertBank:
         if self.plan.infos[name].dtype not in FLOAT_DTYPES:
             return inputs[0]
         out = None
-        if method.elementwise:
+        if method.elementwise or method.writes_out:
             if self._scratch is None:
                 most = max(self.plan.infos[n].numel for n in self.names)
                 self._scratch = torch.empty(most, dtype=torch.float32, device=self.device)

@@ -185,7 +185,11 @@ def run_prepared(
     out_pool = _Pool(pipe, chunk_elements * 8, in_flight, largest)
     device = torch.device(prep.device)
     on_cpu = device.type == "cpu"
-    acc = torch.empty(chunk_elements, dtype=torch.float32) if prep.method.elementwise and on_cpu else None
+    acc = None
+    if on_cpu and prep.method.elementwise:
+        acc = torch.empty(chunk_elements, dtype=torch.float32)
+    elif on_cpu and prep.method.writes_out:  # one buffer for every result instead of a fresh one each
+        acc = torch.empty(max((plan.numel_of(j.name) for j in prep.jobs), default=0), dtype=torch.float32)
 
     def read_loop() -> None:
         try:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from paperlab.soup.errors import MergeConfigError, WeightsError
+from paperlab.soup.methods.spares import SPARES
 
 if TYPE_CHECKING:
     import torch
@@ -141,6 +142,9 @@ class MergeMethod:
         allow_negative / prenormalize: weight rules (see :meth:`resolve`).
         reads_only: ``combine`` never writes to its input tensors, which may then be read-only
             views of the input files' pages.
+        writes_out: a whole-tensor method that puts its result in ``out`` when one long enough
+            is given (:func:`result_in`): callers then lend it a buffer kept between tensors, in
+            place of a fresh vector, every page of which faults, per tensor.
     """
 
     name: ClassVar[str] = ""
@@ -151,6 +155,7 @@ class MergeMethod:
     params: ClassVar[tuple[Param, ...]] = (Param("weight", per_model=True),)
     elementwise: ClassVar[bool] = True
     reads_only: ClassVar[bool] = False
+    writes_out: ClassVar[bool] = False
     allow_negative: ClassVar[bool] = False
     prenormalize: ClassVar[bool] = False
     normalize_param: ClassVar[str] = "normalize"
@@ -297,21 +302,123 @@ def in_halves(n: int, block: int, work: Callable[[int, int], None]) -> None:
         f.result()
 
 
+
+def blocked(like: torch.Tensor, work: Callable[[int, int, torch.Tensor], None], *, rows: int = 0,
+            block: int = 1 << 17) -> None:
+    """``work(start, stop, tmp)`` over the flat ``like``'s length in cache-sized blocks, on two
+    threads (:func:`in_halves`) with a scratch tensor of ``like``'s dtype each: ``tmp`` has
+    ``stop - start`` entries, or is a contiguous ``(rows, stop - start)`` matrix when ``rows``
+    is given. On an accelerator: one call over the whole length (blocks are a CPU-cache trick)."""
+
+    n = like.numel()
+    on_cpu = like.device.type == "cpu"
+    size = block if on_cpu else max(n, 1)
+
+    def half(start: int, stop: int) -> None:
+        t = _tmp(max(rows, 1) * min(stop - start, size), like.device, like.dtype)  # kept per thread
+        for s in range(start, stop, size):
+            e = min(stop, s + size)
+            work(s, e, t[: rows * (e - s)].view(rows, e - s) if rows else t[: e - s])
+
+    if on_cpu:
+        in_halves(n, size, half)
+    else:
+        half(0, n)
+
+
+def result_in(out: torch.Tensor | None, n: int, dtype: torch.dtype, like: torch.Tensor) -> torch.Tensor:
+    """A vector of ``n`` entries of ``dtype`` for a result: the front of ``out`` (the caller's
+    float32 buffer, reinterpreted for a narrower dtype) when it has room, else a new one."""
+    import torch
+
+    if out is not None and out.device == like.device and out.is_contiguous() \
+            and out.numel() * out.element_size() >= n * dtype.itemsize:
+        return out.view(dtype)[:n]
+    return torch.empty(n, dtype=dtype, device=like.device)
+
+
+def differences(out: Sequence[torch.Tensor], xs: Sequence[torch.Tensor], base: torch.Tensor | None,
+                s: int, e: int, t: torch.Tensor) -> None:
+    """A :func:`blocked` step: ``out[i] = x_i - base`` (or ``x_i``) in ``out``'s dtype, the base
+    converted once into ``t``; the same values as converting the whole tensors first."""
+    for o, x in zip(out, xs, strict=True):
+        o[s:e].copy_(x[s:e])
+        if base is not None:
+            o[s:e].sub_(t.copy_(base[s:e]))
+
+
+def spare(n: int, dtype: torch.dtype, like: torch.Tensor) -> torch.Tensor:
+    """A vector of ``n`` entries for the method's own use, from :data:`SPARES` on the CPU; hand
+    it back with :func:`give_spares` when done, for the next tensor of the same size."""
+    import torch
+
+    if like.device.type != "cpu":
+        return torch.empty(n, dtype=dtype, device=like.device)
+    return SPARES.take(n, dtype)
+
+
+def give_spares(*bufs: torch.Tensor) -> None:
+    for b in bufs:
+        if b.device.type == "cpu":
+            SPARES.give(b)
+
+
+def each(fn: Callable[[torch.Tensor], torch.Tensor], xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``[fn(x) for x in xs]`` for whole-tensor reductions, on the two :func:`pool` threads when
+    torch runs one intra-op thread, so that each call is the same serial loop wherever it runs.
+    How torch splits one reduction between several threads follows the calling thread's own
+    count, which a worker keeps from when it started: a call that finds its worker at another
+    count, and every call when this thread's count is not one, runs here instead."""
+    import torch
+
+    if torch.get_num_threads() != 1:
+        return [fn(x) for x in xs]
+
+    def serial(x: torch.Tensor) -> torch.Tensor | None:
+        return fn(x) if torch.get_num_threads() == 1 else None
+
+    done = list(pool().map(serial, xs))
+    return [fn(x) if r is None else r for x, r in zip(xs, done, strict=True)]
+
+
+def row_norm(x: torch.Tensor) -> torch.Tensor:
+    """``torch.norm(x)`` of a flat tensor, rounded as one row of ``torch.norm(stack, dim=-1)``:
+    with several intra-op threads torch splits a single reduction between them (other bits), a
+    stack's rows it hands out whole; a stride-0 pair of rows gets the same treatment."""
+    import torch
+
+    if torch.get_num_threads() == 1:
+        return torch.norm(x)
+    return torch.norm(x.unsqueeze(0).expand(2, -1), dim=-1)[0]
+
+
+def row_sum(x: torch.Tensor) -> torch.Tensor:
+    """``x.sum()`` rounded as one row of ``stack.sum(-1)`` (see :func:`row_norm`)."""
+    import torch
+
+    if torch.get_num_threads() == 1:
+        return x.sum()
+    return x.unsqueeze(0).expand(2, -1).sum(-1)[0]
+
+
 # Work in blocks that stay in the CPU cache: the convert, multiply and add of one block then
 # cost about one pass over memory instead of three, and no large temporary is allocated.
 _BLOCK = 1 << 16
 _scratch = threading.local()
 
 
-def _tmp(n: int, device: torch.device) -> torch.Tensor:
+def _tmp(n: int, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """This thread's scratch of ``n`` entries (float32 unless told), kept for its next call: a
+    fresh one of a MiB or more is mapped from the system and page-faulted on every call."""
     import torch
 
+    dtype = dtype or torch.float32
     bufs = getattr(_scratch, "bufs", None)
     if bufs is None:
         bufs = _scratch.bufs = {}
-    buf = bufs.get(device)
+    buf = bufs.get((device, dtype))
     if buf is None or buf.numel() < n:
-        buf = bufs[device] = torch.empty(n, dtype=torch.float32, device=device)
+        buf = bufs[(device, dtype)] = torch.empty(n, dtype=dtype, device=device)
     return buf[:n]
 
 

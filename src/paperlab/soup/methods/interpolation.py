@@ -22,16 +22,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import TYPE_CHECKING, ClassVar
 
 from paperlab.soup.methods.base import (
     MergeMethod,
     MethodParams,
     Param,
+    blocked,
     compute_dtype,
+    differences,
+    each,
+    give_spares,
     load,
     register_method,
+    result_in,
     rounded,
+    spare,
 )
 
 if TYPE_CHECKING:
@@ -107,6 +114,8 @@ class NuSlerp(MergeMethod):
     name = mergekit = "nuslerp"
     base = "optional"
     elementwise = False
+    reads_only = True  # the inputs are copied (converted) into the method's own vectors first
+    writes_out = True
     min_models = max_models = 2
     params: ClassVar[tuple[Param, ...]] = (Param("weight", per_model=True), Param("nuslerp_flatten", kind=bool, default=True),
               Param("nuslerp_row_wise", kind=bool, default=False))
@@ -121,23 +130,80 @@ class NuSlerp(MergeMethod):
         w0, w1 = params.weights
         total = w0 + w1
         t = 0.5 if abs(total) < 1e-6 else w1 / total
+        if params.get("nuslerp_flatten"):
+            return _nuslerp_flat(t, tensors[0], tensors[1], base, compute_dtype(params), out)
         x0, x1 = load(tensors[0], params), load(tensors[1], params)
         b = load(base, params) if base is not None else None
         if b is not None:
             x0.sub_(b)
             x1.sub_(b)
         shape = params.shape or (x0.numel(),)
-        flatten = params.get("nuslerp_flatten")
-        if flatten:
-            res = _nuslerp(t, x0, x1)
+        m0, m1 = x0.reshape(shape), x1.reshape(shape)
+        if params.get("nuslerp_row_wise"):  # slerp the row vectors (mergekit's dim=0)
+            m0, m1 = m0.transpose(0, -1), m1.transpose(0, -1)
+            res = _nuslerp(t, m0, m1).transpose(0, -1).reshape(-1)
         else:
-            m0, m1 = x0.reshape(shape), x1.reshape(shape)
-            if params.get("nuslerp_row_wise"):  # slerp the row vectors (mergekit's dim=0)
-                m0, m1 = m0.transpose(0, -1), m1.transpose(0, -1)
-                res = _nuslerp(t, m0, m1).transpose(0, -1).reshape(-1)
-            else:
-                res = _nuslerp(t, m0, m1).reshape(-1)
+            res = _nuslerp(t, m0, m1).reshape(-1)
         return res if b is None else b.add_(res)
+
+
+def _unit_product(v0: torch.Tensor, v1: torch.Tensor, n0: torch.Tensor, n1: torch.Tensor,
+                  s: int, e: int, t: torch.Tensor) -> None:
+    import torch
+
+    u0, u1 = torch.div(v0[s:e], n0, out=t[0]), torch.div(v1[s:e], n1, out=t[1])
+    torch.mul(u0, u1, out=v1[s:e])  # v0_u * v1_u, over v1 (rebuilt from the inputs at the end)
+
+
+def _second(x1: torch.Tensor, base: torch.Tensor | None, s: int, e: int, t: torch.Tensor) -> torch.Tensor:
+    """v1 = x1 - base for one block into t[0] (the base's block left in t[1])."""
+    v1 = t[0].copy_(x1[s:e])
+    return v1 if base is None else v1.sub_(t[1].copy_(base[s:e]))
+
+
+def _spherical(v0: torch.Tensor, x1: torch.Tensor, c0: torch.Tensor, c1: torch.Tensor, sin: torch.Tensor,
+               base: torch.Tensor | None, s: int, e: int, t: torch.Tensor) -> None:
+    import torch
+
+    # (sin((1-t) theta) * v0 + sin(t theta) * v1) / sin(theta) (+ base), into v0
+    v1 = _second(x1, base, s, e, t)
+    a = v0[s:e]
+    torch.mul(c0, a, out=a).add_(torch.mul(c1, v1, out=v1)).div_(sin)
+    if base is not None:
+        a.add_(t[1])
+
+
+def _straight(v0: torch.Tensor, x1: torch.Tensor, t_: float, base: torch.Tensor | None,
+              s: int, e: int, t: torch.Tensor) -> None:
+    v1 = _second(x1, base, s, e, t)
+    a = v0[s:e]  # (1 - t) * v0 + t * v1 (+ base), into v0
+    a.mul_(1 - t_).add_(v1.mul_(t_))
+    if base is not None:
+        a.add_(t[1])
+
+
+def _nuslerp_flat(t: float, x0: torch.Tensor, x1: torch.Tensor, base: torch.Tensor | None,
+                  dt: torch.dtype, out: torch.Tensor | None, eps: float = 1e-8) -> torch.Tensor:
+    """:func:`_nuslerp` of the whole flattened tensors, the elementwise steps in cache-sized
+    blocks on two threads, every reduction the same whole-tensor call as mergekit's. Two
+    vectors: the first difference (then the result, in ``out`` when it has room) and the
+    second (then the product of the units; the last pass converts the input again)."""
+    import torch
+
+    n = x0.numel()
+    v0, v1 = result_in(out, n, dt, x0), spare(n, dt, x0)
+    blocked(v0, partial(differences, [v0, v1], [x0, x1], base))
+    n0, n1 = (x.clamp(min=1e-7) for x in each(lambda v: torch.norm(v, dim=-1, keepdim=True), [v0, v1]))
+    blocked(v0, partial(_unit_product, v0, v1, n0, n1), rows=2)
+    cos = torch.sum(v1, dim=-1, keepdim=True).clamp(-1, 1)
+    give_spares(v1)
+    if ((1 - cos.square()) <= eps**2).item():  # colinear: mergekit's torch.where takes the straight line
+        blocked(v0, partial(_straight, v0, x1, t, base), rows=2)
+    else:
+        theta = torch.acos(cos)
+        blocked(v0, partial(_spherical, v0, x1, torch.sin((1 - t) * theta), torch.sin(t * theta), torch.sin(theta),
+                            base), rows=2)
+    return v0
 
 
 @register_method
@@ -145,6 +211,8 @@ class ModelStock(MergeMethod):
     name = mergekit = "model_stock"
     base = "required"
     elementwise = False
+    reads_only = True  # the offsets and the final mix read the inputs block by block, never write them
+    writes_out = True
     min_models = 2
     params: ClassVar[tuple[Param, ...]] = (Param("filter_wise", kind=bool, default=False),)
 
@@ -158,12 +226,11 @@ class ModelStock(MergeMethod):
         import torch
 
         assert base is not None
+        if not params.get("filter_wise"):
+            return _model_stock_flat(tensors, base, compute_dtype(params), out)
         w0 = load(base, params)
         shape = params.shape or (w0.numel(),)
-        if params.get("filter_wise"):
-            w0m = w0.reshape(shape) if len(shape) >= 2 else w0.reshape(1, -1)
-        else:
-            w0m = w0
+        w0m = w0.reshape(shape) if len(shape) >= 2 else w0.reshape(1, -1)
         ws = [load(x, params).reshape(w0m.shape) for x in tensors]
         offsets = [w - w0m for w in ws]
         cos = []
@@ -172,13 +239,64 @@ class ModelStock(MergeMethod):
                 norms = torch.norm(a, dim=-1) * torch.norm(b, dim=-1)
                 cos.append(((a * b).sum(dim=-1) / norms.clamp(min=1e-6)).clamp(-1, 1))
         del offsets
-        c = torch.stack(cos).mean(dim=0).unsqueeze(-1)
-        n = len(ws)
-        denom = 1 + (n - 1) * c
-        singular = denom.abs() < 1e-6
-        t = torch.where(singular, torch.zeros_like(c), (n * c) / torch.where(singular, torch.ones_like(denom), denom))
-        avg = sum(ws[1:], ws[0]) / n  # mergekit's sum(ws): 0 + w1 + w2 ... (adding to 0 is exact)
+        t = _stock_ratio(cos, len(ws))
+        avg = sum(ws[1:], ws[0] + 0) / len(ws)  # mergekit's sum(ws): 0 + w1 + w2 ... (0 + -0 is +0)
         return (t * avg + (1 - t) * w0m).reshape(-1)
+
+
+def _stock_ratio(cos: list[torch.Tensor], n: int) -> torch.Tensor:
+    """t = N c / (1 + (N-1) c) from the pairwise cosines (0 where the denominator is ~0)."""
+    import torch
+
+    c = torch.stack(cos).mean(dim=0).unsqueeze(-1)
+    denom = 1 + (n - 1) * c
+    singular = denom.abs() < 1e-6
+    return torch.where(singular, torch.zeros_like(c), (n * c) / torch.where(singular, torch.ones_like(denom), denom))
+
+
+def _pair_product(a: torch.Tensor, b: torch.Tensor, prod: torch.Tensor, s: int, e: int, t: torch.Tensor) -> None:
+    import torch
+
+    torch.mul(a[s:e], b[s:e], out=prod[s:e])
+
+
+def _stock_mix(res: torch.Tensor, xs: Sequence[torch.Tensor], base: torch.Tensor, t_: torch.Tensor,
+               one_minus_t: torch.Tensor, s: int, e: int, t: torch.Tensor) -> None:
+    import torch
+
+    a = res[s:e]  # t * (0 + w_1 + ... + w_N) / N + (1 - t) * w_0, in the compute dtype
+    a.copy_(xs[0][s:e]).add_(0)
+    for x in xs[1:]:
+        a.add_(t.copy_(x[s:e]))
+    torch.mul(t_, a.div_(len(xs)), out=a).add_(torch.mul(one_minus_t, t.copy_(base[s:e]), out=t))
+
+
+def _model_stock_flat(xs: Sequence[torch.Tensor], base: torch.Tensor, dt: torch.dtype,
+                      out: torch.Tensor | None) -> torch.Tensor:
+    """model_stock over the whole flattened tensors: the offsets, pairwise products and final mix
+    in cache-sized blocks on two threads, every norm and sum the same whole-tensor call as
+    mergekit's. The first offset lives where the result goes (``out`` when it has room), the
+    last pair's product overwrites the first of them, and the mix reads the inputs again: two
+    vectors for two models."""
+    import torch
+
+    n = base.numel()
+    res = result_in(out, n, dt, base)
+    offsets = [res, *(spare(n, dt, base) for _ in xs[1:])]
+    blocked(res, partial(differences, offsets, xs, base))
+    norms = each(lambda v: torch.norm(v, dim=-1), offsets)
+    pairs = [(i, j) for i in range(len(xs)) for j in range(i + 1, len(xs))]
+    prod = spare(n, dt, base) if len(pairs) > 1 else offsets[0]
+    cos = []
+    for i, j in pairs:
+        last = (i, j) == pairs[-1]
+        into = offsets[i] if last else prod  # nothing reads offset i after its last pair
+        blocked(res, partial(_pair_product, offsets[i], offsets[j], into))
+        cos.append((into.sum(dim=-1) / (norms[i] * norms[j]).clamp(min=1e-6)).clamp(-1, 1))
+    give_spares(*offsets[1:], *([prod] if len(pairs) > 1 else []))
+    t = _stock_ratio(cos, len(xs))
+    blocked(res, partial(_stock_mix, res, xs, base, t, 1 - t))
+    return res
 
 
 @register_method
