@@ -15,8 +15,11 @@ COMPUTES = ["float32", "bfloat16", "float16"]
 
 
 def same(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Bit for bit: torch.equal says -0.0 == 0.0 and NaN != NaN."""
-    return a.dtype == b.dtype and a.shape == b.shape and torch.equal(a.view(-1).view(torch.uint8), b.view(-1).view(torch.uint8))
+    """Bit for bit, NaNs in the same places (of any sign or payload: a vectorised loop and its
+    scalar tail make different NaNs): torch.equal says -0.0 == 0.0 and NaN != NaN."""
+    if a.dtype != b.dtype or a.shape != b.shape or not torch.equal(a.isnan(), b.isnan()):
+        return False
+    return torch.equal(a.nan_to_num(0.0).view(-1).view(torch.uint8), b.nan_to_num(0.0).view(-1).view(torch.uint8))
 
 
 def _ram_vectors(xs: list[torch.Tensor], eps: float) -> tuple[torch.Tensor, ...]:
@@ -49,13 +52,15 @@ def _split(xs: list[torch.Tensor]) -> tuple[list[torch.Tensor], torch.Tensor]:
     return xs[1:], xs[0]
 
 
-def special(xs: list[torch.Tensor]) -> list[torch.Tensor]:
-    """The inputs with signed zeros, equal entries, infinities and NaNs in a few places (in the
-    first block and in the ragged tail), where a changed mask or sum order shows in the bits."""
+def special(xs: list[torch.Tensor], nonfinite: bool = True) -> list[torch.Tensor]:
+    """The inputs with signed zeros, equal entries, and (``nonfinite``) infinities and NaNs in a
+    few places (in the first block and in the ragged tail), where a changed mask or sum order
+    shows in the bits."""
     out = [x.clone() for x in xs]
+    values = [-0.0, 0.0, float("inf"), float("nan")] if nonfinite else [-0.0, 0.0, 1.0, -1.0]
     for j, at in enumerate([7, 8, 9, len(xs[0]) - 2003]):
         for i, x in enumerate(out):
-            x[at + 100 * i] = [-0.0, 0.0, float("inf"), float("nan")][(i + j) % 4]
+            x[at + 100 * i] = values[(i + j) % 4]
         out[-1][at + 1000] = out[0][at + 1000]
         out[-1][at + 2000] = -out[0][at + 2000]
     return out
@@ -85,3 +90,36 @@ def test_ramplus_tl(compute: str, eps: float, count: int, odd: bool) -> None:
     want = ramplus_whole(xs, eps)
     assert got.dtype == want.dtype and same(got, want)
     assert not torch.equal(want, ram_whole(xs, eps).to(want.dtype))  # the rescaling does change entries
+
+
+def sce_whole(xs: list[torch.Tensor], topk: float = 1.0, int8_mask: bool = False) -> torch.Tensor:
+    """mergekit's sce_merge (with sce_mask, sce_weight and the sign-consensus get_mask), whole tensors."""
+    base, models = xs[0], xs[1:]
+    mask_dtype = torch.int8 if int8_mask else base.dtype
+    tvs = torch.stack([t - base for t in models], dim=0)
+    if topk < 1:
+        var = torch.var(tvs, dim=0, unbiased=False)
+        k = int(torch.count_nonzero(var) * topk)
+        mask = torch.zeros_like(var, dtype=mask_dtype)
+        if k > 0:
+            mask.view(-1)[torch.topk(var.abs().view(-1), k=k, largest=True).indices] = 1
+        tvs = tvs * mask.unsqueeze(0)
+    sign = tvs.sign().to(mask_dtype)
+    majority = (tvs.sum(dim=0) >= 0).to(mask_dtype) * 2 - 1
+    erase = sign == majority
+    w = tvs.square().reshape(tvs.shape[0], -1).mean(dim=1)
+    total = torch.sum(w).item()
+    w = torch.ones_like(w) / w.shape[0] if abs(total) < 1e-6 else w / total
+    erased = w.unsqueeze(-1) * erase
+    merged = (tvs * erased).sum(dim=0)
+    return base + merged / torch.sum(erased, dim=0).clamp(min=1e-6)
+
+
+@pytest.mark.parametrize("compute", COMPUTES)
+@pytest.mark.parametrize("topk,int8,count,odd", [(1.0, False, 3, False), (0.4, True, 4, False), (0.7, False, 3, True)])
+def test_sce(compute: str, topk: float, int8: bool, count: int, odd: bool) -> None:
+    xs = inputs(getattr(torch, compute), count)
+    xs = special(xs, nonfinite=False) if odd else xs  # one NaN or inf makes every mean square, so all, NaN
+    models, base = _split(xs)
+    got = get_method("sce").combine(models, base, params("sce", compute, select_topk=topk, int8_mask=int8))
+    assert same(got, sce_whole(xs, topk, int8))
