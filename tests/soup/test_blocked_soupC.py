@@ -5,11 +5,13 @@ blocks with a ragged tail."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from paperlab.soup.methods import get_method
-from tests.soup.test_blocked_exact import inputs, params
+from tests.soup.test_blocked_exact import N, inputs, params
 
 COMPUTES = ["float32", "bfloat16", "float16"]
 
@@ -123,3 +125,55 @@ def test_sce(compute: str, topk: float, int8: bool, count: int, odd: bool) -> No
     models, base = _split(xs)
     got = get_method("sce").combine(models, base, params("sce", compute, select_topk=topk, int8_mask=int8))
     assert same(got, sce_whole(xs, topk, int8))
+
+
+def nearswap_whole(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """mergekit's nearswap_merge (a: the base)."""
+    weight = (t / torch.abs(a - b).clamp(min=1e-6)).clamp(min=0, max=1)
+    return weight * b + (1 - weight) * a
+
+
+@pytest.mark.parametrize("compute", COMPUTES)
+@pytest.mark.parametrize("t,odd", [(0.01, False), (0.001, True)])
+def test_nearswap(compute: str, t: float, odd: bool) -> None:
+    xs = inputs(getattr(torch, compute), 2)
+    xs = special(xs) if odd else xs
+    p = params("nearswap", compute, t=t)
+    got = get_method("nearswap").combine(xs[1:], xs[0], p)
+    assert same(got, nearswap_whole(xs[0], xs[1], t))
+    into = torch.full((xs[0].numel() + 5,), float("nan"))
+    assert same(get_method("nearswap").combine(xs[1:], xs[0], p, out=into).to(got.dtype), got)
+
+
+def arcee_whole(base: torch.Tensor, x: torch.Tensor, gen: torch.Generator, sample: int) -> torch.Tensor:
+    """mergekit's arcee_fusion_merge_method (its quantiles from a sample drawn with ``gen``)."""
+    diff = (x - base).abs()
+    p = torch.softmax(x, dim=-1) + 1e-8
+    q = torch.softmax(base, dim=-1) + 1e-8
+    importance = diff * torch.sum(p * torch.log(p / q), dim=-1, keepdim=True)
+    flat = importance.reshape(-1)
+    if flat.numel() > sample:
+        flat = flat[torch.randint(flat.numel(), (sample,), generator=gen)]
+    q1, median, q3 = torch.sort(flat).values[(torch.tensor([0.25, 0.5, 0.75]) * (flat.numel() - 1)).long()]
+    mask = (importance >= median + 1.5 * (q3 - q1)).float()
+    return base + (x - base) * mask
+
+
+@pytest.mark.parametrize("compute", COMPUTES)
+@pytest.mark.parametrize("shape,sample", [((384, 1031), 100_000), ((384, 1031), 1_000_000), ((5, 70001), 1_000_000),
+                                          ((N,), 1_000_000), ((3, 7, 18919), 50_000), ((385, 1031), 50_000)])
+def test_arcee_fusion(compute: str, shape: tuple[int, ...], sample: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows wider and narrower than a block, one row, three axes; quantiles sampled or not."""
+    from dataclasses import replace
+
+    from paperlab.soup.methods import selective
+    from paperlab.soup.methods.base import rng_for
+
+    monkeypatch.setattr(selective, "QUANTILE_SAMPLE", sample)
+    xs = [x[: math.prod(shape)] for x in inputs(getattr(torch, compute), 2)]
+    p = replace(params("arcee_fusion", compute), shape=shape)
+    got = get_method("arcee_fusion").combine(xs[1:], xs[0], p)
+    want = arcee_whole(xs[0].view(shape), xs[1].view(shape), rng_for(p, 0), sample).view(-1)
+    assert same(got, want)
+    if compute == "float32":
+        assert 0 < int((got != xs[0]).sum()) < got.numel() // 2  # some entries, not most, move
