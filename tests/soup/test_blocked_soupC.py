@@ -117,11 +117,24 @@ def sce_whole(xs: list[torch.Tensor], topk: float = 1.0, int8_mask: bool = False
     return base + merged / torch.sum(erased, dim=0).clamp(min=1e-6)
 
 
+def sparse(xs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The first model moved from the base in 50 entries only, where the second keeps the base:
+    there the only weight is the first model's, under 1e-6, so the division's floor shows."""
+    base, other = xs[0], xs[2].clone()
+    at = torch.arange(0, len(base), 7919)[:50]
+    one = base.clone()
+    one[at] = base[at] + 0.01
+    other[at] = base[at]
+    return [base, one, other]
+
+
 @pytest.mark.parametrize("compute", COMPUTES)
-@pytest.mark.parametrize("topk,int8,count,odd", [(1.0, False, 3, False), (0.4, True, 4, False), (0.7, False, 3, True)])
-def test_sce(compute: str, topk: float, int8: bool, count: int, odd: bool) -> None:
+@pytest.mark.parametrize("topk,int8,count,odd", [(1.0, False, 3, "no"), (0.4, True, 4, "no"), (0.7, False, 3, "special"),
+                                                 (1.0, False, 3, "sparse")])
+def test_sce(compute: str, topk: float, int8: bool, count: int, odd: str) -> None:
     xs = inputs(getattr(torch, compute), count)
-    xs = special(xs, nonfinite=False) if odd else xs  # one NaN or inf makes every mean square, so all, NaN
+    xs = special(xs, nonfinite=False) if odd == "special" else xs  # one NaN or inf makes every mean square, so all, NaN
+    xs = sparse(xs) if odd == "sparse" else xs
     models, base = _split(xs)
     got = get_method("sce").combine(models, base, params("sce", compute, select_topk=topk, int8_mask=int8))
     assert same(got, sce_whole(xs, topk, int8))

@@ -207,8 +207,17 @@ class ArceeFusion(MergeMethod):
         gen = rng_for(params, 0, base.device)
         if n > QUANTILE_SAMPLE:  # the sampled entries' importances |x - b| * kl, entry by entry
             at = torch.randint(n, (QUANTILE_SAMPLE,), generator=gen, device=base.device)
-            pick = partial(torch.index_select, dim=0, index=at)  # five times faster than x[at]
-            sample = (pick(x).to(dt) - pick(base).to(dt)).abs() * torch.index_select(kl.view(-1), 0, at // width)
+            sample = torch.empty(QUANTILE_SAMPLE, dtype=dt, device=base.device)
+
+            def gather(s: int, e: int) -> None:  # in blocks into kept buffers: no fresh 4 MB temporaries
+                buf, idx = scratch(), at[s:e]
+                pick = partial(torch.index_select, dim=0, index=idx)  # five times faster than x[at]
+                d = buf.get("x", idx.shape).copy_(pick(x, out=buf.get("gx", idx.shape, x.dtype)))
+                d.sub_(buf.get("b", idx.shape).copy_(pick(base, out=buf.get("gb", idx.shape, base.dtype)))).abs_()
+                row = torch.floor_divide(idx, width, out=buf.get("i", idx.shape, torch.int64))
+                torch.mul(d, torch.index_select(kl.view(-1), 0, row, out=buf.get("p", idx.shape)), out=sample[s:e])
+
+            _in_blocks(QUANTILE_SAMPLE, _BLOCK, base.device, gather)
             threshold = fusion_threshold(sample, gen)
         else:
             xs, bs = x.to(dt).view(rows, width), base.to(dt).view(rows, width)
