@@ -190,3 +190,28 @@ def test_arcee_fusion(compute: str, shape: tuple[int, ...], sample: int, monkeyp
     assert same(got, want)
     if compute == "float32":
         assert 0 < int((got != xs[0]).sum()) < got.numel() // 2  # some entries, not most, move
+
+
+@pytest.mark.parametrize("kind", ["spread", "ties", "zeros", "nan", "negative", "bfloat16", "boundary"])
+def test_order_statistics_are_the_sorts(kind: str) -> None:
+    """The quantiles' order statistics, by a histogram of the bit patterns or by numpy's
+    partition, are the values torch.sort puts at those positions."""
+    from paperlab.soup.methods.selective import _sorted_at
+
+    g = torch.Generator().manual_seed(1)
+    v = torch.rand(100_003, generator=g) ** 4 * 1e-3
+    if kind == "ties":
+        v = (v * 1e4).round() / 1e4  # few distinct values, long runs of equal ones
+    elif kind == "zeros":
+        v[: 60_000] = 0.0  # the median falls in a bin of zeros
+    elif kind == "nan":
+        v[::7] = float("nan")  # sorted last, as torch does
+    elif kind == "negative":
+        v -= 2e-4
+    elif kind == "bfloat16":
+        v = v.to(torch.bfloat16)
+    elif kind == "boundary":  # the first quartile's rank is the first entry of a bin
+        v = torch.ones(100_001)
+        v[:25_000] = 1e-6
+    idx = (torch.tensor([0.25, 0.5, 0.75]) * (v.numel() - 1)).long()
+    assert same(_sorted_at(v, idx), torch.sort(v).values[idx])

@@ -131,10 +131,13 @@ class NearSwap(MergeMethod):
 
 
 def _sorted_at(flat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """``torch.sort(flat).values[idx]`` without the sort: numpy's introselect puts the same
-    values at those positions (NaNs last, as torch's sort), in a fifth of the time on 10^6
-    entries. Equal values at a position are interchangeable (a zero's sign may differ; the
-    threshold is only compared against)."""
+    """``torch.sort(flat).values[idx]`` without sorting it all (equal values at a position are
+    interchangeable: the threshold is only compared against, so a zero's sign does not matter).
+
+    Non-negative float32 values order as their bit patterns (NaNs last, as torch's sort puts
+    them): a histogram of the top bits finds the bin holding each rank, and only that bin is
+    sorted; 10^6 entries take about 9 ms against 95 ms for the sort. Anything else goes to
+    numpy's introselect (about 19 ms)."""
     import numpy as np
     import torch
 
@@ -142,6 +145,17 @@ def _sorted_at(flat: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         return torch.sort(flat).values[idx.to(flat.device)]
     wide = flat.to(torch.float32) if flat.dtype in (torch.bfloat16, torch.float16) else flat  # exact, same order
     at = idx.tolist()
+    if wide.dtype == torch.float32:
+        bits = wide.view(torch.int32)
+        if not bool((bits < 0).any()):  # no sign bit set: no negative value, -0.0 or negative NaN
+            top = bits >> 15
+            ends = torch.bincount(top, minlength=1 << 16).cumsum(0)  # entries in bins 0..b
+            found = []
+            for k in at:
+                b = int(torch.searchsorted(ends, k, right=True))
+                before = int(ends[b - 1]) if b > 0 else 0
+                found.append(torch.sort(wide[top == b]).values[k - before])
+            return torch.stack(found).to(flat.dtype)
     return torch.from_numpy(np.partition(wide.numpy(), at)[at]).to(flat.dtype)
 
 
