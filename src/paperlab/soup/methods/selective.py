@@ -72,10 +72,10 @@ class _Scratch:
 
         import torch
 
-        size = math.prod(shape)
+        size, dtype = math.prod(shape), dtype or self.dt
         buf = self.bufs.get(name)
-        if buf is None or buf.numel() < size:
-            buf = self.bufs[name] = torch.empty(size, dtype=dtype or self.dt, device=self.device)
+        if buf is None or buf.numel() < size or buf.dtype != dtype:
+            buf = self.bufs[name] = torch.empty(size, dtype=dtype, device=self.device)
         return buf[:size].view(shape)
 
 
