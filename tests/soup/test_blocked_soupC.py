@@ -215,3 +215,16 @@ def test_order_statistics_are_the_sorts(kind: str) -> None:
         v[:25_000] = 1e-6
     idx = (torch.tensor([0.25, 0.5, 0.75]) * (v.numel() - 1)).long()
     assert same(_sorted_at(v, idx), torch.sort(v).values[idx])
+
+
+@pytest.mark.parametrize("compute", COMPUTES)
+def test_sce_one_thread(compute: str) -> None:
+    """With one torch thread (as the CLI runs) the mean squares are taken one model at a time."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        xs = sparse(inputs(getattr(torch, compute), 3))
+        got = get_method("sce").combine(xs[1:], xs[0], params("sce", compute))
+        assert same(got, sce_whole(xs))
+    finally:
+        torch.set_num_threads(threads)

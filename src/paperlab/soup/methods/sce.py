@@ -133,10 +133,13 @@ class Sce(MergeMethod):
         assert base is not None
         dt, n, int8 = compute_dtype(params), base.numel(), params.get("int8_mask")
         mask_dtype = torch.int8 if int8 else dt
-        # One (models, n) buffer: the variances, then every model's squares (mergekit's
-        # ``tvs.square()``, whose row means must be one call on it: a 1-D mean of each row
-        # differs in the last bit with several torch threads), then the result in row 0.
-        work = torch.empty((len(tensors), n), dtype=dt, device=base.device)
+        # The variances, then each model's squares (mergekit's ``tvs.square()``), then the result
+        # share one buffer. With one torch thread (as the CLI runs) each row's mean is the same
+        # serial sum alone as inside the (models, n) stack, so one row at a time will do; with
+        # more, torch splits a one-output reduction over its threads (another rounding), so the
+        # whole stack is built and reduced by one call, as mergekit does.
+        whole = torch.get_num_threads() > 1 and len(tensors) > 1
+        work = torch.empty((len(tensors) if whole else 1, n), dtype=dt, device=base.device)
         select = None
         if params.get("select_topk") < 1:
             var = work[0]
@@ -150,8 +153,16 @@ class Sce(MergeMethod):
         def square(d: _Deltas, s: int, e: int) -> None:
             torch.square(d.load(s, e), out=work[:, s:e])
 
-        _blocks(n, base.device, lambda w: _Deltas(tensors, base, dt, select, w), square)
-        w = work.mean(dim=1)  # (N,)
+        if whole:
+            _blocks(n, base.device, lambda w: _Deltas(tensors, base, dt, select, w), square)
+            w = work.mean(dim=1)  # (N,)
+        else:
+            means = []
+            for i in range(len(tensors)):
+                one = tensors[i: i + 1]
+                _blocks(n, base.device, lambda w, one=one: _Deltas(one, base, dt, select, w), square)  # type: ignore[misc]
+                means.append(work.mean(dim=1))
+            w = torch.cat(means)
         total = torch.sum(w).item()
         w = torch.ones_like(w) / w.shape[0] if abs(total) < 1e-6 else w / total
         weights = w.unsqueeze(-1)
