@@ -332,7 +332,7 @@ def result_in(out: torch.Tensor | None, n: int, dtype: torch.dtype, like: torch.
     import torch
 
     if out is not None and out.device == like.device and out.is_contiguous() \
-            and out.numel() * out.element_size() >= n * dtype.itemsize:
+            and dtype.itemsize <= out.element_size() and out.numel() * out.element_size() >= n * dtype.itemsize:
         return out.view(dtype)[:n]
     return torch.empty(n, dtype=dtype, device=like.device)
 

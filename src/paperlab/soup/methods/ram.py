@@ -30,6 +30,7 @@ from paperlab.soup.methods.base import (
     compute_dtype,
     in_halves,
     register_method,
+    result_in,
 )
 
 if TYPE_CHECKING:
@@ -163,6 +164,7 @@ class RamPlus(MergeMethod):
     base = "required"
     elementwise = False
     reads_only = True
+    writes_out = True
     params: ClassVar[tuple[Param, ...]] = (Param("r", default=0.1, low=0.0, fix="the strength of the unique-entry rescaling"),
               Param("alpha", default=0.2, low=0.0, fix="the bound on the shared/unique ratio"), EPSILON)
 
@@ -195,7 +197,7 @@ class RamPlus(MergeMethod):
         lam = 1 + params.get("r") * rho.clamp(min=0, max=params.get("alpha"))
         # The float32 lambda promotes a half-dtype merge to float32 from here on, as in mergekit.
         acc = torch.promote_types(dt, lam.dtype)
-        res = torch.empty(n, dtype=acc, device=base.device)
+        res = result_in(out, n, acc, base)
         lam_col = lam.unsqueeze(-1)
 
         def work(cols: _Columns, s: int, e: int) -> None:

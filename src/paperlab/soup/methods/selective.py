@@ -32,6 +32,7 @@ from paperlab.soup.methods.base import (
     compute_dtype,
     in_halves,
     register_method,
+    result_in,
     rng_for,
 )
 
@@ -98,6 +99,7 @@ class NearSwap(MergeMethod):
     name = mergekit = "nearswap"
     base = "required"
     reads_only = True  # every block of the inputs is copied before any arithmetic
+    writes_out = True
     min_models = max_models = 1
     params: ClassVar[tuple[Param, ...]] = (Param("t", low=0.0, fix="larger t takes more of the other model where the two are close"),)
 
@@ -186,6 +188,7 @@ class ArceeFusion(MergeMethod):
     base = "required"
     elementwise = False
     reads_only = True  # every block of the inputs is copied before any arithmetic
+    writes_out = True
     min_models = max_models = 1
     params: ClassVar[tuple[Param, ...]] = ()
 
@@ -236,7 +239,7 @@ class ArceeFusion(MergeMethod):
         else:
             xs, bs = x.to(dt).view(rows, width), base.to(dt).view(rows, width)
             threshold = fusion_threshold((xs - bs).abs() * kl, gen)
-        res = torch.empty(n, dtype=torch.promote_types(dt, torch.float32), device=base.device)
+        res = result_in(out, n, torch.promote_types(dt, torch.float32), base)
 
         def fuse(s: int, e: int) -> None:
             # b + (x - b) * (|x - b| * kl >= threshold).float(): a float32 mask promotes a
