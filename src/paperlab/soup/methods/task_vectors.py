@@ -25,11 +25,12 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from paperlab.soup.errors import MergeConfigError
-from paperlab.soup.methods import sparsify
+from paperlab.soup.methods import random_drops, sparsify
 from paperlab.soup.methods.base import (
     MergeMethod,
     MethodParams,
     Param,
+    compute_dtype,
     in_halves,
     load,
     pool,
@@ -97,6 +98,12 @@ class TaskVectorMethod(MergeMethod):
         return (self.drop in ("magnitude", "outliers") and params.compute == "float32" and not params.get("rescale")
                 and base.device.type == "cpu" and base.dtype != torch.float64 and base.numel() > 0)
 
+    def _streamed_drop(self, params: MethodParams, base: torch.Tensor) -> bool:
+        """Whether the blocked paths apply: no drop (task_arithmetic) or a random one (dare,
+        della), on the CPU, in float32 or a half compute dtype."""
+        return (self.drop in (None, "random", "della") and base.device.type == "cpu" and base.numel() > 0
+                and params.compute in ("float32", "bfloat16", "float16"))
+
     def _streamed_masks(self, tensors: Sequence[torch.Tensor], base: torch.Tensor, params: MethodParams) -> torch.Tensor:
         """The magnitude and breadcrumbs drops in float32, holding one boolean mask per model
         instead of one float32 delta per model.
@@ -137,26 +144,87 @@ class TaskVectorMethod(MergeMethod):
             masks = [keep(i) for i in models]
         else:  # the models' rankings are independent and mostly single-threaded: two at once
             masks = list(pool().map(keep, models))
-        weights = torch.tensor(params.weights, dtype=torch.float32).unsqueeze(-1)  # (N, 1)
-        out = torch.empty(n, dtype=torch.float32)
+        out = self._mix_streamed(tensors, base, params, masks, [None] * len(masks), None)
+        for mask in masks:
+            if mask is not None:
+                SPARES.give(mask)
+        return out
+
+    def _mix_streamed(self, tensors: Sequence[torch.Tensor], base: torch.Tensor, params: MethodParams,
+                      masks: Sequence[torch.Tensor | None], factors: Sequence[torch.Tensor | None],
+                      out: torch.Tensor | None) -> torch.Tensor:
+        """``base + mix(drop(x_i - base))`` in column blocks on two threads, each delta recomputed
+        from the inputs in the compute dtype, then (in the drop's work dtype) masked and scaled
+        by its rescale factor as the whole-tensor drop does, and mixed by :meth:`_mix`: every
+        value and every column sum is the whole-tensor computation's, whichever thread mixes
+        which columns. ``out`` (float32, at least as long) is written when the compute dtype is
+        float32."""
+        import torch
+
+        n = base.numel()
+        cdt = compute_dtype(params)
+        work = random_drops.work_dtype(cdt)
+        if out is None or cdt != torch.float32:
+            out = torch.empty(n, dtype=cdt)
+        out = out[:n]
+        weights = torch.tensor(params.weights, dtype=cdt).unsqueeze(-1)  # (N, 1)
 
         def mix_columns(start: int, stop: int) -> None:
-            d = torch.empty((len(tensors), min(stop - start, _COLUMNS)), dtype=torch.float32)
+            c = min(stop - start, _COLUMNS)
+            d = torch.empty((len(tensors), c), dtype=cdt)
+            b = torch.empty(c, dtype=cdt)
+            w = torch.empty(c, dtype=work) if work != cdt else None
             for s in range(start, stop, _COLUMNS):
                 e = min(stop, s + _COLUMNS)
                 blk = d[:, : e - s]
+                bc = random_drops.in_compute(base[s:e], cdt, b)
                 for i, x in enumerate(tensors):
-                    blk[i].copy_(x[s:e])
-                    blk[i].sub_(base[s:e])
-                    mask = masks[i]
-                    if mask is not None:
-                        blk[i].mul_(mask[s:e])
-                torch.add(base[s:e], self._mix(blk, weights, params), out=out[s:e])
+                    row = blk[i]
+                    row.copy_(x[s:e])
+                    row.sub_(bc)
+                    mask, factor = masks[i], factors[i]
+                    if mask is None:
+                        continue
+                    kept = row if w is None else w[: e - s].copy_(row)
+                    kept.mul_(mask[s:e])
+                    if factor is not None:
+                        kept.mul_(factor)
+                    if kept is not row:
+                        row.copy_(kept)
+                torch.add(bc, self._mix(blk, weights, params), out=out[s:e])
 
         # Columns are reduced independently, so two threads mixing halves give the same bits;
         # small ops on 64Ki-column blocks run on one core each, so one thread leaves a core idle.
         in_halves(n, _COLUMNS, mix_columns)
-        for mask in masks:
+        return out
+
+    def _streamed_random(self, tensors: Sequence[torch.Tensor], base: torch.Tensor,
+                         params: MethodParams) -> torch.Tensor:
+        """DARE's and DELLA's drops holding one boolean mask per model and a rescale factor
+        (:mod:`~paperlab.soup.methods.random_drops`) instead of one float delta per model;
+        the same draws, the same kept entries, the same values bit for bit."""
+        import torch
+
+        n = base.numel()
+        cdt = compute_dtype(params)
+        shape = params.shape
+        rows = shape[0] if shape is not None and len(shape) >= 2 else 1
+
+        def drop(i: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+            density = params.of("density", i)
+            if density >= 1:
+                return None, None
+            return random_drops.random_drop(
+                tensors[i], base, cdt, "della" if self.drop == "della" else "random", density,
+                rng_for(params, i), rescale=params.get("rescale"), rows=rows,
+                epsilon=params.of("epsilon", i) if self.drop == "della" else 0.0)
+
+        if n > SPARES.limit:
+            SPARES.clear()  # a large tensor: what small ones left goes before its working set
+        # Each model's drop is one sequential stream of draws; two models run at once.
+        drops = list(pool().map(drop, range(len(tensors))))
+        out = self._mix_streamed(tensors, base, params, [m for m, _ in drops], [f for _, f in drops], None)
+        for mask, _ in drops:
             if mask is not None:
                 SPARES.give(mask)
         return out
@@ -194,6 +262,9 @@ class TaskVectorMethod(MergeMethod):
         assert base is not None  # validated before any work
         if self._streamed(params, base):
             return self._streamed_masks(tensors, base, params)
+        if self._streamed_drop(params, base):
+            return self._streamed_random(tensors, base, params) if self.drop else \
+                self._mix_streamed(tensors, base, params, [None] * len(tensors), [None] * len(tensors), out)
         b = load(base, params)
         deltas = torch.empty((len(tensors), b.numel()), dtype=b.dtype, device=b.device)  # (N, n)
         for i, x in enumerate(tensors):

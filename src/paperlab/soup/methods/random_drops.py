@@ -1,0 +1,163 @@
+"""DARE's and DELLA's random drops as a boolean mask and a rescale factor per model, on the CPU,
+without a float copy of the dropped task vector.
+
+The whole-tensor drops (:func:`~paperlab.soup.methods.sparsify.bernoulli`,
+:func:`~paperlab.soup.methods.sparsify.della_magprune`) return ``delta * mask * (before /
+after)``, one new vector per model. Every value of it is recomputed later, one column block at
+a time, from the inputs, the mask and the factor; only the two L1 norms are reductions over the
+whole tensor, and they are the same torch calls on a tensor holding the same values
+(``|delta|``, then ``|delta| * mask``, which is ``|delta * mask|`` for a 0/1 mask), so the
+result is the whole-tensor computation's bit for bit.
+
+The draws are the documented ones: ``u ~ U[0, 1)`` from :func:`~paperlab.soup.methods.base.rng_for`
+in flat order, keep where ``u < p``. A CPU generator draws a float32 stream one value at a
+time, so the draws of consecutive blocks, in order, are those of one whole draw.
+
+DELLA's ``p`` depends on the entry's rank in its row's stable ascending magnitude order. Rather
+than a comparison sort of (magnitude, index) pairs, each entry gets one integer key, its
+magnitude's float32 bits (ordered as the non-negative floats are; every NaN made one value
+above infinity, as torch orders them) shifted left past its column number, so that keys are
+distinct and ordered as the stable sort orders the entries; numpy's in-place sort of those keys
+(a vectorized quicksort) gives each row's order, and the column number is read back from the
+sorted key's low bits.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from paperlab.soup.methods.spares import SPARES
+
+if TYPE_CHECKING:
+    import torch
+
+RESCALE_EPS = 1e-7
+_BLOCK = 1 << 16  # entries per elementwise step: the block's temporaries stay in the CPU cache
+_ROW_KEYS = 1 << 18  # entries per DELLA ranking step (a 2 MiB key table)
+_NAN_KEY = 0x7F800001  # every NaN's |bits| is above +inf's 0x7F800000: one key for all
+
+
+def work_dtype(compute: torch.dtype) -> torch.dtype:
+    """The dtype a drop computes in on the CPU: mergekit upcasts float16 (torch.bernoulli has
+    no float16 CPU kernel), and keeps bfloat16 and float32."""
+    import torch
+
+    return torch.float32 if compute == torch.float16 else compute
+
+
+def in_compute(base: torch.Tensor, compute: torch.dtype, tmp: torch.Tensor) -> torch.Tensor:
+    """A block of the base as the compute dtype holds it: the input itself where subtracting it
+    from a compute-dtype block gives the same values (same dtype, or a half input under float32,
+    which converts exactly), else a rounded copy in ``tmp``."""
+    import torch
+
+    if base.dtype == compute or (compute == torch.float32 and base.dtype in (torch.bfloat16, torch.float16)):
+        return base
+    return tmp[: base.numel()].copy_(base)
+
+
+def magnitudes(x: torch.Tensor, base: torch.Tensor, compute: torch.dtype, out: torch.Tensor) -> torch.Tensor:
+    """``out = |(x - base)|`` in ``out``'s dtype (the work dtype), the difference taken in the
+    compute dtype: ``delta.to(work).abs()`` of the whole-tensor drop, block by block."""
+    import torch
+
+    n = x.numel()
+    c = min(n, _BLOCK)
+    d = torch.empty(c, dtype=compute)
+    b = torch.empty(c, dtype=compute)
+    for s in range(0, n, _BLOCK):
+        e = min(n, s + _BLOCK)
+        blk = d[: e - s].copy_(x[s:e])
+        blk.sub_(in_compute(base[s:e], compute, b))
+        out[s:e].copy_(blk)
+        out[s:e].abs_()
+    return out
+
+
+def bernoulli_mask(n: int, density: float, gen: torch.Generator, out: torch.Tensor) -> torch.Tensor:
+    """DARE's kept entries: ``u < density`` for the generator's next ``n`` draws."""
+    import torch
+
+    u = torch.empty(min(n, _BLOCK), dtype=torch.float32)
+    for s in range(0, n, _BLOCK):
+        e = min(n, s + _BLOCK)
+        torch.rand(e - s, generator=gen, dtype=torch.float32, out=u[: e - s])
+        torch.lt(u[: e - s], density, out=out[s:e])
+    return out
+
+
+def rank_probabilities(cols: int, density: float, epsilon: float) -> torch.Tensor:
+    """DELLA's keep probability of the entry of rank r (0-based, ascending) in a row of
+    ``cols``: density - epsilon + r / (cols - 1) * 2 epsilon, as the whole-tensor drop computes
+    it entry by entry (a lone entry's rank counts as half way)."""
+    import torch
+
+    rank = torch.arange(cols).to(torch.float32)
+    rank_norm = rank / (cols - 1) if cols > 1 else torch.full_like(rank, 0.5)
+    return (density - epsilon) + rank_norm * (2 * epsilon)
+
+
+def della_mask(mags: torch.Tensor, rows: int, density: float, epsilon: float, gen: torch.Generator,
+               out: torch.Tensor) -> torch.Tensor:
+    """DELLA's kept entries: ``u < p(rank)``, the rank of each entry of ``mags`` (the flat
+    magnitudes of a ``rows`` x cols tensor) in its row's stable ascending order."""
+    import torch
+
+    n = mags.numel()
+    cols = n // rows
+    table = rank_probabilities(cols, density, epsilon)
+    shift = max(1, (cols - 1).bit_length())
+    step = max(1, _ROW_KEYS // cols)  # rows per step
+    col_ids = torch.arange(cols)
+    low = (1 << shift) - 1
+    keys = torch.empty((min(rows, step), cols), dtype=torch.int64)
+    probs = torch.empty((min(rows, step), cols), dtype=torch.float32)
+    u = torch.empty(min(rows, step) * cols, dtype=torch.float32)
+    f32 = None if mags.dtype == torch.float32 else torch.empty(min(rows, step) * cols, dtype=torch.float32)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        s, e = r0 * cols, r1 * cols
+        m = mags[s:e] if f32 is None else f32[: e - s].copy_(mags[s:e])
+        k = keys[: r1 - r0]
+        k.copy_(m.view(torch.int32).view(r1 - r0, cols))
+        k.clamp_(max=_NAN_KEY).bitwise_left_shift_(shift).bitwise_or_(col_ids)
+        k.numpy().sort(axis=1)  # in place; keys are distinct, so any sort gives the stable order
+        k.bitwise_and_(low)  # the column of the entry at each rank
+        p = probs[: r1 - r0].scatter_(1, k, table.expand(r1 - r0, cols))
+        torch.rand(e - s, generator=gen, dtype=torch.float32, out=u[: e - s])
+        torch.lt(u[: e - s], p.view(-1), out=out[s:e])
+    return out
+
+
+def l1_factor(mags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+    """The rescale factor ``before / after`` of the L1 norms of delta and of the kept entries,
+    or None where either is ~0 (the kept entries are left unscaled). ``mags`` (|delta|) is
+    consumed: it ends as |delta * mask|."""
+    before = mags.sum()
+    after = mags.mul_(mask).sum()
+    if before < RESCALE_EPS or after < RESCALE_EPS:
+        return None
+    return before / after
+
+
+def random_drop(x: torch.Tensor, base: torch.Tensor, compute: torch.dtype, keep: str, density: float,
+                gen: torch.Generator, *, rescale: bool, rows: int = 1,
+                epsilon: float = 0.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One model's drop: (mask of kept entries, rescale factor or None) for ``keep`` "random"
+    (DARE) or "della". The mask is a buffer from :data:`SPARES`, to be given back."""
+    import torch
+
+    n = x.numel()
+    mask = SPARES.take(n, torch.bool)
+    mags = None
+    if rescale or keep == "della":
+        mags = magnitudes(x, base, compute, SPARES.take(n, work_dtype(compute)))
+    if keep == "della":
+        assert mags is not None
+        della_mask(mags, rows, density, epsilon, gen, mask)
+    else:
+        bernoulli_mask(n, density, gen, mask)
+    factor = l1_factor(mags, mask) if rescale and mags is not None else None
+    if mags is not None:
+        SPARES.give(mags)
+    return mask, factor
