@@ -63,15 +63,26 @@ def magnitudes(x: torch.Tensor, base: torch.Tensor, compute: torch.dtype, out: t
 
     n = x.numel()
     c = min(n, _BLOCK)
-    d = torch.empty(c, dtype=compute)
+    d = torch.empty(c, dtype=compute) if out.dtype != compute else None
     b = torch.empty(c, dtype=compute)
     for s in range(0, n, _BLOCK):
         e = min(n, s + _BLOCK)
-        blk = d[: e - s].copy_(x[s:e])
+        blk = out[s:e] if d is None else d[: e - s]  # the difference straight into out when it holds the compute dtype
+        blk.copy_(x[s:e])
         blk.sub_(in_compute(base[s:e], compute, b))
-        out[s:e].copy_(blk)
+        if d is not None:
+            out[s:e].copy_(blk)
         out[s:e].abs_()
     return out
+
+
+def as_factor(mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """A block of a boolean mask as 1/0 in ``out``'s dtype (mergekit's ``mask.to(work_dtype)``).
+    Read as bytes: torch converts bool to float one element at a time (and multiplies by a
+    bool mask the same way), bytes in vector steps, about 20 times faster."""
+    import torch
+
+    return out[: mask.numel()].copy_(mask.view(torch.uint8))
 
 
 def bernoulli_mask(n: int, density: float, gen: torch.Generator, out: torch.Tensor) -> torch.Tensor:
@@ -133,8 +144,14 @@ def l1_factor(mags: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
     """The rescale factor ``before / after`` of the L1 norms of delta and of the kept entries,
     or None where either is ~0 (the kept entries are left unscaled). ``mags`` (|delta|) is
     consumed: it ends as |delta * mask|."""
+    import torch
+
     before = mags.sum()
-    after = mags.mul_(mask).sum()
+    ones = torch.empty(min(mags.numel(), _BLOCK), dtype=mags.dtype)
+    for s in range(0, mags.numel(), _BLOCK):
+        e = min(mags.numel(), s + _BLOCK)
+        mags[s:e].mul_(as_factor(mask[s:e], ones))
+    after = mags.sum()
     if before < RESCALE_EPS or after < RESCALE_EPS:
         return None
     return before / after

@@ -174,6 +174,7 @@ class TaskVectorMethod(MergeMethod):
             d = torch.empty((len(tensors), c), dtype=cdt)
             b = torch.empty(c, dtype=cdt)
             w = torch.empty(c, dtype=work) if work != cdt else None
+            ones = torch.empty(c, dtype=work)
             for s in range(start, stop, _COLUMNS):
                 e = min(stop, s + _COLUMNS)
                 blk = d[:, : e - s]
@@ -186,7 +187,7 @@ class TaskVectorMethod(MergeMethod):
                     if mask is None:
                         continue
                     kept = row if w is None else w[: e - s].copy_(row)
-                    kept.mul_(mask[s:e])
+                    kept.mul_(random_drops.as_factor(mask[s:e], ones))
                     if factor is not None:
                         kept.mul_(factor)
                     if kept is not row:
