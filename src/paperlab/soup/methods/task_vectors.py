@@ -287,6 +287,7 @@ class TaskArithmetic(TaskVectorMethod):
 
     name = mergekit = "task_arithmetic"
     elementwise = True  # density is accepted (mergekit's configs give it) and has no effect
+    reads_only = True  # every input block is copied into the compute dtype before any arithmetic
 
 
 @register_method
@@ -306,6 +307,7 @@ class DareLinear(TaskVectorMethod):
 
     name = mergekit = "dare_linear"
     drop = "random"
+    reads_only = True  # inputs are only read: copied into blocks, never written
     params: ClassVar[tuple[Param, ...]] = (WEIGHT, DENSITY, Param("normalize", kind=bool, default=False), LAMBDA,
               Param("rescale", kind=bool, default=True), INT8_MASK)
 
@@ -345,6 +347,7 @@ class Della(TaskVectorMethod):
     name = mergekit = "della"
     consensus = True
     drop = "della"
+    reads_only = True  # inputs are only read: copied into blocks, never written
     params: ClassVar[tuple[Param, ...]] = (WEIGHT, DENSITY, Param("normalize", kind=bool, default=True), LAMBDA,
               Param("rescale", kind=bool, default=True), INT8_MASK,
               Param("epsilon", per_model=True, default=0.15, low=0.0, high=1.0, open_low=False))
