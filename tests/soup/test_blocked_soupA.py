@@ -150,3 +150,22 @@ def test_della_keep_probability_by_rank_is_mergekits_formula() -> None:
         for density, eps in ((0.5, 0.15), (0.4, 0.1), (0.3, 0.2), (0.61, 0.07)):
             want = (density - eps) + ((ranks - lo) / (hi - lo)).clamp(0, 1) * 2 * eps
             assert torch.equal(rank_probabilities(cols, density, eps), want[0])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_sign_election_is_mergekits_on_zeros_infinities_nans_and_subnormals(dtype: torch.dtype) -> None:
+    from paperlab.soup.methods.task_vectors import elect
+
+    d = torch.randn(3, 3 * (1 << 16) + 7, generator=torch.Generator().manual_seed(2)).to(dtype)
+    d[0, :50] = 0
+    d[1, 10:20] = -0.0
+    d[2, 30:40] = float("nan")
+    d[1, 40:45] = float("inf")
+    d[0, 45:50] = -float("inf")
+    d[0, 60:70] = torch.finfo(dtype).tiny / 4
+    d[1, 60:70] = -torch.finfo(dtype).tiny / 8
+    d[:, 100:110] = 0
+    for int8_mask in (False, True):  # mergekit's get_mask, method "sum"
+        mask_dtype = torch.int8 if int8_mask else dtype
+        majority = (d.sum(dim=0) >= 0).to(mask_dtype) * 2 - 1
+        assert torch.equal(elect(d, int8_mask), d.sign().to(mask_dtype) == majority)

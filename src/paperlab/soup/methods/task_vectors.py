@@ -53,15 +53,18 @@ _COLUMNS = 1 << 16  # column block for the election: temporaries of N x 64Ki, no
 
 def elect(deltas: torch.Tensor, int8_mask: bool) -> torch.Tensor:
     """TIES's sign election over the model axis: where each delta agrees with the sign of the
-    summed deltas (a zero sum elects +; a zero entry never agrees)."""
+    summed deltas (a zero sum elects +; a zero entry never agrees). ``int8_mask`` (mergekit's
+    mask dtype) changes no value: the mask holds the same 0s and 1s either way."""
     import torch
 
-    mask_dtype = torch.int8 if int8_mask else deltas.dtype
-    majority = (deltas.sum(dim=0) >= 0).to(mask_dtype) * 2 - 1
+    majority = (deltas.sum(dim=0) >= 0).to(deltas.dtype) * 2 - 1
     mask = torch.empty(deltas.shape, dtype=torch.bool, device=deltas.device)
     for s in range(0, deltas.shape[1], _COLUMNS):
         e = s + _COLUMNS
-        torch.eq(deltas[:, s:e].sign().to(mask_dtype), majority[s:e], out=mask[:, s:e])
+        # sign(d) == majority exactly where d * majority > 0 (a product by +-1 is exact; a zero
+        # or NaN delta agrees with neither): one product and one compare, against a sign, a
+        # cast and a compare.
+        torch.gt(deltas[:, s:e] * majority[s:e], 0, out=mask[:, s:e])
     return mask
 
 
@@ -204,8 +207,6 @@ class TaskVectorMethod(MergeMethod):
         """DARE's and DELLA's drops holding one boolean mask per model and a rescale factor
         (:mod:`~paperlab.soup.methods.random_drops`) instead of one float delta per model;
         the same draws, the same kept entries, the same values bit for bit."""
-        import torch
-
         n = base.numel()
         cdt = compute_dtype(params)
         shape = params.shape
@@ -235,12 +236,17 @@ class TaskVectorMethod(MergeMethod):
         in place) mixed into one (c,): weighted, sign-elected where the method elects, summed,
         divided by the weights that took part (``normalize``) and scaled by lambda. Every column
         is reduced on its own, so any column block gives the whole tensor's bits."""
+        import torch
+
         deltas.mul_(weights)
         if self.consensus:
             m = elect(deltas, params.get("int8_mask"))
-            deltas.mul_(m)  # a 0/1 mask changes no value it keeps
-            divisor = (weights * m).sum(dim=0)
-            divisor[divisor == 0] = 1
+            # The mask as 1/0 in the deltas' dtype (mergekit's mask dtype holds the same values),
+            # read as bytes: torch multiplies by a bool mask one element at a time.
+            ones = torch.empty(m.shape, dtype=deltas.dtype, device=m.device).copy_(m.view(torch.uint8))
+            deltas.mul_(ones)  # a 0/1 mask changes no value it keeps
+            divisor = (weights * ones).sum(dim=0)
+            divisor.masked_fill_(divisor == 0, 1)
         else:
             divisor = weights.sum(dim=0)
             divisor[divisor.abs() < 1e-8] = 1
