@@ -169,3 +169,21 @@ def test_sign_election_is_mergekits_on_zeros_infinities_nans_and_subnormals(dtyp
         mask_dtype = torch.int8 if int8_mask else dtype
         majority = (d.sum(dim=0) >= 0).to(mask_dtype) * 2 - 1
         assert torch.equal(elect(d, int8_mask), d.sign().to(mask_dtype) == majority)
+
+
+@pytest.mark.parametrize("numpy_draws", [True, False])
+def test_block_draws_are_one_whole_torch_draw(numpy_draws: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    from paperlab.soup.methods import random_drops
+
+    monkeypatch.setattr(random_drops, "_NUMPY_MATCHES", None if numpy_draws else False)
+    p = method_params("dare_linear", "float32", (0.5, 0.5))
+    for i in range(3):
+        want = torch.rand(300_001, generator=rng_for(p, i), dtype=torch.float32)
+        draws = random_drops.Uniform(rng_for(p, i))
+        assert (draws.state is not None) == numpy_draws
+        got = torch.cat([draws.fill(torch.empty(k)) for k in (1, 65536, 99_999, 134_465)])
+        assert torch.equal(got, want)
+    if not numpy_draws:
+        base, *xs = tensors()
+        q = method_params("della", "bfloat16", (0.4, 0.6))
+        assert same(get_method("della").combine(xs, base, q), merge_whole("della", xs, base, q))

@@ -74,6 +74,50 @@ def magnitudes(x: torch.Tensor, base: torch.Tensor, compute: torch.dtype, out: t
     return out
 
 
+class Uniform:
+    """The float32 values ``torch.rand(n, generator=gen)`` gives, drawn block after block from
+    a freshly seeded CPU generator.
+
+    torch's CPU generator is the standard 32-bit Mersenne Twister seeded with the seed's low 32
+    bits (init_genrand), and a float32 draw is the low 24 bits of one output times 2**-24.
+    numpy's legacy ``RandomState`` is the same generator, and its ``randint(0, 2**24)`` on
+    uint32 is the low 24 bits of one output each (a mask, no rejection): the same values, drawn
+    about three times faster. That is checked against torch once per process; if it ever
+    differs, torch draws them."""
+
+    def __init__(self, gen: torch.Generator) -> None:
+        import numpy as np
+
+        self.gen = gen
+        self.state = np.random.RandomState(gen.initial_seed() & 0xFFFFFFFF) if _numpy_matches_torch() else None
+
+    def fill(self, out: torch.Tensor) -> torch.Tensor:
+        import numpy as np
+        import torch
+
+        if self.state is None:
+            return torch.rand(out.numel(), generator=self.gen, dtype=torch.float32, out=out)
+        ints = self.state.randint(0, 1 << 24, size=out.numel(), dtype=np.uint32).view(np.int32)
+        return out.copy_(torch.from_numpy(ints)).mul_(2.0 ** -24)  # both exact: a 24-bit integer, a power of 2
+
+
+_NUMPY_MATCHES: bool | None = None
+
+
+def _numpy_matches_torch() -> bool:
+    global _NUMPY_MATCHES
+    if _NUMPY_MATCHES is None:
+        import numpy as np
+        import torch
+
+        seed = 0x5DEECE66D1234567  # high bits set: only the low 32 seed the generator
+        want = torch.rand(5000, generator=torch.Generator().manual_seed(seed), dtype=torch.float32)
+        ints = np.random.RandomState(seed & 0xFFFFFFFF).randint(0, 1 << 24, size=5000, dtype=np.uint32)
+        got = torch.from_numpy(ints.view(np.int32)).to(torch.float32).mul_(2.0 ** -24)
+        _NUMPY_MATCHES = bool(torch.equal(got, want))
+    return _NUMPY_MATCHES
+
+
 def as_factor(mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     """A block of a boolean mask as 1/0 in ``out``'s dtype (mergekit's ``mask.to(work_dtype)``).
     Read as bytes: torch converts bool to float one element at a time (and multiplies by a
@@ -84,13 +128,14 @@ def as_factor(mask: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
 
 
 def bernoulli_mask(n: int, density: float, gen: torch.Generator, out: torch.Tensor) -> torch.Tensor:
-    """DARE's kept entries: ``u < density`` for the generator's next ``n`` draws."""
+    """DARE's kept entries: ``u < density`` for the first ``n`` draws of a fresh generator."""
     import torch
 
+    draws = Uniform(gen)
     u = torch.empty(min(n, _BLOCK), dtype=torch.float32)
     for s in range(0, n, _BLOCK):
         e = min(n, s + _BLOCK)
-        torch.rand(e - s, generator=gen, dtype=torch.float32, out=u[: e - s])
+        draws.fill(u[: e - s])
         torch.lt(u[: e - s], density, out=out[s:e])
     return out
 
@@ -115,6 +160,7 @@ def della_mask(mags: torch.Tensor, rows: int, density: float, epsilon: float, ge
     n = mags.numel()
     cols = n // rows
     table = rank_probabilities(cols, density, epsilon)
+    draws = Uniform(gen)
     shift = max(1, (cols - 1).bit_length())
     step = max(1, _ROW_KEYS // cols)  # rows per step
     col_ids = torch.arange(cols)
@@ -133,7 +179,7 @@ def della_mask(mags: torch.Tensor, rows: int, density: float, epsilon: float, ge
         k.numpy().sort(axis=1)  # in place; keys are distinct, so any sort gives the stable order
         k.bitwise_and_(low)  # the column of the entry at each rank
         p = probs[: r1 - r0].scatter_(1, k, table.expand(r1 - r0, cols))
-        torch.rand(e - s, generator=gen, dtype=torch.float32, out=u[: e - s])
+        draws.fill(u[: e - s])
         torch.lt(u[: e - s], p.view(-1), out=out[s:e])
     return out
 
