@@ -104,8 +104,10 @@ class TaskVectorMethod(MergeMethod):
     def _streamed_drop(self, params: MethodParams, base: torch.Tensor) -> bool:
         """Whether the blocked paths apply: no drop (task_arithmetic) or a random one (dare,
         della), on the CPU, in float32 or a half compute dtype."""
+        rows = params.shape[0] if params.shape is not None and len(params.shape) >= 2 else 1
         return (self.drop in (None, "random", "della") and base.device.type == "cpu" and base.numel() > 0
-                and params.compute in ("float32", "bfloat16", "float16"))
+                and params.compute in ("float32", "bfloat16", "float16")
+                and (self.drop != "della" or base.numel() % max(rows, 1) == 0))  # else the reshape's error
 
     def _streamed_masks(self, tensors: Sequence[torch.Tensor], base: torch.Tensor, params: MethodParams) -> torch.Tensor:
         """The magnitude and breadcrumbs drops in float32, holding one boolean mask per model
