@@ -24,8 +24,10 @@ sorted key's low bits.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from paperlab.soup.methods.base import MethodParams, pool, rng_for
 from paperlab.soup.methods.spares import SPARES
 
 if TYPE_CHECKING:
@@ -222,3 +224,27 @@ def random_drop(x: torch.Tensor, base: torch.Tensor, compute: torch.dtype, keep:
     if mags is not None:
         SPARES.give(mags)
     return mask, factor
+
+
+def model_drops(tensors: Sequence[torch.Tensor], base: torch.Tensor, params: MethodParams,
+                keep: str) -> list[tuple[torch.Tensor | None, torch.Tensor | None]]:
+    """:func:`random_drop` of every model (None, None where its density is 1), two models at
+    once: each model's draws are one sequential stream of its own generator."""
+    import torch
+
+    n = base.numel()
+    compute = getattr(torch, params.compute)
+    shape = params.shape
+    rows = shape[0] if shape is not None and len(shape) >= 2 else 1
+
+    def drop(i: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        density = params.of("density", i)
+        if density >= 1:
+            return None, None
+        return random_drop(tensors[i], base, compute, keep, density, rng_for(params, i),
+                           rescale=params.get("rescale"), rows=rows,
+                           epsilon=params.of("epsilon", i) if keep == "della" else 0.0)
+
+    if n > SPARES.limit:
+        SPARES.clear()  # a large tensor: what small ones left goes before its working set
+    return list(pool().map(drop, range(len(tensors))))

@@ -209,24 +209,7 @@ class TaskVectorMethod(MergeMethod):
         """DARE's and DELLA's drops holding one boolean mask per model and a rescale factor
         (:mod:`~paperlab.soup.methods.random_drops`) instead of one float delta per model;
         the same draws, the same kept entries, the same values bit for bit."""
-        n = base.numel()
-        cdt = compute_dtype(params)
-        shape = params.shape
-        rows = shape[0] if shape is not None and len(shape) >= 2 else 1
-
-        def drop(i: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-            density = params.of("density", i)
-            if density >= 1:
-                return None, None
-            return random_drops.random_drop(
-                tensors[i], base, cdt, "della" if self.drop == "della" else "random", density,
-                rng_for(params, i), rescale=params.get("rescale"), rows=rows,
-                epsilon=params.of("epsilon", i) if self.drop == "della" else 0.0)
-
-        if n > SPARES.limit:
-            SPARES.clear()  # a large tensor: what small ones left goes before its working set
-        # Each model's drop is one sequential stream of draws; two models run at once.
-        drops = list(pool().map(drop, range(len(tensors))))
+        drops = random_drops.model_drops(tensors, base, params, "della" if self.drop == "della" else "random")
         out = self._mix_streamed(tensors, base, params, [m for m, _ in drops], [f for _, f in drops], None)
         for mask, _ in drops:
             if mask is not None:
