@@ -25,11 +25,12 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from paperlab.soup.errors import MergeConfigError
-from paperlab.soup.methods import sparsify
+from paperlab.soup.methods import random_drops, sparsify
 from paperlab.soup.methods.base import (
     MergeMethod,
     MethodParams,
     Param,
+    compute_dtype,
     in_halves,
     load,
     pool,
@@ -52,15 +53,18 @@ _COLUMNS = 1 << 16  # column block for the election: temporaries of N x 64Ki, no
 
 def elect(deltas: torch.Tensor, int8_mask: bool) -> torch.Tensor:
     """TIES's sign election over the model axis: where each delta agrees with the sign of the
-    summed deltas (a zero sum elects +; a zero entry never agrees)."""
+    summed deltas (a zero sum elects +; a zero entry never agrees). ``int8_mask`` (mergekit's
+    mask dtype) changes no value: the mask holds the same 0s and 1s either way."""
     import torch
 
-    mask_dtype = torch.int8 if int8_mask else deltas.dtype
-    majority = (deltas.sum(dim=0) >= 0).to(mask_dtype) * 2 - 1
+    majority = (deltas.sum(dim=0) >= 0).to(deltas.dtype) * 2 - 1
     mask = torch.empty(deltas.shape, dtype=torch.bool, device=deltas.device)
     for s in range(0, deltas.shape[1], _COLUMNS):
         e = s + _COLUMNS
-        torch.eq(deltas[:, s:e].sign().to(mask_dtype), majority[s:e], out=mask[:, s:e])
+        # sign(d) == majority exactly where d * majority > 0 (a product by +-1 is exact; a zero
+        # or NaN delta agrees with neither): one product and one compare, against a sign, a
+        # cast and a compare.
+        torch.gt(deltas[:, s:e] * majority[s:e], 0, out=mask[:, s:e])
     return mask
 
 
@@ -96,6 +100,14 @@ class TaskVectorMethod(MergeMethod):
 
         return (self.drop in ("magnitude", "outliers") and params.compute == "float32" and not params.get("rescale")
                 and base.device.type == "cpu" and base.dtype != torch.float64 and base.numel() > 0)
+
+    def _streamed_drop(self, params: MethodParams, base: torch.Tensor) -> bool:
+        """Whether the blocked paths apply: no drop (task_arithmetic) or a random one (dare,
+        della), on the CPU, in float32 or a half compute dtype."""
+        rows = params.shape[0] if params.shape is not None and len(params.shape) >= 2 else 1
+        return (self.drop in (None, "random", "della") and base.device.type == "cpu" and base.numel() > 0
+                and params.compute in ("float32", "bfloat16", "float16")
+                and (self.drop != "della" or base.numel() % max(rows, 1) == 0))  # else the reshape's error
 
     def _streamed_masks(self, tensors: Sequence[torch.Tensor], base: torch.Tensor, params: MethodParams) -> torch.Tensor:
         """The magnitude and breadcrumbs drops in float32, holding one boolean mask per model
@@ -137,26 +149,69 @@ class TaskVectorMethod(MergeMethod):
             masks = [keep(i) for i in models]
         else:  # the models' rankings are independent and mostly single-threaded: two at once
             masks = list(pool().map(keep, models))
-        weights = torch.tensor(params.weights, dtype=torch.float32).unsqueeze(-1)  # (N, 1)
-        out = torch.empty(n, dtype=torch.float32)
+        out = self._mix_streamed(tensors, base, params, masks, [None] * len(masks), None)
+        for mask in masks:
+            if mask is not None:
+                SPARES.give(mask)
+        return out
+
+    def _mix_streamed(self, tensors: Sequence[torch.Tensor], base: torch.Tensor, params: MethodParams,
+                      masks: Sequence[torch.Tensor | None], factors: Sequence[torch.Tensor | None],
+                      out: torch.Tensor | None) -> torch.Tensor:
+        """``base + mix(drop(x_i - base))`` in column blocks on two threads, each delta recomputed
+        from the inputs in the compute dtype, then (in the drop's work dtype) masked and scaled
+        by its rescale factor as the whole-tensor drop does, and mixed by :meth:`_mix`: every
+        value and every column sum is the whole-tensor computation's, whichever thread mixes
+        which columns. ``out`` (float32, at least as long) is written when the compute dtype is
+        float32."""
+        import torch
+
+        n = base.numel()
+        cdt = compute_dtype(params)
+        work = random_drops.work_dtype(cdt)
+        if out is None or cdt != torch.float32:
+            out = torch.empty(n, dtype=cdt)
+        out = out[:n]
+        weights = torch.tensor(params.weights, dtype=cdt).unsqueeze(-1)  # (N, 1)
 
         def mix_columns(start: int, stop: int) -> None:
-            d = torch.empty((len(tensors), min(stop - start, _COLUMNS)), dtype=torch.float32)
+            c = min(stop - start, _COLUMNS)
+            d = torch.empty((len(tensors), c), dtype=cdt)
+            b = torch.empty(c, dtype=cdt)
+            w = torch.empty(c, dtype=work) if work != cdt else None
+            ones = torch.empty(c, dtype=work)
             for s in range(start, stop, _COLUMNS):
                 e = min(stop, s + _COLUMNS)
                 blk = d[:, : e - s]
+                bc = random_drops.in_compute(base[s:e], cdt, b)
                 for i, x in enumerate(tensors):
-                    blk[i].copy_(x[s:e])
-                    blk[i].sub_(base[s:e])
-                    mask = masks[i]
-                    if mask is not None:
-                        blk[i].mul_(mask[s:e])
-                torch.add(base[s:e], self._mix(blk, weights, params), out=out[s:e])
+                    row = blk[i]
+                    row.copy_(x[s:e])
+                    row.sub_(bc)
+                    mask, factor = masks[i], factors[i]
+                    if mask is None:
+                        continue
+                    kept = row if w is None else w[: e - s].copy_(row)
+                    kept.mul_(random_drops.as_factor(mask[s:e], ones))
+                    if factor is not None:
+                        kept.mul_(factor)
+                    if kept is not row:
+                        row.copy_(kept)
+                torch.add(bc, self._mix(blk, weights, params), out=out[s:e])
 
         # Columns are reduced independently, so two threads mixing halves give the same bits;
         # small ops on 64Ki-column blocks run on one core each, so one thread leaves a core idle.
         in_halves(n, _COLUMNS, mix_columns)
-        for mask in masks:
+        return out
+
+    def _streamed_random(self, tensors: Sequence[torch.Tensor], base: torch.Tensor,
+                         params: MethodParams) -> torch.Tensor:
+        """DARE's and DELLA's drops holding one boolean mask per model and a rescale factor
+        (:mod:`~paperlab.soup.methods.random_drops`) instead of one float delta per model;
+        the same draws, the same kept entries, the same values bit for bit."""
+        drops = random_drops.model_drops(tensors, base, params, "della" if self.drop == "della" else "random")
+        out = self._mix_streamed(tensors, base, params, [m for m, _ in drops], [f for _, f in drops], None)
+        for mask, _ in drops:
             if mask is not None:
                 SPARES.give(mask)
         return out
@@ -166,12 +221,17 @@ class TaskVectorMethod(MergeMethod):
         in place) mixed into one (c,): weighted, sign-elected where the method elects, summed,
         divided by the weights that took part (``normalize``) and scaled by lambda. Every column
         is reduced on its own, so any column block gives the whole tensor's bits."""
+        import torch
+
         deltas.mul_(weights)
         if self.consensus:
             m = elect(deltas, params.get("int8_mask"))
-            deltas.mul_(m)  # a 0/1 mask changes no value it keeps
-            divisor = (weights * m).sum(dim=0)
-            divisor[divisor == 0] = 1
+            # The mask as 1/0 in the deltas' dtype (mergekit's mask dtype holds the same values),
+            # read as bytes: torch multiplies by a bool mask one element at a time.
+            ones = torch.empty(m.shape, dtype=deltas.dtype, device=m.device).copy_(m.view(torch.uint8))
+            deltas.mul_(ones)  # a 0/1 mask changes no value it keeps
+            divisor = (weights * ones).sum(dim=0)
+            divisor.masked_fill_(divisor == 0, 1)
         else:
             divisor = weights.sum(dim=0)
             divisor[divisor.abs() < 1e-8] = 1
@@ -194,6 +254,9 @@ class TaskVectorMethod(MergeMethod):
         assert base is not None  # validated before any work
         if self._streamed(params, base):
             return self._streamed_masks(tensors, base, params)
+        if self._streamed_drop(params, base):
+            return self._streamed_random(tensors, base, params) if self.drop else \
+                self._mix_streamed(tensors, base, params, [None] * len(tensors), [None] * len(tensors), out)
         b = load(base, params)
         deltas = torch.empty((len(tensors), b.numel()), dtype=b.dtype, device=b.device)  # (N, n)
         for i, x in enumerate(tensors):
@@ -215,6 +278,7 @@ class TaskArithmetic(TaskVectorMethod):
 
     name = mergekit = "task_arithmetic"
     elementwise = True  # density is accepted (mergekit's configs give it) and has no effect
+    reads_only = True  # every input block is copied into the compute dtype before any arithmetic
 
 
 @register_method
@@ -234,6 +298,7 @@ class DareLinear(TaskVectorMethod):
 
     name = mergekit = "dare_linear"
     drop = "random"
+    reads_only = True  # inputs are only read: copied into blocks, never written
     params: ClassVar[tuple[Param, ...]] = (WEIGHT, DENSITY, Param("normalize", kind=bool, default=False), LAMBDA,
               Param("rescale", kind=bool, default=True), INT8_MASK)
 
@@ -273,6 +338,7 @@ class Della(TaskVectorMethod):
     name = mergekit = "della"
     consensus = True
     drop = "della"
+    reads_only = True  # inputs are only read: copied into blocks, never written
     params: ClassVar[tuple[Param, ...]] = (WEIGHT, DENSITY, Param("normalize", kind=bool, default=True), LAMBDA,
               Param("rescale", kind=bool, default=True), INT8_MASK,
               Param("epsilon", per_model=True, default=0.15, low=0.0, high=1.0, open_low=False))
