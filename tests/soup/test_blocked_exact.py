@@ -71,3 +71,43 @@ def test_karcher(compute: str) -> None:
     few = get_method("karcher").combine(xs, None, params("karcher", compute, max_iter=1))
     assert torch.equal(few, karcher_whole(xs, max_iter=1))
     assert not torch.equal(few, got)  # the iterations do move the mean
+
+
+def slerp_whole(a: torch.Tensor, b: torch.Tensor, t: float, compute: str) -> torch.Tensor:
+    """mergekit's slerp: float32 inputs (rounded to the compute dtype first), norms and the dot
+    product summed over pieces of 2^20 entries, then one whole-tensor mix."""
+    piece = 1 << 20
+    a, b = a.float(), b.float()
+    if compute != "float32":
+        a, b = a.to(getattr(torch, compute)).float(), b.to(getattr(torch, compute)).float()
+    tt = torch.tensor(t)
+
+    def norm(x: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(x[s: s + piece])
+                                                     for s in range(0, x.numel(), piece)]))
+
+    na, nb = norm(a), norm(b)
+    na, nb = torch.where(na > 1e-8, na, 1), torch.where(nb > 1e-8, nb, 1)
+    dot = torch.stack([((a[s: s + piece] / na) * (b[s: s + piece] / nb)).sum()
+                       for s in range(0, a.numel(), piece)]).sum().clamp(-1, 1)
+    linear = dot.abs() > 0.9995
+    theta = torch.acos(torch.where(linear, 0, dot))
+    s = torch.sin(theta)
+    res = a * torch.where(linear, 1 - tt, torch.sin((1 - tt) * theta) / s) \
+        + b * torch.where(linear, tt, torch.sin(tt * theta) / s)
+    return res if compute == "float32" else res.to(getattr(torch, compute))
+
+
+@pytest.mark.parametrize("compute", ["float32", "bfloat16"])
+def test_slerp_over_several_of_mergekits_pieces(compute: str) -> None:
+    g = torch.Generator().manual_seed(3)
+    n = 2 * (1 << 20) + 12345  # three 2^20 pieces for the norms and the dot product, the last ragged
+    a = (torch.randn(n, generator=g) * 0.02).bfloat16()
+    b = (a.float() + torch.randn(n, generator=g) * 0.01).bfloat16()
+    m = get_method("slerp")
+    p = MethodParams((1.0,), {"t": 0.3}, {}, (n,), "t", 0, compute)
+    out = torch.full((n + 7,), float("nan"))  # a lent buffer, longer than the tensor
+    got = m.combine([b], a, p, out=out)
+    assert torch.equal(got, slerp_whole(a, b, 0.3, compute))
+    assert torch.equal(m.combine([b], a, p), got)  # without a lent buffer too
+    assert torch.equal(m.combine([a], a, p), slerp_whole(a, a, 0.3, compute))  # the straight-line branch

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from paperlab.soup.errors import MergeConfigError, WeightsError
 from paperlab.soup.methods.spares import SPARES
@@ -27,7 +27,8 @@ from paperlab.soup.methods.spares import SPARES
 if TYPE_CHECKING:
     import torch
 
-REQUIRED: Any = object()  # a parameter without a default
+REQUIRED: Any = object()
+_T = TypeVar("_T")  # a parameter without a default
 
 
 @dataclass(frozen=True)
@@ -363,7 +364,7 @@ def give_spares(*bufs: torch.Tensor) -> None:
             SPARES.give(b)
 
 
-def each(fn: Callable[[torch.Tensor], torch.Tensor], xs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+def each(fn: Callable[[_T], torch.Tensor], xs: Sequence[_T]) -> list[torch.Tensor]:
     """``[fn(x) for x in xs]`` for whole-tensor reductions, on the two :func:`pool` threads when
     torch runs one intra-op thread, so that each call is the same serial loop wherever it runs.
     How torch splits one reduction between several threads follows the calling thread's own
@@ -374,7 +375,7 @@ def each(fn: Callable[[torch.Tensor], torch.Tensor], xs: Sequence[torch.Tensor])
     if torch.get_num_threads() != 1:
         return [fn(x) for x in xs]
 
-    def serial(x: torch.Tensor) -> torch.Tensor | None:
+    def serial(x: _T) -> torch.Tensor | None:
         return fn(x) if torch.get_num_threads() == 1 else None
 
     done = list(pool().map(serial, xs))

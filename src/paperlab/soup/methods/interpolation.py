@@ -29,6 +29,7 @@ from paperlab.soup.methods.base import (
     MergeMethod,
     MethodParams,
     Param,
+    _tmp,
     blocked,
     compute_dtype,
     differences,
@@ -52,7 +53,7 @@ _PIECE = 1 << 20  # mergekit's slerp chunk
 def _chunked_norm(x: torch.Tensor) -> torch.Tensor:
     import torch
 
-    parts = [torch.linalg.vector_norm(x[s: s + _PIECE]) for s in range(0, x.numel(), _PIECE)]
+    parts = each(torch.linalg.vector_norm, [x[s: s + _PIECE] for s in range(0, x.numel(), _PIECE)])
     return torch.linalg.vector_norm(torch.stack(parts))
 
 
@@ -61,6 +62,8 @@ class Slerp(MergeMethod):
     name = mergekit = "slerp"
     base = "required"
     elementwise = False
+    reads_only = True  # the inputs are converted into the method's own vectors first
+    writes_out = True
     min_models = max_models = 1
     params: ClassVar[tuple[Param, ...]] = (Param("t", low=0.0, high=1.0, fix="0 is the base model, 1 the other"),)
 
@@ -74,24 +77,36 @@ class Slerp(MergeMethod):
         assert base is not None
         import torch
 
-        f32 = torch.float32
-        a, b = rounded(base.to(f32, copy=True), params), rounded(tensors[0].to(f32, copy=True), params)
+        f32, n = torch.float32, base.numel()
+        if n == 0:
+            return torch.empty(0, dtype=f32, device=base.device)
+        a = rounded(result_in(out, n, f32, base).copy_(base), params)
+        b = rounded(spare(n, f32, base).copy_(tensors[0]), params)
         t = torch.tensor(params.get("t"), dtype=f32, device=a.device)
-        if a.numel() == 0:
-            return a
         na = _chunked_norm(a)
         nb = _chunked_norm(b)
         na = torch.where(na > NORM_EPS, na, 1)
         nb = torch.where(nb > NORM_EPS, nb, 1)
-        parts = [((a[s: s + _PIECE] / na) * (b[s: s + _PIECE] / nb)).sum() for s in range(0, a.numel(), _PIECE)]
-        dot = torch.stack(parts).sum().clamp(-1, 1)
+
+        def dot_part(s: int) -> torch.Tensor:  # ((a / na) * (b / nb)).sum() over one of mergekit's pieces
+            e = min(n, s + _PIECE)
+            buf = _tmp(2 * (e - s), a.device)  # this thread's, kept: no fresh 4 MiB temporaries
+            ua, ub = buf[: e - s], buf[e - s:]
+            return torch.div(a[s:e], na, out=ua).mul_(torch.div(b[s:e], nb, out=ub)).sum()
+
+        dot = torch.stack(each(dot_part, range(0, n, _PIECE))).sum().clamp(-1, 1)
         linear = dot.abs() > DOT_THRESHOLD
         theta = torch.acos(torch.where(linear, 0, dot))
         s = torch.sin(theta)
         ca = torch.where(linear, 1 - t, torch.sin((1 - t) * theta) / s)
         cb = torch.where(linear, t, torch.sin(t * theta) / s)
-        res = a.mul_(ca).add_(b.mul_(cb))
-        return res if params.compute == "float32" else res.to(compute_dtype(params))
+
+        def mix(s: int, e: int, _: torch.Tensor) -> None:  # a * ca + b * cb
+            a[s:e].mul_(ca).add_(b[s:e].mul_(cb))
+
+        blocked(a, mix)
+        give_spares(b)
+        return a if params.compute == "float32" else a.to(compute_dtype(params))
 
 
 def _nuslerp(t: float, v0: torch.Tensor, v1: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
