@@ -116,8 +116,9 @@ class _Pool:
             self.free.put(buf)
 
 
-def _return_large_blocks() -> None:
-    """Have glibc hand blocks of 1 MiB and more straight back to the system when freed.
+def _return_large_blocks(size: int = 1 << 20) -> None:
+    """Have glibc hand blocks of ``size`` bytes (1 MiB unless the method asks otherwise, see
+    ``MergeMethod.system_blocks``) and more straight back to the system when freed.
 
     By default glibc raises its mmap threshold to the size of each large block freed (up to
     32 MiB), after which such blocks come from per-thread heaps that keep freed memory: whole
@@ -127,7 +128,12 @@ def _return_large_blocks() -> None:
     import ctypes
 
     with contextlib.suppress(OSError, AttributeError, TypeError):
-        ctypes.CDLL(None).mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD
+        libc = ctypes.CDLL(None)
+        libc.mallopt(-3, size)  # M_MMAP_THRESHOLD
+        # M_TRIM_THRESHOLD: past 1 MiB, keep a few freed heap blocks of that size instead of
+        # trimming them at once; at 1 MiB, glibc's default (128 KiB), whatever an earlier merge
+        # in this process set.
+        libc.mallopt(-1, 4 * size if size > 1 << 20 else 128 << 10)
 
 
 def _pieces(prep: PreparedMerge, chunk_elements: int) -> Iterator[tuple[Job, int, int]]:
@@ -163,7 +169,7 @@ def run_prepared(
     import torch
 
     plan = prep.plan
-    _return_large_blocks()
+    _return_large_blocks(prep.method.system_blocks)
     outs = [OutTensor(n, plan.out_dtype_of(n), plan.shape_of(n), plan.out_nbytes(n)) for n in plan.names]
     writer = ShardedWriter(out_tmp, outs, shard_size)
     total = writer.total_bytes

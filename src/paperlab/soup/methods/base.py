@@ -146,6 +146,8 @@ class MergeMethod:
         writes_out: a whole-tensor method that puts its result in ``out`` when one long enough
             is given (:func:`result_in`): callers then lend it a buffer kept between tensors, in
             place of a fresh vector, every page of which faults, per tensor.
+        system_blocks: the size (bytes) from which the merge has glibc map a block straight from
+            the system and unmap it when freed; smaller blocks are reused from its heaps.
     """
 
     name: ClassVar[str] = ""
@@ -157,6 +159,7 @@ class MergeMethod:
     elementwise: ClassVar[bool] = True
     reads_only: ClassVar[bool] = False
     writes_out: ClassVar[bool] = False
+    system_blocks: ClassVar[int] = 1 << 20
     allow_negative: ClassVar[bool] = False
     prenormalize: ClassVar[bool] = False
     normalize_param: ClassVar[str] = "normalize"
