@@ -406,7 +406,9 @@ def row_sum(x: torch.Tensor) -> torch.Tensor:
 
 
 # Work in blocks that stay in the CPU cache: the convert, multiply and add of one block then
-# cost about one pass over memory instead of three, and no large temporary is allocated.
+# cost about one pass over memory instead of three, and no large temporary is allocated. For
+# ram's (models, block) temporaries 64Ki was faster than 16Ki and 32Ki (fewer operator calls)
+# and no slower than 128Ki.
 _BLOCK = 1 << 16
 _scratch = threading.local()
 
@@ -424,6 +426,25 @@ def _tmp(n: int, device: torch.device, dtype: torch.dtype | None = None) -> torc
     if buf is None or buf.numel() < n:
         buf = bufs[(device, dtype)] = torch.empty(n, dtype=dtype, device=device)
     return buf[:n]
+
+
+def over_blocks(n: int, device: torch.device, start: Callable[[int], _T], work: Callable[[_T, int, int], None],
+                block: int = _BLOCK) -> None:
+    """``work(buffers, s, e)`` on every block of [0, n), the two halves on two threads on the CPU,
+    each thread with the buffers ``start(width)`` makes for it. Only for work where each entry
+    (or column) is computed on its own, so the split changes no bit; on an accelerator, one
+    call over the whole length (blocks are a CPU-cache trick)."""
+    size = block if device.type == "cpu" else max(n, 1)
+
+    def half(lo: int, hi: int) -> None:
+        bufs = start(min(size, hi - lo))
+        for s in range(lo, hi, size):
+            work(bufs, s, min(hi, s + size))
+
+    if device.type == "cpu":
+        in_halves(n, size, half)
+    else:
+        half(0, n)
 
 
 def weighted_sum(

@@ -20,7 +20,7 @@ buffer that then holds the result.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 from paperlab.soup.methods.base import (
@@ -28,15 +28,13 @@ from paperlab.soup.methods.base import (
     MethodParams,
     Param,
     compute_dtype,
-    in_halves,
+    over_blocks,
     register_method,
 )
 from paperlab.soup.methods.task_vectors import INT8_MASK, elect
 
 if TYPE_CHECKING:
     import torch
-
-_BLOCK = 1 << 16  # columns per block: (models, block) temporaries that stay in the CPU cache
 
 
 class _Deltas:
@@ -84,21 +82,6 @@ class _Deltas:
         torch.add(self.b[:, :k], sums, out=out.view(1, k))
 
 
-def _blocks(n: int, device: torch.device, start: Callable[[int], _Deltas],
-            work: Callable[[_Deltas, int, int], None]) -> None:
-    """``work(buffers, s, e)`` on every column block of [0, n), split over two threads on the
-    CPU (every column is computed on its own, so the split changes no bit)."""
-    block = _BLOCK if device.type == "cpu" else max(n, 1)  # blocks are a CPU-cache trick
-
-    def half(lo: int, hi: int) -> None:
-        bufs = start(min(block, hi - lo))
-        for s in range(lo, hi, block):
-            work(bufs, s, min(hi, s + block))
-
-    if device.type == "cpu":
-        in_halves(n, block, half)
-    else:
-        half(0, n)
 
 
 def _select(var: torch.Tensor, topk: float, mask_dtype: torch.dtype) -> torch.Tensor:
@@ -147,20 +130,20 @@ class Sce(MergeMethod):
             def variance(d: _Deltas, s: int, e: int) -> None:
                 torch.var(d.load(s, e), dim=0, unbiased=False, out=var[s:e])
 
-            _blocks(n, base.device, lambda w: _Deltas(tensors, base, dt, None, w), variance)
+            over_blocks(n, base.device, lambda w: _Deltas(tensors, base, dt, None, w), variance)
             select = _select(var, params.get("select_topk"), mask_dtype)
 
         def square(d: _Deltas, s: int, e: int) -> None:
             torch.square(d.load(s, e), out=work[:, s:e])
 
         if whole:
-            _blocks(n, base.device, lambda w: _Deltas(tensors, base, dt, select, w), square)
+            over_blocks(n, base.device, lambda w: _Deltas(tensors, base, dt, select, w), square)
             w = work.mean(dim=1)  # (N,)
         else:
             means = []
             for i in range(len(tensors)):
                 one = tensors[i: i + 1]
-                _blocks(n, base.device, lambda w, one=one: _Deltas(one, base, dt, select, w), square)  # type: ignore[misc]
+                over_blocks(n, base.device, lambda w, one=one: _Deltas(one, base, dt, select, w), square)  # type: ignore[misc]
                 means.append(work.mean(dim=1))
             w = torch.cat(means)
         total = torch.sum(w).item()
@@ -177,5 +160,5 @@ class Sce(MergeMethod):
             torch.add(d.b[0, : e - s], merged / torch.sum(erased, dim=0).clamp(min=1e-6), out=res[s:e])
 
         res = work[0]
-        _blocks(n, base.device, lambda w: _Deltas(tensors, base, dt, select, w), mix)
+        over_blocks(n, base.device, lambda w: _Deltas(tensors, base, dt, select, w), mix)
         return res
