@@ -309,25 +309,18 @@ def in_halves(n: int, block: int, work: Callable[[int, int], None]) -> None:
 
 def blocked(like: torch.Tensor, work: Callable[[int, int, torch.Tensor], None], *, rows: int = 0,
             block: int = 1 << 17) -> None:
-    """``work(start, stop, tmp)`` over the flat ``like``'s length in cache-sized blocks, on two
+    """``work(start, stop, tmp)`` (:func:`over_blocks`) over the flat ``like``'s length in cache-sized blocks, on two
     threads (:func:`in_halves`) with a scratch tensor of ``like``'s dtype each: ``tmp`` has
     ``stop - start`` entries, or is a contiguous ``(rows, stop - start)`` matrix when ``rows``
     is given. On an accelerator: one call over the whole length (blocks are a CPU-cache trick)."""
 
-    n = like.numel()
-    on_cpu = like.device.type == "cpu"
-    size = block if on_cpu else max(n, 1)
+    def start(width: int) -> torch.Tensor:  # this thread's scratch, kept for its next call
+        return _tmp(max(rows, 1) * width, like.device, like.dtype)
 
-    def half(start: int, stop: int) -> None:
-        t = _tmp(max(rows, 1) * min(stop - start, size), like.device, like.dtype)  # kept per thread
-        for s in range(start, stop, size):
-            e = min(stop, s + size)
-            work(s, e, t[: rows * (e - s)].view(rows, e - s) if rows else t[: e - s])
+    def step(t: torch.Tensor, s: int, e: int) -> None:
+        work(s, e, t[: rows * (e - s)].view(rows, e - s) if rows else t[: e - s])
 
-    if on_cpu:
-        in_halves(n, size, half)
-    else:
-        half(0, n)
+    over_blocks(like.numel(), like.device, start, step, block)
 
 
 def result_in(out: torch.Tensor | None, n: int, dtype: torch.dtype, like: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -175,13 +175,6 @@ def _exp_map(mean: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sinc: torch
         m.add_(t.copy_(base[s:e]))
 
 
-_KARCHER_BLOCK = 1 << 17  # 512 KiB of float32 per operand: measured 12% faster than 64Ki here
-
-
-def _blocked(like: torch.Tensor, work: Callable[[int, int, torch.Tensor], None]) -> None:
-    blocked(like, work, block=_KARCHER_BLOCK)
-
-
 def _weighted_mean(mean: torch.Tensor, a: list[float], us: list[torch.Tensor], s: int, e: int, t: torch.Tensor) -> None:
     import torch
 
@@ -236,7 +229,7 @@ def karcher_mean(xs: list[torch.Tensor], max_iter: int, tol: float) -> torch.Ten
     us = [units[i] for i in valid]
     mean = torch.zeros_like(us[0])
     tangent = torch.empty_like(mean)
-    _blocked(mean, partial(_weighted_mean, mean, a, us))
+    blocked(mean, partial(_weighted_mean, mean, a, us))
     mn = torch.linalg.vector_norm(mean.to(dtype))
     if mn.item() < tol:
         mean.copy_(us[0])
@@ -250,11 +243,11 @@ def karcher_mean(xs: list[torch.Tensor], max_iter: int, tol: float) -> torch.Ten
             if theta.item() < tol:
                 continue
             steps.append((ai * (theta / torch.sin(theta)), dot, u))
-        _blocked(mean, partial(_tangent, tangent, mean, steps))
+        blocked(mean, partial(_tangent, tangent, mean, steps))
         tn = torch.linalg.vector_norm(tangent.to(dtype))
         if tn.item() < tol:
             break
-        _blocked(mean, partial(_move, mean, tangent, tn))
+        blocked(mean, partial(_move, mean, tangent, tn))
         un = torch.linalg.vector_norm(mean.to(dtype))
         if un.item() > tol:
             mean.div_(un)
