@@ -13,9 +13,10 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from paperlab.soup.checkpoint import TAG_OF
+from paperlab.soup.direct_file import AppendFile
 
 INDEX_NAME = "model.safetensors.index.json"
 
@@ -73,13 +74,13 @@ class ShardedWriter:
         self._pos = 0  # index into _queue of the tensor being written
         self._left = self._queue[0][1].nbytes if self._queue else 0
         self._shard = -1
-        self._fh: IO[bytes] | None = None
+        self._fh: AppendFile | None = None
         self.total_bytes = sum(t.nbytes for t in tensors)
 
     def _open_shard(self, i: int) -> None:
         if self._fh is not None:
             self._fh.close()
-        self._fh = open(self.out_dir / self.files[i], "wb")  # noqa: SIM115
+        self._fh = AppendFile(self.out_dir / self.files[i])
         self._fh.write(_header(self.shards[i], None))
         self._shard = i
 
@@ -109,8 +110,8 @@ class ShardedWriter:
         if self._left or self._pos + 1 < len(self._queue):
             raise RuntimeError("writer closed before every tensor was written")
         if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            fh, self._fh = self._fh, None
+            fh.close()
         if len(self.files) > 1:
             index = {
                 "metadata": {"total_size": self.total_bytes},
@@ -121,5 +122,5 @@ class ShardedWriter:
     def abort(self) -> None:
         """Close the open file without finishing (the caller discards the directory)."""
         if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+            fh, self._fh = self._fh, None
+            fh.abort()
