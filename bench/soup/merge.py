@@ -84,18 +84,25 @@ def write_random_checkpoint(out: Path, cfg: dict, seed: int) -> int:
 
 
 FLOOR = r"""
-import sys, os
+import sys, os, mmap
 paths, out, size = sys.argv[1:-2], sys.argv[-2], int(sys.argv[-1])
-buf = bytearray(64 << 20); mv = memoryview(buf)
+direct = os.environ.get("FLOOR_DIRECT") == "1"
+buf = mmap.mmap(-1, 64 << 20); mv = memoryview(buf)  # page-aligned, as O_DIRECT wants
 for p in paths:
     with open(p, "rb", buffering=0) as f:
         while f.readinto(mv):
             pass
-with open(out, "wb", buffering=0) as f:
-    left = size
-    while left:
-        n = f.write(mv[: min(left, len(mv))]); left -= n
+fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | (os.O_DIRECT if direct else 0), 0o644)
+left = -(-size // 4096) * 4096 if direct else size
+while left:
+    left -= os.write(fd, mv[: min(left, len(mv))])
+if direct:
+    os.ftruncate(fd, size)
+os.close(fd)
 """
+
+# What a process pays before it can merge anything: the interpreter and torch's import.
+IMPORT_TORCH = "import torch"
 
 
 def timed(cmd: list[str], env: dict | None = None) -> dict:
@@ -312,9 +319,10 @@ def main() -> None:
         timed([py, "-c", FLOOR, *files, str(root / "floor.bin"), str(size)])  # warm the page cache
         (root / "floor.bin").unlink()
 
-        def floor() -> dict:
+        def floor(direct: bool = False) -> dict:
             os.sync()  # no earlier run's dirty pages left to write back during this one
-            got = timed([py, "-c", FLOOR, *files, str(root / "floor.bin"), str(size)])
+            got = timed([py, "-c", FLOOR, *files, str(root / "floor.bin"), str(size)],
+                        {**os.environ, "FLOOR_DIRECT": "1" if direct else "0"})
             (root / "floor.bin").unlink()
             return got
 
@@ -323,16 +331,27 @@ def main() -> None:
             os.sync()
             return timed([py, "-m", "paperlab", "soup", "merge", str(yaml_cfg), str(root / "ours")], env)
 
-        # The kernel's share of the same I/O varies several-fold from run to run on a shared VM
-        # (page reclaim, writeback), so the floor and ours alternate and the median ratio counts.
+        # The kernel's share of the same I/O varies several-fold from run to run on a shared VM:
+        # a buffered write is fast when the pages an earlier run freed are taken again, and slow
+        # when fresh ones are (our merge writes with O_DIRECT, so a floor run right after ours is
+        # one of the slow ones). So the floor is measured both ways, buffered and direct, every
+        # round, the three runs in a rotating order, and the median ratio counts.
         pairs = []
         for r in range(args.rounds):
-            a, b = (floor(), ours()) if r % 2 == 0 else tuple(reversed((ours(), floor())))
-            pairs.append({"floor": a, "ours": b, "ratio": b["wall_s"] / a["wall_s"]})
-            print(f"round {r + 1}: floor {a['wall_s']:.2f} s, ours {b['wall_s']:.2f} s "
-                  f"({b.get('merge_phase_s', float('nan')):.2f} s merging): {pairs[-1]['ratio']:.2f}x", flush=True)
+            runs = {"floor": lambda: floor(), "floor_direct": lambda: floor(True), "ours": ours}
+            order = list(runs)[r % 3:] + list(runs)[: r % 3]
+            got = {k: runs[k]() for k in order}
+            got["import_torch"] = timed([py, "-c", IMPORT_TORCH], env)
+            a, d, b = got["floor"], got["floor_direct"], got["ours"]
+            pairs.append({**got, "order": order, "ratio": b["wall_s"] / a["wall_s"],
+                          "ratio_direct": b["wall_s"] / d["wall_s"]})
+            print(f"round {r + 1} ({', '.join(order)}): floor {a['wall_s']:.2f} s, direct floor {d['wall_s']:.2f} s, "
+                  f"ours {b['wall_s']:.2f} s ({b.get('merge_phase_s', float('nan')):.2f} s merging), import torch "
+                  f"{got['import_torch']['wall_s']:.2f} s: {pairs[-1]['ratio']:.2f}x, {pairs[-1]['ratio_direct']:.2f}x",
+                  flush=True)
         mid = sorted(pairs, key=lambda x: x["ratio"])[len(pairs) // 2]
         results["floor"], results["ours"], results["rounds"] = mid["floor"], mid["ours"], pairs
+        results["floor_direct"] = sorted(pairs, key=lambda x: x["ratio_direct"])[len(pairs) // 2]["floor_direct"]
         if mergekit is not None:
             results["mergekit"] = timed([str(mergekit), str(yaml_cfg), str(root / "mk"), "--no-copy-tokenizer",
                                          "--no-write-model-card"], {**env, "PYTHONPATH": ""})
@@ -365,7 +384,8 @@ def main() -> None:
 
 
 def report(r: dict) -> None:
-    rows = [("I/O floor", r["floor"]), ("paperlab soup merge", r["ours"])]
+    rows = [("I/O floor", r["floor"]), *([("I/O floor, O_DIRECT", r["floor_direct"])] if "floor_direct" in r else []),
+            ("paperlab soup merge", r["ours"])]
     if "mergekit" in r:
         rows.append(("mergekit-yaml", r["mergekit"]))
     print(f"\nlinear merge of 4 x {r['params'] / 1e9:.2f}B-param bf16 checkpoints ({r['model_bytes'] / 1e9:.2f} GB each), "
@@ -378,6 +398,11 @@ def report(r: dict) -> None:
     ours, floor = r["ours"], r["floor"]
     ratios = ", ".join(f"{x['ratio']:.2f}" for x in r.get("rounds", []))
     print(f"\nours / floor wall: {ours['wall_s'] / floor['wall_s']:.2f}x, the median of rounds {ratios} (target < 1.0x)")
+    if r.get("rounds") and "ratio_direct" in r["rounds"][0]:
+        rd = sorted(x["ratio_direct"] for x in r["rounds"])
+        imp = sorted(x["import_torch"]["wall_s"] for x in r["rounds"])
+        print(f"ours / floor with direct writes: median {rd[len(rd) // 2]:.2f}x (rounds {', '.join(f'{x:.2f}' for x in rd)}); "
+              f"`python -c 'import torch'` alone: median {imp[len(imp) // 2]:.2f} s")
     if "mergekit" in r:
         mk = r["mergekit"]
         print(f"ours / mergekit wall: {ours['wall_s'] / mk['wall_s']:.2f}x")
