@@ -36,9 +36,14 @@ from paperlab.soup.methods.base import (
     row_sum,
     spare,
 )
+from paperlab.soup.methods.spares import SPARES
 
 if TYPE_CHECKING:
     import torch
+
+# Entries per block of karcher's passes: each iteration is a few cheap operations per model, so
+# torch's per-call cost counted at 128 Ki (4M-entry tensors: 175-181 ms against 155-162 ms).
+_KARCHER_BLOCK = 1 << 19
 
 
 @register_method
@@ -205,7 +210,7 @@ def _move(mean: torch.Tensor, tangent: torch.Tensor, tn: Any, s: int, e: int, t:
     torch.mul(torch.cos(tn), m, out=m).add_(torch.mul(torch.sin(tn), t, out=t))
 
 
-def karcher_mean(xs: list[torch.Tensor], max_iter: int, tol: float) -> torch.Tensor:
+def karcher_mean(xs: list[torch.Tensor], max_iter: int, tol: float, out: torch.Tensor | None = None) -> torch.Tensor:
     """The equal-weight Karcher mean of flat tensors (see the module docstring).
 
     ``xs`` are the caller's own copies: they are divided by their norms in place. mergekit's
@@ -213,7 +218,7 @@ def karcher_mean(xs: list[torch.Tensor], max_iter: int, tol: float) -> torch.Ten
     rounding of every reduction) is the same call on the same tensor, and the elementwise steps
     run the same operations in the same order one cache-sized block at a time, on two threads,
     into two buffers kept for all iterations (mergekit allocates five vectors per model and
-    iteration).
+    iteration): the mean in ``out`` (a buffer of the caller's, when it has room) and the tangent.
     """
     import torch
 
@@ -227,9 +232,9 @@ def karcher_mean(xs: list[torch.Tensor], max_iter: int, tol: float) -> torch.Ten
     a_sum = sum(alphas[i] for i in valid)
     a = [alphas[i] / a_sum for i in valid]
     us = [units[i] for i in valid]
-    mean = torch.zeros_like(us[0])
-    tangent = torch.empty_like(mean)
-    blocked(mean, partial(_weighted_mean, mean, a, us))
+    mean = result_in(out, us[0].numel(), us[0].dtype, us[0]).zero_()
+    tangent = spare(mean.numel(), mean.dtype, mean)
+    blocked(mean, partial(_weighted_mean, mean, a, us), block=_KARCHER_BLOCK)
     mn = torch.linalg.vector_norm(mean.to(dtype))
     if mn.item() < tol:
         mean.copy_(us[0])
@@ -243,14 +248,15 @@ def karcher_mean(xs: list[torch.Tensor], max_iter: int, tol: float) -> torch.Ten
             if theta.item() < tol:
                 continue
             steps.append((ai * (theta / torch.sin(theta)), dot, u))
-        blocked(mean, partial(_tangent, tangent, mean, steps))
+        blocked(mean, partial(_tangent, tangent, mean, steps), block=_KARCHER_BLOCK)
         tn = torch.linalg.vector_norm(tangent.to(dtype))
         if tn.item() < tol:
             break
-        blocked(mean, partial(_move, mean, tangent, tn))
+        blocked(mean, partial(_move, mean, tangent, tn), block=_KARCHER_BLOCK)
         un = torch.linalg.vector_norm(mean.to(dtype))
         if un.item() > tol:
             mean.div_(un)
+    give_spares(tangent)
     scale = sum((al * nrm for al, nrm in zip(alphas[1:], norms[1:], strict=True)), alphas[0] * norms[0])
     return torch.mul(scale, mean, out=mean)
 
@@ -260,6 +266,8 @@ class Karcher(MergeMethod):
     name = mergekit = "karcher"
     base = "input"
     elementwise = False
+    reads_only = True  # every input is converted into a buffer of the method's own first
+    writes_out = True
     params: ClassVar[tuple[Param, ...]] = (Param("max_iter", kind=int, default=10, low=1, fix="at least one step"),
               Param("tol", default=1e-5, low=0.0, open_low=True, fix="a small positive tolerance"))
 
@@ -270,7 +278,12 @@ class Karcher(MergeMethod):
         params: MethodParams,
         out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        xs = [load(x, params) for x in tensors]
-        if len(xs) == 1:
-            return xs[0]
-        return karcher_mean(xs, params.get("max_iter"), params.get("tol"))
+        if len(tensors) == 1:
+            return load(tensors[0], params)
+        dt = compute_dtype(params)
+        if tensors[0].numel() > SPARES.limit:
+            SPARES.clear()  # a large tensor: what small ones left goes before its working set
+        xs = [load(x, params, out=spare(x.numel(), dt, x)) for x in tensors]
+        mean = karcher_mean(xs, params.get("max_iter"), params.get("tol"), out)
+        give_spares(*xs)
+        return mean
