@@ -17,7 +17,6 @@ file carries on with ordinary buffered writes: same bytes, only the speed differ
 from __future__ import annotations
 
 import errno
-import fcntl
 import mmap
 import os
 from pathlib import Path
@@ -69,6 +68,8 @@ class AppendFile:
                 self._buffered()
 
     def _buffered(self) -> None:
+        import fcntl  # only reached where O_DIRECT exists (Linux); Windows has no fcntl
+
         fcntl.fcntl(self.fd, fcntl.F_SETFL, fcntl.fcntl(self.fd, fcntl.F_GETFL) & ~os.O_DIRECT)
         self.direct = False
 
