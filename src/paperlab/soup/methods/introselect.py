@@ -214,6 +214,8 @@ def replay_band_mask(keys: torch.Tensor, k1: int, k2: int) -> torch.Tensor | Non
             if _follow(v, first.cut, ix, k2, upper, work, dtype, depth) is None:
                 SPARES.give(upper)
                 return None
+            del v, ix  # the right part's indices go before the left part's are made
+        del right_src
         lower = SPARES.take(n, torch.bool).zero_()  # the first k1, all in the left part
         v, ix = first.left(left_src)
         if _follow(v, 0, ix, k1, lower, work, dtype, depth) is None:
