@@ -338,14 +338,14 @@ def main() -> None:
         # round, the three runs in a rotating order, and the median ratio counts.
         pairs = []
         for r in range(args.rounds):
-            runs = {"floor": lambda: floor(), "floor_direct": lambda: floor(True), "ours": ours}
+            runs = {"floor": floor, "floor_direct": lambda: floor(True), "ours": ours}
             order = list(runs)[r % 3:] + list(runs)[: r % 3]
             got = {k: runs[k]() for k in order}
             got["import_torch"] = timed([py, "-c", IMPORT_TORCH], env)
-            a, d, b = got["floor"], got["floor_direct"], got["ours"]
+            a, direct, b = got["floor"], got["floor_direct"], got["ours"]
             pairs.append({**got, "order": order, "ratio": b["wall_s"] / a["wall_s"],
-                          "ratio_direct": b["wall_s"] / d["wall_s"]})
-            print(f"round {r + 1} ({', '.join(order)}): floor {a['wall_s']:.2f} s, direct floor {d['wall_s']:.2f} s, "
+                          "ratio_direct": b["wall_s"] / direct["wall_s"]})
+            print(f"round {r + 1} ({', '.join(order)}): floor {a['wall_s']:.2f} s, direct floor {direct['wall_s']:.2f} s, "
                   f"ours {b['wall_s']:.2f} s ({b.get('merge_phase_s', float('nan')):.2f} s merging), import torch "
                   f"{got['import_torch']['wall_s']:.2f} s: {pairs[-1]['ratio']:.2f}x, {pairs[-1]['ratio_direct']:.2f}x",
                   flush=True)

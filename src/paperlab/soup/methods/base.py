@@ -27,8 +27,8 @@ from paperlab.soup.methods.spares import SPARES
 if TYPE_CHECKING:
     import torch
 
-REQUIRED: Any = object()
-_T = TypeVar("_T")  # a parameter without a default
+REQUIRED: Any = object()  # a parameter without a default
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -309,8 +309,8 @@ def in_halves(n: int, block: int, work: Callable[[int, int], None]) -> None:
 
 def blocked(like: torch.Tensor, work: Callable[[int, int, torch.Tensor], None], *, rows: int = 0,
             block: int = 1 << 17) -> None:
-    """``work(start, stop, tmp)`` (:func:`over_blocks`) over the flat ``like``'s length in cache-sized blocks, on two
-    threads (:func:`in_halves`) with a scratch tensor of ``like``'s dtype each: ``tmp`` has
+    """``work(start, stop, tmp)`` over the flat ``like``'s length in cache-sized blocks, on two
+    threads (:func:`over_blocks`) with a scratch tensor of ``like``'s dtype each: ``tmp`` has
     ``stop - start`` entries, or is a contiguous ``(rows, stop - start)`` matrix when ``rows``
     is given. On an accelerator: one call over the whole length (blocks are a CPU-cache trick)."""
 

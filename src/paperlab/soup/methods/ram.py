@@ -103,8 +103,6 @@ class _Columns:
         return torch.mul(self.active[:, :k], flag, out=w).sum(dim=1, dtype=torch.float32).to(torch.int64)
 
 
-
-
 def _result(n: int, dtype: torch.dtype, device: torch.device, out: torch.Tensor | None) -> torch.Tensor:
     import torch
 

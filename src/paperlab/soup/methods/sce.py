@@ -82,8 +82,6 @@ class _Deltas:
         torch.add(self.b[:, :k], sums, out=out.view(1, k))
 
 
-
-
 def _select(var: torch.Tensor, topk: float, mask_dtype: torch.dtype) -> torch.Tensor:
     """mergekit's sce_mask from the per-column variances: the top-k positions set to 1."""
     import torch
